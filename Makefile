@@ -1,0 +1,46 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Everything else is a step of those.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE_DIR ?= $(HOME)/.cache/datasetjob
+
+.PHONY: demo test venv services controlplane cluster unit integration e2e bench crds lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+services:  ## redis-server and the S3-compatible server used by the tests
+	scripts/install-services.sh
+
+controlplane:  ## etcd, kube-apiserver, kube-controller-manager, helm (built once, cached)
+	scripts/build-control-plane.sh
+
+demo: venv
+	$(VENV)/bin/dsj run manifests/samples/smart-money-flow.yaml --workers 10
+
+test: venv services controlplane
+	$(VENV)/bin/pytest -q tests/unit tests/integration tests/e2e
+
+unit: venv
+	$(VENV)/bin/pytest -q tests/unit
+
+integration: venv services
+	$(VENV)/bin/pytest -q tests/integration
+
+e2e: venv services controlplane
+	$(VENV)/bin/pytest -q tests/e2e
+
+cluster: venv services controlplane  ## a local control plane + process kubelet in the foreground
+	$(PY) -m tests.e2e.harness
+
+bench: venv services
+	$(PY) tests/bench/bench_local.py
+
+clean:
+	rm -rf $(VENV) datasets .cluster

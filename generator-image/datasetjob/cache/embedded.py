@@ -1,0 +1,123 @@
+"""The local cache: a SQLite file shared by every worker process on the machine.
+
+Single-flight uses one flock()ed lock file per key, so N processes (and threads) missing the
+same key make one upstream call; the others block on the lock and then read the value.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+# Past this, a lock holder is presumed stuck and the waiter computes for itself.
+SINGLE_FLIGHT_TIMEOUT_SECONDS = 120.0
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("DSJ_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "datasetjob" / "embedded-cache"
+
+
+class EmbeddedCache:
+    def __init__(self, directory: str | os.PathLike | None = None, namespace: str = "default",
+                 default_ttl: int | None = None):
+        self.dir = Path(directory) if directory else default_cache_dir()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "locks").mkdir(exist_ok=True)
+        self.db_path = self.dir / "cache.sqlite"
+        self.namespace = namespace
+        self.default_ttl = default_ttl
+        self._local = threading.local()
+        with self._connect() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS entries ("
+                         "key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def _full(self, key: str) -> str:
+        return f"{self.namespace}:{key}"
+
+    def get(self, key: str) -> tuple[bool, Any]:
+        from . import decode_value
+
+        row = self._conn.execute("SELECT value, expires FROM entries WHERE key = ?",
+                                 (self._full(key),)).fetchone()
+        if row is None or (row[1] is not None and row[1] < time.time()):
+            return False, None
+        return True, decode_value(row[0])
+
+    def set(self, key: str, value: Any, ttl: int | None = None) -> None:
+        from . import encode_value
+
+        text = encode_value(key, value)
+        ttl = self.default_ttl if ttl is None else ttl
+        expires = time.time() + ttl if ttl else None
+        self._conn.execute("INSERT OR REPLACE INTO entries (key, value, expires) VALUES (?, ?, ?)",
+                           (self._full(key), text, expires))
+
+    def _lock_path(self, key: str) -> Path:
+        digest = hashlib.sha1(self._full(key).encode()).hexdigest()
+        folder = self.dir / "locks" / digest[:2]
+        folder.mkdir(exist_ok=True)
+        return folder / digest
+
+    def get_or_compute(self, key: str, fn: Callable[[], Any], ttl: int | None = None) -> tuple[Any, bool]:
+        found, value = self.get(key)
+        if found:
+            return value, True
+        fd = os.open(self._lock_path(key), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            locked = _lock(fd, SINGLE_FLIGHT_TIMEOUT_SECONDS)
+            found, value = self.get(key)  # the holder we waited for may have filled it
+            if found:
+                return value, True
+            value = fn()
+            self.set(key, value, ttl)
+            return value, False
+        finally:
+            if "locked" in locals() and locked:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def clear(self) -> None:
+        self._conn.execute("DELETE FROM entries WHERE key LIKE ?", (f"{self.namespace}:%",))
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def _lock(fd: int, timeout: float) -> bool:
+    """flock with a timeout; polls with a short, growing sleep (flock itself has no timeout)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)

@@ -1,0 +1,139 @@
+"""`dsj`: run, validate, and the worker/combine entry points used inside pods.
+
+Exit codes: 0 success, 1 the run failed, 2 a bad spec or usage (nothing was written),
+78 a generator config error (do not retry), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import GeneratorConfigError, SpecError
+
+EXIT_BAD_SPEC = 2
+
+
+def _spec(path: str):
+    from .documents import load_spec_file
+
+    return load_spec_file(path)
+
+
+def _check_generator(spec, spec_path: str) -> None:
+    """What the schema cannot know: the function imports (with the runner's search path)."""
+    if not spec.generator.function:
+        return
+    from .generator import load_function
+
+    for entry in (os.getcwd(), os.path.dirname(os.path.abspath(spec_path))):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    load_function(spec.generator.function)
+
+
+def _print_problems(exc: Exception, path: str) -> int:
+    problems = exc.problems if isinstance(exc, SpecError) else [str(exc)]
+    print(f"{path}: invalid DatasetJob", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_BAD_SPEC
+
+
+def cmd_validate(args) -> int:
+    try:
+        spec = _spec(args.file)
+        _check_generator(spec, args.file)
+        from .runner import prepare_items
+
+        items, _ = prepare_items(spec)
+    except (SpecError, GeneratorConfigError) as exc:
+        return _print_problems(exc, args.file)
+    print(f"{args.file}: valid — {len(items)} items in {spec.shards} shards")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .runner import LocalRunner, LocalRunOptions
+
+    try:
+        spec = _spec(args.file)
+        _check_generator(spec, args.file)
+        opts = LocalRunOptions(workers=args.workers, output=args.output, resume=args.resume,
+                               cache_dir=args.cache_dir, redis_url=args.redis_url, workdir=args.workdir,
+                               quiet=args.quiet, spec_path=args.file)
+        runner = LocalRunner(spec, opts)
+        from .runner import prepare_items
+
+        prepare_items(runner.spec)  # fail on bad items before anything is written
+    except (SpecError, GeneratorConfigError) as exc:
+        return _print_problems(exc, args.file)
+    return runner.run()
+
+
+def cmd_worker(args) -> int:
+    from .entrypoints import worker_main
+
+    try:
+        spec = _spec(args.spec or os.environ.get("DSJ_SPEC_FILE", "/etc/datasetjob/datasetjob.json"))
+    except SpecError as exc:
+        _print_problems(exc, args.spec or "spec")
+        from .worker import EXIT_DO_NOT_RETRY
+
+        return EXIT_DO_NOT_RETRY
+    return worker_main(spec, args.index, args.run_id)
+
+
+def cmd_combine(args) -> int:
+    from .entrypoints import combine_main
+
+    try:
+        spec = _spec(args.spec or os.environ.get("DSJ_SPEC_FILE", "/etc/datasetjob/datasetjob.json"))
+    except SpecError as exc:
+        _print_problems(exc, args.spec or "spec")
+        from .worker import EXIT_DO_NOT_RETRY
+
+        return EXIT_DO_NOT_RETRY
+    return combine_main(spec, args.run_id)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dsj", description="Parallel dataset generation from a DatasetJob spec.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a DatasetJob on this machine")
+    p.add_argument("file")
+    p.add_argument("--workers", type=int, help="shards at once (default: spec.parallelism)")
+    p.add_argument("--output", help="output URI (file:// or s3://; default: spec.output.uri or ./datasets/NAME)")
+    p.add_argument("--resume", action="store_true", help="reuse committed shards and checkpointed items")
+    p.add_argument("--cache-dir", help="embedded cache directory (default: ~/.cache/datasetjob/embedded-cache)")
+    p.add_argument("--redis-url", help="use this Redis as the shared cache")
+    p.add_argument("--workdir", help="where logs go (default: ./datasets/NAME)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("validate", help="check a spec (schema, rules, items, generator import)")
+    p.add_argument("file")
+    p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("worker", help="run one shard (what a generator pod runs)")
+    p.add_argument("--spec", help="DatasetJob document (default: $DSJ_SPEC_FILE)")
+    p.add_argument("--index", type=int, help="shard index (default: $JOB_COMPLETION_INDEX)")
+    p.add_argument("--run-id", help="run id (default: $DSJ_RUN_ID, else the spec hash)")
+    p.set_defaults(fn=cmd_worker)
+
+    p = sub.add_parser("combine", help="combine a run's shards and publish (what the combine pod runs)")
+    p.add_argument("--spec", help="DatasetJob document (default: $DSJ_SPEC_FILE)")
+    p.add_argument("--run-id", help="run id (default: $DSJ_RUN_ID, else the spec hash)")
+    p.set_defaults(fn=cmd_combine)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

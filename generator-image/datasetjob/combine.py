@@ -1,0 +1,287 @@
+"""Combine a run's committed shards into one validated, deduplicated dataset, then publish.
+
+Decisions (what to publish, or why not) are pure functions over the shard manifests; the
+rows are streamed shard by shard, so memory does not grow with the number of shards
+(sorting merges per-shard sorted runs; dedupe keeps a set of keys).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from . import layout
+from .sharding import compress_indexes, shard_name
+from .spec import DatasetJobSpec
+from .storage import Store, local_tempdir
+from .tables import RowWriter, file_digest, iter_rows, write_rows
+
+
+class CombineRefused(Exception):
+    """The run's data does not meet the spec's bar; `reason` is a CamelCase word for status."""
+
+    def __init__(self, reason: str, message: str):
+        self.reason = reason
+        super().__init__(message)
+
+
+@dataclass
+class CombineResult:
+    run_id: str
+    uri: str
+    manifest_uri: str
+    rows: int
+    bytes: int
+    sha256: str
+    items: dict
+    missing_shards: list[int] = field(default_factory=list)
+    duplicates_dropped: int = 0
+    cache: dict = field(default_factory=dict)
+
+    def to_message(self) -> dict:
+        return {"state": "published", "runId": self.run_id, "uri": self.uri,
+                "manifestUri": self.manifest_uri, "rows": self.rows, "bytes": self.bytes,
+                "sha256": self.sha256, "items": self.items,
+                "missingShards": compress_indexes(self.missing_shards),
+                "duplicatesDropped": self.duplicates_dropped, "cache": self.cache}
+
+
+# -- pure decisions ---------------------------------------------------------------------------
+
+def check_coverage(shards: int, manifests: dict[int, dict], max_failed: int) -> list[int]:
+    missing = [i for i in range(shards) if i not in manifests]
+    if len(missing) > max_failed:
+        raise CombineRefused(
+            "ShardsFailed",
+            f"{len(missing)} of {shards} shards did not commit (indexes {compress_indexes(missing)}); "
+            f"spec.retries.maxFailedShards allows {max_failed}")
+    return missing
+
+
+def item_tally(total_items: int, manifests: dict[int, dict]) -> dict:
+    done = sum(m["items"]["done"] for m in manifests.values())
+    failed = sum(m["items"]["failed"] for m in manifests.values())
+    return {"total": total_items, "done": done, "failed": failed,
+            "missing": total_items - done - failed}
+
+
+def check_success_ratio(items: dict, minimum: float) -> None:
+    ratio = items["done"] / items["total"] if items["total"] else 1.0
+    if ratio + 1e-12 < minimum:
+        raise CombineRefused(
+            "TooFewItems",
+            f"only {items['done']} of {items['total']} items succeeded ({ratio:.2%}), below "
+            f"spec.combine.minItemSuccessRatio {minimum}; {items['failed']} failed "
+            f"(see failures/*.jsonl), {items['missing']} in shards that did not commit. "
+            "Retry the failed items or lower the ratio.")
+
+
+def check_columns(manifests: dict[int, dict], declared: dict[str, str]) -> list[str]:
+    """The common column list; a shard with other columns is named with the difference."""
+    reference: list[str] | None = None
+    ref_index = None
+    for index in sorted(manifests):
+        cols = manifests[index].get("columns") or []
+        if manifests[index]["rows"] == 0:
+            continue
+        if reference is None:
+            reference, ref_index = cols, index
+            continue
+        if set(cols) != set(reference):
+            extra = sorted(set(cols) - set(reference))
+            lacking = sorted(set(reference) - set(cols))
+            raise CombineRefused(
+                "ColumnMismatch",
+                f"{shard_name(index)} has columns {cols} but {shard_name(ref_index)} has {reference}"
+                + (f"; extra: {extra}" if extra else "") + (f"; missing: {lacking}" if lacking else ""))
+    reference = reference or list(declared)
+    if declared:
+        extra = sorted(set(reference) - set(declared))
+        lacking = sorted(set(declared) - set(reference))
+        if extra or lacking:
+            raise CombineRefused(
+                "SchemaMismatch",
+                "columns do not match spec.combine.columns"
+                + (f"; not declared: {extra}" if extra else "") + (f"; missing: {lacking}" if lacking else ""))
+    return reference
+
+
+_CHECKS = {
+    "int64": lambda v: isinstance(v, int) and not isinstance(v, bool) or (isinstance(v, str) and _is_int(v)),
+    "float64": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) or (isinstance(v, str) and _is_float(v)),
+    "bool": lambda v: isinstance(v, bool) or (isinstance(v, str) and v.lower() in ("true", "false", "0", "1")),
+    "string": lambda v: True,
+}
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def check_value(column: str, kind: str, value: Any, where: str) -> None:
+    if value is None or value == "":
+        return  # missing values are allowed in any column
+    if not _CHECKS[kind](value):
+        raise CombineRefused("SchemaMismatch",
+                             f"column {column!r} in {where}: {value!r} is not {kind} (spec.combine.columns)")
+
+
+def sort_key_part(value: Any, kind: str | None) -> tuple:
+    """Numbers (or numeric text) before text, numerically; the rest as text. A total order."""
+    if value is None or value == "":
+        return (2, "")
+    if kind != "string":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return (0, float(value), "")
+        if isinstance(value, str) and kind in (None, "int64", "float64"):
+            try:
+                number = float(value)
+                if not math.isnan(number):
+                    return (0, number, value)
+            except ValueError:
+                pass
+    return (1, str(value))
+
+
+# -- streaming ----------------------------------------------------------------------------------
+
+def _read_manifests(store: Store, run_id: str, shards: int) -> dict[int, dict]:
+    out = {}
+    for key in store.list(f"{layout.run_prefix(run_id)}shards/"):
+        if key.endswith(".json"):
+            manifest = json.loads(store.get_text(key))
+            if manifest.get("runId") == run_id and 0 <= manifest["shard"] < shards:
+                out[manifest["shard"]] = manifest
+    return out
+
+
+def _shard_rows(store: Store, run_id: str, index: int, fmt: str, tmpdir: str) -> Iterator[dict]:
+    path = os.path.join(tmpdir, f"{shard_name(index)}.{fmt}")
+    store.download(layout.shard_data_key(run_id, index, fmt), path)
+    try:
+        yield from iter_rows(path, fmt)
+    finally:
+        os.unlink(path)
+
+
+def _arrow_schema(store: Store, run_id: str, indexes: list[int], tmpdir: str):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schemas = []
+    for index in indexes:
+        path = os.path.join(tmpdir, "schema.parquet")
+        store.download(layout.shard_data_key(run_id, index, "parquet"), path)
+        schemas.append(pq.read_schema(path))
+    return pa.unify_schemas(schemas, promote_options="permissive") if schemas else None
+
+
+def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: int) -> CombineResult:
+    """Validate, merge and publish run `run_id`. Raises CombineRefused with a reason."""
+    fmt = spec.output.format
+    combine = spec.combine
+    declared = dict(combine.columns)
+    manifests = _read_manifests(store, run_id, spec.shards)
+    missing = check_coverage(spec.shards, manifests, spec.max_failed_shards)
+    items = item_tally(total_items, manifests)
+    check_success_ratio(items, combine.min_item_success_ratio)
+    columns = check_columns(manifests, declared)
+    for col in list(combine.dedupe_by) + list(combine.sort_by):
+        if columns and col not in columns:
+            raise CombineRefused("SchemaMismatch", f"spec.combine: column {col!r} is not in the data {columns}")
+
+    tmpdir = local_tempdir("dsj-combine-")
+    try:
+        with_rows = [i for i in sorted(manifests) if manifests[i]["rows"] > 0]
+        schema = _arrow_schema(store, run_id, with_rows, tmpdir) if fmt == "parquet" else None
+        out_path = os.path.join(tmpdir, f"combined-dataset.{fmt}")
+        writer = RowWriter(out_path, fmt, columns, schema)
+
+        def checked(index: int) -> Iterator[dict]:
+            for n, row in enumerate(_shard_rows(store, run_id, index, fmt, tmpdir)):
+                for col, kind in declared.items():
+                    check_value(col, kind, row.get(col), f"{shard_name(index)} row {n + 1}")
+                yield row
+
+        if combine.sort_by:
+            kinds = [declared.get(c) for c in combine.sort_by]
+
+            def key(row):
+                return tuple(sort_key_part(row.get(c), k) for c, k in zip(combine.sort_by, kinds))
+
+            runs = []
+            for index in with_rows:  # one shard in memory at a time, spilled sorted to disk
+                rows = sorted(checked(index), key=key)
+                run_path = os.path.join(tmpdir, f"sorted-{index}.jsonl")
+                write_rows(rows, run_path, "jsonl", columns)
+                runs.append(iter_rows(run_path, "jsonl"))
+            stream: Iterator[dict] = heapq.merge(*runs, key=key)
+        else:
+            stream = (row for index in with_rows for row in checked(index))
+
+        seen: set = set()
+        dropped = 0
+        batch: list[dict] = []
+        for row in stream:
+            if combine.dedupe_by:
+                k = tuple(json.dumps(row.get(c), sort_keys=True) for c in combine.dedupe_by)
+                if k in seen:
+                    dropped += 1
+                    continue
+                seen.add(k)
+            batch.append(row)
+            if len(batch) >= 10_000:
+                writer.write(batch)
+                batch = []
+        writer.write(batch)
+        writer.close()
+
+        sha, size = file_digest(out_path)
+        store.put_file(layout.combined_key(run_id, fmt), out_path)
+        cache = {"hits": sum(m["cache"]["hits"] for m in manifests.values()),
+                 "misses": sum(m["cache"]["misses"] for m in manifests.values())}
+        manifest = {
+            "runId": run_id, "name": spec.name, "specHash": run_id,
+            "image": spec.generator.image, "format": fmt,
+            "dataset": {"uri": store.key_uri(layout.combined_key(run_id, fmt)),
+                        "rows": writer.rows, "bytes": size, "sha256": sha, "columns": columns},
+            "items": items,
+            "coverage": {"shards": spec.shards, "committed": len(manifests),
+                         "missing": compress_indexes(missing),
+                         "itemSuccessRatio": items["done"] / items["total"] if items["total"] else 1.0},
+            "duplicatesDropped": dropped,
+            "cache": cache,
+            "shards": {shard_name(i): {"rows": m["rows"], "sha256": m.get("sha256"),
+                                        "items": m["items"]} for i, m in sorted(manifests.items())},
+            "spec": spec.raw_spec,
+            "publishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        store.put_bytes(layout.manifest_key(run_id), json.dumps(manifest, indent=1).encode())
+        result = CombineResult(run_id=run_id, uri=manifest["dataset"]["uri"],
+                               manifest_uri=store.key_uri(layout.manifest_key(run_id)),
+                               rows=writer.rows, bytes=size, sha256=sha, items=items,
+                               missing_shards=missing, duplicates_dropped=dropped, cache=cache)
+        latest = {k: manifest[k] for k in ("runId", "name", "publishedAt")}
+        latest.update(dataset=manifest["dataset"], manifestUri=result.manifest_uri)
+        store.put_bytes(layout.LATEST_KEY, json.dumps(latest, indent=1).encode())  # last
+        return result
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

@@ -1,0 +1,43 @@
+"""Object keys under `output.uri` (DESIGN §4). Pure; the one place that spells them."""
+
+from __future__ import annotations
+
+from .sharding import shard_name
+
+LATEST_KEY = "latest.json"
+
+
+def run_prefix(run_id: str) -> str:
+    return f"runs/{run_id}/"
+
+
+def spec_key(run_id: str) -> str:
+    return f"runs/{run_id}/spec.json"
+
+
+def items_key(run_id: str) -> str:
+    return f"runs/{run_id}/items.jsonl"
+
+
+def shard_data_key(run_id: str, index: int, fmt: str) -> str:
+    return f"runs/{run_id}/shards/{shard_name(index)}.{fmt}"
+
+
+def shard_manifest_key(run_id: str, index: int) -> str:
+    return f"runs/{run_id}/shards/{shard_name(index)}.json"
+
+
+def failures_key(run_id: str, index: int) -> str:
+    return f"runs/{run_id}/failures/{shard_name(index)}.jsonl"
+
+
+def checkpoint_prefix(run_id: str, index: int) -> str:
+    return f"runs/{run_id}/checkpoints/{shard_name(index)}/"
+
+
+def combined_key(run_id: str, fmt: str) -> str:
+    return f"runs/{run_id}/combined-dataset.{fmt}"
+
+
+def manifest_key(run_id: str) -> str:
+    return f"runs/{run_id}/manifest.json"

@@ -1,0 +1,203 @@
+"""The output store: a directory (file://) or an S3 bucket prefix (s3://), same layout in both.
+
+Every write is atomic: a reader sees the whole object or nothing. On disk that is a temp file
+in the store's own `.tmp/` (same filesystem) renamed into place; on S3 a PUT (or a completed
+multipart upload) is only visible once complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import StorageError
+
+
+class Store:
+    uri: str
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def put_file(self, key: str, path: str | os.PathLike) -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def download(self, key: str, path: str | os.PathLike) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def delete_prefix(self, prefix: str) -> None: ...
+
+    def key_uri(self, key: str) -> str:
+        return f"{self.uri.rstrip('/')}/{key}"
+
+    def get_text(self, key: str) -> str:
+        return self.get_bytes(key).decode("utf-8")
+
+
+class FileStore(Store):
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+        self.uri = f"file://{self.root}"
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def _tmp(self) -> Path:
+        tmp = self.root / ".tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return tmp / f"{uuid.uuid4().hex}.part"
+
+    def _publish(self, tmp: Path, key: str) -> None:
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        tmp = self._tmp()
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        self._publish(tmp, key)
+
+    def put_file(self, key: str, path) -> None:
+        tmp = self._tmp()
+        shutil.copyfile(path, tmp)
+        self._publish(tmp, key)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"{self.key_uri(key)}: not found") from None
+
+    def download(self, key: str, path) -> None:
+        try:
+            shutil.copyfile(self.path(key), path)
+        except FileNotFoundError:
+            raise StorageError(f"{self.key_uri(key)}: not found") from None
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.path(prefix)
+        folder = base if prefix.endswith("/") else base.parent
+        if not folder.is_dir():
+            return []
+        out = []
+        for dirpath, _, files in os.walk(folder):
+            for name in files:
+                rel = os.path.relpath(os.path.join(dirpath, name), self.root)
+                if rel.startswith(prefix) and not rel.startswith(".tmp/"):
+                    out.append(rel)
+        return sorted(out)
+
+    def delete_prefix(self, prefix: str) -> None:
+        target = self.path(prefix.rstrip("/"))
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+class S3Store(Store):
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None, region: str | None = None):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        config = Config(
+            retries={"mode": "standard", "max_attempts": 8},  # boto3's own backoff, not ours
+            s3={"addressing_style": "path"} if endpoint_url else {},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self.client = boto3.client(
+            "s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+            region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1", config=config)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _wrap(self, exc: Exception, key: str) -> StorageError:
+        return StorageError(f"{self.key_uri(key)}: {exc}")
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except Exception as exc:  # botocore raises many types; callers need one
+            raise self._wrap(exc, key) from exc
+
+    def put_file(self, key: str, path) -> None:
+        try:
+            self.client.upload_file(str(path), self.bucket, self._key(key))
+        except Exception as exc:
+            raise self._wrap(exc, key) from exc
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except Exception as exc:
+            raise self._wrap(exc, key) from exc
+
+    def download(self, key: str, path) -> None:
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(path))
+        except Exception as exc:
+            raise self._wrap(exc, key) from exc
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._wrap(exc, key) from exc
+
+    def list(self, prefix: str) -> list[str]:
+        out = []
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=self._key(prefix)):
+                out.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        except Exception as exc:
+            raise self._wrap(exc, prefix) from exc
+        return sorted(out)
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = self.list(prefix)
+        for i in range(0, len(keys), 1000):
+            self.client.delete_objects(Bucket=self.bucket, Delete={
+                "Objects": [{"Key": self._key(k)} for k in keys[i:i + 1000]], "Quiet": True})
+
+
+def open_store(uri: str, endpoint_url: str | None = None, region: str | None = None) -> Store:
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return FileStore(parsed.netloc + parsed.path if parsed.netloc not in ("", "localhost") else parsed.path)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StorageError(f"{uri}: no bucket")
+        return S3Store(parsed.netloc, parsed.path, endpoint_url, region)
+    if not parsed.scheme:
+        return FileStore(uri)
+    raise StorageError(f"{uri}: unsupported scheme {parsed.scheme!r} (use file:// or s3://)")
+
+
+def read_uri_text(uri: str, endpoint_url: str | None = None, region: str | None = None) -> str:
+    """The whole text of one object named by a URI."""
+    head, _, name = uri.rstrip("/").rpartition("/")
+    return open_store(head, endpoint_url, region).get_text(name)
+
+
+def local_tempdir(prefix: str = "dsj-") -> str:
+    """A scratch dir that works under a read-only root filesystem (TMPDIR is an emptyDir)."""
+    return tempfile.mkdtemp(prefix=prefix)

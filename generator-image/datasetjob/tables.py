@@ -1,0 +1,178 @@
+"""Reading and writing row files in the three output formats (csv, jsonl, parquet).
+
+CSV is written row by row with a fixed value format (not through a DataFrame) so a row's text
+never depends on which other rows share its file: the combined dataset is then byte-identical
+whatever the number of shards. The combine reads CSV back as text for the same reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from typing import Any, Iterable, Iterator
+
+FORMATS = ("csv", "jsonl", "parquet")
+
+
+def format_csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return str(value)
+
+
+def columns_of(rows: Iterable[dict]) -> list[str]:
+    """Union of the rows' keys in first-seen order."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            seen.setdefault(key, None)
+    return list(seen)
+
+
+def write_rows(rows: list[dict], path: str, fmt: str, columns: list[str] | None = None) -> list[str]:
+    """Write `rows` to `path`; returns the column list. Zero rows → an empty file."""
+    columns = columns if columns is not None else columns_of(rows)
+    if fmt == "csv":
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            if columns:
+                writer = csv.writer(f, lineterminator="\n")
+                writer.writerow(columns)
+                for row in rows:
+                    writer.writerow([format_csv_value(row.get(c)) for c in columns])
+    elif fmt == "jsonl":
+        with open(path, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False) + "\n")
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows]) if rows \
+            else pa.table({})
+        pq.write_table(table, path)
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+    return columns
+
+
+def read_columns(path: str, fmt: str) -> list[str]:
+    if fmt == "csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), [])
+    if fmt == "jsonl":
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+        return list(json.loads(first)) if first.strip() else []
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def iter_rows(path: str, fmt: str, chunk_rows: int = 50_000) -> Iterator[dict]:
+    """Stream a row file; memory is bounded by `chunk_rows`. CSV values stay text."""
+    if fmt == "csv":
+        import pandas as pd
+
+        try:
+            reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
+                                 chunksize=chunk_rows)
+        except pd.errors.EmptyDataError:
+            return
+        with reader:
+            for chunk in reader:
+                yield from chunk.to_dict("records")
+    elif fmt == "jsonl":
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        for batch in parquet.iter_batches(batch_size=chunk_rows):
+            yield from batch.to_pylist()
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+
+
+def count_rows(path: str, fmt: str) -> int:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    return sum(1 for _ in iter_rows(path, fmt))
+
+
+def file_digest(path: str) -> tuple[str, int]:
+    """(sha256 hex, size in bytes)."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
+class RowWriter:
+    """Incremental writer for the combined dataset (the combine never holds all rows)."""
+
+    def __init__(self, path: str, fmt: str, columns: list[str], arrow_schema=None):
+        self.path, self.fmt, self.columns = path, fmt, columns
+        self.rows = 0
+        self._f = None
+        self._pq = None
+        self._schema = arrow_schema
+        if fmt == "csv":
+            self._f = open(path, "w", newline="", encoding="utf-8")
+            self._csv = csv.writer(self._f, lineterminator="\n")
+            if columns:
+                self._csv.writerow(columns)
+        elif fmt == "jsonl":
+            self._f = open(path, "w", encoding="utf-8")
+        elif fmt != "parquet":
+            raise ValueError(f"unknown format {fmt!r}")
+
+    def write(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        self.rows += len(rows)
+        if self.fmt == "csv":
+            for row in rows:
+                self._csv.writerow([format_csv_value(row.get(c)) for c in self.columns])
+        elif self.fmt == "jsonl":
+            for row in rows:
+                self._f.write(json.dumps({c: row.get(c) for c in self.columns}, ensure_ascii=False) + "\n")
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows],
+                                         schema=self._schema)
+            if self._pq is None:
+                self._schema = table.schema
+                self._pq = pq.ParquetWriter(self.path, self._schema)
+            self._pq.write_table(table)
+
+    def close(self) -> None:
+        if self._f:
+            self._f.close()
+        if self.fmt == "parquet":
+            if self._pq is None:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                pq.write_table(pa.table({c: [] for c in self.columns}), self.path)
+            else:
+                self._pq.close()

@@ -1,0 +1,285 @@
+"""One shard, start to commit: the code every generator pod (and every local process) runs.
+
+Exit codes: 0 = shard committed (failed items are recorded, not fatal); 1 = retry me;
+EXIT_DO_NOT_RETRY = the generator config is broken, a retry cannot help (mapped to FailIndex
+by the Job's podFailurePolicy); 143 = stopped by SIGTERM after checkpointing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import layout
+from .checkpoint import Checkpoint
+from .context import Counters, ItemContext
+from .errors import GeneratorConfigError
+from .generator import PLACEHOLDERS, json_safe_rows, load_function, normalise_rows, substitute
+from .sharding import shard_bounds, shard_name
+from .spec import DatasetJobSpec
+from .storage import Store, local_tempdir
+from .tables import count_rows, file_digest, read_columns, write_rows
+
+EXIT_OK = 0
+EXIT_RETRY = 1
+EXIT_DO_NOT_RETRY = 78  # sysexits EX_CONFIG
+EXIT_TERMINATED = 143
+
+log = logging.getLogger("datasetjob.worker")
+
+
+@dataclass
+class ShardSummary:
+    run_id: str
+    index: int
+    items_total: int = 0
+    items_done: int = 0
+    items_failed: int = 0
+    items_skipped: int = 0  # done by an earlier attempt (from the checkpoint)
+    rows: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    upstream_calls: int = 0
+    sha256: str | None = None
+    bytes: int = 0
+    state: str = "running"
+    error: str | None = None
+    columns: list[str] = field(default_factory=list)
+
+    def to_message(self) -> dict:
+        """The one-line termination message (kept well under the 4 KiB limit)."""
+        out = {"runId": self.run_id, "shard": self.index, "state": self.state,
+               "items": {"total": self.items_total, "done": self.items_done,
+                         "failed": self.items_failed, "skipped": self.items_skipped},
+               "rows": self.rows, "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
+               "upstreamCalls": self.upstream_calls}
+        if self.sha256:
+            out["sha256"] = self.sha256
+        if self.error:
+            out["error"] = self.error[:1500]
+        return out
+
+
+@dataclass
+class WorkerSetup:
+    spec: DatasetJobSpec
+    run_id: str
+    index: int
+    store: Store
+    items: list[Any]
+    ids: list[str]
+    cache: Any
+    progress: Any
+    limiter: Any = None
+
+
+def write_termination_message(summary: ShardSummary | dict) -> None:
+    message = summary.to_message() if isinstance(summary, ShardSummary) else summary
+    path = os.environ.get("DSJ_TERMINATION_LOG") or "/dev/termination-log"
+    if not os.environ.get("DSJ_TERMINATION_LOG") and not os.path.exists(path):
+        return  # not in a pod
+    try:
+        with open(path, "w") as f:
+            f.write(json.dumps(message, separators=(",", ":")) + "\n")
+    except OSError as exc:
+        log.warning("cannot write termination message to %s: %s", path, exc)
+
+
+class ShardWorker:
+    def __init__(self, setup: WorkerSetup):
+        self.s = setup
+        self.spec = setup.spec
+        self.fmt = setup.spec.output.format
+        start, stop = shard_bounds(len(setup.items), setup.spec.shards, setup.index)
+        self.positions = range(start, stop)
+        self.counters = Counters()
+        self.summary = ShardSummary(setup.run_id, setup.index, items_total=len(self.positions))
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    # -- progress ---------------------------------------------------------------------------
+    def _publish(self) -> None:
+        s = self.summary
+        s.cache_hits, s.cache_misses = self.counters.cache_hits, self.counters.cache_misses
+        s.upstream_calls = self.counters.upstream_calls
+        self.s.progress.publish(dict(self.summary.to_message(), index=s.index))
+
+    def _progress_loop(self) -> None:
+        while not self._done.wait(0.3):
+            with self._lock:
+                self._publish()
+
+    # -- the shard ----------------------------------------------------------------------------
+    def run(self) -> int:
+        store, run_id, index = self.s.store, self.s.run_id, self.s.index
+        if store.exists(layout.shard_manifest_key(run_id, index)):
+            manifest = json.loads(store.get_text(layout.shard_manifest_key(run_id, index)))
+            log.info("%s already committed by an earlier attempt; nothing to do", shard_name(index))
+            self._from_manifest(manifest)
+            return EXIT_OK
+        self._done = threading.Event()
+        ticker = threading.Thread(target=self._progress_loop, daemon=True)
+        ticker.start()
+        try:
+            if self.spec.generator.command:
+                rows_file, failures = self._run_command()
+            else:
+                rows_file, failures = self._run_function()
+            if rows_file is None:
+                return EXIT_TERMINATED
+            self._commit(rows_file, failures)
+            return EXIT_OK
+        finally:
+            self._done.set()
+            with self._lock:
+                self._publish()
+
+    def _run_function(self) -> tuple[str | None, list[dict]]:
+        fn = load_function(self.spec.generator.function)
+        checkpoint = Checkpoint(self.s.store, self.s.run_id, self.s.index)
+        results: dict[int, list[dict]] = checkpoint.load()
+        results = {p: r for p, r in results.items() if p in self.positions}
+        self.summary.items_skipped = len(results)
+        self.summary.items_done = len(results)
+        self.summary.rows = sum(len(r) for r in results.values())
+        if results:
+            log.info("%s: %d items already done by an earlier attempt, skipping them",
+                     shard_name(self.s.index), len(results))
+        failures: list[dict] = []
+        todo = [p for p in self.positions if p not in results]
+
+        def one(position: int):
+            item, item_id = self.s.items[position], self.s.ids[position]
+            ctx = ItemContext(item=item, item_id=item_id, shard=shard_name(self.s.index),
+                              index=self.s.index, run_id=self.s.run_id, cache=self.s.cache,
+                              counters=self.counters, limiter=self.s.limiter,
+                              default_ttl=self.spec.cache.ttl_seconds)
+            return json_safe_rows(normalise_rows(fn(item, ctx)), item_id)
+
+        width = self.spec.generator.concurrency
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="item") as pool:
+            pending: dict = {}
+            queue = iter(todo)
+            while True:
+                while len(pending) < width * 2 and not self.stopping.is_set():
+                    position = next(queue, None)
+                    if position is None:
+                        break
+                    pending[pool.submit(one, position)] = position
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    position = pending.pop(fut)
+                    self._record(position, fut, results, failures, checkpoint)
+        if self.stopping.is_set() and len(results) + len(failures) < len(self.positions):
+            checkpoint.flush()
+            log.warning("%s: stopped after %d of %d items; checkpoint saved",
+                        shard_name(self.s.index), len(results), len(self.positions))
+            return None, failures
+        ordered = [row for p in self.positions if p in results for row in results[p]]
+        tmpdir = local_tempdir()
+        path = os.path.join(tmpdir, f"shard.{self.fmt}")
+        self.summary.columns = write_rows(ordered, path, self.fmt)
+        self._checkpoint = checkpoint
+        return path, sorted(failures, key=lambda f: f["position"])
+
+    def _record(self, position, fut, results, failures, checkpoint) -> None:
+        item_id = self.s.ids[position]
+        exc = fut.exception()
+        with self._lock:
+            if exc is None:
+                rows = fut.result()
+                results[position] = rows
+                self.summary.items_done += 1
+                self.summary.rows += len(rows)
+                checkpoint.record(position, item_id, rows)
+            else:
+                self.summary.items_failed += 1
+                tb = traceback.extract_tb(exc.__traceback__)
+                where = f"{tb[-1].filename}:{tb[-1].lineno}" if tb else ""
+                failures.append({"id": item_id, "position": position,
+                                 "error": f"{type(exc).__name__}: {exc}", "where": where})
+                log.warning("item %s failed: %s: %s", item_id, type(exc).__name__, exc)
+
+    def _run_command(self) -> tuple[str | None, list[dict]]:
+        gen = self.spec.generator
+        tmpdir = local_tempdir()
+        items_file = os.path.join(tmpdir, "items.jsonl")
+        with open(items_file, "w", encoding="utf-8") as f:
+            for p in self.positions:
+                f.write(json.dumps(self.s.items[p], ensure_ascii=False) + "\n")
+        values = {"items": ",".join(self.s.ids[p] for p in self.positions), "items_file": items_file,
+                  "shard": shard_name(self.s.index), "index": str(self.s.index), "run_id": self.s.run_id}
+        argv = [substitute(a, values) for a in gen.command]
+        cwd = gen.working_dir or os.getcwd()
+        output = Path(cwd, substitute(gen.output_file, values))
+        if output.exists():
+            output.unlink()  # never publish a stale file from an earlier attempt
+        log.info("running %s", " ".join(argv)[:500])
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, start_new_session=True)
+        except (FileNotFoundError, PermissionError) as exc:
+            raise GeneratorConfigError(f"spec.generator.command: cannot start {argv[0]!r}: {exc}") from None
+        while proc.poll() is None:
+            if self.stopping.wait(0.2):
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
+                return None, []
+        if proc.returncode != 0:
+            raise RuntimeError(f"generator command exited with code {proc.returncode}")
+        if not output.is_file():
+            raise RuntimeError(f"generator command exited 0 but wrote no {output}")
+        staged = os.path.join(tmpdir, f"shard.{self.fmt}")
+        shutil.copyfile(output, staged)
+        self.summary.columns = read_columns(staged, self.fmt)
+        self.summary.rows = count_rows(staged, self.fmt)
+        self.summary.items_done = len(self.positions)
+        self._checkpoint = None
+        return staged, []
+
+    def _commit(self, path: str, failures: list[dict]) -> None:
+        """Failures, then data, then the shard manifest: the manifest is the commit marker."""
+        store, run_id, index = self.s.store, self.s.run_id, self.s.index
+        sha, size = file_digest(path)
+        self.summary.sha256, self.summary.bytes = sha, size
+        body = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures)
+        store.put_bytes(layout.failures_key(run_id, index), body.encode("utf-8"))
+        store.put_file(layout.shard_data_key(run_id, index, self.fmt), path)
+        self.summary.state = "committed"
+        self._publish_counters()
+        manifest = dict(self.summary.to_message(), format=self.fmt, bytes=size,
+                        columns=self.summary.columns, positions=[self.positions.start, self.positions.stop],
+                        committedAt=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        store.put_bytes(layout.shard_manifest_key(run_id, index),
+                        json.dumps(manifest, indent=1).encode("utf-8"))
+        if self._checkpoint is not None:
+            self._checkpoint.discard()
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+    def _publish_counters(self) -> None:
+        s = self.summary
+        s.cache_hits, s.cache_misses = self.counters.cache_hits, self.counters.cache_misses
+        s.upstream_calls = self.counters.upstream_calls
+
+    def _from_manifest(self, manifest: dict) -> None:
+        s = self.summary
+        s.state = "committed"
+        s.items_done = manifest["items"]["done"]
+        s.items_failed = manifest["items"]["failed"]
+        s.items_skipped = manifest["items"].get("skipped", 0)
+        s.rows, s.sha256 = manifest["rows"], manifest.get("sha256")
+        s.cache_hits, s.cache_misses = manifest["cache"]["hits"], manifest["cache"]["misses"]
+        self.s.progress.publish(dict(s.to_message(), index=s.index))

@@ -1,0 +1,47 @@
+"""A fake market-data API: deterministic values, a fixed latency per call (SMF_LATENCY_MS,
+default 20 ms) and optional injected failures (SMF_FAIL_RATIO of examples raise).
+
+Values are integers divided by powers of ten, and features use only + - * /, so the Node.js
+twin (../smart_money_js) computes bit-identical numbers.
+"""
+
+import hashlib
+import os
+import time
+
+
+def _latency() -> float:
+    return float(os.environ.get("SMF_LATENCY_MS", "20")) / 1000.0
+
+
+def _unit(*parts: str) -> int:
+    """A deterministic integer in [0, 1_000_000) from the inputs."""
+    digest = hashlib.sha256(":".join(parts).encode()).hexdigest()
+    return int(digest[:8], 16) % 1_000_000
+
+
+def _call():
+    time.sleep(_latency())
+
+
+def price_history(symbol: str, dates: list[str]) -> list[float]:
+    """Monthly closes of `symbol` on `dates` (one upstream call)."""
+    _call()
+    base = 20 + _unit("base", symbol) / 10_000
+    return [base + _unit("close", symbol, d) / 100_000 for d in dates]
+
+
+def market_data(date: str) -> dict:
+    """Index return and volatility on `date` (one upstream call)."""
+    _call()
+    return {"market_return": (_unit("mkt", date) - 500_000) / 10_000_000,
+            "vix": 10 + _unit("vix", date) / 40_000}
+
+
+def institutional_flow(symbol: str, date: str) -> float:
+    """Net institutional flow for one symbol-month (one upstream call)."""
+    _call()
+    ratio = float(os.environ.get("SMF_FAIL_RATIO", "0") or 0)
+    if ratio and _unit("fail", symbol, date) < ratio * 1_000_000:
+        raise ConnectionError(f"upstream returned 502 for flow {symbol} {date}")
+    return (_unit("flow", symbol, date) - 500_000) / 1_000

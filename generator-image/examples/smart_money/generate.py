@@ -1,0 +1,30 @@
+"""The generator: fn(item, ctx) -> row. Upstream calls go through ctx.cached, so a symbol's
+price history is fetched once for its 36 examples and a date's market data once for its 100."""
+
+from .api import institutional_flow, market_data, price_history
+from .universe import month_ends
+
+DATES = month_ends()
+
+
+def example(item: dict, ctx) -> dict:
+    symbol, date = item["symbol"], item["date"]
+    closes = ctx.cached(f"prices:{symbol}", lambda: price_history(symbol, DATES))
+    market = ctx.cached(f"market:{date}", lambda: market_data(date))
+    flow = ctx.cached(f"flow:{symbol}:{date}", lambda: institutional_flow(symbol, date))
+    i = DATES.index(date)
+    close = closes[i]
+    past = closes[max(0, i - 3)]
+    momentum = (close - past) / past
+    nxt = closes[i + 1] if i + 1 < len(closes) else close
+    forward = (nxt - close) / close
+    return {
+        "symbol": symbol,
+        "date": date,
+        "close": close,
+        "momentum_3m": momentum,
+        "market_return": market["market_return"],
+        "vix": market["vix"],
+        "flow": flow,
+        "label": 1 if forward - market["market_return"] > 0 else 0,
+    }
