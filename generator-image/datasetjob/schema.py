@@ -93,7 +93,8 @@ def _describe(error) -> tuple[list, str]:
         return parts, "must not be empty"
     if v == "type":
         kind = {"array": "list", "object": "mapping"}.get(arg, arg)
-        return parts, f"must be a {kind}, got {type(error.instance).__name__} {error.instance!r:.60}"
+        article = "an" if kind[0] in "aeiou" else "a"
+        return parts, f"must be {article} {kind}, got {type(error.instance).__name__} {error.instance!r:.60}"
     if v == "enum":
         return parts, f"must be one of {', '.join(map(str, arg))}, got {error.instance!r}"
     if v == "minimum":
