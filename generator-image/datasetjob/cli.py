@@ -15,10 +15,10 @@ from .errors import GeneratorConfigError, SpecError
 EXIT_BAD_SPEC = 2
 
 
-def _spec(path: str):
+def _spec(path: str, rules: bool = True):
     from .documents import load_spec_file
 
-    return load_spec_file(path)
+    return load_spec_file(path, rules=rules)
 
 
 def _check_generator(spec, spec_path: str) -> None:
@@ -76,7 +76,7 @@ def cmd_worker(args) -> int:
     from .entrypoints import worker_main
 
     try:
-        spec = _spec(args.spec or os.environ.get("DSJ_SPEC_FILE", "/etc/datasetjob/datasetjob.json"))
+        spec = _spec(args.spec or os.environ.get("DSJ_SPEC_FILE", "/etc/datasetjob/datasetjob.json"), rules=False)
     except SpecError as exc:
         _print_problems(exc, args.spec or "spec")
         from .worker import EXIT_DO_NOT_RETRY
@@ -89,7 +89,7 @@ def cmd_combine(args) -> int:
     from .entrypoints import combine_main
 
     try:
-        spec = _spec(args.spec or os.environ.get("DSJ_SPEC_FILE", "/etc/datasetjob/datasetjob.json"))
+        spec = _spec(args.spec or os.environ.get("DSJ_SPEC_FILE", "/etc/datasetjob/datasetjob.json"), rules=False)
     except SpecError as exc:
         _print_problems(exc, args.spec or "spec")
         from .worker import EXIT_DO_NOT_RETRY

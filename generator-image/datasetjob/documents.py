@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -15,6 +16,11 @@ def load_document(path: str | Path) -> dict:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError([f"{path}: cannot read: {exc.strerror}"]) from None
+    if str(path).endswith(".json"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError([f"{path}: not valid JSON: {exc}"]) from None
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
@@ -27,5 +33,5 @@ def load_document(path: str | Path) -> dict:
     return jobs[0]
 
 
-def load_spec_file(path: str | Path) -> DatasetJobSpec:
-    return spec_from_document(load_document(path))
+def load_spec_file(path: str | Path, rules: bool = True) -> DatasetJobSpec:
+    return spec_from_document(load_document(path), rules=rules)

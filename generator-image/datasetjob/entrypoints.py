@@ -98,7 +98,10 @@ def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> 
             setup.progress = setup.cache.progress_sink(run, index, fallback=progress)
         worker = ShardWorker(setup)
         signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
-        code = worker.run()
+        try:
+            code = worker.run()
+        finally:
+            setup.cache.close()  # releases single-flight locks still held (e.g. when stopping)
         summary = worker.summary
         if code == EXIT_OK:
             log.info("shard %d committed: %d items done, %d failed, %d rows", index,

@@ -1,7 +1,19 @@
 """Rate limiting of upstream calls: a token bucket shared by every worker of a scope.
 
-Local mode: the bucket lives in a small file guarded by flock(), shared by the machine's
-worker processes. (The Redis-backed bucket for clusters lives in redis_ratelimit.)
+One algorithm, three homes:
+  LocalTokenBucket      a small file guarded by flock(): the worker processes of one machine
+                        (local mode, no Redis)
+  RedisTokenBucket      a Lua script in Redis (redis_ratelimit): every pod of every DatasetJob
+                        naming the same scope
+  InProcessTokenBucket  one process's threads: the conservative per-pod share a worker falls
+                        back to when Redis is unreachable
+
+The bucket holds at most `burst` tokens and refills at `requests_per_second`, so in any window
+of t seconds at most `requests_per_second * t + burst` calls start.
+
+`acquire()` *reserves* the next token: one state update, then the caller sleeps until its
+slot. Waiters are served in order and never stampede on the bucket. `try_acquire()` takes a
+token only if one is there now and otherwise says how long until one would be.
 """
 
 from __future__ import annotations
@@ -9,48 +21,113 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+import threading
 import time
 from pathlib import Path
 
 
-class LocalTokenBucket:
-    """`requests_per_second` sustained, `burst` at once, across processes on one machine."""
+def bucket_step(tokens: float | None, at: float | None, now: float, rate: float, burst: float,
+                reserve: bool) -> tuple[float, float, float]:
+    """One decision of the bucket: (tokens, at, wait) after a request at `now`.
 
-    def __init__(self, directory: str | os.PathLike, scope: str, requests_per_second: float, burst: int):
-        folder = Path(directory) / "ratelimit"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{scope}.json"
+    wait == 0: a token was taken. wait > 0 with `reserve`: the token of the slot `at + wait`
+    was taken (tokens go below zero: the queue); without `reserve`: nothing was taken.
+    A clock that went backwards pauses the refill instead of draining the bucket.
+    """
+    if tokens is None or at is None:
+        tokens, at = float(burst), now
+    if now > at:
+        tokens = min(float(burst), tokens + (now - at) * rate)
+        at = now
+    if tokens >= 1:
+        return tokens - 1, at, 0.0
+    wait = (1 - tokens) / rate
+    if reserve:
+        return tokens - 1, at, wait
+    return tokens, at, wait
+
+
+class InProcessTokenBucket:
+    """The same bucket for one process's threads."""
+
+    def __init__(self, requests_per_second: float, burst: float):
         self.rate = float(requests_per_second)
-        self.burst = int(burst)
+        self.burst = max(1.0, float(burst))
+        self._tokens: float | None = None
+        self._at: float | None = None
+        self._lock = threading.Lock()
+
+    def _step(self, reserve: bool) -> tuple[float, float]:
+        with self._lock:
+            self._tokens, self._at, wait = bucket_step(self._tokens, self._at, time.time(), self.rate,
+                                                       self.burst, reserve)
+            return wait, self._at
 
     def try_acquire(self) -> float:
         """0 if a token was taken, else seconds until one will be available."""
+        return self._step(reserve=False)[0]
+
+    def acquire(self) -> float:
+        """Block until a token is ours; returns the time of its slot (epoch seconds)."""
+        wait, at = self._step(reserve=True)
+        if wait > 0:
+            time.sleep(wait)
+        return at + wait
+
+
+_SCOPE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class LocalTokenBucket:
+    """`requests_per_second` sustained, `burst` at once, across processes on one machine.
+
+    The state {"tokens", "at"} lives in <directory>/ratelimit/<scope>.json, read and rewritten
+    under an exclusive flock(); `at` is wall-clock time, the one clock all processes share.
+    """
+
+    def __init__(self, directory: str | os.PathLike, scope: str, requests_per_second: float, burst: int):
+        if requests_per_second <= 0:
+            raise ValueError("requests_per_second must be > 0")
+        folder = Path(directory) / "ratelimit"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{_SCOPE_UNSAFE.sub('_', scope)}.json"
+        self.rate = float(requests_per_second)
+        self.burst = max(1, int(burst))
+
+    def _step(self, reserve: bool) -> tuple[float, float]:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             raw = os.read(fd, 4096)
-            now = time.time()
-            state = json.loads(raw) if raw.strip() else {"tokens": self.burst, "at": now}
-            tokens = min(self.burst, state["tokens"] + (now - state["at"]) * self.rate)
-            if tokens >= 1:
-                tokens -= 1
-                wait = 0.0
-            else:
-                wait = (1 - tokens) / self.rate
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps({"tokens": tokens, "at": now}).encode())
-            return wait
+            try:
+                state = json.loads(raw) if raw.strip() else {}
+                tokens, at = float(state["tokens"]), float(state["at"])
+            except (ValueError, KeyError, TypeError):
+                tokens = at = None  # new, or torn by a crash mid-write: start with a full bucket
+            tokens, at, wait = bucket_step(tokens, at, time.time(), self.rate, self.burst, reserve)
+            body = json.dumps({"tokens": tokens, "at": at}).encode()
+            # overwrite in place, padded with blanks to the old length (JSON ignores them):
+            # the file is never empty or truncated, even if this process dies mid-write
+            os.pwrite(fd, body.ljust(len(raw)), 0)
+            return wait, at
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            os.close(fd)  # closing the last descriptor releases the flock
 
-    def acquire(self) -> None:
-        while (wait := self.try_acquire()) > 0:
+    def try_acquire(self) -> float:
+        """0 if a token was taken, else seconds until one will be available."""
+        return self._step(reserve=False)[0]
+
+    def acquire(self) -> float:
+        """Block until a token is ours; returns the time of its slot (epoch seconds)."""
+        wait, at = self._step(reserve=True)
+        if wait > 0:
             time.sleep(wait)
+        return at + wait
 
 
 def make_limiter(spec):
+    """The bucket of `spec.rateLimit`: in Redis when a Redis is configured, else on local disk."""
     from .cache.embedded import default_cache_dir
     from .cache.factory import effective_redis_url
 
@@ -60,6 +137,6 @@ def make_limiter(spec):
         from .redis_ratelimit import RedisTokenBucket
 
         return RedisTokenBucket(url, rl.scope, rl.requests_per_second, rl.burst,
-                                parallelism=spec.parallelism)
+                                parallelism=max(1, min(spec.parallelism, spec.shards)))
     directory = os.environ.get("DSJ_CACHE_DIR") or default_cache_dir()
     return LocalTokenBucket(directory, rl.scope, rl.requests_per_second, rl.burst)

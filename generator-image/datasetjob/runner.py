@@ -199,7 +199,7 @@ class LocalRunner:
                         self._stop_all()
                         self._reap()
                         break
-                    time.sleep(0.2)
+                    time.sleep(0.1)
         finally:
             signal.signal(signal.SIGINT, previous)
         if self.interrupted:

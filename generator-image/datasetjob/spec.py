@@ -149,7 +149,7 @@ def _check_id_template(items: ItemsSpec) -> list[str]:
     return []
 
 
-def spec_from_dict(name: str, spec: Any, namespace: str | None = None) -> DatasetJobSpec:
+def spec_from_dict(name: str, spec: Any, namespace: str | None = None, rules: bool = True) -> DatasetJobSpec:
     """Validate and type a raw `spec` mapping (as stored in the API server or a YAML file)."""
     problems = []
     if not isinstance(name, str) or not _NAME_RE.match(name or "") or len(name) > MAX_NAME_LENGTH:
@@ -157,7 +157,7 @@ def spec_from_dict(name: str, spec: Any, namespace: str | None = None) -> Datase
             f"metadata.name: {name!r} must be a DNS label (lowercase letters, digits, '-') "
             f"of at most {MAX_NAME_LENGTH} characters")
     try:
-        raw = validate_spec(spec)
+        raw = validate_spec(spec, rules=rules)
     except SpecError as exc:
         raise SpecError(problems + exc.problems) from None
     items = _items(raw["items"])
@@ -219,7 +219,7 @@ def spec_from_dict(name: str, spec: Any, namespace: str | None = None) -> Datase
     )
 
 
-def spec_from_document(doc: Any) -> DatasetJobSpec:
+def spec_from_document(doc: Any, rules: bool = True) -> DatasetJobSpec:
     """Validate a whole DatasetJob object (apiVersion, kind, metadata, spec)."""
     if not isinstance(doc, dict):
         raise SpecError(["document: must be a DatasetJob mapping"])
@@ -237,7 +237,7 @@ def spec_from_document(doc: Any) -> DatasetJobSpec:
         problems.append("spec: is required")
     if problems:
         raise SpecError(problems)
-    return spec_from_dict(meta.get("name"), doc["spec"], meta.get("namespace"))
+    return spec_from_dict(meta.get("name"), doc["spec"], meta.get("namespace"), rules=rules)
 
 
 def semantic_spec(raw_spec: dict) -> dict:

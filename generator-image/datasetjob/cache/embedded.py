@@ -120,4 +120,4 @@ def _lock(fd: int, timeout: float) -> bool:
             if time.monotonic() > deadline:
                 return False
             time.sleep(delay)
-            delay = min(delay * 2, 0.01)
+            delay = min(delay * 2, 0.002)

@@ -29,4 +29,9 @@ def make_cache(spec, run_id: str | None = None):
                              default_ttl=spec.cache.ttl_seconds)
     from .redis_backend import RedisCache
 
-    return RedisCache(url, namespace=spec.cache.namespace, default_ttl=spec.cache.ttl_seconds, run_id=run_id)
+    try:
+        return RedisCache(url, namespace=spec.cache.namespace, default_ttl=spec.cache.ttl_seconds, run_id=run_id)
+    except ValueError as exc:  # not a redis://, rediss:// or unix:// URL: retrying cannot help
+        from ..errors import GeneratorConfigError
+
+        raise GeneratorConfigError(f"spec.cache.redisUrl: {exc}") from None
