@@ -45,9 +45,9 @@ def cmd_validate(args) -> int:
     try:
         spec = _spec(args.file)
         _check_generator(spec, args.file)
-        from .runner import prepare_items
+        from .universe import resolve_items
 
-        items, _ = prepare_items(spec)
+        items, _ = resolve_items(spec)
     except (SpecError, GeneratorConfigError) as exc:
         return _print_problems(exc, args.file)
     print(f"{args.file}: valid — {len(items)} items in {spec.shards} shards")
@@ -64,9 +64,9 @@ def cmd_run(args) -> int:
                                cache_dir=args.cache_dir, redis_url=args.redis_url, workdir=args.workdir,
                                quiet=args.quiet, spec_path=args.file)
         runner = LocalRunner(spec, opts)
-        from .runner import prepare_items
+        from .universe import resolve_items
 
-        prepare_items(runner.spec)  # fail on bad items before anything is written
+        resolve_items(runner.spec)  # fail on bad items before anything is written
     except (SpecError, GeneratorConfigError) as exc:
         return _print_problems(exc, args.file)
     return runner.run()

@@ -13,10 +13,9 @@ import signal
 import sys
 import time
 
-from . import layout
 from .combine import CombineRefused, combine_run
 from .errors import GeneratorConfigError, SpecError
-from .items import item_ids
+from .universe import resolve_items
 from .spec import DatasetJobSpec, run_id as compute_run_id
 from .storage import open_store
 from .worker import (EXIT_DO_NOT_RETRY, EXIT_OK, EXIT_RETRY, ShardSummary, ShardWorker, WorkerSetup,
@@ -47,12 +46,6 @@ def open_output(spec: DatasetJobSpec):
     if not spec.output.uri:
         raise GeneratorConfigError("spec.output.uri: required to run a worker")
     return open_store(spec.output.uri, spec.output.endpoint_url, spec.output.region)
-
-
-def load_run_items(store, run_id: str, spec: DatasetJobSpec) -> tuple[list, list[str]]:
-    text = store.get_text(layout.items_key(run_id))
-    items = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return items, item_ids(items, spec.items.id_template)
 
 
 def _make_limiter(spec: DatasetJobSpec):
@@ -89,7 +82,7 @@ def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> 
         from .progress import FileProgress, NullProgress
 
         store = open_output(spec)
-        items, ids = load_run_items(store, run, spec)
+        items, ids = resolve_items(spec)
         progress_dir = os.environ.get("DSJ_PROGRESS_DIR")
         progress = FileProgress(progress_dir, index) if progress_dir else NullProgress()
         setup = WorkerSetup(spec=spec, run_id=run, index=index, store=store, items=items, ids=ids,
@@ -129,7 +122,7 @@ def combine_main(spec: DatasetJobSpec, run_id: str | None) -> int:
     run = resolve_run_id(spec, run_id)
     try:
         store = open_output(spec)
-        items, _ = load_run_items(store, run, spec)
+        items, _ = resolve_items(spec)
         result = combine_run(spec, run, store, len(items))
     except CombineRefused as exc:
         log.error("not published: %s", exc)

@@ -15,10 +15,6 @@ def spec_key(run_id: str) -> str:
     return f"runs/{run_id}/spec.json"
 
 
-def items_key(run_id: str) -> str:
-    return f"runs/{run_id}/items.jsonl"
-
-
 def shard_data_key(run_id: str, index: int, fmt: str) -> str:
     return f"runs/{run_id}/shards/{shard_name(index)}.{fmt}"
 

@@ -24,11 +24,11 @@ from rich.console import Group
 
 from . import layout
 from .combine import CombineRefused, CombineResult, combine_run
-from .items import expand_items, item_ids
+from .universe import resolve_items
 from .progress import read_file_progress
 from .sharding import compress_indexes, shard_bounds, shard_name
-from .spec import DatasetJobSpec, canonical_json, run_id as compute_run_id
-from .storage import open_store, read_uri_text
+from .spec import DatasetJobSpec, run_id as compute_run_id
+from .storage import open_store
 from .worker import EXIT_DO_NOT_RETRY
 
 EXIT_INTERRUPTED = 130
@@ -61,11 +61,6 @@ def default_output_uri(name: str) -> str:
     return f"file://{Path('datasets', name).resolve()}"
 
 
-def prepare_items(spec: DatasetJobSpec) -> tuple[list, list[str]]:
-    items = expand_items(spec.items, lambda uri: read_uri_text(uri, spec.output.endpoint_url, spec.output.region))
-    return items, item_ids(items, spec.items.id_template)
-
-
 class LocalRunner:
     def __init__(self, spec: DatasetJobSpec, opts: LocalRunOptions, console: Console | None = None):
         if opts.output or not spec.output.uri:
@@ -84,11 +79,9 @@ class LocalRunner:
 
     # -- set-up -----------------------------------------------------------------------------
     def _prepare(self) -> tuple[list, list[str]]:
-        items, ids = prepare_items(self.spec)
+        items, ids = resolve_items(self.spec)
         if not self.opts.resume:
             self.store.delete_prefix(layout.run_prefix(self.run_id))
-        body = "".join(canonical_json(it) + "\n" for it in items)
-        self.store.put_bytes(layout.items_key(self.run_id), body.encode("utf-8"))
         doc = self.spec.to_document()
         self.store.put_bytes(layout.spec_key(self.run_id), json.dumps(doc, indent=1).encode())
         self.local_dir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -26,7 +25,7 @@ from . import layout
 from .checkpoint import Checkpoint
 from .context import Counters, ItemContext
 from .errors import GeneratorConfigError
-from .generator import PLACEHOLDERS, json_safe_rows, load_function, normalise_rows, substitute
+from .generator import json_safe_rows, load_function, normalise_rows, substitute
 from .sharding import shard_bounds, shard_name
 from .spec import DatasetJobSpec
 from .storage import Store, local_tempdir
