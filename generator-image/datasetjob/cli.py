@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", help="DatasetJob document (default: $DSJ_SPEC_FILE)")
     p.add_argument("--run-id", help="run id (default: $DSJ_RUN_ID, else the spec hash)")
     p.set_defaults(fn=cmd_combine)
+
+    # Cluster commands (operator, status, logs, ...) come from the operator distribution extra,
+    # through an entry point, so this package never imports the control plane.
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="datasetjob.cli"):
+        ep.load()(sub)
     return parser
 
 

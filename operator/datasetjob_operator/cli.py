@@ -1,0 +1,162 @@
+"""Cluster-facing `dsj` commands: operator, status, logs, regenerate, retry-failed.
+
+Registered into the data plane's `dsj` through the `datasetjob.cli` entry point, so the
+data plane never imports the control plane.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+
+from datasetjob import API_GROUP, API_VERSION
+
+from .crd import PLURAL
+from .naming import ANNOTATION_REGENERATE, ANNOTATION_RETRY_FAILED, LABEL_DATASETJOB, LABEL_ROLE
+
+
+def operator_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="dsj operator", description="Run the DatasetJob operator.")
+    parser.add_argument("--namespace", "-n", action="append", default=[],
+                        help="watch only these namespaces (default: $DSJ_WATCH_NAMESPACES, else all)")
+    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
+                        help="liveness endpoint URL ('' to disable)")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    import logging
+
+    import kopf
+
+    from . import handlers  # noqa: F401  (registers the handlers)
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    namespaces = args.namespace or list(handlers.SETTINGS.namespaces)
+    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
+             liveness_endpoint=args.liveness or None)
+    return 0
+
+
+def _clients(args):
+    from kubernetes import client, config
+
+    config.load_kube_config(context=getattr(args, "context", None))
+    api = client.ApiClient()
+    return client.CustomObjectsApi(api), client.CoreV1Api(api), client.BatchV1Api(api)
+
+
+def _namespace(args) -> str:
+    if args.namespace:
+        return args.namespace
+    from kubernetes import config
+
+    try:
+        _, active = config.list_kube_config_contexts()
+        return active["context"].get("namespace") or "default"
+    except Exception:
+        return "default"
+
+
+def _get(custom, namespace: str, name: str) -> dict:
+    return custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+
+
+def cmd_status(args) -> int:
+    custom, core, _ = _clients(args)
+    ns = _namespace(args)
+    obj = _get(custom, ns, args.name)
+    if args.output == "json":
+        print(json.dumps(obj.get("status") or {}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    st = obj.get("status") or {}
+    shards, items, cache, out = (st.get(k) or {} for k in ("shards", "items", "cache", "output"))
+    table = Table(title=f"{ns}/{args.name}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("phase", f"{st.get('phase', 'Pending')}" + (f" ({st['reason']})" if st.get("reason") else ""))
+    if st.get("message"):
+        table.add_row("message", st["message"])
+    table.add_row("run", f"{st.get('runId', '-')} (attempt {st.get('attempt', '0')})")
+    table.add_row("shards", f"{shards.get('succeeded', 0)}/{shards.get('total', 0)} succeeded, "
+                            f"{shards.get('active', 0)} active, {shards.get('failed', 0)} failed"
+                            + (f" [{shards['failedIndexes']}]" if shards.get("failedIndexes") else ""))
+    table.add_row("items", f"{items.get('done', 0)}/{items.get('total', 0)} done, {items.get('failed', 0)} failed")
+    table.add_row("cache", f"{cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses")
+    if out:
+        table.add_row("dataset", f"{out.get('uri')} ({out.get('rows')} rows, sha256 {out.get('sha256')})")
+    for failure in st.get("failures") or []:
+        table.add_row(f"shard {failure['shard']}", f"exit {failure.get('exitCode')}: {failure.get('message')}")
+    Console().print(table)
+    events = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={args.name}")
+    for ev in sorted(events.items, key=lambda e: str(e.last_timestamp or ""))[-10:]:
+        print(f"  {ev.last_timestamp}  {ev.type:<8} {ev.reason:<16} {ev.message}")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    custom, core, _ = _clients(args)
+    ns = _namespace(args)
+    st = (_get(custom, ns, args.name).get("status") or {})
+    selector = f"{LABEL_DATASETJOB}={args.name},{API_GROUP}/run-id={st.get('runId')}"
+    selector += f",{LABEL_ROLE}={'combine' if args.combine else 'generate'}"
+    pods = core.list_namespaced_pod(ns, label_selector=selector).items
+    if args.shard is not None:
+        pods = [p for p in pods if (p.metadata.annotations or {}).get(
+            "batch.kubernetes.io/job-completion-index") == str(args.shard)]
+    if not pods:
+        print("no pods found", file=sys.stderr)
+        return 1
+    for pod in sorted(pods, key=lambda p: p.metadata.creation_timestamp):
+        print(f"==> {pod.metadata.name} ({pod.status.phase})")
+        print(core.read_namespaced_pod_log(pod.metadata.name, ns, tail_lines=args.tail))
+    return 0
+
+
+def _annotate(args, key: str) -> int:
+    custom, _, _ = _clients(args)
+    ns = _namespace(args)
+    token = args.token or f"{int(time.time())}-{uuid.uuid4().hex[:6]}"
+    custom.patch_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, args.name,
+                                          {"metadata": {"annotations": {key: token}}})
+    print(f"{ns}/{args.name}: {key}={token}")
+    return 0
+
+
+def register(sub) -> None:
+    """Add the cluster commands to `dsj`'s subparsers."""
+    def common(p):
+        p.add_argument("name")
+        p.add_argument("-n", "--namespace")
+        p.add_argument("--context")
+
+    p = sub.add_parser("operator", help="run the Kubernetes operator", add_help=False)
+    p.set_defaults(fn=lambda a: operator_main(a.rest), rest=[])
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser("status", help="status, shards and failures of a DatasetJob in the cluster")
+    common(p)
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("logs", help="logs of a DatasetJob's pods")
+    common(p)
+    p.add_argument("--shard", type=int)
+    p.add_argument("--combine", action="store_true")
+    p.add_argument("--tail", type=int, default=200)
+    p.set_defaults(fn=cmd_logs)
+
+    p = sub.add_parser("regenerate", help="start a new run of an unchanged spec")
+    common(p)
+    p.add_argument("--token")
+    p.set_defaults(fn=lambda a: _annotate(a, ANNOTATION_REGENERATE))
+
+    p = sub.add_parser("retry-failed", help="rerun only the failed shards/items of the last run")
+    common(p)
+    p.add_argument("--token")
+    p.set_defaults(fn=lambda a: _annotate(a, ANNOTATION_RETRY_FAILED))

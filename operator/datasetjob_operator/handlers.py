@@ -1,0 +1,162 @@
+"""Kopf glue: observe (indexes + the object), decide (reconcile.decide), act (kube), once.
+
+All change handlers and the resync timer call the same level-based `reconcile`, so missing
+an event never matters: the next tick sees the whole picture again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import kopf
+
+from datasetjob import API_GROUP, API_VERSION
+from datasetjob.progress import read_redis_progress
+
+from . import metrics
+from .crd import PLURAL
+from .kube import Kube, now_rfc3339
+from .naming import LABEL_DATASETJOB
+from .reconcile import GENERATING, TERMINAL, Observed, decide
+from .settings import Settings
+
+SETTINGS = Settings.from_env()
+RESOURCE = dict(group=API_GROUP, version=API_VERSION, plural=PLURAL)
+log = logging.getLogger("datasetjob.operator")
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
+    # Kopf's own bookkeeping under our group, not kopf.zalando.org.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=API_GROUP, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{API_GROUP}/finalizer"
+    # Events are ours to post (phase changes); not one per handler log line.
+    settings.posting.level = logging.ERROR
+    # Re-list from time to time even if the watch looks healthy; fail fast on a dead API server.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    settings.execution.max_workers = 16
+    memo.settings = SETTINGS
+    memo.kube = Kube(_api_client())
+    memo.locks = {}
+    memo.phase_since = {}
+    metrics.serve(SETTINGS.metrics_port)
+
+
+def _api_client():
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def _slim(body, keep_spec: bool) -> dict:
+    """What the reconciler needs of a child, copied out of Kopf's live body."""
+    meta = body.get("metadata", {})
+    out = {"metadata": {k: json.loads(json.dumps(meta.get(k))) for k in
+                        ("name", "labels", "annotations", "creationTimestamp")},
+           "status": json.loads(json.dumps(body.get("status") or {}))}
+    if keep_spec:
+        out["spec"] = {"suspend": (body.get("spec") or {}).get("suspend", False)}
+    return out
+
+
+@kopf.index("batch", "v1", "jobs", labels={LABEL_DATASETJOB: kopf.PRESENT})
+def jobs_by_owner(namespace, labels, body, **_):
+    return {(namespace, labels[LABEL_DATASETJOB]): _slim(body, keep_spec=True)}
+
+
+@kopf.index("", "v1", "pods", labels={LABEL_DATASETJOB: kopf.PRESENT})
+def pods_by_owner(namespace, labels, body, **_):
+    return {(namespace, labels[LABEL_DATASETJOB]): _slim(body, keep_spec=False)}
+
+
+def _live_progress(spec: dict, name: str, status: dict) -> dict | None:
+    if status.get("phase") != GENERATING or not status.get("runId"):
+        return None
+    spec_url = (spec.get("cache") or {}).get("redisUrl")
+    url = SETTINGS.default_redis_url_with_password() if spec_url is None else spec_url
+    if not url:
+        return None
+    namespace = (spec.get("cache") or {}).get("namespace") or name
+    try:
+        return read_redis_progress(url, namespace, status["runId"])
+    except Exception as exc:  # live counts are a nicety; final counts come from pods
+        log.debug("no live progress for %s: %s", name, exc)
+        return None
+
+
+def _config_map_items(kube: Kube, namespace: str, spec: dict) -> str | None:
+    source = (spec.get("items") or {}).get("fromConfigMap")
+    if not source:
+        return None
+    return kube.config_map_key(namespace, source["name"], source["key"])
+
+
+@kopf.on.resume(**RESOURCE)
+@kopf.on.create(**RESOURCE)
+@kopf.on.update(**RESOURCE)
+@kopf.timer(**RESOURCE, interval=SETTINGS.resync_seconds)
+def reconcile(body, meta, spec, status, uid, name, namespace, patch: kopf.Patch, memo: kopf.Memo,
+              jobs_by_owner: kopf.Index, pods_by_owner: kopf.Index, **_):
+    lock = memo.locks.setdefault(uid, threading.Lock())
+    with lock:  # one reconcile per object at a time (the timer and a change handler may overlap)
+        key = (namespace, name)
+        own_status = {k: v for k, v in (status or {}).items() if k not in ("reconcile",)}
+        observed = Observed(
+            name=name, namespace=namespace, uid=uid, generation=meta.get("generation", 0),
+            spec=json.loads(json.dumps(dict(spec))), annotations=dict(meta.get("annotations") or {}),
+            status=json.loads(json.dumps(own_status)),
+            jobs={j["metadata"]["name"]: j for j in jobs_by_owner.get(key, [])},
+            pods=list(pods_by_owner.get(key, [])),
+            now=now_rfc3339(),
+            live_progress=_live_progress(dict(spec), name, own_status),
+            config_map_items=_config_map_items(memo.kube, namespace, dict(spec)),
+        )
+        decision = decide(observed, memo.settings)
+        kube: Kube = memo.kube
+        for job_name in decision.delete_jobs:
+            kube.delete_job(namespace, job_name)
+        for obj in decision.create:
+            kube.create(obj)
+        for job_name, job_patch in decision.patch_jobs:
+            kube.patch_job(namespace, job_name, job_patch)
+        for type_, reason, message in decision.events:
+            kube.event(namespace, name, uid, type_, reason, message)
+        _observe_metrics(memo, uid, namespace, observed.status, decision)
+        changed = {k: v for k, v in decision.status.items() if observed.status.get(k) != v}
+        for k in observed.status:
+            if k not in decision.status and k != "reconcile":
+                changed[k] = None
+        if changed:
+            patch.status.update(changed)
+
+
+def _observe_metrics(memo, uid: str, namespace: str, old: dict, decision) -> None:
+    old_phase, new_phase = old.get("phase"), decision.phase
+    if old_phase == new_phase and not any(r in ("RunStarted", "RetryStarted") for _, r, _ in decision.events):
+        return
+    now = time.monotonic()
+    previous = memo.phase_since.get(uid)
+    if previous and previous[0] != new_phase:
+        metrics.PHASE_SECONDS.labels(previous[0]).observe(now - previous[1])
+    memo.phase_since[uid] = (new_phase, now)
+    if any(r in ("RunStarted", "RetryStarted") for _, r, _ in decision.events):
+        metrics.RUNS_STARTED.labels(namespace).inc()
+    if new_phase in TERMINAL and old_phase not in TERMINAL:
+        status = decision.status
+        metrics.RUNS_FINISHED.labels(namespace, new_phase, status.get("reason") or "").inc()
+        items = status.get("items") or {}
+        metrics.ITEMS.labels(namespace, "done").inc(items.get("done") or 0)
+        metrics.ITEMS.labels(namespace, "failed").inc(items.get("failed") or 0)
+        metrics.SHARD_FAILURES.labels(namespace).inc((status.get("shards") or {}).get("failed") or 0)

@@ -1,0 +1,86 @@
+"""The operator's writes to the API server: create-or-adopt, delete, patch, events.
+
+Everything here is idempotent: a 409 on create of an object we name deterministically is
+success ("already done"), a 404 on delete is success ("already gone").
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timezone
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from datasetjob import API_GROUP, API_VERSION, KIND
+
+from .naming import FIELD_MANAGER
+
+log = logging.getLogger("datasetjob.operator")
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient):
+        self.api = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+
+    def create(self, obj: dict) -> bool:
+        """True if created now, False if it already existed."""
+        ns, kind = obj["metadata"]["namespace"], obj["kind"]
+        try:
+            if kind == "Job":
+                self.batch.create_namespaced_job(ns, obj, field_manager=FIELD_MANAGER)
+            elif kind == "ConfigMap":
+                self.core.create_namespaced_config_map(ns, obj, field_manager=FIELD_MANAGER)
+            elif kind == "Secret":
+                self.core.create_namespaced_secret(ns, obj, field_manager=FIELD_MANAGER)
+            else:
+                raise ValueError(f"cannot create {kind}")
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        log.info("created %s %s/%s", kind, ns, obj["metadata"]["name"])
+        return True
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Background propagation: without it the Job's pods would be orphaned."""
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def patch_job(self, namespace: str, name: str, patch: dict) -> None:
+        self.batch.patch_namespaced_job(name, namespace, patch, field_manager=FIELD_MANAGER)
+
+    def config_map_key(self, namespace: str, name: str, key: str) -> str | None:
+        try:
+            cm = self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return (cm.data or {}).get(key)
+
+    def event(self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the DatasetJob (what `kubectl describe` shows)."""
+        stamp = datetime.now(timezone.utc)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:12]}", namespace=namespace),
+            involved_object=client.V1ObjectReference(api_version=f"{API_GROUP}/{API_VERSION}", kind=KIND,
+                                                     name=name, namespace=namespace, uid=uid),
+            type=type_, reason=reason, message=message[:1024], count=1,
+            first_timestamp=stamp, last_timestamp=stamp,
+            source=client.V1EventSource(component=FIELD_MANAGER), reporting_component=FIELD_MANAGER,
+            reporting_instance=FIELD_MANAGER)
+        try:
+            self.core.create_namespaced_event(namespace, body)
+        except ApiException as exc:  # an event is worth a log line, never a failed reconcile
+            log.warning("cannot post event %s on %s/%s: %s", reason, namespace, name, exc.reason)

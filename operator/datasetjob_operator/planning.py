@@ -1,0 +1,195 @@
+"""Building the objects of a run: the spec ConfigMap, the Indexed generate Job and the combine
+Job. Pure functions from (DatasetJob, run, settings) to manifests (dicts)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from datasetjob import API_GROUP, API_VERSION, KIND
+from datasetjob.spec import DatasetJobSpec
+from datasetjob.universe import ITEMS_DIR_ENV
+from datasetjob.worker import EXIT_DO_NOT_RETRY
+
+from . import naming
+from .settings import Settings, with_password
+
+SPEC_DIR = "/etc/datasetjob/spec"
+ITEMS_DIR = "/etc/datasetjob/items"
+SPEC_FILE = "datasetjob.json"
+CONTAINER = "generator"
+COMBINE_CONTAINER = "combine"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of one DatasetJob: what every builder needs."""
+
+    name: str
+    namespace: str
+    uid: str
+    run_id: str
+    attempt: str
+    spec: DatasetJobSpec
+
+    @property
+    def owner_reference(self) -> dict:
+        return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": self.name,
+                "uid": self.uid, "controller": True, "blockOwnerDeletion": True}
+
+    def metadata(self, name: str, role: str | None = None) -> dict:
+        return {"name": name, "namespace": self.namespace,
+                "labels": naming.labels(self.name, self.run_id, self.attempt, role),
+                "ownerReferences": [self.owner_reference]}
+
+
+def spec_document(run: Run) -> str:
+    """The DatasetJob as the worker reads it. References to Secrets stay references."""
+    doc = run.spec.to_document()
+    doc["metadata"]["namespace"] = run.namespace
+    return json.dumps(doc, indent=1, sort_keys=True)
+
+
+def config_map(run: Run) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": run.metadata(naming.config_map_name(run.name, run.run_id, run.attempt)),
+            "data": {SPEC_FILE: spec_document(run)}}
+
+
+def uses_default_redis(run: Run, settings: Settings) -> bool:
+    return run.spec.cache.redis_url is None and bool(settings.default_redis_url)
+
+
+def redis_secret(run: Run, settings: Settings) -> dict | None:
+    """The default Redis's password as a Secret in the run's namespace (pods can only
+    reference Secrets of their own namespace); owned by the DatasetJob, so it goes with it."""
+    if not (uses_default_redis(run, settings) and settings.default_redis_password):
+        return None
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": run.metadata(naming.redis_secret_name(run.name, run.run_id, run.attempt)),
+            "stringData": {"password": settings.default_redis_password}}
+
+
+def _env(run: Run, settings: Settings) -> list[dict]:
+    env = [
+        {"name": "DSJ_SPEC_FILE", "value": f"{SPEC_DIR}/{SPEC_FILE}"},
+        {"name": "DSJ_RUN_ID", "value": run.run_id},
+        {"name": "DSJ_CACHE_DIR", "value": "/tmp/dsj-cache"},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "TMPDIR", "value": "/tmp"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    if uses_default_redis(run, settings):
+        if settings.default_redis_password:
+            env.append({"name": "DSJ_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {
+                "name": naming.redis_secret_name(run.name, run.run_id, run.attempt), "key": "password"}}})
+            # $(VAR) is expanded by the kubelet: the password never appears in the Job spec.
+            env.append({"name": "DSJ_REDIS_URL",
+                        "value": with_password(settings.default_redis_url, "$(DSJ_REDIS_PASSWORD)")})
+        else:
+            env.append({"name": "DSJ_REDIS_URL", "value": settings.default_redis_url})
+    if run.spec.items.from_config_map:
+        env.append({"name": ITEMS_DIR_ENV, "value": ITEMS_DIR})
+    if run.spec.output.endpoint_url:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": run.spec.output.endpoint_url})
+    # The user's env last, so it can override ours on purpose.
+    return env + [dict(e) for e in run.spec.generator.env]
+
+
+def _pod_template(run: Run, settings: Settings, role: str, args: list[str]) -> dict:
+    gen = run.spec.generator
+    raw = gen.raw
+    container = {
+        "name": CONTAINER if role == naming.ROLE_GENERATE else COMBINE_CONTAINER,
+        "image": gen.image or settings.worker_image,
+        "command": list(settings.worker_command),
+        "args": args,
+        "env": _env(run, settings),
+        "volumeMounts": [{"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if run.spec.output.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": run.spec.output.credentials_secret}}]
+    if "imagePullPolicy" in raw:
+        container["imagePullPolicy"] = raw["imagePullPolicy"]
+    if "resources" in raw:
+        container["resources"] = raw["resources"]
+    if gen.working_dir:
+        container["workingDir"] = gen.working_dir
+    volumes = [{"name": "spec", "configMap": {"name": naming.config_map_name(run.name, run.run_id, run.attempt)}},
+               {"name": "tmp", "emptyDir": {}}]
+    if run.spec.items.from_config_map:
+        cm_name, key = run.spec.items.from_config_map
+        volumes.append({"name": "items", "configMap": {"name": cm_name, "items": [{"key": key, "path": key}]}})
+        container["volumeMounts"].append({"name": "items", "mountPath": ITEMS_DIR, "readOnly": True})
+    pod = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": settings.run_as_user,
+                            "runAsGroup": settings.run_as_user, "fsGroup": settings.run_as_user,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": volumes,
+    }
+    for field_name in ("nodeSelector", "tolerations", "serviceAccountName"):
+        if field_name in raw:
+            pod[field_name] = raw[field_name]
+    return {"metadata": {"labels": naming.labels(run.name, run.run_id, run.attempt, role)}, "spec": pod}
+
+
+def _ttl(run: Run) -> dict:
+    ttl = run.spec.ttl_seconds_after_finished
+    return {} if ttl is None else {"ttlSecondsAfterFinished": ttl}
+
+
+def generate_job(run: Run, settings: Settings) -> dict:
+    spec = run.spec
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": run.metadata(naming.generate_job_name(run.name, run.run_id, run.attempt), naming.ROLE_GENERATE),
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": spec.shards,
+            "parallelism": spec.parallelism,
+            "backoffLimitPerIndex": spec.per_shard_retries,
+            "maxFailedIndexes": spec.max_failed_shards,
+            "suspend": spec.suspend,
+            "podFailurePolicy": {"rules": [
+                # A broken generator config fails the same way on every retry: stop at once.
+                {"action": "FailIndex", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
+                                                        "values": [EXIT_DO_NOT_RETRY]}},
+                # Evictions and preemptions are not the shard's fault: retry without counting.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            ]},
+            **_ttl(run),
+            "template": _pod_template(run, settings, naming.ROLE_GENERATE, ["worker"]),
+        },
+    }
+
+
+def combine_job(run: Run, settings: Settings) -> dict:
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": run.metadata(naming.combine_job_name(run.name, run.run_id, run.attempt), naming.ROLE_COMBINE),
+        "spec": {
+            "completions": 1,
+            "parallelism": 1,
+            "backoffLimit": 2,
+            "podFailurePolicy": {"rules": [
+                # Refused data (too few items, schema mismatch) will not change on a retry.
+                {"action": "FailJob", "onExitCodes": {"containerName": COMBINE_CONTAINER, "operator": "In",
+                                                      "values": [EXIT_DO_NOT_RETRY]}},
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            ]},
+            **_ttl(run),
+            "template": _pod_template(run, settings, naming.ROLE_COMBINE, ["combine"]),
+        },
+    }

@@ -1,0 +1,256 @@
+"""The reconciler's decisions: observed world in, actions and the new status out. Pure.
+
+Level-based: every call looks at the whole picture (the DatasetJob, its Jobs and pods,
+live progress) and says what should exist and what the status is. Nothing here talks to
+the API server, so the state machine is tested in milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from datasetjob.errors import SpecError
+from datasetjob.items import expand_items, item_ids
+from datasetjob.spec import DatasetJobSpec, run_id as compute_run_id, spec_from_dict
+
+from . import naming, planning
+from .settings import Settings
+from .tally import job_condition, job_finished, tally_generation, termination_message
+
+GENERATING, COMBINING, SUCCEEDED, FAILED, SUSPENDED, PENDING = (
+    "Generating", "Combining", "Succeeded", "Failed", "Suspended", "Pending")
+TERMINAL = (SUCCEEDED, FAILED)
+
+
+@dataclass
+class Observed:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: dict
+    annotations: dict
+    status: dict
+    jobs: dict[str, dict]  # this DatasetJob's Jobs by name
+    pods: list[dict]  # this DatasetJob's pods
+    now: str  # RFC 3339
+    live_progress: dict[int, dict] | None = None  # per shard, while generating
+    config_map_items: str | None = None  # text of spec.items.fromConfigMap, if read
+
+
+@dataclass
+class Decision:
+    status: dict
+    create: list[dict] = field(default_factory=list)
+    delete_jobs: list[str] = field(default_factory=list)
+    patch_jobs: list[tuple[str, dict]] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+
+    @property
+    def phase(self) -> str | None:
+        return self.status.get("phase")
+
+
+def _conditions(old: list[dict], phase: str, reason: str, message: str, now: str, generation: int) -> list[dict]:
+    wanted = {
+        "Progressing": phase in (GENERATING, COMBINING, PENDING),
+        "Complete": phase == SUCCEEDED,
+        "Failed": phase == FAILED,
+        "Suspended": phase == SUSPENDED,
+    }
+    previous = {c["type"]: c for c in old or []}
+    out = []
+    for type_, on in wanted.items():
+        status = "True" if on else "False"
+        before = previous.get(type_)
+        changed = not before or before.get("status") != status
+        out.append({"type": type_, "status": status, "reason": reason if on else "NotApplicable",
+                    "message": message if on else "", "observedGeneration": generation,
+                    "lastTransitionTime": now if changed else before.get("lastTransitionTime", now)})
+    return out
+
+
+def _with_phase(obs: Observed, status: dict, phase: str, reason: str, message: str,
+                events: list, event_type: str = "Normal") -> dict:
+    status = dict(status)
+    if status.get("phase") != phase:
+        events.append((event_type, reason, message or phase))
+    status.update(phase=phase, reason=reason, message=message)
+    status["conditions"] = _conditions(obs.status.get("conditions") or [], phase, reason, message, obs.now,
+                                       obs.generation)
+    if phase in TERMINAL and obs.status.get("phase") not in TERMINAL:
+        status["finishedAt"] = obs.now
+    return status
+
+
+def _failed_decision(obs: Observed, reason: str, message: str) -> Decision:
+    events: list = []
+    status = dict(obs.status, observedGeneration=obs.generation)
+    return Decision(status=_with_phase(obs, status, FAILED, reason, message, events, "Warning"), events=events)
+
+
+def item_total(spec: DatasetJobSpec, config_map_text: str | None) -> int | None:
+    """The universe size, when the operator can know it without reading user storage."""
+    if spec.items.from_uri is not None:
+        return None
+    if spec.items.from_config_map is not None and config_map_text is None:
+        return None
+    return len(item_ids(expand_items(spec.items, None, config_map_text), spec.items.id_template))
+
+
+def decide(obs: Observed, settings: Settings) -> Decision:
+    try:
+        spec = spec_from_dict(obs.name, obs.spec, obs.namespace)
+        if not spec.output.uri:
+            raise SpecError(["spec.output.uri: required in a cluster (s3://bucket/prefix)"])
+        total_items = item_total(spec, obs.config_map_items)
+    except SpecError as exc:
+        return _failed_decision(obs, "InvalidSpec", "; ".join(exc.problems))
+
+    regenerate = obs.annotations.get(naming.ANNOTATION_REGENERATE)
+    retry_token = obs.annotations.get(naming.ANNOTATION_RETRY_FAILED)
+    run_id = compute_run_id(spec.raw_spec, regenerate)
+    same_run = obs.status.get("runId") == run_id
+    attempt = obs.status.get("attempt", "0") if same_run else "0"
+    handled_token = obs.status.get("retryToken")
+    retrying = bool(same_run and retry_token and retry_token != handled_token and obs.status.get("phase") in TERMINAL)
+    if retrying:
+        attempt = naming.attempt_of(retry_token)
+
+    run = planning.Run(obs.name, obs.namespace, obs.uid, run_id, attempt, spec)
+    if not same_run or retrying:
+        return _start(obs, run, settings, total_items, retry_token, retrying)
+    return _progress(obs, run, settings, total_items)
+
+
+def _start(obs: Observed, run: planning.Run, settings: Settings, total_items: int | None,
+           retry_token: str | None, retrying: bool) -> Decision:
+    config_map = planning.config_map(run)
+    size = sum(len(v) for v in config_map["data"].values())
+    if size > settings.max_config_map_bytes:
+        return _failed_decision(obs, "SpecTooLarge",
+                                f"the spec is {size} bytes, more than a ConfigMap holds; move inline "
+                                "items to spec.items.fromUri")
+    gen_name = naming.generate_job_name(run.name, run.run_id, run.attempt)
+    # A new run replaces the old run's unfinished Jobs; finished ones stay until their TTL.
+    stale = [name for name, job in obs.jobs.items() if name != gen_name and not job_finished(job)]
+    events: list = []
+    status = {
+        "runId": run.run_id, "attempt": run.attempt, "observedGeneration": obs.generation,
+        "startedAt": obs.now, "finishedAt": None,
+        "jobs": {"generate": gen_name, "combine": None},
+        "shards": {"total": run.spec.shards, "active": 0, "succeeded": 0, "failed": 0,
+                   "succeededIndexes": "", "failedIndexes": "", "progress": f"0/{run.spec.shards}"},
+        "items": {"total": total_items or 0, "done": 0, "failed": 0,
+                  "progress": f"0/{total_items if total_items is not None else '?'}"},
+        "cache": {"hits": 0, "misses": 0},
+        "output": None, "failures": None,
+        "retryToken": retry_token,
+    }
+    if retrying:
+        message = f"retrying the failed shards and items of run {run.run_id}"
+        reason = "RetryStarted"
+    else:
+        message = f"run {run.run_id}: {total_items if total_items is not None else 'all'} items in {run.spec.shards} shards"
+        reason = "RunStarted"
+    events.append(("Normal", reason, message))
+    phase = SUSPENDED if run.spec.suspend else GENERATING
+    status = _with_phase(obs, dict(obs.status, **status), phase, reason, message, [])
+    return Decision(status=status, create=_run_objects(run, settings), delete_jobs=stale, events=events)
+
+
+def _run_objects(run: planning.Run, settings: Settings) -> list[dict]:
+    secret = planning.redis_secret(run, settings)
+    return ([secret] if secret else []) + [planning.config_map(run), planning.generate_job(run, settings)]
+
+
+def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items: int | None) -> Decision:
+    spec = run.spec
+    status = dict(obs.status, observedGeneration=obs.generation)
+    if status.get("phase") in TERMINAL:
+        return Decision(status=status)
+    events: list = []
+    gen_name = naming.generate_job_name(run.name, run.run_id, run.attempt)
+    comb_name = naming.combine_job_name(run.name, run.run_id, run.attempt)
+    gen = obs.jobs.get(gen_name)
+    comb = obs.jobs.get(comb_name)
+    if gen is None and comb is None:
+        # Lost (deleted by hand, or not yet in our cache): create again; a 409 means it exists.
+        return Decision(status=status, create=_run_objects(run, settings))
+
+    decision = Decision(status=status, events=events)
+    if gen is not None:
+        if (gen.get("spec") or {}).get("suspend", False) != spec.suspend and not job_finished(gen):
+            decision.patch_jobs.append((gen_name, {"spec": {"suspend": spec.suspend}}))
+        gen_pods = [p for p in obs.pods if _pod_job(p) == gen_name]
+        live = obs.live_progress if not job_finished(gen) else None
+        tally = tally_generation(gen, gen_pods, live, spec.shards)
+        known_total = total_items if total_items is not None else (
+            tally.items_seen_total if tally.finished else None)
+        status["shards"] = tally.shards_status()
+        status["items"] = {"total": known_total or 0, "done": tally.items_done, "failed": tally.items_failed,
+                           "progress": f"{tally.items_done}/{known_total if known_total is not None else '?'}"}
+        status["cache"] = {"hits": tally.cache_hits, "misses": tally.cache_misses}
+        status["failures"] = tally.failures or None
+        if comb is None:
+            generation_over = tally.finished or job_condition(gen, "Failed") is not None
+            if not generation_over:
+                phase = SUSPENDED if spec.suspend else GENERATING
+                decision.status = _with_phase(obs, status, phase, "Suspended" if spec.suspend else "Generating",
+                                              "", events)
+                return decision
+            if tally.finished and len(tally.failed) <= spec.max_failed_shards:
+                decision.create.append(planning.combine_job(run, settings))
+                status["jobs"] = dict(status.get("jobs") or {}, combine=comb_name)
+                gap = f" ({len(tally.failed)} shards failed: {status['shards']['failedIndexes']})" if tally.failed else ""
+                decision.status = _with_phase(obs, status, COMBINING, "CombineStarted",
+                                              f"all shards finished{gap}; combining", events)
+                return decision
+            first = tally.failures[0]["message"] if tally.failures else ""
+            message = (f"{len(tally.failed)} of {spec.shards} shards failed (indexes "
+                       f"{status['shards']['failedIndexes'] or '?'}), spec.retries.maxFailedShards allows "
+                       f"{spec.max_failed_shards}" + (f"; first error: {first}" if first else "")
+                       + "; annotate datagen.dev/retry-failed to rerun only those shards")
+            decision.status = _with_phase(obs, status, FAILED, "ShardsFailed", message, events, "Warning")
+            return decision
+
+    # The combine Job exists.
+    status["jobs"] = dict(status.get("jobs") or {}, combine=comb_name)
+    comb_pods = [p for p in obs.pods if _pod_job(p) == comb_name]
+    if job_condition(comb, "Complete"):
+        result = _latest_message(comb_pods, "Succeeded") or {}
+        status["output"] = {"uri": result.get("uri"), "manifestUri": result.get("manifestUri"),
+                            "rows": result.get("rows"), "bytes": result.get("bytes"),
+                            "sha256": result.get("sha256"), "missingShards": result.get("missingShards") or None}
+        items = result.get("items") or {}
+        if items:
+            total = items.get("total", 0)
+            status["items"] = {"total": total, "done": items.get("done", 0), "failed": items.get("failed", 0),
+                               "progress": f"{items.get('done', 0)}/{total}"}
+        status["cache"] = result.get("cache") or status.get("cache")
+        decision.status = _with_phase(obs, status, SUCCEEDED, "Published",
+                                      f"{result.get('rows')} rows published to {result.get('uri')}", events)
+    elif job_condition(comb, "Failed"):
+        result = _latest_message(comb_pods, "Failed") or {}
+        reason = result.get("reason") or "CombineFailed"
+        message = result.get("message") or "the combine Job failed; see its pod"
+        decision.status = _with_phase(obs, status, FAILED, reason, message, events, "Warning")
+    else:
+        decision.status = _with_phase(obs, status, COMBINING, "CombineStarted", status.get("message") or "", events)
+    return decision
+
+
+def _pod_job(pod: dict) -> str | None:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+
+
+def _latest_message(pods: list[dict], phase: str) -> dict[str, Any] | None:
+    ended = [p for p in pods if (p.get("status") or {}).get("phase") == phase]
+    ended.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+    for pod in reversed(ended):
+        message = termination_message(pod)
+        if message:
+            return message
+    return None

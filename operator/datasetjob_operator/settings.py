@@ -1,0 +1,51 @@
+"""Operator settings, read once from the environment (the chart sets them). Pure data."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def with_password(url: str, password: str) -> str:
+    """redis://host:6379/0 + pw -> redis://:pw@host:6379/0 (no-op without a password)."""
+    if not url or not password or "@" in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://:{password}@{rest}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Image used when a DatasetJob names none (the worker runtime image of this release).
+    worker_image: str = "datasetjob/worker:0.1.0"
+    # How pods start the data plane; the image must have `dsj` on its PATH.
+    worker_command: tuple[str, ...] = ("dsj",)
+    # The chart's in-cluster Redis; used when spec.cache.redisUrl is absent. "" = none.
+    default_redis_url: str = ""
+    # Its password. Pods get it from a per-run Secret in their own namespace, never inline.
+    default_redis_password: str = field(default="", repr=False)
+    # Level-based resync: each DatasetJob is re-examined this often (seconds); the children
+    # come from in-memory indexes, so a tick with nothing to do makes no API call.
+    resync_seconds: float = 2.0
+    run_as_user: int = 65532
+    metrics_port: int = 0  # 0 = no metrics endpoint
+    namespaces: tuple[str, ...] = field(default_factory=tuple)  # empty = all namespaces
+    # Past this many bytes a spec does not fit a ConfigMap (1 MiB minus room for metadata).
+    max_config_map_bytes: int = 1_000_000
+
+    def default_redis_url_with_password(self) -> str:
+        return with_password(self.default_redis_url, self.default_redis_password)
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        return cls(
+            worker_image=env.get("DSJ_WORKER_IMAGE", cls.worker_image),
+            worker_command=tuple((env.get("DSJ_WORKER_COMMAND") or "dsj").split()),
+            default_redis_url=env.get("DSJ_DEFAULT_REDIS_URL", ""),
+            default_redis_password=env.get("DSJ_REDIS_PASSWORD", ""),
+            resync_seconds=float(env.get("DSJ_RESYNC_SECONDS", cls.resync_seconds)),
+            run_as_user=int(env.get("DSJ_RUN_AS_USER", cls.run_as_user)),
+            metrics_port=int(env.get("DSJ_METRICS_PORT", "0")),
+            namespaces=tuple(n for n in env.get("DSJ_WATCH_NAMESPACES", "").split(",") if n),
+        )

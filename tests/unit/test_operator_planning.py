@@ -1,0 +1,207 @@
+"""Pure planning and reconcile decisions of the operator (no cluster)."""
+
+import json
+
+import pytest
+
+from datasetjob.spec import run_id, spec_from_dict
+from datasetjob_operator import naming, planning
+from datasetjob_operator.reconcile import Observed, decide
+from datasetjob_operator.settings import Settings
+
+SPEC = {
+    "items": {"product": {"symbol": ["A", "B", "C"], "date": ["d1", "d2"]}, "idTemplate": "{symbol}:{date}"},
+    "shards": 3,
+    "generator": {"image": "acme/gen:1", "function": "smart_money.generate:example", "concurrency": 4},
+    "output": {"uri": "s3://bucket/smf", "credentialsSecret": "s3-credentials", "endpointUrl": "http://s3:9000"},
+    "retries": {"perShard": 2, "maxFailedShards": 1},
+}
+SETTINGS = Settings(default_redis_url="redis://datasetjob-redis:6379/0", default_redis_password="s3cret-pw")
+
+
+def observed(spec=None, status=None, jobs=(), pods=(), annotations=None, generation=1):
+    return Observed(name="smf", namespace="ml", uid="uid-1", generation=generation, spec=spec or SPEC,
+                    annotations=annotations or {}, status=status or {},
+                    jobs={j["metadata"]["name"]: j for j in jobs}, pods=list(pods), now="2026-01-01T00:00:00Z")
+
+
+def job(name, completed="", failed="", active=0, conditions=(), suspend=False):
+    return {"metadata": {"name": name}, "spec": {"suspend": suspend},
+            "status": {"completedIndexes": completed, "failedIndexes": failed, "active": active,
+                       "conditions": [{"type": c, "status": "True"} for c in conditions]}}
+
+
+def pod(job_name, index, phase, message=None, exit_code=0):
+    term = {"exitCode": exit_code, "finishedAt": "2026-01-01T00:00:01Z"}
+    if message is not None:
+        term["message"] = json.dumps(message)
+    return {"metadata": {"name": f"{job_name}-{index}", "labels": {"batch.kubernetes.io/job-name": job_name},
+                         "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"phase": phase, "containerStatuses": [{"state": {"terminated": term}}]}}
+
+
+def summary(done, failed=0, hits=0, misses=0, total=None):
+    return {"items": {"total": total if total is not None else done + failed, "done": done, "failed": failed},
+            "cache": {"hits": hits, "misses": misses}, "rows": done}
+
+
+RID = run_id(spec_from_dict("smf", SPEC).raw_spec)
+GEN = naming.generate_job_name("smf", RID, "0")
+COMB = naming.combine_job_name("smf", RID, "0")
+
+
+def test_generate_job_is_an_indexed_job_with_the_contract_fields():
+    run = planning.Run("smf", "ml", "uid-1", RID, "0", spec_from_dict("smf", SPEC, "ml"))
+    j = planning.generate_job(run, SETTINGS)
+    s = j["spec"]
+    assert (s["completionMode"], s["completions"], s["parallelism"]) == ("Indexed", 3, 3)
+    assert (s["backoffLimitPerIndex"], s["maxFailedIndexes"]) == (2, 1)
+    assert s["podFailurePolicy"]["rules"][0] == {
+        "action": "FailIndex", "onExitCodes": {"containerName": "generator", "operator": "In", "values": [78]}}
+    assert j["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    pod_spec = s["template"]["spec"]
+    assert pod_spec["restartPolicy"] == "Never" and pod_spec["securityContext"]["runAsNonRoot"] is True
+    container = pod_spec["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["args"] == ["worker"] and container["image"] == "acme/gen:1"
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DSJ_RUN_ID"]["value"] == RID
+    assert env["DSJ_REDIS_URL"]["value"] == "redis://:$(DSJ_REDIS_PASSWORD)@datasetjob-redis:6379/0"
+    assert env["DSJ_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == naming.redis_secret_name("smf", RID, "0")
+
+
+def test_no_secret_value_reaches_a_job_or_configmap():
+    decision = decide(observed(), SETTINGS)
+    for obj in decision.create:
+        if obj["kind"] != "Secret":
+            assert "s3cret-pw" not in json.dumps(obj)
+    assert "s3cret-pw" not in json.dumps(decision.status)
+    assert all("s3cret-pw" not in m for _, _, m in decision.events)
+
+
+def test_a_new_datasetjob_creates_spec_configmap_and_generate_job():
+    d = decide(observed(), SETTINGS)
+    kinds = [o["kind"] for o in d.create]
+    assert kinds == ["Secret", "ConfigMap", "Job"]
+    assert d.status["phase"] == "Generating" and d.status["runId"] == RID
+    assert d.status["items"]["total"] == 6 and d.status["shards"]["progress"] == "0/3"
+    assert d.events[0][1] == "RunStarted"
+    spec_doc = json.loads(d.create[1]["data"]["datasetjob.json"])
+    assert spec_doc["metadata"] == {"name": "smf", "namespace": "ml"}
+
+
+def test_unchanged_spec_while_generating_creates_nothing():
+    first = decide(observed(), SETTINGS)
+    again = decide(observed(status=first.status, jobs=[job(GEN, active=3)]), SETTINGS)
+    assert again.create == [] and again.delete_jobs == [] and again.events == []
+
+
+def test_spec_change_starts_a_new_run_and_replaces_the_unfinished_job():
+    first = decide(observed(), SETTINGS)
+    changed = dict(SPEC, shards=2, retries={"perShard": 2, "maxFailedShards": 0})
+    d = decide(observed(spec=changed, status=first.status, jobs=[job(GEN, active=3)], generation=2), SETTINGS)
+    assert d.status["runId"] != RID and d.delete_jobs == [GEN]
+    assert [o["kind"] for o in d.create] == ["Secret", "ConfigMap", "Job"]
+
+
+def test_regenerate_annotation_forces_a_new_run():
+    first = decide(observed(), SETTINGS)
+    d = decide(observed(status=dict(first.status, phase="Succeeded"), annotations={naming.ANNOTATION_REGENERATE: "x"}),
+               SETTINGS)
+    assert d.status["runId"] == run_id(spec_from_dict("smf", SPEC).raw_spec, "x") != RID
+
+
+def test_live_progress_and_final_messages_are_tallied():
+    start = decide(observed(), SETTINGS).status
+    pods = [pod(GEN, 0, "Succeeded", summary(2, hits=3, misses=1))]
+    obs = observed(status=start, jobs=[job(GEN, completed="0", active=2)], pods=pods)
+    obs.live_progress = {1: summary(1, misses=2), 0: summary(99)}  # final beats live for shard 0
+    d = decide(obs, SETTINGS)
+    assert d.status["items"] == {"total": 6, "done": 3, "failed": 0, "progress": "3/6"}
+    assert d.status["cache"] == {"hits": 3, "misses": 3}
+    assert d.status["shards"]["succeededIndexes"] == "0" and d.status["shards"]["active"] == 2
+
+
+def test_finished_generation_within_budget_launches_combine():
+    start = decide(observed(), SETTINGS).status
+    pods = [pod(GEN, 0, "Succeeded", summary(2)), pod(GEN, 1, "Succeeded", summary(2)),
+            pod(GEN, 2, "Failed", {"error": "boom in generator"}, exit_code=1)]
+    d = decide(observed(status=start, jobs=[job(GEN, completed="0-1", failed="2", conditions=["Failed"])], pods=pods),
+               SETTINGS)
+    assert [o["metadata"]["name"] for o in d.create] == [COMB]
+    assert d.status["phase"] == "Combining" and d.status["shards"]["failedIndexes"] == "2"
+    assert d.status["failures"] == [{"shard": 2, "exitCode": 1, "message": "boom in generator"}]
+
+
+def test_failures_over_budget_end_failed_with_the_reason():
+    spec = dict(SPEC, retries={"perShard": 0, "maxFailedShards": 0})
+    start = decide(observed(spec=spec), SETTINGS).status
+    gen = naming.generate_job_name("smf", start["runId"], "0")
+    pods = [pod(gen, 1, "Failed", {"error": "GeneratorConfigError: cannot import"}, exit_code=78)]
+    d = decide(observed(spec=spec, status=start, jobs=[job(gen, completed="0,2", failed="1", conditions=["Failed"])],
+                        pods=pods), SETTINGS)
+    assert d.create == [] and d.status["phase"] == "Failed" and d.status["reason"] == "ShardsFailed"
+    assert "1 of 3 shards failed (indexes 1)" in d.status["message"] and "cannot import" in d.status["message"]
+    assert d.events[0][0] == "Warning"
+
+
+def test_combine_result_becomes_status_output():
+    start = decide(observed(), SETTINGS).status
+    comb_pod = pod(COMB, 0, "Succeeded", {"state": "published", "uri": "s3://bucket/smf/runs/x/combined-dataset.csv",
+                                          "rows": 6, "bytes": 100, "sha256": "ab" * 32, "manifestUri": "m",
+                                          "items": {"total": 6, "done": 6, "failed": 0}, "cache": {"hits": 1, "misses": 2}})
+    comb_pod["metadata"]["annotations"] = {}
+    d = decide(observed(status=dict(start, phase="Combining"),
+                        jobs=[job(GEN, completed="0-2", conditions=["Complete"]), job(COMB, conditions=["Complete"])],
+                        pods=[comb_pod]), SETTINGS)
+    assert d.status["phase"] == "Succeeded" and d.status["output"]["rows"] == 6
+    assert d.status["output"]["sha256"] == "ab" * 32
+    assert {c["type"]: c["status"] for c in d.status["conditions"]}["Complete"] == "True"
+
+
+def test_combine_refusal_is_the_failure_reason():
+    start = decide(observed(), SETTINGS).status
+    comb_pod = pod(COMB, 0, "Failed", {"state": "refused", "reason": "TooFewItems", "message": "only 5 of 6"}, 78)
+    d = decide(observed(status=dict(start, phase="Combining"),
+                        jobs=[job(GEN, completed="0-2", conditions=["Complete"]), job(COMB, conditions=["Failed"])],
+                        pods=[comb_pod]), SETTINGS)
+    assert (d.status["phase"], d.status["reason"], d.status["message"]) == ("Failed", "TooFewItems", "only 5 of 6")
+
+
+def test_retry_failed_starts_a_new_attempt_of_the_same_run_once():
+    start = decide(observed(), SETTINGS).status
+    failed = dict(start, phase="Failed")
+    d = decide(observed(status=failed, annotations={naming.ANNOTATION_RETRY_FAILED: "t1"}), SETTINGS)
+    assert d.status["runId"] == RID and d.status["attempt"] == naming.attempt_of("t1")
+    assert d.create[-1]["metadata"]["name"] == naming.generate_job_name("smf", RID, naming.attempt_of("t1"))
+    done = decide(observed(status=dict(d.status, phase="Succeeded"),
+                           annotations={naming.ANNOTATION_RETRY_FAILED: "t1"}), SETTINGS)
+    assert done.create == []  # the same token is not acted on twice
+
+
+def test_suspend_is_mirrored_onto_the_job():
+    start = decide(observed(), SETTINGS).status
+    d = decide(observed(spec=dict(SPEC, suspend=True), status=start, jobs=[job(GEN, active=3)]), SETTINGS)
+    assert d.patch_jobs == [(GEN, {"spec": {"suspend": True}})] and d.status["phase"] == "Suspended"
+
+
+def test_a_spec_the_api_server_cannot_check_fails_with_the_field():
+    bad = dict(SPEC, output={"format": "csv"})
+    d = decide(observed(spec=bad), SETTINGS)
+    assert d.status["phase"] == "Failed" and d.status["reason"] == "InvalidSpec"
+    assert "spec.output.uri" in d.status["message"] and d.create == []
+
+
+@pytest.mark.parametrize("module", ["naming", "planning", "reconcile", "tally", "crd", "settings"])
+def test_pure_modules_import_no_io_libraries(module):
+    import subprocess
+    import sys
+
+    code = (f"import sys; import datasetjob_operator.{module}; "
+            "bad = [m for m in ('kopf', 'kubernetes', 'redis', 'boto3') if m in sys.modules]; "
+            "print(','.join(bad)); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, f"{module} imports {proc.stdout.strip()} {proc.stderr}"
