@@ -102,6 +102,9 @@ def _describe(error) -> tuple[list, str]:
         return parts, f"must be {op} {arg}, got {error.instance!r}"
     if v == "maximum":
         return parts, f"must be <= {arg}, got {error.instance!r}"
+    if v == "oneOf" and all(list(s) == ["required"] for s in arg):
+        names = ", ".join(s["required"][0] for s in arg)
+        return parts, f"exactly one of {names} must be set"
     if v == "pattern":
         return parts, f"{error.instance!r} does not match {arg}"
     return parts, error.message

@@ -29,4 +29,5 @@ def test_crd_carries_the_contract():
     assert [c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c] == [
         "Phase", "Shards", "Items", "Rows", "Age"]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    assert any("exactly one of values" in r["message"] for r in spec["properties"]["items"]["x-kubernetes-validations"])
+    assert [s["required"] for s in spec["properties"]["items"]["oneOf"]] == [
+        ["values"], ["product"], ["range"], ["fromConfigMap"], ["fromUri"]]
