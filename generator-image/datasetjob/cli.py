@@ -61,6 +61,7 @@ def cmd_run(args) -> int:
         spec = _spec(args.file)
         _check_generator(spec, args.file)
         opts = LocalRunOptions(workers=args.workers, output=args.output, resume=args.resume,
+                               retry_failed=args.retry_failed,
                                cache_dir=args.cache_dir, redis_url=args.redis_url, workdir=args.workdir,
                                quiet=args.quiet, spec_path=args.file)
         runner = LocalRunner(spec, opts)
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="shards at once (default: spec.parallelism)")
     p.add_argument("--output", help="output URI (file:// or s3://; default: spec.output.uri or ./datasets/NAME)")
     p.add_argument("--resume", action="store_true", help="reuse committed shards and checkpointed items")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="like --resume, and rerun the failed items of committed shards")
     p.add_argument("--cache-dir", help="embedded cache directory (default: ~/.cache/datasetjob/embedded-cache)")
     p.add_argument("--redis-url", help="use this Redis as the shared cache")
     p.add_argument("--workdir", help="where logs go (default: ./datasets/NAME)")

@@ -29,7 +29,7 @@ from .progress import read_file_progress
 from .sharding import compress_indexes, shard_bounds, shard_name
 from .spec import DatasetJobSpec, run_id as compute_run_id
 from .storage import open_store
-from .worker import EXIT_DO_NOT_RETRY
+from .worker import EXIT_DO_NOT_RETRY, RETRY_FAILED_ITEMS_ENV
 
 EXIT_INTERRUPTED = 130
 
@@ -50,6 +50,7 @@ class LocalRunOptions:
     workers: int | None = None
     output: str | None = None
     resume: bool = False
+    retry_failed: bool = False
     cache_dir: str | None = None
     redis_url: str | None = None
     workdir: str | None = None
@@ -80,7 +81,7 @@ class LocalRunner:
     # -- set-up -----------------------------------------------------------------------------
     def _prepare(self) -> tuple[list, list[str]]:
         items, ids = resolve_items(self.spec)
-        if not self.opts.resume:
+        if not (self.opts.resume or self.opts.retry_failed):
             self.store.delete_prefix(layout.run_prefix(self.run_id))
         doc = self.spec.to_document()
         self.store.put_bytes(layout.spec_key(self.run_id), json.dumps(doc, indent=1).encode())
@@ -91,10 +92,13 @@ class LocalRunner:
         self.progress_dir.mkdir(exist_ok=True)
         self.spec_file = self.local_dir / "datasetjob.json"
         self.spec_file.write_text(json.dumps(doc, indent=1))
-        if self.opts.resume:
+        if self.opts.resume or self.opts.retry_failed:
             for shard in self.shards:
-                if self.store.exists(layout.shard_manifest_key(self.run_id, shard.index)):
-                    shard.state = "committed"
+                key = layout.shard_manifest_key(self.run_id, shard.index)
+                if self.store.exists(key):
+                    failed_items = json.loads(self.store.get_text(key))["items"]["failed"]
+                    if not (self.opts.retry_failed and failed_items):
+                        shard.state = "committed"
         return items, ids
 
     def _env(self, index: int, slot: int) -> dict:
@@ -108,6 +112,8 @@ class LocalRunner:
         if self.opts.redis_url is not None:
             env["DSJ_REDIS_URL"] = self.opts.redis_url
         env.pop("DSJ_TERMINATION_LOG", None)
+        if self.opts.retry_failed:
+            env[RETRY_FAILED_ITEMS_ENV] = "1"
         return env
 
     def _start(self, shard: ShardProcess, slot: int) -> None:

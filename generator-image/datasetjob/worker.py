@@ -36,6 +36,9 @@ EXIT_RETRY = 1
 EXIT_DO_NOT_RETRY = 78  # sysexits EX_CONFIG
 EXIT_TERMINATED = 143
 
+# Set for a retry-failed attempt: a committed shard with failed items reruns just those.
+RETRY_FAILED_ITEMS_ENV = "DSJ_RETRY_FAILED_ITEMS"
+
 log = logging.getLogger("datasetjob.worker")
 
 
@@ -141,9 +144,12 @@ class ShardWorker:
         store, run_id, index = self.s.store, self.s.run_id, self.s.index
         if store.exists(layout.shard_manifest_key(run_id, index)):
             manifest = json.loads(store.get_text(layout.shard_manifest_key(run_id, index)))
-            log.info("%s already committed by an earlier attempt; nothing to do", shard_name(index))
-            self._from_manifest(manifest)
-            return EXIT_OK
+            retry_items = os.environ.get(RETRY_FAILED_ITEMS_ENV) == "1" and manifest["items"]["failed"] > 0
+            if not retry_items or self.spec.generator.command:
+                log.info("%s already committed by an earlier attempt; nothing to do", shard_name(index))
+                self._from_manifest(manifest)
+                return EXIT_OK
+            log.info("%s: retrying its %d failed items", shard_name(index), manifest["items"]["failed"])
         log.info("%s of run %s: items %d..%d (%d items), concurrency %d", shard_name(index), run_id,
                  self.positions.start, self.positions.stop - 1, len(self.positions), self.spec.generator.concurrency)
         self._done = threading.Event()
@@ -283,7 +289,10 @@ class ShardWorker:
         store.put_bytes(layout.shard_manifest_key(run_id, index),
                         json.dumps(manifest, indent=1).encode("utf-8"))
         if self._checkpoint is not None:
-            self._checkpoint.discard()
+            if failures:  # kept, so a retry-failed attempt reruns only the failed items
+                self._checkpoint.flush()
+            else:
+                self._checkpoint.discard()
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
     def _publish_counters(self) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datasetjob import API_GROUP, API_VERSION, KIND
 from datasetjob.spec import DatasetJobSpec
 from datasetjob.universe import ITEMS_DIR_ENV
-from datasetjob.worker import EXIT_DO_NOT_RETRY
+from datasetjob.worker import EXIT_DO_NOT_RETRY, RETRY_FAILED_ITEMS_ENV
 
 from . import naming
 from .settings import Settings, with_password
@@ -90,6 +90,8 @@ def _env(run: Run, settings: Settings) -> list[dict]:
             env.append({"name": "DSJ_REDIS_URL", "value": settings.default_redis_url})
     if run.spec.items.from_config_map:
         env.append({"name": ITEMS_DIR_ENV, "value": ITEMS_DIR})
+    if run.attempt != "0":
+        env.append({"name": RETRY_FAILED_ITEMS_ENV, "value": "1"})
     if run.spec.output.endpoint_url:
         env.append({"name": "AWS_ENDPOINT_URL", "value": run.spec.output.endpoint_url})
     # The user's env last, so it can override ours on purpose.

@@ -152,3 +152,32 @@ def test_ctrl_c_stops_workers_and_says_how_to_resume(tmp_path):
     assert runner.returncode == 130
     assert "--resume" in err
     assert _worker_pids(str(work)) == []
+
+
+def test_retry_failed_reruns_only_the_failed_items(tmp_path):
+    doc = sample_doc(symbols=10, dates=12, shards=3)
+    doc["spec"]["combine"]["minItemSuccessRatio"] = 0.8
+    reference, ref_out = run_sample(tmp_path, "clean", doc)
+    assert reference.returncode == 0, reference.stderr
+
+    spec = write_doc(doc, tmp_path / "flaky.yaml")
+    out = tmp_path / "out-flaky"
+    common = ["run", str(spec), "--output", f"file://{out}", "--workdir", str(tmp_path / "w")]
+    env = {"DSJ_CACHE_DIR": str(tmp_path / "cache-flaky")}
+    first = dsj(*common, cwd=tmp_path, env=dict(env, SMF_FAIL_RATIO="0.05"))
+    assert first.returncode == 0, first.stderr
+    _, before = published(out)
+    assert before["items"]["failed"] > 0
+
+    retry = dsj(*common, "--retry-failed", cwd=tmp_path, env=env)
+    assert retry.returncode == 0, retry.stderr
+    dataset, after = published(out)
+    assert after["items"] == {"total": 120, "done": 120, "failed": 0, "missing": 0}
+    assert sha256(dataset) == sha256(published(ref_out)[0])
+    for name, shard in before["shards"].items():
+        now = json.loads((out / "runs" / after["runId"] / "shards" / f"{name}.json").read_text())
+        if shard["items"]["failed"]:  # rerun: its done items came from the checkpoint
+            assert now["items"]["skipped"] == shard["items"]["done"]
+            assert now["items"]["done"] == shard["items"]["done"] + shard["items"]["failed"]
+        else:  # untouched
+            assert now["sha256"] == shard["sha256"] and now["items"]["skipped"] == 0

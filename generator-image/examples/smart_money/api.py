@@ -1,5 +1,10 @@
 """A fake market-data API: deterministic values, a fixed latency per call (SMF_LATENCY_MS,
-default 20 ms) and optional injected failures (SMF_FAIL_RATIO of examples raise).
+default 20 ms) and fault injection for demonstrations and tests:
+
+  SMF_FAIL_RATIO=0.02        that share of examples raise (an item failure)
+  SMF_CRASH_ITEM=SYM:DATE    the worker process dies (exit 3) on that example (a shard failure);
+  SMF_CRASH_ONCE_FILE=path   ... only while that file does not exist (it is created first)
+  SMF_CALL_LOG=path          append the time of every upstream call to that file
 
 Values are integers divided by powers of ten, and features use only + - * /, so the Node.js
 twin (../smart_money_js) computes bit-identical numbers.
@@ -21,7 +26,25 @@ def _unit(*parts: str) -> int:
 
 
 def _call():
+    log = os.environ.get("SMF_CALL_LOG")
+    if log:
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{time.time():.6f}\n".encode())
+        finally:
+            os.close(fd)
     time.sleep(_latency())
+
+
+def maybe_crash(symbol: str, date: str) -> None:
+    if os.environ.get("SMF_CRASH_ITEM") != f"{symbol}:{date}":
+        return
+    once = os.environ.get("SMF_CRASH_ONCE_FILE")
+    if once:
+        if os.path.exists(once):
+            return
+        open(once, "w").close()
+    os._exit(3)
 
 
 def price_history(symbol: str, dates: list[str]) -> list[float]:

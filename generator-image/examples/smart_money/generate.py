@@ -1,7 +1,7 @@
 """The generator: fn(item, ctx) -> row. Upstream calls go through ctx.cached, so a symbol's
 price history is fetched once for its 36 examples and a date's market data once for its 100."""
 
-from .api import institutional_flow, market_data, price_history
+from .api import institutional_flow, market_data, maybe_crash, price_history
 from .universe import month_ends
 
 DATES = month_ends()
@@ -9,6 +9,7 @@ DATES = month_ends()
 
 def example(item: dict, ctx) -> dict:
     symbol, date = item["symbol"], item["date"]
+    maybe_crash(symbol, date)
     closes = ctx.cached(f"prices:{symbol}", lambda: price_history(symbol, DATES))
     market = ctx.cached(f"market:{date}", lambda: market_data(date))
     flow = ctx.cached(f"flow:{symbol}:{date}", lambda: institutional_flow(symbol, date))

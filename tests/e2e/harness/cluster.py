@@ -1,0 +1,510 @@
+"""etcd + kube-apiserver + kube-controller-manager as local processes.
+
+The binaries come from `scripts/build-control-plane.sh` (cached under
+`$DSJ_CACHE_DIR`, default `~/.cache/datasetjob`, keyed by the versions pinned in
+`scripts/versions.env`). Everything a run creates lives in one temporary directory that
+`stop()` removes: etcd data, certificates, the service-account key, the static token file,
+the admin kubeconfig and one log file per component.
+
+The API server runs with RBAC, a static admin token in `system:masters`, real
+service-account token signing (TokenRequest works), and the ServiceAccount admission
+plugin disabled (pods get no automatic token volume). The controller manager runs only
+the controllers the tests need — never node-lifecycle or pod-gc, which would evict pods
+from the process kubelet's node.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+VERSIONS_FILE = REPO_ROOT / "scripts" / "versions.env"
+
+CONTROLLERS = (
+    "job-controller",
+    "garbage-collector-controller",
+    "namespace-controller",
+    "ttl-after-finished-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "serviceaccount-controller",
+)
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+ADMIN_USER = "dsj-admin"
+
+
+class ControlPlaneError(RuntimeError):
+    """A component failed to start or become ready."""
+
+
+class BinariesMissing(ControlPlaneError):
+    """The control-plane binaries for the pinned versions have not been built."""
+
+
+def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
+    """KEY=value lines of scripts/versions.env (comments and blank lines ignored)."""
+    versions: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        versions[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    return versions
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DSJ_CACHE_DIR") or Path.home() / ".cache" / "datasetjob")
+
+
+def binary_paths(versions: dict[str, str] | None = None) -> dict[str, Path]:
+    """Where build-control-plane.sh puts each binary for the pinned versions."""
+    v = versions or read_versions()
+    bin_root = cache_dir() / "bin"
+    k8s = bin_root / f"kubernetes-{v['KUBERNETES_VERSION']}"
+    return {
+        "etcd": bin_root / f"etcd-{v['ETCD_VERSION']}" / "etcd",
+        "kube-apiserver": k8s / "kube-apiserver",
+        "kube-controller-manager": k8s / "kube-controller-manager",
+        "helm": bin_root / f"helm-{v['HELM_VERSION']}" / "helm",
+    }
+
+
+def kubectl_path(versions: dict[str, str] | None = None) -> str | None:
+    """DSJ_KUBECTL, else kubectl.<KUBECTL_MINOR> beside the installed kubectl, else kubectl."""
+    if os.environ.get("DSJ_KUBECTL"):
+        return os.environ["DSJ_KUBECTL"]
+    found = shutil.which("kubectl")
+    if not found:
+        return None
+    minor = (versions or read_versions()).get("KUBECTL_MINOR")
+    if minor:
+        pinned = Path(os.path.realpath(found)).parent / f"kubectl.{minor}"
+        if os.access(pinned, os.X_OK):
+            return str(pinned)
+    return found
+
+
+def require_binaries(names=("etcd", "kube-apiserver", "kube-controller-manager")) -> dict[str, Path]:
+    paths = binary_paths()
+    missing = [f"{n} ({paths[n]})" for n in names if not os.access(paths[n], os.X_OK)]
+    if missing:
+        raise BinariesMissing(
+            "control-plane binaries are missing: "
+            + ", ".join(missing)
+            + ". Build them once with `make controlplane` (scripts/build-control-plane.sh); "
+            "they are cached under " + str(cache_dir())
+        )
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the process that started us dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def tail_file(path: Path, lines: int = 40, max_bytes: int = 256 * 1024) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+@dataclass
+class Component:
+    name: str
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+    log_file: object = None
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        self.log_file = open(self.log_path, "ab", buffering=0)
+        self.log_file.write(("$ " + " ".join(self.argv) + "\n").encode())
+        self.process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            env=env,
+        )
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        p = self.process
+        if p is None:
+            return
+        if p.poll() is None:
+            _signal_group(p.pid, signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(p.pid, signal.SIGKILL)
+                p.wait(5)
+        # Anything the component forked in its process group goes too.
+        _signal_group(p.pid, signal.SIGKILL)
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    res = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise ControlPlaneError(f"openssl {' '.join(args)} failed: {res.stderr.strip()}")
+
+
+def make_pki(pki: Path) -> None:
+    """A CA, an API server serving certificate for 127.0.0.1, and a service-account key."""
+    pki.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
+             "-subj", "/CN=datasetjob-e2e-ca", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=pki)
+    _openssl("req", "-new", *ec, "-keyout", "apiserver.key", "-out", "apiserver.csr",
+             "-subj", "/CN=kube-apiserver", cwd=pki)
+    (pki / "apiserver.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,"
+        "DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
+        "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+    )
+    _openssl("x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "apiserver.crt", "-days", "365",
+             "-extfile", "apiserver.ext", cwd=pki)
+    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+             "-out", "sa.key", cwd=pki)
+    _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+
+
+def kubeconfig_yaml(server: str, ca_pem: bytes, user: str, token: str, context: str = "dsj-e2e") -> str:
+    ca = base64.b64encode(ca_pem).decode()
+    return (
+        "apiVersion: v1\n"
+        "kind: Config\n"
+        "clusters:\n"
+        f"- name: {context}\n"
+        "  cluster:\n"
+        f"    server: {server}\n"
+        f"    certificate-authority-data: {ca}\n"
+        "users:\n"
+        f"- name: {user}\n"
+        "  user:\n"
+        f"    token: {token}\n"
+        "contexts:\n"
+        f"- name: {context}\n"
+        "  context:\n"
+        f"    cluster: {context}\n"
+        f"    user: {user}\n"
+        "    namespace: default\n"
+        f"current-context: {context}\n"
+    )
+
+
+@dataclass
+class ControlPlane:
+    """etcd + kube-apiserver + kube-controller-manager on free loopback ports.
+
+    Use as a context manager, or call start()/stop(). After start():
+    `kubeconfig` (admin, path), `server` (URL), `admin_token`, `ca_file`,
+    `logs_tail()` / `format_logs_tail()` for failure reports.
+    """
+
+    root: Path | None = None
+    keep: bool = False  # keep the state directory after stop() (debugging)
+    start_timeout: float = 90.0
+    extra_apiserver_flags: list[str] = field(default_factory=list)
+    controllers: tuple[str, ...] = CONTROLLERS
+
+    def __post_init__(self) -> None:
+        self.versions = read_versions()
+        self._own_root = self.root is None
+        self.components: dict[str, Component] = {}
+        self.server = ""
+        self.admin_token = ""
+        self.started = False
+        self.timings: dict[str, float] = {}
+
+    # -- paths -------------------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "admin.kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / "pki" / "ca.crt"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def kubernetes_version(self) -> str:
+        return self.versions["KUBERNETES_VERSION"]
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def __enter__(self) -> "ControlPlane":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> "ControlPlane":
+        bins = require_binaries()
+        if shutil.which("openssl") is None:
+            raise ControlPlaneError("openssl is needed to make the test certificates (apt-get install openssl)")
+        if self.root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="dsj-controlplane-"))
+        self.root = Path(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(exist_ok=True)
+        atexit.register(self.stop)
+        try:
+            self._start(bins)
+        except BaseException:
+            self.stop()
+            raise
+        self.started = True
+        return self
+
+    def _start(self, bins: dict[str, Path]) -> None:
+        t0 = time.monotonic()
+        root = self.root
+        make_pki(root / "pki")
+        self.timings["pki"] = time.monotonic() - t0
+
+        # etcd
+        t = time.monotonic()
+        etcd_port, peer_port = free_port(), free_port()
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        peer_url = f"http://127.0.0.1:{peer_port}"
+        self._launch("etcd", [
+            str(bins["etcd"]),
+            "--name=dsj-e2e",
+            f"--data-dir={root / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=dsj-e2e={peer_url}",
+            "--initial-cluster-state=new",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+            "--quota-backend-bytes=4294967296",
+        ])
+        self._wait("etcd", lambda: _http_get(f"{etcd_url}/health")[0] == 200)
+        self.timings["etcd"] = time.monotonic() - t
+
+        # kube-apiserver
+        t = time.monotonic()
+        self.admin_token = secrets.token_hex(24)
+        tokens = root / "tokens.csv"
+        tokens.write_text(f'{self.admin_token},{ADMIN_USER},{ADMIN_USER}-uid,"system:masters"\n')
+        tokens.chmod(0o600)
+        port = free_port()
+        self.server = f"https://127.0.0.1:{port}"
+        pki = root / "pki"
+        self._launch("kube-apiserver", [
+            str(bins["kube-apiserver"]),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={root / 'apiserver-certs'}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            "--endpoint-reconciler-type=none",
+            # Reach the process kubelet's log endpoint (kubectl logs) by its InternalIP.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            f"--token-auth-file={tokens}",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            "--disable-admission-plugins=ServiceAccount",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+            *self.extra_apiserver_flags,
+        ])
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        self._wait("kube-apiserver",
+                   lambda: _http_get(f"{self.server}/readyz", ctx=ctx, headers=headers)[0] == 200)
+        self.kubeconfig.write_text(
+            kubeconfig_yaml(self.server, self.ca_file.read_bytes(), ADMIN_USER, self.admin_token)
+        )
+        self.kubeconfig.chmod(0o600)
+        # The bootstrap controller creates these shortly after /readyz.
+        self._wait("default namespace", lambda: _http_get(
+            f"{self.server}/api/v1/namespaces/default", ctx=ctx, headers=headers)[0] == 200)
+        self.timings["kube-apiserver"] = time.monotonic() - t
+
+        # kube-controller-manager
+        t = time.monotonic()
+        kcm_port = free_port()
+        self._launch("kube-controller-manager", [
+            str(bins["kube-controller-manager"]),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={kcm_port}",
+            f"--cert-dir={root / 'kcm-certs'}",
+            "--leader-elect=false",
+            f"--controllers={','.join(self.controllers)}",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            "--v=1",
+        ])
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        self._wait("kube-controller-manager",
+                   lambda: _http_get(f"https://127.0.0.1:{kcm_port}/healthz", ctx=insecure)[0] == 200)
+        self.timings["kube-controller-manager"] = time.monotonic() - t
+        self.timings["total"] = time.monotonic() - t0
+
+    def _launch(self, name: str, argv: list[str]) -> None:
+        comp = Component(name, argv, self.log_dir / f"{name}.log")
+        self.components[name] = comp
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+        comp.start(env)
+
+    def _wait(self, what: str, ready, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout or self.start_timeout)
+        last_error = ""
+        while time.monotonic() < deadline:
+            for comp in self.components.values():
+                if not comp.running():
+                    code = comp.process.returncode if comp.process else None
+                    raise ControlPlaneError(
+                        f"{comp.name} exited with code {code} while waiting for {what}; "
+                        f"last lines of {comp.log_path}:\n{tail_file(comp.log_path, 30)}"
+                    )
+            try:
+                if ready():
+                    return
+            except Exception as exc:  # connection refused while starting, etc.
+                last_error = repr(exc)
+            time.sleep(0.1)
+        raise ControlPlaneError(
+            f"{what} not ready after {timeout or self.start_timeout:.0f}s ({last_error})\n"
+            + self.format_logs_tail(30)
+        )
+
+    def stop(self) -> None:
+        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+            comp = self.components.get(name)
+            if comp is not None:
+                comp.stop()
+        self.started = False
+        if self.root is not None and self._own_root and not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            atexit.unregister(self.stop)
+        except Exception:
+            pass
+
+    # -- diagnostics -------------------------------------------------------------------
+    def logs_tail(self, lines: int = 40) -> dict[str, str]:
+        """The last lines of each component's log, by component name."""
+        return {name: tail_file(c.log_path, lines) for name, c in self.components.items()}
+
+    def format_logs_tail(self, lines: int = 40) -> str:
+        out = []
+        for name, text in self.logs_tail(lines).items():
+            out.append(f"----- {name} (last {lines} lines of {self.log_dir / (name + '.log')}) -----")
+            out.append(text or "(empty)")
+        return "\n".join(out)
+
+    def env(self) -> dict[str, str]:
+        """os.environ with KUBECONFIG pointing at the admin kubeconfig (for kubectl/helm)."""
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        return env
+
+    def write_kubeconfig(self, path: Path, user: str, token: str, namespace: str = "default") -> Path:
+        """A kubeconfig for another identity (e.g. a ServiceAccount token)."""
+        text = kubeconfig_yaml(self.server, self.ca_file.read_bytes(), user, token)
+        text = text.replace("namespace: default", f"namespace: {namespace}")
+        path = Path(path)
+        path.write_text(text)
+        path.chmod(0o600)
+        return path
+
+
+def _http_get(url: str, ctx: ssl.SSLContext | None = None, headers: dict | None = None,
+              timeout: float = 2.0) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=timeout) as resp:
+            return resp.status, resp.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+
+
+def main() -> None:  # pragma: no cover - manual smoke test
+    with ControlPlane() as cp:
+        print(json.dumps({k: round(v, 2) for k, v in cp.timings.items()}))
+        print(f"export KUBECONFIG={cp.kubeconfig}")
+        sys.stdout.flush()
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
