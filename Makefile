@@ -41,6 +41,7 @@ cluster: venv services controlplane  ## a local control plane + process kubelet 
 
 bench: venv services
 	$(PY) tests/bench/bench_local.py
+	$(PY) tests/bench/bench_redis.py
 
 clean:
 	rm -rf $(VENV) datasets .cluster

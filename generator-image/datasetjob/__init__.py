@@ -8,3 +8,8 @@ API_VERSION = "v1alpha1"
 KIND = "DatasetJob"
 
 __version__ = "0.1.0"
+
+# The generator SDK: rate-limited upstream calls and 429/503 back-off (see datasetjob.context).
+from .context import Throttled, limited, retry_upstream  # noqa: E402  (stdlib-only imports)
+
+__all__ = ["API_GROUP", "API_VERSION", "KIND", "Throttled", "limited", "retry_upstream"]

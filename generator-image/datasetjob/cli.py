@@ -33,6 +33,16 @@ def _check_generator(spec, spec_path: str) -> None:
     load_function(spec.generator.function)
 
 
+def _notes(spec) -> None:
+    """Things that are valid but would surprise: said once, on stderr."""
+    raw = spec.raw_spec["items"]
+    product = raw.get("product") or {}
+    if len(product) > 1 and "productOrder" not in raw and list(product) != sorted(product):
+        print(f"note: spec.items.product keys run in the written order {list(product)} here, but a "
+              f"Kubernetes API server sorts them ({sorted(product)}); add productOrder: "
+              f"[{', '.join(product)}] to keep this order in a cluster too", file=sys.stderr)
+
+
 def _print_problems(exc: Exception, path: str) -> int:
     problems = exc.problems if isinstance(exc, SpecError) else [str(exc)]
     print(f"{path}: invalid DatasetJob", file=sys.stderr)
@@ -48,6 +58,7 @@ def cmd_validate(args) -> int:
         from .universe import resolve_items
 
         items, _ = resolve_items(spec)
+        _notes(spec)
     except (SpecError, GeneratorConfigError) as exc:
         return _print_problems(exc, args.file)
     print(f"{args.file}: valid — {len(items)} items in {spec.shards} shards")
@@ -68,6 +79,7 @@ def cmd_run(args) -> int:
         from .universe import resolve_items
 
         resolve_items(runner.spec)  # fail on bad items before anything is written
+        _notes(spec)
     except (SpecError, GeneratorConfigError) as exc:
         return _print_problems(exc, args.file)
     return runner.run()

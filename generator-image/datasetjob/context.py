@@ -1,10 +1,11 @@
 """`ctx`: what a generator function gets beside its item, and the SDK helpers for upstream calls.
 
     def example(item, ctx):
-        prices = ctx.cached(f"prices:{item['symbol']}",                  # shared cache; a miss
-                            lambda: ctx.retry(lambda: api.prices(item)))  # takes a rate-limit token,
-        with ctx.limit():                                                 # a 429/503 backs off
-            flow = api.flow(item)                                         # one token, uncached
+        # shared cache: a miss takes one rate-limit token; a 429/503 answer backs off and retries
+        prices = ctx.cached(f"prices:{item['symbol']}", lambda: ctx.retry(lambda: api.prices(item)))
+        # an uncached call: one token for the block
+        with ctx.limit():
+            flow = api.flow(item)
         ...
 
     @datasetjob.limited            # every call of this function takes a token
@@ -83,7 +84,7 @@ def limited(fn: Callable[..., T]) -> Callable[..., T]:
     """Decorator: each call of `fn` takes one token of the worker's shared rate limit.
 
         @datasetjob.limited
-        def market_data(date): return session.get(...).json()
+        def market_data(date): return http.get(...).json()
 
     Inside `ctx.cached(...)` or `with ctx.limit():` the token already taken is used (no double
     counting). Outside a worker (e.g. in a unit test of the generator) it just calls `fn`.
@@ -233,7 +234,7 @@ class ItemContext:
             yield
 
     def limited(self, fn: Callable[..., T]) -> Callable[..., T]:
-        """`fn` wrapped so that each call takes one token: `get = ctx.limited(session.get)`."""
+        """`fn` wrapped so that each call takes one token: `get = ctx.limited(http.get)`."""
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import threading
@@ -127,7 +128,8 @@ class LocalTokenBucket:
 
 
 def make_limiter(spec):
-    """The bucket of `spec.rateLimit`: in Redis when a Redis is configured, else on local disk."""
+    """The bucket of `spec.rateLimit`: in Redis when a Redis is configured, else on local disk
+    (shared by the machine's workers), or, in a pod without Redis, the pod's share in-process."""
     from .cache.embedded import default_cache_dir
     from .cache.factory import effective_redis_url
 
@@ -138,5 +140,12 @@ def make_limiter(spec):
 
         return RedisTokenBucket(url, rl.scope, rl.requests_per_second, rl.burst,
                                 parallelism=max(1, min(spec.parallelism, spec.shards)))
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        # a pod without Redis cannot share a bucket with the other pods: take its share
+        share = max(1, min(spec.parallelism, spec.shards))
+        logging.getLogger("datasetjob.ratelimit").warning(
+            "spec.rateLimit without a Redis (spec.cache.redisUrl is empty): this pod limits itself "
+            "to requestsPerSecond / parallelism = %.3g requests/s", rl.requests_per_second / share)
+        return InProcessTokenBucket(rl.requests_per_second / share, max(1, rl.burst // share))
     directory = os.environ.get("DSJ_CACHE_DIR") or default_cache_dir()
     return LocalTokenBucket(directory, rl.scope, rl.requests_per_second, rl.burst)

@@ -111,6 +111,14 @@ class DatasetJobSpec:
 
 def _items(raw: dict) -> ItemsSpec:
     product = raw.get("product")
+    order = raw.get("productOrder")
+    if order is not None and not product:
+        raise SpecError(["spec.items.productOrder: productOrder is only meaningful with product"])
+    if product and order:
+        if sorted(order) != sorted(product):
+            raise SpecError([f"spec.items.productOrder: must list the product keys {sorted(product)} "
+                             f"once each, got {order}"])
+        product = {k: product[k] for k in order}
     rng = raw.get("range")
     cm = raw.get("fromConfigMap")
     return ItemsSpec(
@@ -160,7 +168,10 @@ def spec_from_dict(name: str, spec: Any, namespace: str | None = None, rules: bo
         raw = validate_spec(spec, rules=rules)
     except SpecError as exc:
         raise SpecError(problems + exc.problems) from None
-    items = _items(raw["items"])
+    try:
+        items = _items(raw["items"])
+    except SpecError as exc:
+        raise SpecError(problems + exc.problems) from None
     problems += _check_id_template(items)
     if problems:
         raise SpecError(problems)
@@ -191,7 +202,8 @@ def spec_from_dict(name: str, spec: Any, namespace: str | None = None, rules: bo
         cache=CacheSpec(
             redis_url=cache.get("redisUrl"),
             ttl_seconds=cache.get("ttlSeconds", 604800),
-            namespace=cache.get("namespace") or name,
+            # Per Kubernetes namespace by default: tenants never share cache entries by accident.
+            namespace=cache.get("namespace") or (f"{namespace}.{name}" if namespace else name),
         ),
         rate_limit=RateLimitSpec(
             requests_per_second=float(rl["requestsPerSecond"]),
@@ -256,5 +268,9 @@ def canonical_json(value: Any) -> str:
 
 def run_id(raw_spec: dict, regenerate_token: str | None = None) -> str:
     """8 hex digits: same semantic spec (and token) → same run; any change → a new run."""
-    payload = canonical_json({"spec": semantic_spec(raw_spec), "regenerate": regenerate_token or ""})
+    # canonical_json sorts keys, but the order of product keys decides the item order: keep it.
+    items = raw_spec.get("items") or {}
+    order = items.get("productOrder") or list(items.get("product") or {})
+    payload = canonical_json({"spec": semantic_spec(raw_spec), "regenerate": regenerate_token or "",
+                              "productOrder": order})
     return hashlib.sha256(payload.encode()).hexdigest()[:8]

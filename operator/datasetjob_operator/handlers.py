@@ -47,6 +47,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     memo.kube = Kube(_api_client())
     memo.locks = {}
     memo.phase_since = {}
+    memo.started = {}
     metrics.serve(SETTINGS.metrics_port)
 
 
@@ -131,6 +132,13 @@ def reconcile(body, meta, spec, status, uid, name, namespace, patch: kopf.Patch,
             kube.create(obj)
         for job_name, job_patch in decision.patch_jobs:
             kube.patch_job(namespace, job_name, job_patch)
+        started = (decision.status.get("runId"), decision.status.get("attempt"))
+        if any(r in ("RunStarted", "RetryStarted") for _, r, _ in decision.events):
+            if memo.started.get(uid) == started:
+                # An overlapping reconcile saw the status from before our own patch landed:
+                # its creates were 409s, its events would be duplicates.
+                decision.events = []
+            memo.started[uid] = started
         for type_, reason, message in decision.events:
             kube.event(namespace, name, uid, type_, reason, message)
         _observe_metrics(memo, uid, namespace, observed.status, decision)

@@ -47,7 +47,7 @@ def spec_document(run: Run) -> str:
     """The DatasetJob as the worker reads it. References to Secrets stay references."""
     doc = run.spec.to_document()
     doc["metadata"]["namespace"] = run.namespace
-    return json.dumps(doc, indent=1, sort_keys=True)
+    return json.dumps(doc, indent=1)  # not sorted: product key order is meaningful
 
 
 def config_map(run: Run) -> dict:

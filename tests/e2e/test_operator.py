@@ -8,6 +8,9 @@ import copy
 import hashlib
 import json
 import time
+import uuid
+
+from pathlib import Path
 
 import pytest
 import yaml
@@ -47,6 +50,7 @@ def sample(bucket: str, s3_server, name="smf", symbols=6, dates=6, shards=3, **s
     spec["shards"] = spec["parallelism"] = shards
     spec["generator"]["env"] = [{"name": "SMF_LATENCY_MS", "value": "1"}]
     spec["retries"] = {"perShard": 1, "maxFailedShards": 0}
+    spec["cache"] = {"namespace": f"{name}-{uuid.uuid4().hex[:8]}"}  # no warm cache from other tests
     spec["output"] = {"uri": f"s3://{bucket}/{name}", "format": "csv", "endpointUrl": s3_server.endpoint_url,
                       "credentialsSecret": "s3-credentials"}
     spec.update(spec_over)
@@ -54,18 +58,24 @@ def sample(bucket: str, s3_server, name="smf", symbols=6, dates=6, shards=3, **s
 
 
 def apply(cluster, namespace: str, doc: dict) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc, sort_keys=False))
 
 
 def get(cluster, namespace: str, name: str) -> dict:
     return cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
 
 
-def wait_phase(cluster, operator, namespace: str, name: str, phases, timeout: float = 240) -> dict:
+def wait_phase(cluster, operator, namespace: str, name: str, phases, timeout: float = 240,
+               not_run: str | None = None) -> dict:
     phases = (phases,) if isinstance(phases, str) else tuple(phases)
+
+    def ready(obj):
+        st = obj.get("status") or {}
+        return obj if st.get("phase") in phases and (not_run is None or st.get("runId") != not_run) else None
+
     try:
         return cluster.wait_for(
-            lambda: (lambda o: o if (o.get("status") or {}).get("phase") in phases else None)(get(cluster, namespace, name)),
+            lambda: ready(get(cluster, namespace, name)),
             timeout=timeout, what=f"{name} in phase {phases}", namespace=namespace,
             objects=[f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"])
     except WaitTimeout as exc:
@@ -105,3 +115,200 @@ def test_sample_succeeds_with_the_local_runners_dataset(cluster, operator, s3_ns
     reasons = [e.reason for e in cluster.core.list_namespaced_event(
         s3_ns, field_selector="involvedObject.name=smf").items]
     assert {"RunStarted", "CombineStarted", "Published"} <= set(reasons)
+
+
+@pytest.fixture
+def host_file():
+    """A host path pods can share with the test. Not under /tmp: pods mount an emptyDir there,
+    and the process kubelet maps that mount path onto the pod's own directory."""
+    path = Path("/var/tmp") / f"dsj-e2e-{uuid.uuid4().hex[:10]}"
+    yield str(path)
+    path.unlink(missing_ok=True)
+
+
+def s3_keys(s3_server, bucket: str, prefix: str) -> dict[str, object]:
+    out = {}
+    for page in s3_server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        out.update({o["Key"]: o["LastModified"] for o in page.get("Contents", [])})
+    return out
+
+
+@pytest.mark.parametrize("budget", [1, 0])
+def test_a_shard_that_always_fails(cluster, operator, s3_ns, s3_server, s3_bucket, budget):
+    doc = sample(s3_bucket, s3_server, shards=3, retries={"perShard": 1, "maxFailedShards": budget})
+    doc["spec"]["combine"]["minItemSuccessRatio"] = 0.5
+    # Shard 1 holds items 12..23: AAA..ADV x 6 dates → its first item is ACO:2023-01-31.
+    doc["spec"]["generator"]["env"].append({"name": "SMF_CRASH_ITEM", "value": "ACO:2023-01-31"})
+    apply(cluster, s3_ns, doc)
+    obj = wait_phase(cluster, operator, s3_ns, "smf", ("Succeeded", "Failed"))
+    st = obj["status"]
+    assert st["shards"]["failedIndexes"] == "1" and st["shards"]["succeededIndexes"] == "0,2"
+    assert st["failures"][0]["shard"] == 1 and st["failures"][0]["exitCode"] == 3
+    if budget:
+        assert st["phase"] == "Succeeded" and st["output"]["missingShards"] == "1"
+        assert st["output"]["rows"] == 24 and st["items"]["done"] == 24
+    else:
+        assert (st["phase"], st["reason"]) == ("Failed", "ShardsFailed")
+        assert "1 of 3 shards failed (indexes 1)" in st["message"] and "retry-failed" in st["message"]
+        assert "combine" not in " ".join(jobs(cluster, s3_ns))
+
+
+def test_failing_items_are_counted_and_the_dataset_published(cluster, operator, s3_ns, s3_server, s3_bucket):
+    from smart_money.api import _unit
+
+    doc = sample(s3_bucket, s3_server, symbols=10, dates=12, shards=4)
+    doc["spec"]["generator"]["env"].append({"name": "SMF_FAIL_RATIO", "value": "0.05"})
+    doc["spec"]["combine"]["minItemSuccessRatio"] = 0.9
+    product = doc["spec"]["items"]["product"]
+    failing = [(s, d) for s in product["symbol"] for d in product["date"] if _unit("fail", s, d) < 50_000]
+    assert failing
+    apply(cluster, s3_ns, doc)
+    st = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")["status"]
+    assert st["items"]["failed"] == len(failing) and st["items"]["done"] == 120 - len(failing)
+    assert st["output"]["rows"] == 120 - len(failing)
+    body = s3_server.client().get_object(Bucket=s3_bucket, Key=f"smf/runs/{st['runId']}/failures/shard-00000.jsonl")
+    recorded = [json.loads(line) for line in body["Body"].read().decode().splitlines()]
+    assert all("upstream returned 502" in r["error"] for r in recorded)
+
+
+def test_spec_change_starts_a_new_run_and_reapply_changes_nothing(cluster, operator, s3_ns, s3_server, s3_bucket):
+    doc = sample(s3_bucket, s3_server)
+    apply(cluster, s3_ns, doc)
+    first = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")["status"]
+    before = jobs(cluster, s3_ns)
+    apply(cluster, s3_ns, doc)  # GitOps re-sync of the same spec
+    time.sleep(4)  # several resync periods: nothing may happen
+    assert jobs(cluster, s3_ns) == before
+    assert get(cluster, s3_ns, "smf")["status"]["runId"] == first["runId"]
+
+    doc["spec"]["combine"]["sortBy"] = ["date", "symbol"]
+    apply(cluster, s3_ns, doc)
+    second = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded", not_run=first["runId"])
+    st = second["status"]
+    assert st["runId"] != first["runId"] and st["observedGeneration"] == second["metadata"]["generation"]
+    assert len(jobs(cluster, s3_ns)) == len(before) + 2
+    assert st["output"]["sha256"] != first["output"]["sha256"] and st["output"]["rows"] == 36
+
+
+def test_operator_killed_during_generation_and_combine(cluster, operator, s3_ns, s3_server, s3_bucket):
+    doc = sample(s3_bucket, s3_server, symbols=10, dates=12, shards=4)
+    doc["spec"]["generator"]["env"] = [{"name": "SMF_LATENCY_MS", "value": "20"}]
+    apply(cluster, s3_ns, doc)
+    wait_phase(cluster, operator, s3_ns, "smf", "Generating")
+    operator.kill()
+    time.sleep(1)
+    operator.start()
+    cluster.wait_for(lambda: any(n.endswith("-combine") for n in jobs(cluster, s3_ns)), timeout=240,
+                     what="combine Job", namespace=s3_ns)
+    operator.kill()  # as soon as the combine Job exists
+    time.sleep(2)
+    operator.start()
+    st = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")["status"]
+    names = jobs(cluster, s3_ns)
+    assert names == sorted([f"smf-{st['runId']}-combine", f"smf-{st['runId']}-gen"]), names
+    pods = cluster.core.list_namespaced_pod(s3_ns, label_selector="datagen.dev/role=combine").items
+    assert len(pods) == 1
+    assert st["items"]["done"] == 120 and st["output"]["rows"] == 120
+
+
+def test_retry_failed_reruns_only_the_failed_shards(cluster, operator, s3_ns, s3_server, s3_bucket, host_file):
+    doc = sample(s3_bucket, s3_server, shards=3, retries={"perShard": 0, "maxFailedShards": 0})
+    env = doc["spec"]["generator"]["env"]
+    env.append({"name": "SMF_CRASH_ITEM", "value": "ACO:2023-01-31"})
+    env.append({"name": "SMF_CRASH_ONCE_FILE", "value": host_file})
+    apply(cluster, s3_ns, doc)
+    failed = wait_phase(cluster, operator, s3_ns, "smf", "Failed")["status"]
+    assert failed["shards"]["failedIndexes"] == "1"
+    run = failed["runId"]
+    committed = s3_keys(s3_server, s3_bucket, f"smf/runs/{run}/shards/")
+
+    out = cluster.kubectl("annotate", "dsj", "smf", "-n", s3_ns, "datagen.dev/retry-failed=1")
+    assert out.returncode == 0
+    st = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")["status"]
+    assert st["runId"] == run and st["attempt"] != "0" and st["items"]["done"] == 36
+    after = s3_keys(s3_server, s3_bucket, f"smf/runs/{run}/shards/")
+    for shard in ("shard-00000", "shard-00002"):  # committed before: not rewritten
+        assert after[f"smf/runs/{run}/shards/{shard}.csv"] == committed[f"smf/runs/{run}/shards/{shard}.csv"]
+    assert f"smf/runs/{run}/shards/shard-00001.csv" in after
+
+
+def test_deleting_the_datasetjob_collects_its_children(cluster, operator, s3_ns, s3_server, s3_bucket):
+    apply(cluster, s3_ns, sample(s3_bucket, s3_server))
+    wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")
+    assert jobs(cluster, s3_ns) and cluster.core.list_namespaced_config_map(
+        s3_ns, label_selector="datagen.dev/datasetjob=smf").items
+    cluster.kubectl("delete", "dsj", "smf", "-n", s3_ns, "--wait=true")
+
+    def gone():
+        selector = "datagen.dev/datasetjob=smf"
+        return not (cluster.batch.list_namespaced_job(s3_ns, label_selector=selector).items
+                    or cluster.core.list_namespaced_pod(s3_ns, label_selector=selector).items
+                    or cluster.core.list_namespaced_config_map(s3_ns, label_selector=selector).items)
+
+    cluster.wait_for(gone, timeout=120, what="children garbage-collected", namespace=s3_ns)
+    assert s3_keys(s3_server, s3_bucket, "smf/latest.json")  # the data stays
+
+
+MALFORMED = {
+    "missing items": (lambda s: s.pop("items"), "spec.items: Required value"),
+    "two sources": (lambda s: s["items"].update(values=["x"]), "spec.items"),
+    "shards 0": (lambda s: s.update(shards=0), "spec.shards: Invalid value: 0"),
+    "unknown format": (lambda s: s["output"].update(format="xlsx"), "spec.output.format: Unsupported value"),
+    "unknown field": (lambda s: s.update(shardz=3), 'unknown field "spec.shardz"'),
+    "command without outputFile": (lambda s: s.update(generator={"command": ["x"]}),
+                                   "spec.generator.outputFile: Invalid value"),
+    "function and command": (lambda s: s["generator"].update(command=["x"]),
+                             "exactly one of function and command must be set"),
+    "negative TTL": (lambda s: s.update(cache={"ttlSeconds": -1}), "spec.cache.ttlSeconds: Invalid value: -1"),
+    "parallelism over shards": (lambda s: s.update(parallelism=9), "spec.parallelism: Invalid value"),
+    "empty product list": (lambda s: s["items"]["product"].update(date=[]), "spec.items.product.date: Invalid value"),
+    "range stop before start": (lambda s: s.update(items={"range": {"start": 5, "stop": 1}}),
+                                "stop must be greater than start"),
+    "maxFailedShards too high": (lambda s: s.update(retries={"maxFailedShards": 3}),
+                                 "spec.retries.maxFailedShards: Invalid value"),
+    "http output": (lambda s: s["output"].update(uri="http://x"), "spec.output.uri: Invalid value"),
+    "zero concurrency": (lambda s: s["generator"].update(concurrency=0), "spec.generator.concurrency: Invalid value"),
+    "zero rate": (lambda s: s.update(rateLimit={"requestsPerSecond": 0}),
+                  "spec.rateLimit.requestsPerSecond: Invalid value"),
+    "string shards": (lambda s: s.update(shards="ten"), "spec.shards: Invalid value"),
+    "unknown column type": (lambda s: s["combine"].update(columns={"a": "decimal"}),
+                            "spec.combine.columns.a: Unsupported value"),
+    "ratio over one": (lambda s: s["combine"].update(minItemSuccessRatio=2),
+                       "spec.combine.minItemSuccessRatio: Invalid value"),
+    "bad function reference": (lambda s: s["generator"].update(function="not a ref"),
+                               "spec.generator.function: Invalid value"),
+}
+
+
+def test_malformed_datasetjobs_are_rejected_by_the_api_server(cluster, operator, namespace, s3_server):
+    rejected = {}
+    for case, (change, expected) in MALFORMED.items():
+        doc = sample("bucket", s3_server, name="bad")
+        change(doc["spec"])
+        res = cluster.kubectl("apply", "-n", namespace, "--validate=strict", "-f", "-",
+                              input=yaml.safe_dump(doc), check=False)
+        rejected[case] = (res.returncode != 0 and expected in res.stderr, res.stderr.strip()[-300:])
+    failures = {k: v[1] for k, v in rejected.items() if not v[0]}
+    assert not failures, json.dumps(failures, indent=1)
+    assert len(rejected) >= 12
+    assert cluster.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"] == []
+
+
+def test_two_datasetjobs_share_one_rate_limit(cluster, operator, s3_ns, s3_server, s3_bucket, host_file):
+    calls = Path(host_file)
+    rps, burst = 20.0, 5
+    for name in ("smf-a", "smf-b"):
+        doc = sample(s3_bucket, s3_server, name=name, shards=2)
+        doc["spec"]["rateLimit"] = {"requestsPerSecond": rps, "burst": burst, "scope": "market-api"}
+        doc["spec"]["cache"] = {"namespace": f"{name}-{uuid.uuid4().hex[:8]}"}  # every call is upstream
+        doc["spec"]["generator"]["env"].append({"name": "SMF_CALL_LOG", "value": str(calls)})
+        apply(cluster, s3_ns, doc)
+    for name in ("smf-a", "smf-b"):
+        wait_phase(cluster, operator, s3_ns, name, "Succeeded")
+    stamps = sorted(float(x) for x in calls.read_text().split())
+    assert len(stamps) == 2 * (6 + 6 + 36)
+    worst = 0.0
+    for i, start in enumerate(stamps):  # every window [start, t]: calls <= rps * (t - start) + burst
+        for j in range(i, len(stamps)):
+            worst = max(worst, (j - i + 1) - (rps * (stamps[j] - start) + burst))
+    assert worst <= 1e-6 + 1, f"the shared limit was exceeded by {worst:.2f} calls"

@@ -72,6 +72,10 @@ CASES = {
                        "spec.combine.minItemSuccessRatio: must be <= 1"),
     "wrong kind": (mutate(["kind"], "Job"), "kind: must be DatasetJob"),
     "bad name": (mutate(["metadata", "name"], "Bad_Name"), "metadata.name: 'Bad_Name' must be a DNS label"),
+    "productOrder not the keys": (mutate(["spec", "items", "productOrder"], ["symbol"]),
+                                  "spec.items.productOrder: must list the product keys ['date', 'symbol'] once each"),
+    "productOrder without product": (mutate(["spec", "items"], {"values": ["a"], "productOrder": ["a"]}),
+                                     "spec.items.productOrder: productOrder is only meaningful with product"),
     "fromConfigMap locally": (mutate(["spec", "items"], {"fromConfigMap": {"name": "u", "key": "k"}}),
                               "spec.items.fromConfigMap: ConfigMap u/k can only be read in a cluster"),
 }

@@ -205,3 +205,4 @@ def test_pure_modules_import_no_io_libraries(module):
             "print(','.join(bad)); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, f"{module} imports {proc.stdout.strip()} {proc.stderr}"
+

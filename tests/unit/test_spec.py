@@ -33,6 +33,16 @@ def test_product_keeps_written_key_order():
     assert item_ids(items, s.items.id_template) == ["A:d1", "A:d2", "B:d1", "B:d2"]
 
 
+def test_product_order_overrides_the_written_order_and_counts_in_the_run_id():
+    sorted_keys = {"date": ["d1", "d2"], "symbol": ["A", "B"]}
+    written = spec(items={"product": {"symbol": ["A", "B"], "date": ["d1", "d2"]}})
+    ordered = spec(items={"product": sorted_keys, "productOrder": ["symbol", "date"]})
+    plain = spec(items={"product": sorted_keys})
+    assert expand_items(ordered.items) == expand_items(written.items)
+    assert expand_items(plain.items)[1] == {"date": "d1", "symbol": "B"}
+    assert run_id(written.raw_spec) != run_id(plain.raw_spec)
+
+
 def test_range_items():
     s = spec(items={"range": {"start": 2, "stop": 9, "step": 3}})
     assert expand_items(s.items) == [2, 5, 8]

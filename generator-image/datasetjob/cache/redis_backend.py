@@ -14,9 +14,16 @@ Single-flight: a lookup is one Lua script that returns the value, or takes the l
 and compute for themselves when the lock disappears without a value (the holder failed) or
 after `wait_timeout` seconds.
 
+Values a process has read are also kept in a small in-process table (L1_ENTRIES, at most
+L1_SECONDS and never past the call's TTL) as JSON text, decoded afresh on every hit: a shard
+asks for the same few keys (a symbol's history, a date's market data) over and over, and
+those repeats cost no round trip. Hits served there are added to the run's counters with
+the next lookup or progress publish.
+
 Degradation: Redis is a speed-up, never a single point of failure. If it is unreachable at
 start or lost mid-run, the process logs ONE warning, computes directly (lookups count as
-misses), and tries Redis again every DSJ_REDIS_RECONNECT_SECONDS (30 s).
+misses, except repeats the in-process table serves), and tries Redis again every
+DSJ_REDIS_RECONNECT_SECONDS (30 s).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -47,6 +55,8 @@ SINGLE_FLIGHT_TIMEOUT_SECONDS = 120.0  # a waiter computes for itself after this
 POLL_MIN_SECONDS = 0.002
 POLL_MAX_SECONDS = 0.025
 RUN_KEYS_TTL_SECONDS = 7 * 86400      # stats and progress hashes of a run
+L1_ENTRIES = 4096                     # values kept in-process per cache
+L1_SECONDS = 60.0
 
 
 def reconnect_seconds() -> float:
@@ -185,15 +195,21 @@ def forget_links() -> None:
 
 # --------------------------------------------------------------------------------- scripts
 
-# KEYS: value, lock[, stats]   ARGV: token, lock_ms, stats_ttl
+# KEYS: value, lock[, stats]   ARGV: token, lock_ms, stats_ttl, earlier hits to add
 # -> {1, value} hit | {2} we hold the lock, compute | {0} another caller is computing
 LOOKUP = """
 local v = redis.call('GET', KEYS[1])
-if v then
-  if #KEYS > 2 then
-    redis.call('HINCRBY', KEYS[3], 'hits', 1)
+if #KEYS > 2 then
+  local hits = tonumber(ARGV[4])
+  if v then
+    hits = hits + 1
+  end
+  if hits > 0 then
+    redis.call('HINCRBY', KEYS[3], 'hits', hits)
     redis.call('EXPIRE', KEYS[3], ARGV[3])
   end
+end
+if v then
   return {1, v}
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -247,17 +263,19 @@ class RedisCache:
       namespace    key prefix (spec.cache.namespace, default the DatasetJob name)
       default_ttl  seconds a value lives (None or 0: forever)
       run_id       counts hits/misses of this run in dsj:stats:{namespace}:{run_id}
+      local_entries  size of the in-process table of values already read (0: none)
     """
 
     def __init__(self, url: str, namespace: str = "default", default_ttl: int | None = None,
                  run_id: str | None = None, *, lock_ms: int = LOCK_MS,
-                 wait_timeout: float = SINGLE_FLIGHT_TIMEOUT_SECONDS):
+                 wait_timeout: float = SINGLE_FLIGHT_TIMEOUT_SECONDS, local_entries: int = L1_ENTRIES):
         self.url = url
         self.namespace = namespace
         self.default_ttl = default_ttl
         self.run_id = run_id
         self.lock_ms = int(lock_ms)
         self.wait_timeout = float(wait_timeout)
+        self.local_entries = max(0, int(local_entries))
         self.link = get_link(url)
         self._prefix = f"dsj:cache:{namespace}:"
         self._lock_prefix = f"dsj:lock:{namespace}:"
@@ -267,6 +285,9 @@ class RedisCache:
         self._release = self.link.script(RELEASE)
         self._renew = self.link.script(RENEW)
         self._held: dict[str, str] = {}  # lock key -> token, renewed by the renewer thread
+        self._l1: OrderedDict[str, tuple[float, str]] = OrderedDict()  # key -> (expires, json)
+        self._l1_lock = threading.Lock()
+        self._pending_hits = 0  # L1 hits not yet added to the run's counters
         self._held_lock = threading.Lock()
         self._renewer: threading.Thread | None = None
         self._closing = threading.Event()
@@ -295,14 +316,21 @@ class RedisCache:
 
     # -- plain get / set -------------------------------------------------------------------------
     def get(self, key: str) -> tuple[bool, Any]:
+        text = self._l1_get(key)
+        if text is not None:
+            return True, decode_value(text)
         ok, text = self.link.run(lambda c: c.get(self.value_key(key)))
         if not ok or text is None:
             return False, None
-        return self._decoded(key, text)
+        found, value = self._decoded(key, text)
+        if found:
+            self._l1_put(key, text, self._ttl(None))
+        return found, value
 
     def set(self, key: str, value: Any, ttl: int | None = None) -> None:
         text = encode_value(key, value)
         seconds = self._ttl(ttl)
+        self._l1_put(key, text, seconds)
         self.link.run(lambda c: c.set(self.value_key(key), text, ex=seconds or None))
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
@@ -332,6 +360,49 @@ class RedisCache:
         if encoded:
             self.link.run(op)
 
+    # -- the in-process table -----------------------------------------------------------------
+    def _l1_get(self, key: str) -> str | None:
+        with self._l1_lock:
+            entry = self._l1.get(key)
+            if entry is None:
+                return None
+            if entry[0] < time.monotonic():
+                del self._l1[key]
+                return None
+            self._l1.move_to_end(key)
+            return entry[1]
+
+    def _l1_put(self, key: str, text: bytes | str, ttl_seconds: int) -> None:
+        if not self.local_entries:
+            return
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        life = min(L1_SECONDS, ttl_seconds) if ttl_seconds else L1_SECONDS
+        with self._l1_lock:
+            self._l1[key] = (time.monotonic() + life, text)
+            self._l1.move_to_end(key)
+            while len(self._l1) > self.local_entries:
+                self._l1.popitem(last=False)
+
+    def _take_pending_hits(self) -> int:
+        with self._l1_lock:
+            pending, self._pending_hits = self._pending_hits, 0
+            return pending
+
+    def flush_stats(self) -> None:
+        """Add hits served in-process to the run's counters now (lookups do it as they go)."""
+        pending = self._take_pending_hits()
+        if not pending or not self._stats_key:
+            return
+
+        def op(c):
+            pipe = c.pipeline(transaction=False)
+            pipe.hincrby(self._stats_key, "hits", pending)
+            pipe.expire(self._stats_key, RUN_KEYS_TTL_SECONDS)
+            pipe.execute()
+
+        self.link.run(op)
+
     def _decoded(self, key: str, text: bytes) -> tuple[bool, Any]:
         try:
             return True, decode_value(text.decode("utf-8") if isinstance(text, bytes) else text)
@@ -342,19 +413,26 @@ class RedisCache:
     # -- get-or-compute --------------------------------------------------------------------------
     def get_or_compute(self, key: str, fn: Callable[[], Any], ttl: int | None = None) -> tuple[Any, bool]:
         """(value, hit). On a miss exactly one caller across pods runs `fn`; the others wait."""
+        text = self._l1_get(key)
+        if text is not None:
+            with self._l1_lock:
+                self._pending_hits += 1
+            return decode_value(text), True
         token = uuid.uuid4().hex
         keys = self._keys(key)
-        args = [token, self.lock_ms, RUN_KEYS_TTL_SECONDS]
         deadline: float | None = None
         delay = POLL_MIN_SECONDS
         while True:
+            pending = self._take_pending_hits() if self._stats_key else 0
+            args = [token, self.lock_ms, RUN_KEYS_TTL_SECONDS, pending]
             ok, reply = self.link.run(lambda c: self._lookup(keys=keys, args=args))
             if not ok:
-                return self._compute_direct(key, fn), False
+                return self._compute_direct(key, fn, ttl), False
             status = int(reply[0])
             if status == 1:
                 found, value = self._decoded(key, reply[1])
                 if found:
+                    self._l1_put(key, reply[1], self._ttl(ttl))
                     return value, True
                 return self._compute_and_store(key, fn, ttl, token=None), False
             if status == 2:
@@ -369,9 +447,10 @@ class RedisCache:
             time.sleep(delay)
             delay = min(delay * 1.5, POLL_MAX_SECONDS)
 
-    def _compute_direct(self, key: str, fn: Callable[[], Any]) -> Any:
+    def _compute_direct(self, key: str, fn: Callable[[], Any], ttl: int | None) -> Any:
+        """Redis is unavailable: compute here; the in-process table still serves repeats."""
         value = fn()
-        encode_value(key, value)  # the same contract with or without Redis
+        self._l1_put(key, encode_value(key, value), self._ttl(ttl))  # same contract without Redis
         return value
 
     def _compute_and_store(self, key: str, fn: Callable[[], Any], ttl: int | None, token: str | None) -> Any:
@@ -389,7 +468,9 @@ class RedisCache:
         if token is not None:
             self._unhold(lock)
         keys = self._keys(key)
-        args = [text, self._ttl(ttl), token or "", RUN_KEYS_TTL_SECONDS]
+        seconds = self._ttl(ttl)
+        args = [text, seconds, token or "", RUN_KEYS_TTL_SECONDS]
+        self._l1_put(key, text, seconds)
         self.link.run(lambda c: self._fill(keys=keys, args=args))
         return value
 
@@ -424,10 +505,12 @@ class RedisCache:
     # -- progress --------------------------------------------------------------------------------
     def progress_sink(self, run_id: str, index: int, fallback=None) -> "RedisProgress":
         """Where the worker publishes its live progress: Redis (for the operator) and `fallback`."""
-        return RedisProgress(self.link, progress_key(self.namespace, run_id), index, fallback)
+        return RedisProgress(self.link, progress_key(self.namespace, run_id), index, fallback,
+                             on_publish=self.flush_stats)
 
     def close(self) -> None:
         self._closing.set()
+        self.flush_stats()
         with self._held_lock:
             held = list(self._held.items())
             self._held.clear()
@@ -447,11 +530,12 @@ class RedisProgress:
     """Stores a shard's latest snapshot in the run's progress hash (field = shard index) and
     passes it on to `fallback` (the local file progress), which always gets it."""
 
-    def __init__(self, link: RedisLink, key: str, index: int, fallback=None):
+    def __init__(self, link: RedisLink, key: str, index: int, fallback=None, on_publish=None):
         self.link = link
         self.key = key
         self.index = int(index)
         self.fallback = fallback
+        self.on_publish = on_publish
 
     def publish(self, snapshot: dict) -> None:
         if self.fallback is not None:
@@ -465,6 +549,8 @@ class RedisProgress:
             pipe.execute()
 
         self.link.run(op)
+        if self.on_publish is not None:
+            self.on_publish()
 
 
 __all__ = ["RedisCache", "RedisLink", "RedisProgress", "CacheValueError", "get_link", "forget_links",
