@@ -5,6 +5,7 @@
               -> helm/datasetjob/crds/datasetjob.yaml and manifests/crd.yaml (same bytes)
   Install:    the Helm chart with default values (Redis password from an existing Secret)
               -> manifests/datasetjob.yaml
+  Argo CD:    gitops/argocd/health-datasetjob.lua -> gitops/argocd/argocd-cm-patch.yaml
 
 Run with --check to fail (exit 1) instead of writing when anything is out of date.
 """
@@ -50,9 +51,20 @@ def install_text() -> str:
     return HEADER.format(source="helm/datasetjob with default values") + secret_note + "---\n" + namespace + rendered
 
 
+def argocd_patch_text() -> str:
+    lua = (REPO / "gitops" / "argocd" / "health-datasetjob.lua").read_text()
+    patch = {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": "argocd-cm", "namespace": "argocd"},
+             "data": {"resource.customizations.health.datagen.dev_DatasetJob": lua}}
+    return (HEADER.format(source="gitops/argocd/health-datasetjob.lua")
+            + "# kubectl -n argocd patch configmap argocd-cm --type merge --patch-file gitops/argocd/argocd-cm-patch.yaml\n"
+            + yaml.safe_dump(patch, sort_keys=False, width=200))
+
+
 def targets() -> dict[Path, str]:
     crd = crd_text()
     return {
+        REPO / "gitops" / "argocd" / "argocd-cm-patch.yaml": argocd_patch_text(),
         REPO / "helm" / "datasetjob" / "crds" / "datasetjob.yaml": crd,
         REPO / "manifests" / "crd.yaml": crd,
         REPO / "manifests" / "datasetjob.yaml": install_text(),

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .contract import ITEMS_DIR_ENV
 from .errors import SpecError
 from .items import expand_items, item_ids
 from .spec import DatasetJobSpec
 from .storage import read_uri_text
 
-ITEMS_DIR_ENV = "DSJ_ITEMS_DIR"
 
 
 def _config_map_text(spec: DatasetJobSpec) -> str | None:

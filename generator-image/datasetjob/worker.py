@@ -31,13 +31,8 @@ from .spec import DatasetJobSpec
 from .storage import Store, local_tempdir
 from .tables import count_rows, file_digest, read_columns, write_rows
 
-EXIT_OK = 0
-EXIT_RETRY = 1
-EXIT_DO_NOT_RETRY = 78  # sysexits EX_CONFIG
-EXIT_TERMINATED = 143
-
-# Set for a retry-failed attempt: a committed shard with failed items reruns just those.
-RETRY_FAILED_ITEMS_ENV = "DSJ_RETRY_FAILED_ITEMS"
+from .contract import (EXIT_DO_NOT_RETRY, EXIT_OK, EXIT_RETRY, EXIT_TERMINATED,  # noqa: F401 (re-exported)
+                       RETRY_FAILED_ITEMS_ENV)
 
 log = logging.getLogger("datasetjob.worker")
 

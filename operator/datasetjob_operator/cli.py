@@ -32,7 +32,10 @@ def operator_main(argv: list[str]) -> int:
 
     from . import handlers  # noqa: F401  (registers the handlers)
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    import os
+
+    level = "DEBUG" if args.verbose else os.environ.get("DSJ_LOG_LEVEL", "INFO")
+    logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     namespaces = args.namespace or list(handlers.SETTINGS.namespaces)
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
+from pathlib import Path
 
 import kopf
 
@@ -51,9 +53,41 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     metrics.serve(SETTINGS.metrics_port)
 
 
+def _service_account_dir() -> Path | None:
+    """The chart mounts an explicit projected token (automount is off) and names its folder."""
+    folder = os.environ.get("DSJ_SERVICEACCOUNT_DIR")
+    return Path(folder) if folder else None
+
+
+def _api_server() -> str:
+    host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+@kopf.on.login()
+def login(**kwargs):
+    folder = _service_account_dir()
+    if folder is None:
+        return kopf.login_via_client(**kwargs)
+    return kopf.ConnectionInfo(server=_api_server(), ca_path=str(folder / "ca.crt"), scheme="Bearer",
+                               token=(folder / "token").read_text().strip(),
+                               default_namespace=(folder / "namespace").read_text().strip()
+                               if (folder / "namespace").exists() else None)
+
+
 def _api_client():
     from kubernetes import client, config
+    from kubernetes.config.incluster_config import InClusterConfigLoader
 
+    folder = _service_account_dir()
+    configuration = client.Configuration()
+    if folder is not None:
+        configuration.host = _api_server()
+        InClusterConfigLoader(token_filename=str(folder / "token"), cert_filename=str(folder / "ca.crt"),
+                              environ={"KUBERNETES_SERVICE_HOST": os.environ["KUBERNETES_SERVICE_HOST"],
+                                       "KUBERNETES_SERVICE_PORT": os.environ.get("KUBERNETES_SERVICE_PORT", "443")}
+                              ).load_and_set(configuration)
+        return client.ApiClient(configuration)
     try:
         config.load_incluster_config()
     except config.ConfigException:

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 from datasetjob import API_GROUP, API_VERSION, KIND
 from datasetjob.spec import DatasetJobSpec
-from datasetjob.universe import ITEMS_DIR_ENV
-from datasetjob.worker import EXIT_DO_NOT_RETRY, RETRY_FAILED_ITEMS_ENV
+from datasetjob.contract import EXIT_DO_NOT_RETRY, ITEMS_DIR_ENV, RETRY_FAILED_ITEMS_ENV
 
 from . import naming
 from .settings import Settings, with_password

@@ -53,10 +53,11 @@ class Decision:
 
 
 def _conditions(old: list[dict], phase: str, reason: str, message: str, now: str, generation: int) -> list[dict]:
+    # Types that kstatus (Flux, kubectl wait) understands: Ready = published, Stalled = failed.
     wanted = {
+        "Ready": phase == SUCCEEDED,
         "Progressing": phase in (GENERATING, COMBINING, PENDING),
-        "Complete": phase == SUCCEEDED,
-        "Failed": phase == FAILED,
+        "Stalled": phase == FAILED,
         "Suspended": phase == SUSPENDED,
     }
     previous = {c["type"]: c for c in old or []}
@@ -99,11 +100,26 @@ def item_total(spec: DatasetJobSpec, config_map_text: str | None) -> int | None:
     return len(item_ids(expand_items(spec.items, None, config_map_text), spec.items.id_template))
 
 
+def with_default_output(spec: dict, namespace: str, name: str, settings: Settings) -> dict:
+    """A spec without output.uri writes under the installation's default location."""
+    output = dict(spec.get("output") or {})
+    if output.get("uri") or not settings.default_output_prefix:
+        return spec
+    output["uri"] = f"{settings.default_output_prefix}/{namespace}/{name}"
+    if settings.default_endpoint_url:
+        output.setdefault("endpointUrl", settings.default_endpoint_url)
+    if settings.default_credentials_secret:
+        output.setdefault("credentialsSecret", settings.default_credentials_secret)
+    return dict(spec, output=output)
+
+
 def decide(obs: Observed, settings: Settings) -> Decision:
     try:
-        spec = spec_from_dict(obs.name, obs.spec, obs.namespace)
+        spec = spec_from_dict(obs.name, with_default_output(obs.spec, obs.namespace, obs.name, settings),
+                              obs.namespace)
         if not spec.output.uri:
-            raise SpecError(["spec.output.uri: required in a cluster (s3://bucket/prefix)"])
+            raise SpecError(["spec.output.uri: required in a cluster (s3://bucket/prefix), unless the "
+                             "installation sets a default output location"])
         total_items = item_total(spec, obs.config_map_items)
     except SpecError as exc:
         return _failed_decision(obs, "InvalidSpec", "; ".join(exc.problems))

@@ -27,6 +27,10 @@ class Settings:
     # Level-based resync: each DatasetJob is re-examined this often (seconds); the children
     # come from in-memory indexes, so a tick with nothing to do makes no API call.
     resync_seconds: float = 2.0
+    # Where DatasetJobs without spec.output.uri write: <prefix>/<namespace>/<name>.
+    default_output_prefix: str = ""
+    default_endpoint_url: str = ""
+    default_credentials_secret: str = ""  # a Secret of that name in each DatasetJob's namespace
     run_as_user: int = 65532
     metrics_port: int = 0  # 0 = no metrics endpoint
     namespaces: tuple[str, ...] = field(default_factory=tuple)  # empty = all namespaces
@@ -46,6 +50,9 @@ class Settings:
             default_redis_password=env.get("DSJ_REDIS_PASSWORD", ""),
             resync_seconds=float(env.get("DSJ_RESYNC_SECONDS", cls.resync_seconds)),
             run_as_user=int(env.get("DSJ_RUN_AS_USER", cls.run_as_user)),
+            default_output_prefix=env.get("DSJ_DEFAULT_OUTPUT_PREFIX", "").rstrip("/"),
+            default_endpoint_url=env.get("DSJ_DEFAULT_ENDPOINT_URL", ""),
+            default_credentials_secret=env.get("DSJ_DEFAULT_CREDENTIALS_SECRET", ""),
             metrics_port=int(env.get("DSJ_METRICS_PORT", "0")),
             namespaces=tuple(n for n in env.get("DSJ_WATCH_NAMESPACES", "").split(",") if n),
         )

@@ -159,7 +159,8 @@ def test_combine_result_becomes_status_output():
                         pods=[comb_pod]), SETTINGS)
     assert d.status["phase"] == "Succeeded" and d.status["output"]["rows"] == 6
     assert d.status["output"]["sha256"] == "ab" * 32
-    assert {c["type"]: c["status"] for c in d.status["conditions"]}["Complete"] == "True"
+    assert {c["type"]: c["status"] for c in d.status["conditions"]} == {
+        "Ready": "True", "Progressing": "False", "Stalled": "False", "Suspended": "False"}
 
 
 def test_combine_refusal_is_the_failure_reason():

@@ -44,6 +44,8 @@ CONTROLLERS = (
     "deployment-controller",
     "replicaset-controller",
     "serviceaccount-controller",
+    # kube-root-ca.crt in every namespace, for projected service-account token volumes.
+    "root-ca-certificate-publisher-controller",
 )
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"

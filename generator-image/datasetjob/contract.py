@@ -1,0 +1,12 @@
+"""The worker contract shared by the data plane and the operator: exit codes and the
+environment a generator pod receives. Pure constants."""
+
+EXIT_OK = 0
+EXIT_RETRY = 1
+EXIT_DO_NOT_RETRY = 78  # sysexits EX_CONFIG: the generator config is broken, a retry cannot help
+EXIT_TERMINATED = 143  # stopped by SIGTERM after checkpointing
+
+# Where a fromConfigMap item source is mounted in the pod.
+ITEMS_DIR_ENV = "DSJ_ITEMS_DIR"
+# Set for a retry-failed attempt: a committed shard with failed items reruns just those.
+RETRY_FAILED_ITEMS_ENV = "DSJ_RETRY_FAILED_ITEMS"
