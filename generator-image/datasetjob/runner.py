@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,6 +171,8 @@ class LocalRunner:
 
     def run(self) -> int:
         started = time.monotonic()
+        # The combine's table libraries take a while to import; do it while shards run.
+        threading.Thread(target=_prewarm_combine, daemon=True).start()
         items, _ = self._prepare()
         total = len(items)
         self.console.print(f"[bold]{self.spec.name}[/] run [cyan]{self.run_id}[/]: {total} items in "
@@ -269,6 +272,10 @@ class LocalRunner:
             table.add_row("failures", self.store.key_uri(f"{layout.run_prefix(self.run_id)}failures/"))
         self.console.print(table)
         print(result.uri)
+
+
+def _prewarm_combine() -> None:
+    import pandas  # noqa: F401
 
 
 def total_rate(items: dict, wall: float) -> float:
