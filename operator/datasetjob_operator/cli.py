@@ -138,9 +138,9 @@ def register(sub) -> None:
         p.add_argument("-n", "--namespace")
         p.add_argument("--context")
 
+    # Its own options (see `dsj operator --help`) pass through untouched.
     p = sub.add_parser("operator", help="run the Kubernetes operator", add_help=False)
-    p.set_defaults(fn=lambda a: operator_main(a.rest), rest=[])
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=lambda a: operator_main(a.extra), passthrough=True)
 
     p = sub.add_parser("status", help="status, shards and failures of a DatasetJob in the cluster")
     common(p)
