@@ -92,7 +92,7 @@ def cmd_worker(args) -> int:
         spec = _spec(args.spec or os.environ.get("DSJ_SPEC_FILE", "/etc/datasetjob/datasetjob.json"), rules=False)
     except SpecError as exc:
         _print_problems(exc, args.spec or "spec")
-        from .worker import EXIT_DO_NOT_RETRY
+        from .contract import EXIT_DO_NOT_RETRY
 
         return EXIT_DO_NOT_RETRY
     return worker_main(spec, args.index, args.run_id)
@@ -105,7 +105,7 @@ def cmd_combine(args) -> int:
         spec = _spec(args.spec or os.environ.get("DSJ_SPEC_FILE", "/etc/datasetjob/datasetjob.json"), rules=False)
     except SpecError as exc:
         _print_problems(exc, args.spec or "spec")
-        from .worker import EXIT_DO_NOT_RETRY
+        from .contract import EXIT_DO_NOT_RETRY
 
         return EXIT_DO_NOT_RETRY
     return combine_main(spec, args.run_id)

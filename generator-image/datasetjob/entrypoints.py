@@ -18,8 +18,8 @@ from .errors import GeneratorConfigError, SpecError
 from .universe import resolve_items
 from .spec import DatasetJobSpec, run_id as compute_run_id
 from .storage import open_store
-from .worker import (EXIT_DO_NOT_RETRY, EXIT_OK, EXIT_RETRY, ShardSummary, ShardWorker, WorkerSetup,
-                     write_termination_message)
+from .contract import EXIT_DO_NOT_RETRY, EXIT_OK, EXIT_RETRY
+from .worker import ShardSummary, ShardWorker, WorkerSetup, write_termination_message
 
 log = logging.getLogger("datasetjob.worker")
 

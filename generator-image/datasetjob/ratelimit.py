@@ -49,7 +49,25 @@ def bucket_step(tokens: float | None, at: float | None, now: float, rate: float,
     return tokens, at, wait
 
 
-class InProcessTokenBucket:
+class _Bucket:
+    """acquire/try_acquire on top of a backend's atomic `_step(reserve) -> (wait, slot time)`."""
+
+    def _step(self, reserve: bool) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def try_acquire(self) -> float:
+        """0 if a token was taken, else seconds until one will be available."""
+        return self._step(reserve=False)[0]
+
+    def acquire(self) -> float:
+        """Block until a token is ours; returns the time of its slot (epoch seconds)."""
+        wait, at = self._step(reserve=True)
+        if wait > 0:
+            time.sleep(wait)
+        return at + wait
+
+
+class InProcessTokenBucket(_Bucket):
     """The same bucket for one process's threads."""
 
     def __init__(self, requests_per_second: float, burst: float):
@@ -65,22 +83,12 @@ class InProcessTokenBucket:
                                                        self.burst, reserve)
             return wait, self._at
 
-    def try_acquire(self) -> float:
-        """0 if a token was taken, else seconds until one will be available."""
-        return self._step(reserve=False)[0]
-
-    def acquire(self) -> float:
-        """Block until a token is ours; returns the time of its slot (epoch seconds)."""
-        wait, at = self._step(reserve=True)
-        if wait > 0:
-            time.sleep(wait)
-        return at + wait
 
 
 _SCOPE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-class LocalTokenBucket:
+class LocalTokenBucket(_Bucket):
     """`requests_per_second` sustained, `burst` at once, across processes on one machine.
 
     The state {"tokens", "at"} lives in <directory>/ratelimit/<scope>.json, read and rewritten
@@ -115,16 +123,6 @@ class LocalTokenBucket:
         finally:
             os.close(fd)  # closing the last descriptor releases the flock
 
-    def try_acquire(self) -> float:
-        """0 if a token was taken, else seconds until one will be available."""
-        return self._step(reserve=False)[0]
-
-    def acquire(self) -> float:
-        """Block until a token is ours; returns the time of its slot (epoch seconds)."""
-        wait, at = self._step(reserve=True)
-        if wait > 0:
-            time.sleep(wait)
-        return at + wait
 
 
 def make_limiter(spec):

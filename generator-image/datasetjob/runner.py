@@ -30,7 +30,7 @@ from .progress import read_file_progress
 from .sharding import compress_indexes, shard_bounds, shard_name
 from .spec import DatasetJobSpec, run_id as compute_run_id
 from .storage import open_store
-from .worker import EXIT_DO_NOT_RETRY, RETRY_FAILED_ITEMS_ENV
+from .contract import EXIT_DO_NOT_RETRY, RETRY_FAILED_ITEMS_ENV
 
 EXIT_INTERRUPTED = 130
 
@@ -275,7 +275,9 @@ class LocalRunner:
 
 
 def _prewarm_combine() -> None:
-    import pandas  # noqa: F401
+    import importlib
+
+    importlib.import_module("pandas")
 
 
 def total_rate(items: dict, wall: float) -> float:

@@ -31,8 +31,7 @@ from .spec import DatasetJobSpec
 from .storage import Store, local_tempdir
 from .tables import count_rows, file_digest, read_columns, write_rows
 
-from .contract import (EXIT_DO_NOT_RETRY, EXIT_OK, EXIT_RETRY, EXIT_TERMINATED,  # noqa: F401 (re-exported)
-                       RETRY_FAILED_ITEMS_ENV)
+from .contract import EXIT_OK, EXIT_TERMINATED, RETRY_FAILED_ITEMS_ENV
 
 log = logging.getLogger("datasetjob.worker")
 

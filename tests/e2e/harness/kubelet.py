@@ -1223,20 +1223,17 @@ class ProcessKubelet:
                 env[name] = value
             elif "resourceFieldRef" in vf:
                 env[name] = self._resource_value(pod, vf["resourceFieldRef"], c.name)
-            elif "configMapKeyRef" in vf:
-                ref = vf["configMapKeyRef"]
-                data = self._config_map(ns, ref["name"], ref.get("optional", False))
-                if data is not None and ref["key"] in data:
-                    env[name] = data[ref["key"]].decode("utf-8", "replace")
-                elif not ref.get("optional", False):
-                    raise ConfigError(f'couldn\'t find key {ref["key"]} in ConfigMap {ns}/{ref["name"]}')
-            elif "secretKeyRef" in vf:
-                ref = vf["secretKeyRef"]
-                data = self._secret(ns, ref["name"], ref.get("optional", False))
-                if data is not None and ref["key"] in data:
-                    env[name] = data[ref["key"]].decode("utf-8", "replace")
-                elif not ref.get("optional", False):
-                    raise ConfigError(f'couldn\'t find key {ref["key"]} in Secret {ns}/{ref["name"]}')
+            else:
+                for field_name, read, kind in (("configMapKeyRef", self._config_map, "ConfigMap"),
+                                               ("secretKeyRef", self._secret, "Secret")):
+                    if field_name not in vf:
+                        continue
+                    ref = vf[field_name]
+                    data = read(ns, ref["name"], ref.get("optional", False))
+                    if data is not None and ref["key"] in data:
+                        env[name] = data[ref["key"]].decode("utf-8", "replace")
+                    elif not ref.get("optional", False):
+                        raise ConfigError(f'couldn\'t find key {ref["key"]} in {kind} {ns}/{ref["name"]}')
 
         base_path = env.get("PATH") or os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
         env["PATH"] = os.pathsep.join([*self.path_prepend, base_path])
