@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CACHE_DIR ?= $(HOME)/.cache/datasetjob
 
-.PHONY: demo test venv services controlplane cluster unit integration e2e bench crds lint clean
+.PHONY: demo test venv services controlplane cluster unit integration e2e bench manifests clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +39,13 @@ e2e: venv services controlplane
 cluster: venv services controlplane  ## a local control plane + process kubelet in the foreground
 	$(PY) -m tests.e2e.harness
 
-bench: venv services
+bench: venv services controlplane
 	$(PY) tests/bench/bench_local.py
 	$(PY) tests/bench/bench_redis.py
+	$(PY) tests/bench/bench_operator.py
+
+manifests: venv controlplane  ## regenerate CRD copies, manifests/ and the Argo CD patch
+	$(PY) scripts/render-manifests.py
 
 clean:
 	rm -rf $(VENV) datasets .cluster

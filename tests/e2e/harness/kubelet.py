@@ -189,6 +189,7 @@ class ContainerRun:
     waiting_reason: str = "ContainerCreating"
     waiting_message: str = ""
     killed: bool = False
+    spec_env_keys: set = field(default_factory=set)  # env names the pod spec sets (path-rewritten)
 
     @property
     def running(self) -> bool:
@@ -796,10 +797,7 @@ class ProcessKubelet:
         if not argv:
             return self._start_failed(c, f"image {image!r} maps to an empty command and the container has no args")
         argv = [rewrite_paths(a, mapping) for a in argv]
-        # Values the kubelet itself points into the pod dir (HOME, DSJ_TERMINATION_LOG, ...) are
-        # host paths already; rewriting them again would nest a mount under itself (e.g. /tmp).
-        pod_root = str(run.pod_dir)
-        env = {k: v if v.startswith(pod_root) else rewrite_paths(v, mapping) for k, v in env.items()}
+        env = {k: rewrite_paths(v, mapping) if k in c.spec_env_keys else v for k, v in env.items()}
         argv[0] = self._resolve_executable(argv[0], env)
 
         cwd = run.pod_dir / "work"
@@ -1198,6 +1196,9 @@ class ProcessKubelet:
         env["DSJ_TERMINATION_LOG"] = str(c.term_path)
         env["KUBELET_TERMINATION_MESSAGE_PATH"] = str(c.term_path)
         env.update(self.extra_env)
+        # Only what the pod spec sets is in the container's view of paths; the kubelet's own
+        # values (PATH, HOME, DSJ_TERMINATION_LOG, ...) are host paths already.
+        c.spec_env_keys = set()
 
         for src in c.spec.get("envFrom") or []:
             prefix = src.get("prefix", "")
@@ -1209,9 +1210,11 @@ class ProcessKubelet:
                 data = self._secret(ns, ref["name"], ref.get("optional", False)) or {}
             for k, v in data.items():
                 env[prefix + k] = v.decode("utf-8", "replace")
+                c.spec_env_keys.add(prefix + k)
 
         for var in c.spec.get("env") or []:
             name = var["name"]
+            c.spec_env_keys.add(name)
             if "valueFrom" not in var:
                 env[name] = expand(var.get("value", ""), env.get)
                 continue
