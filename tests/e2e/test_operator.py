@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.e2e.harness.cluster import free_port
 from tests.e2e.harness.e2e import WaitTimeout
 from tests.e2e.operator_process import OperatorProcess, install_crd_and_rbac
 from tests.integration.runs import SAMPLE, dsj, published, sha256, write_doc
@@ -26,7 +27,7 @@ GROUP, VERSION, PLURAL = "datagen.dev", "v1alpha1", "datasetjobs"
 def operator(cluster, redis_server, tmp_path_factory):
     install_crd_and_rbac(cluster)
     op = OperatorProcess(cluster, tmp_path_factory.mktemp("operator"),
-                         {"DSJ_DEFAULT_REDIS_URL": redis_server.url}).start()
+                         {"DSJ_DEFAULT_REDIS_URL": redis_server.url, "DSJ_METRICS_PORT": str(free_port())}).start()
     yield op
     op.stop()
 
@@ -312,3 +313,35 @@ def test_two_datasetjobs_share_one_rate_limit(cluster, operator, s3_ns, s3_serve
         for j in range(i, len(stamps)):
             worst = max(worst, (j - i + 1) - (rps * (stamps[j] - start) + burst))
     assert worst <= 1e-6 + 1, f"the shared limit was exceeded by {worst:.2f} calls"
+
+
+def test_cluster_cli_status_logs_and_regenerate(cluster, operator, s3_ns, s3_server, s3_bucket):
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    apply(cluster, s3_ns, sample(s3_bucket, s3_server))
+    first = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")["status"]
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), COLUMNS="200")
+
+    def dsj_cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "datasetjob", *args, "-n", s3_ns], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    status = dsj_cli("status", "smf")
+    assert "Succeeded" in status and "36/36 done" in status and "Published" in status
+    assert json.loads(dsj_cli("status", "smf", "-o", "json"))["runId"] == first["runId"]
+    assert "shard 0 committed" in dsj_cli("logs", "smf", "--shard", "0")
+    assert "published" in dsj_cli("logs", "smf", "--combine")
+
+    dsj_cli("regenerate", "smf")
+    again = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded", not_run=first["runId"])["status"]
+    assert again["output"]["sha256"] == first["output"]["sha256"]  # same spec, same data, new run
+
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{operator.extra_env['DSJ_METRICS_PORT']}/metrics",
+                                     timeout=5).read().decode()
+    assert 'datasetjob_runs_started_total{namespace="%s"} 2.0' % s3_ns in metrics
+    assert 'datasetjob_runs_finished_total{namespace="%s",phase="Succeeded",reason="Published"} 2.0' % s3_ns in metrics
