@@ -37,6 +37,8 @@ def operator_main(argv: list[str]) -> int:
     level = "DEBUG" if args.verbose else os.environ.get("DSJ_LOG_LEVEL", "INFO")
     logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # a line per timer tick says nothing; keep Kopf's warnings and errors
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = args.namespace or list(handlers.SETTINGS.namespaces)
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
              liveness_endpoint=args.liveness or None)

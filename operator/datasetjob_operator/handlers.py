@@ -138,10 +138,15 @@ def _config_map_items(kube: Kube, namespace: str, spec: dict) -> str | None:
     return kube.config_map_key(namespace, source["name"], source["key"])
 
 
+def _active(status, **_) -> bool:
+    return (status or {}).get("phase") in (None, "Pending", "Generating", "Combining")
+
+
 @kopf.on.resume(**RESOURCE)
 @kopf.on.create(**RESOURCE)
 @kopf.on.update(**RESOURCE)
-@kopf.timer(**RESOURCE, interval=SETTINGS.resync_seconds)
+@kopf.timer(**RESOURCE, interval=SETTINGS.resync_seconds, id="resync")
+@kopf.timer(**RESOURCE, interval=SETTINGS.active_resync_seconds, when=_active, id="follow")
 def reconcile(body, meta, spec, status, uid, name, namespace, patch: kopf.Patch, memo: kopf.Memo,
               jobs_by_owner: kopf.Index, pods_by_owner: kopf.Index, **_):
     lock = memo.locks.setdefault(uid, threading.Lock())

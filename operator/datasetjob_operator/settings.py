@@ -26,7 +26,9 @@ class Settings:
     default_redis_password: str = field(default="", repr=False)
     # Level-based resync: each DatasetJob is re-examined this often (seconds); the children
     # come from in-memory indexes, so a tick with nothing to do makes no API call.
-    resync_seconds: float = 2.0
+    resync_seconds: float = 10.0
+    # While shards run or combine, a tighter loop: the next step starts within this delay.
+    active_resync_seconds: float = 0.5
     # Where DatasetJobs without spec.output.uri write: <prefix>/<namespace>/<name>.
     default_output_prefix: str = ""
     default_endpoint_url: str = ""
@@ -49,6 +51,7 @@ class Settings:
             default_redis_url=env.get("DSJ_DEFAULT_REDIS_URL", ""),
             default_redis_password=env.get("DSJ_REDIS_PASSWORD", ""),
             resync_seconds=float(env.get("DSJ_RESYNC_SECONDS", cls.resync_seconds)),
+            active_resync_seconds=float(env.get("DSJ_ACTIVE_RESYNC_SECONDS", cls.active_resync_seconds)),
             run_as_user=int(env.get("DSJ_RUN_AS_USER", cls.run_as_user)),
             default_output_prefix=env.get("DSJ_DEFAULT_OUTPUT_PREFIX", "").rstrip("/"),
             default_endpoint_url=env.get("DSJ_DEFAULT_ENDPOINT_URL", ""),

@@ -54,15 +54,27 @@ def run_operator(cluster: E2ECluster, ns: str, name: str, out: Path) -> tuple[fl
     start = time.monotonic()
     cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc(name, out)))
     get = lambda: cluster.custom.get_namespaced_custom_object("datagen.dev", "v1alpha1", ns, "datasetjobs", name)
+    gen_created = wait(lambda: next((time.monotonic() for j in cluster.batch.list_namespaced_job(ns).items
+                                     if j.metadata.name.endswith("-gen")
+                                     and (j.metadata.labels or {}).get("datagen.dev/datasetjob") == name), None))
     gen_done = wait(lambda: next((time.monotonic() for j in cluster.batch.list_namespaced_job(ns).items
-                                  if j.metadata.name.endswith("-gen") and j.metadata.labels["datagen.dev/datasetjob"] == name
+                                  if j.metadata.name.endswith("-gen") and (j.metadata.labels or {}).get("datagen.dev/datasetjob") == name
                                   and any(c.type in ("Complete", "Failed") and c.status == "True"
                                           for c in (j.status.conditions or []))), None))
     combine_seen = wait(lambda: next((time.monotonic() for j in cluster.batch.list_namespaced_job(ns).items
                                       if j.metadata.name.endswith("-combine")
-                                      and j.metadata.labels["datagen.dev/datasetjob"] == name), None))
+                                      and (j.metadata.labels or {}).get("datagen.dev/datasetjob") == name), None))
+    combine_done = wait(lambda: next((time.monotonic() for j in cluster.batch.list_namespaced_job(ns).items
+                                      if j.metadata.name.endswith("-combine")
+                                      and (j.metadata.labels or {}).get("datagen.dev/datasetjob") == name
+                                      and any(c.type == "Complete" and c.status == "True"
+                                              for c in (j.status.conditions or []))), None))
     wait(lambda: (get().get("status") or {}).get("phase") == "Succeeded")
-    return time.monotonic() - start, combine_seen - gen_done
+    end = time.monotonic()
+    print(f"  {name}: apply->gen Job {gen_created - start:.2f}s, gen {gen_done - gen_created:.2f}s, "
+          f"->combine Job {combine_seen - gen_done:.2f}s, combine {combine_done - combine_seen:.2f}s, "
+          f"->Succeeded {end - combine_done:.2f}s")
+    return end - start, combine_seen - gen_done
 
 
 def run_by_hand(cluster: E2ECluster, ns: str, name: str, out: Path) -> float:
@@ -78,7 +90,8 @@ def run_by_hand(cluster: E2ECluster, ns: str, name: str, out: Path) -> float:
             "restartPolicy": "Never",
             "containers": [{"name": "c", "image": "datasetjob/worker", "command": ["dsj", *args],
                             "env": [{"name": "DSJ_SPEC_FILE", "value": "/etc/spec/datasetjob.json"},
-                                    {"name": "DSJ_RUN_ID", "value": "byhand01"}],
+                                    {"name": "DSJ_RUN_ID", "value": "byhand01"},
+                                    {"name": "DSJ_GENERATOR_PATH", "value": BENCH_DIR}],
                             "volumeMounts": [{"name": "spec", "mountPath": "/etc/spec"}]}],
             "volumes": [{"name": "spec", "configMap": {"name": name}}]}}}
         if indexed:
@@ -143,7 +156,7 @@ def main() -> None:
         cluster = E2ECluster(cp, kubelet)
         try:
             install_crd_and_rbac(cluster)
-            op = OperatorProcess(cluster, tmp, {"DSJ_RESYNC_SECONDS": "1"}).start()
+            op = OperatorProcess(cluster, tmp, {}).start()
             cluster.kubectl("create", "namespace", "bench")
             ops, hands, gaps = [], [], []
             for r in range(args.rounds):

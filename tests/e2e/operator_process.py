@@ -45,8 +45,8 @@ class OperatorProcess:
         self.cluster.control_plane.write_kubeconfig(self.kubeconfig, f"system:serviceaccount:{SYSTEM_NAMESPACE}:"
                                                     f"{SERVICE_ACCOUNT}", self._token())
         self.health_port = free_port()
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), DSJ_RESYNC_SECONDS="1",
-                   PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **self.extra_env)
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "DSJ_RESYNC_SECONDS": "1",
+               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **self.extra_env}
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "datasetjob_operator", f"--liveness=http://127.0.0.1:{self.health_port}/healthz"],
