@@ -204,6 +204,7 @@ class LocalRunner:
                     time.sleep(0.1)
         finally:
             signal.signal(signal.SIGINT, previous)
+        self.console.print()
         if self.interrupted:
             committed = sum(s.state == "committed" for s in self.shards)
             self.console.print(f"[yellow]Interrupted.[/] {committed}/{self.spec.shards} shards committed, "
