@@ -8,9 +8,6 @@ from typing import Any, Callable
 
 from .errors import GeneratorConfigError
 
-PLACEHOLDERS = ("{items}", "{items_file}", "{shard}", "{index}", "{run_id}")
-
-
 def load_function(ref: str) -> Callable[[Any, Any], Any]:
     module_name, _, attr = ref.partition(":")
     try:

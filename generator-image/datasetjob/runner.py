@@ -26,7 +26,7 @@ from rich.console import Group
 from . import layout
 from .combine import CombineRefused, CombineResult, combine_run
 from .universe import resolve_items
-from .progress import read_file_progress
+from .progress import read_file_progress, tally_progress
 from .sharding import compress_indexes, shard_bounds, shard_name
 from .spec import DatasetJobSpec, run_id as compute_run_id
 from .storage import open_store
@@ -190,8 +190,8 @@ class LocalRunner:
                     self._reap()
                     self._schedule(first_wave)
                     snap = read_file_progress(self.progress_dir)
-                    done = sum(s["items"]["done"] + s["items"]["failed"] for s in snap.values())
-                    failed = sum(s["items"]["failed"] for s in snap.values())
+                    totals = tally_progress(snap)["items"]
+                    done, failed = totals["done"] + totals["failed"], totals["failed"]
                     elapsed = time.monotonic() - started
                     bar.update(task, completed=done, failed=failed, rate=done / elapsed if elapsed else 0)
                     live.update(Group(bar, self._shard_table(snap, total)))

@@ -66,13 +66,8 @@ PRINTER_COLUMNS = [
 ]
 
 
-def _strip_local_only(node):
-    """The spec schema as the API server wants it (descriptions kept, nothing else to drop today)."""
-    return copy.deepcopy(node)
-
-
 def build_crd() -> dict:
-    spec = _strip_local_only(spec_schema())
+    spec = copy.deepcopy(spec_schema())
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
