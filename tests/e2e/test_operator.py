@@ -193,9 +193,16 @@ def test_spec_change_starts_a_new_run_and_reapply_changes_nothing(cluster, opera
 
 def test_operator_killed_during_generation_and_combine(cluster, operator, s3_ns, s3_server, s3_bucket):
     doc = sample(s3_bucket, s3_server, symbols=10, dates=12, shards=4)
-    doc["spec"]["generator"]["env"] = [{"name": "SMF_LATENCY_MS", "value": "20"}]
+    doc["spec"]["generator"]["env"] = [{"name": "SMF_LATENCY_MS", "value": "100"}]
+    doc["spec"]["generator"]["concurrency"] = 1
     apply(cluster, s3_ns, doc)
-    wait_phase(cluster, operator, s3_ns, "smf", "Generating")
+
+    def live():  # item counts move while shards run: they come from the workers' Redis progress
+        st = get(cluster, s3_ns, "smf").get("status") or {}
+        return (st.get("phase") == "Generating" and st["shards"]["succeeded"] == 0
+                and 0 < st["items"]["done"] < 120 and st)
+
+    cluster.wait_for(live, timeout=120, interval=0.1, what="live item progress", namespace=s3_ns)
     operator.kill()
     time.sleep(1)
     operator.start()
