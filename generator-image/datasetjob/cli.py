@@ -111,7 +111,7 @@ def cmd_combine(args) -> int:
     return combine_main(spec, args.run_id)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsj", description="Parallel dataset generation from a DatasetJob spec.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -145,15 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Cluster commands (operator, status, logs, ...) come from the operator distribution extra,
     # through an entry point, so this package never imports the control plane.
-    from importlib.metadata import entry_points
+    if plugins:
+        from importlib.metadata import entry_points
 
-    for ep in entry_points(group="datasetjob.cli"):
-        ep.load()(sub)
+        for ep in entry_points(group="datasetjob.cli"):
+            ep.load()(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    # Pods start many workers at once: they need no cluster commands, so skip looking for them.
+    parser = build_parser(plugins=not (argv and argv[0] in ("worker", "combine")))
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
