@@ -93,7 +93,7 @@ def test_helm_install_runs_the_sample_and_uninstall_keeps_crd_and_data(
     system = f"dsj-system-{namespace[-5:]}"
     cluster.kubectl("create", "namespace", system)
     values = {
-        "operator": {"resyncSeconds": 1},
+        "operator": {"resyncSeconds": 1, "healthPort": free_port()},  # pods share the host's ports
         "redis": {"enabled": False},
         "externalRedis": {"url": redis_server.url},
         "metrics": {"port": free_port()},
