@@ -352,3 +352,15 @@ def test_cluster_cli_status_logs_and_regenerate(cluster, operator, s3_ns, s3_ser
                                      timeout=5).read().decode()
     assert 'datasetjob_runs_started_total{namespace="%s"} 2.0' % s3_ns in metrics
     assert 'datasetjob_runs_finished_total{namespace="%s",phase="Succeeded",reason="Published"} 2.0' % s3_ns in metrics
+
+
+def test_items_from_a_configmap(cluster, operator, s3_ns, s3_server, s3_bucket):
+    lines = [json.dumps({"symbol": s, "date": d}) for s in ("AAA", "ABH", "ACO") for d in ("2023-01-31", "2023-02-28")]
+    cluster.core.create_namespaced_config_map(s3_ns, {"metadata": {"name": "universe"},
+                                                      "data": {"items.jsonl": "\n".join(lines) + "\n"}})
+    doc = sample(s3_bucket, s3_server, shards=2)
+    doc["spec"]["items"] = {"fromConfigMap": {"name": "universe", "key": "items.jsonl"},
+                            "idTemplate": "{symbol}:{date}"}
+    apply(cluster, s3_ns, doc)
+    st = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")["status"]
+    assert st["items"]["total"] == 6 and st["items"]["done"] == 6 and st["output"]["rows"] == 6
