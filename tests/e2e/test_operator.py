@@ -364,3 +364,17 @@ def test_items_from_a_configmap(cluster, operator, s3_ns, s3_server, s3_bucket):
     apply(cluster, s3_ns, doc)
     st = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")["status"]
     assert st["items"]["total"] == 6 and st["items"]["done"] == 6 and st["output"]["rows"] == 6
+
+
+def test_suspend_holds_the_pods_until_resumed(cluster, operator, s3_ns, s3_server, s3_bucket):
+    doc = sample(s3_bucket, s3_server, suspend=True)
+    apply(cluster, s3_ns, doc)
+    wait_phase(cluster, operator, s3_ns, "smf", "Suspended")
+    time.sleep(2)
+    assert cluster.core.list_namespaced_pod(s3_ns, label_selector="datagen.dev/datasetjob=smf").items == []
+    job = cluster.batch.list_namespaced_job(s3_ns).items[0]
+    assert job.spec.suspend is True
+    doc["spec"]["suspend"] = False
+    apply(cluster, s3_ns, doc)
+    st = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")["status"]
+    assert st["output"]["rows"] == 36 and len(jobs(cluster, s3_ns)) == 2  # same run: suspend is not data
