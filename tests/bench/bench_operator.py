@@ -157,14 +157,16 @@ def main() -> None:
         try:
             install_crd_and_rbac(cluster)
             op = OperatorProcess(cluster, tmp, {}).start()
-            cluster.kubectl("create", "namespace", "bench")
-            ops, hands, gaps = [], [], []
-            for r in range(args.rounds):
-                total, gap = run_operator(cluster, "bench", f"op{r}", tmp / f"op{r}")
-                ops.append(total)
-                gaps.append(gap)
-                hands.append(run_by_hand(cluster, "bench", f"hand{r}", tmp / f"hand{r}"))
-            op.stop()
+            try:
+                cluster.kubectl("create", "namespace", "bench")
+                ops, hands, gaps = [], [], []
+                for r in range(args.rounds):
+                    total, gap = run_operator(cluster, "bench", f"op{r}", tmp / f"op{r}")
+                    ops.append(total)
+                    gaps.append(gap)
+                    hands.append(run_by_hand(cluster, "bench", f"hand{r}", tmp / f"hand{r}"))
+            finally:
+                op.stop()
         finally:
             kubelet.stop()
     med = statistics.median

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e.harness.cluster import free_port, tail_file
+from tests.e2e.harness.cluster import _die_with_parent, free_port, tail_file
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEM_NAMESPACE = "datasetjob-system"
@@ -50,7 +50,8 @@ class OperatorProcess:
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "datasetjob_operator", f"--liveness=http://127.0.0.1:{self.health_port}/healthz"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.workdir)
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.workdir,
+            preexec_fn=_die_with_parent)  # never outlives the tests, even if they are killed
         log.close()
         self.wait_healthy()
         return self
