@@ -21,7 +21,11 @@ SERVICE_ACCOUNT = "datasetjob"
 
 def install_crd_and_rbac(cluster) -> None:
     cluster.kubectl("apply", "-f", str(REPO / "manifests" / "crd.yaml"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/datasetjobs.datagen.dev", "--timeout=60s")
+    # Polled, not `kubectl wait`: that errors out while the new CRD has no conditions yet.
+    cluster.wait_for(lambda: any(c.type == "Established" and c.status == "True" for c in
+                                 (cluster.apiext.read_custom_resource_definition(
+                                     "datasetjobs.datagen.dev").status.conditions or [])),
+                     timeout=60, what="CRD established")
     wanted = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
     docs = [d for d in yaml.safe_load_all((REPO / "manifests" / "datasetjob.yaml").read_text())
             if d and d.get("kind") in wanted]
