@@ -173,9 +173,16 @@ def _read_manifests(store: Store, run_id: str, shards: int) -> dict[int, dict]:
     return out
 
 
-def _shard_rows(store: Store, run_id: str, index: int, fmt: str, tmpdir: str) -> Iterator[dict]:
+def _local_shard(store: Store, run_id: str, index: int, fmt: str, tmpdir: str) -> str:
+    """The shard's file in tmpdir, downloaded once (the parquet schema pass keeps it for the rows)."""
     path = os.path.join(tmpdir, f"{shard_name(index)}.{fmt}")
-    store.download(layout.shard_data_key(run_id, index, fmt), path)
+    if not os.path.exists(path):
+        store.download(layout.shard_data_key(run_id, index, fmt), path)
+    return path
+
+
+def _shard_rows(store: Store, run_id: str, index: int, fmt: str, tmpdir: str) -> Iterator[dict]:
+    path = _local_shard(store, run_id, index, fmt, tmpdir)
     try:
         yield from iter_rows(path, fmt)
     finally:
@@ -186,11 +193,7 @@ def _arrow_schema(store: Store, run_id: str, indexes: list[int], tmpdir: str):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schemas = []
-    for index in indexes:
-        path = os.path.join(tmpdir, "schema.parquet")
-        store.download(layout.shard_data_key(run_id, index, "parquet"), path)
-        schemas.append(pq.read_schema(path))
+    schemas = [pq.read_schema(_local_shard(store, run_id, index, "parquet", tmpdir)) for index in indexes]
     return pa.unify_schemas(schemas, promote_options="permissive") if schemas else None
 
 

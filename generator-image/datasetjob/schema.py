@@ -24,6 +24,11 @@ def spec_schema() -> dict:
     return yaml.safe_load(text)
 
 
+@functools.cache
+def _closed_spec_schema() -> dict:
+    return _closed(spec_schema())
+
+
 def _closed(schema: dict) -> dict:
     """A copy that rejects unknown fields, like the API server's strict field validation."""
     out = copy.deepcopy(schema)
@@ -113,7 +118,7 @@ def _describe(error) -> tuple[list, str]:
 def _structure_errors(spec: dict, base: str) -> list[str]:
     import jsonschema  # the schema is OpenAPI 3.0, whose keywords follow JSON Schema draft 4
 
-    validator = jsonschema.Draft4Validator(_closed(spec_schema()))
+    validator = jsonschema.Draft4Validator(_closed_spec_schema())
     problems = []
     for err in sorted(validator.iter_errors(spec), key=lambda e: list(map(str, e.absolute_path))):
         parts, message = _describe(err)

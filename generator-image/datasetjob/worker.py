@@ -123,10 +123,8 @@ class ShardWorker:
 
     # -- progress ---------------------------------------------------------------------------
     def _publish(self) -> None:
-        s = self.summary
-        s.cache_hits, s.cache_misses = self.counters.cache_hits, self.counters.cache_misses
-        s.upstream_calls = self.counters.upstream_calls
-        self.s.progress.publish(dict(self.summary.to_message(), index=s.index))
+        self._publish_counters()
+        self.s.progress.publish(dict(self.summary.to_message(), index=self.summary.index))
 
     def _progress_loop(self) -> None:
         while not self._done.wait(0.3):

@@ -50,6 +50,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     memo.locks = {}
     memo.phase_since = {}
     memo.started = {}
+    memo.config_maps = {}
     metrics.serve(SETTINGS.metrics_port)
 
 
@@ -131,11 +132,18 @@ def _live_progress(spec: dict, name: str, status: dict) -> dict | None:
         return None
 
 
-def _config_map_items(kube: Kube, namespace: str, spec: dict) -> str | None:
+def _config_map_items(memo: kopf.Memo, namespace: str, spec: dict) -> str | None:
+    """The item list of spec.items.fromConfigMap, read at most once per resync period: it is
+    only counted (pods read it themselves), and the active loop ticks twice a second."""
     source = (spec.get("items") or {}).get("fromConfigMap")
     if not source:
         return None
-    return kube.config_map_key(namespace, source["name"], source["key"])
+    key = (namespace, source["name"], source["key"])
+    read_at, text = memo.config_maps.get(key, (0.0, None))
+    if time.monotonic() - read_at > SETTINGS.resync_seconds:
+        text = memo.kube.config_map_key(*key)
+        memo.config_maps[key] = (time.monotonic(), text)
+    return text
 
 
 def _active(status, **_) -> bool:
@@ -161,7 +169,7 @@ def reconcile(body, meta, spec, status, uid, name, namespace, patch: kopf.Patch,
             pods=list(pods_by_owner.get(key, [])),
             now=now_rfc3339(),
             live_progress=_live_progress(dict(spec), name, own_status),
-            config_map_items=_config_map_items(memo.kube, namespace, dict(spec)),
+            config_map_items=_config_map_items(memo, namespace, dict(spec)),
         )
         decision = decide(observed, memo.settings)
         kube: Kube = memo.kube

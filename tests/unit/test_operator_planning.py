@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from datasetjob.spec import run_id, spec_from_dict
 from datasetjob_operator import naming, planning
@@ -194,16 +193,3 @@ def test_a_spec_the_api_server_cannot_check_fails_with_the_field():
     d = decide(observed(spec=bad), SETTINGS)
     assert d.status["phase"] == "Failed" and d.status["reason"] == "InvalidSpec"
     assert "spec.output.uri" in d.status["message"] and d.create == []
-
-
-@pytest.mark.parametrize("module", ["naming", "planning", "reconcile", "tally", "crd", "settings"])
-def test_pure_modules_import_no_io_libraries(module):
-    import subprocess
-    import sys
-
-    code = (f"import sys; import datasetjob_operator.{module}; "
-            "bad = [m for m in ('kopf', 'kubernetes', 'redis', 'boto3') if m in sys.modules]; "
-            "print(','.join(bad)); sys.exit(1 if bad else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, f"{module} imports {proc.stdout.strip()} {proc.stderr}"
-

@@ -12,12 +12,6 @@ def test_every_item_in_exactly_one_shard_and_sizes_differ_by_at_most_one(total, 
     assert max(sizes) - min(sizes) <= 1
 
 
-@given(total=st.integers(0, 1000), shards=st.integers(1, 50), index=st.integers(0, 49))
-def test_bounds_are_deterministic(total, shards, index):
-    if index < shards:
-        assert shard_bounds(total, shards, index) == shard_bounds(total, shards, index)
-
-
 def test_out_of_range_index_is_an_error():
     import pytest
 

@@ -33,6 +33,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.envfile import read_env_file
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 VERSIONS_FILE = REPO_ROOT / "scripts" / "versions.env"
 
@@ -61,15 +63,8 @@ class BinariesMissing(ControlPlaneError):
 
 
 def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
-    """KEY=value lines of scripts/versions.env (comments and blank lines ignored)."""
-    versions: dict[str, str] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        versions[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
-    return versions
+    """The pinned versions of scripts/versions.env."""
+    return read_env_file(path)
 
 
 def cache_dir() -> Path:
