@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds the local Kubernetes control plane used by the e2e tests and `make cluster`:
-# etcd, kube-apiserver, kube-controller-manager and helm, compiled from Go modules with the
-# installed Go toolchain (no container engine and no release downloads needed).
+# Builds the local Kubernetes cluster binaries used by the e2e tests and `make cluster`:
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the node's kubelet and
+# kube-proxy, and helm, compiled from Go modules with the installed Go toolchain (no
+# container engine and no release downloads needed).
 #
 # Versions come from scripts/versions.env. Everything is cached, keyed by version:
 #
 #   $DSJ_CACHE_DIR (default ~/.cache/datasetjob)/
-#     bin/kubernetes-<v>/kube-apiserver, kube-controller-manager
+#     bin/kubernetes-<v>/kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy
 #     bin/etcd-<v>/etcd
 #     bin/helm-<v>/helm
 #     go/mod, go/build        GOMODCACHE and GOCACHE of these builds
@@ -31,6 +32,7 @@ K8S_BIN=$BIN_ROOT/kubernetes-$KUBERNETES_VERSION
 ETCD_BIN=$BIN_ROOT/etcd-$ETCD_VERSION
 HELM_BIN=$BIN_ROOT/helm-$HELM_VERSION
 WORK_ROOT=$CACHE_DIR/work
+K8S_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 FORCE=0
 usage() {
@@ -44,8 +46,8 @@ for arg in "$@"; do
     case $arg in
     --force) FORCE=1 ;;
     --print-paths)
-        printf 'etcd=%s\nkube-apiserver=%s\nkube-controller-manager=%s\nhelm=%s\n' \
-            "$ETCD_BIN/etcd" "$K8S_BIN/kube-apiserver" "$K8S_BIN/kube-controller-manager" "$HELM_BIN/helm"
+        printf 'etcd=%s\nhelm=%s\n' "$ETCD_BIN/etcd" "$HELM_BIN/helm"
+        for c in "${K8S_COMPONENTS[@]}"; do printf '%s=%s\n' "$c" "$K8S_BIN/$c"; done
         exit 0
         ;;
     -h | --help) usage; exit 0 ;;
@@ -63,9 +65,12 @@ now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
 
 have() { [[ -x $1 && -s $1 ]]; }
+have_kubernetes() {
+    local c
+    for c in "${K8S_COMPONENTS[@]}"; do have "$K8S_BIN/$c" || return 1; done
+}
 all_present() {
-    have "$ETCD_BIN/etcd" && have "$K8S_BIN/kube-apiserver" &&
-        have "$K8S_BIN/kube-controller-manager" && have "$HELM_BIN/helm"
+    have "$ETCD_BIN/etcd" && have_kubernetes && have "$HELM_BIN/helm"
 }
 
 T0=$(now)
@@ -183,7 +188,7 @@ install_dir() {
 build_kubernetes() {
     local t work mod_json gomod godir staging
     t=$(now)
-    log "== kube-apiserver + kube-controller-manager $KUBERNETES_VERSION (staging modules $STAGING_VERSION)"
+    log "== ${K8S_COMPONENTS[*]} $KUBERNETES_VERSION (staging modules $STAGING_VERSION)"
     work=$(new_workdir "kubernetes-$KUBERNETES_VERSION")
     STEP_LOG=$work/build.log
     WORK_DIRS+=("$work")
@@ -220,6 +225,9 @@ package tools
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 EOF
         run_step "download dependencies of k8s.io/kubernetes $KUBERNETES_VERSION (go mod tidy)" \
@@ -236,10 +244,11 @@ EOF
             ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
         done
         mkdir -p out
-        run_step "compile kube-apiserver and kube-controller-manager" \
+        run_step "compile ${K8S_COMPONENTS[*]}" \
             "k8s.io/kubernetes $KUBERNETES_VERSION with staging $STAGING_VERSION" \
             go build -trimpath -ldflags "$ldflags" -o out/ \
-            k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+            k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+            k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
         local reported
         reported=$(./out/kube-apiserver --version 2>&1 || true)
         [[ $reported == "Kubernetes $KUBERNETES_VERSION" ]] ||
@@ -317,7 +326,7 @@ build_helm() {
 }
 
 if [[ $FORCE == 1 ]] || ! have "$ETCD_BIN/etcd"; then build_etcd; else log "etcd $ETCD_VERSION: cached"; fi
-if [[ $FORCE == 1 ]] || ! have "$K8S_BIN/kube-apiserver" || ! have "$K8S_BIN/kube-controller-manager"; then
+if [[ $FORCE == 1 ]] || ! have_kubernetes; then
     build_kubernetes
 else
     log "kubernetes $KUBERNETES_VERSION: cached"
