@@ -33,6 +33,7 @@ def operator_main(argv: list[str]) -> int:
     from . import handlers  # noqa: F401  (registers the handlers)
 
     import os
+    import socket
 
     level = "DEBUG" if args.verbose else os.environ.get("DSJ_LOG_LEVEL", "INFO")
     logging.basicConfig(level=level,
@@ -40,8 +41,11 @@ def operator_main(argv: list[str]) -> int:
     if not args.verbose:  # a line per timer tick says nothing; keep Kopf's warnings and errors
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = args.namespace or list(handlers.SETTINGS.namespaces)
+    # Kopf derives its identity from the login name by default, which a non-root container
+    # user without a passwd entry does not have; the host (pod) name identifies us anyway.
+    identity = f"{socket.gethostname()}/{os.getpid()}"
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
-             liveness_endpoint=args.liveness or None)
+             liveness_endpoint=args.liveness or None, identity=identity)
     return 0
 
 

@@ -1,26 +1,40 @@
-"""Fixtures of the e2e tier: a real control plane and the process kubelet.
+"""Fixtures of the e2e tier: one real local cluster for the whole run.
 
-Session fixtures (one cluster for the whole run):
-  control_plane -> harness.ControlPlane   (etcd, kube-apiserver, kube-controller-manager)
-  kubelet       -> harness.ProcessKubelet (one Node, pods run as local processes)
-  cluster       -> harness.e2e.E2ECluster (both, plus clients, kubectl/helm, waiting, reports)
+Session fixtures:
+  cluster   -> harness.e2e.E2ECluster: etcd, kube-apiserver, kube-controller-manager and
+               kube-scheduler; a real node (kubelet on containerd + runc, bridge CNI,
+               kube-proxy) running the project's own images; CoreDNS; an S3 server pod; and
+               the chart installed by helm (the operator and its Redis), as a user would.
+  s3        -> harness.addons.S3Access: the in-cluster S3 server (pods use .endpoint_url,
+               this host .client())
+  redis     -> ClusterRedis: the chart's Redis, for pods (.url) and for this host (.client())
 Per test:
-  namespace     -> str, a fresh namespace deleted after the test
+  namespace -> a fresh namespace with the default output credentials; deleted afterwards
+  bucket    -> a fresh bucket on the in-cluster S3 server
 
-If the binaries have not been built, every e2e test errors with the message to run
-`make controlplane` — the tier never skips silently.
+If binaries or images are missing, or the machine cannot run containers, every e2e test
+errors with the one message that says what to do — the tier never skips silently.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
+from dataclasses import dataclass
 
 import pytest
+import redis as redis_lib
 
-from tests.e2e.harness.cluster import BinariesMissing, ControlPlane
+from tests.e2e.harness.addons import RELEASE, SYSTEM_NAMESPACE, AddonError
+from tests.e2e.harness.cluster import ControlPlaneError
 from tests.e2e.harness.e2e import E2ECluster, WaitTimeout
-from tests.e2e.harness.kubelet import ProcessKubelet
+from tests.e2e.harness.images import ImagesMissing
+from tests.e2e.harness.local_cluster import LocalCluster
+from tests.e2e.harness.network import NetworkError
+
+# What the tests set at install time: a short idle resync so level-based fixes show quickly.
+CHART_VALUES = {"operator": {"resyncSeconds": 1}}
 
 
 def pytest_collection_modifyitems(items):
@@ -30,51 +44,71 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def control_plane():
-    cp = ControlPlane()
-    missing = None
+def cluster():
+    local = LocalCluster(chart_values=CHART_VALUES)
+    problem = None
     try:
-        cp.start()
-    except BinariesMissing as exc:
-        missing = str(exc)
-    if missing:
-        pytest.fail(f"{missing}\nThe e2e tier needs them: run `make controlplane` first.", pytrace=False)
-    try:
-        yield cp
-    finally:
-        cp.stop()
-
-
-@pytest.fixture(scope="session")
-def kubelet(control_plane):
-    k = ProcessKubelet(control_plane.kubeconfig).start()
-    try:
-        yield k
-    finally:
-        k.stop()
-
-
-@pytest.fixture(scope="session")
-def cluster(control_plane, kubelet):
-    c = E2ECluster(control_plane, kubelet)
+        local.start()
+    except (ControlPlaneError, ImagesMissing, NetworkError, AddonError) as exc:
+        problem = str(exc)
+    if problem:
+        pytest.fail(f"the local cluster did not start:\n{problem}\n"
+                    "The e2e tier needs `make controlplane images` and a machine that runs containers.",
+                    pytrace=False)
+    c = E2ECluster(local)
     try:
         yield c
     finally:
         c.close()
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(cluster):
+    return cluster.s3
+
+
+@dataclass
+class ClusterRedis:
+    """The chart's Redis: `url` as pods reach it (Service DNS), `host_url` from this host."""
+
+    url: str
+    host_url: str
+
+    def client(self) -> redis_lib.Redis:
+        return redis_lib.Redis.from_url(self.host_url)
+
+
+@pytest.fixture(scope="session")
+def redis(cluster) -> ClusterRedis:
+    name = f"{RELEASE}-redis"
+    secret = cluster.core.read_namespaced_secret(name, SYSTEM_NAMESPACE)
+    password = base64.b64decode(secret.data["password"]).decode()
+    ip = cluster.core.read_namespaced_service(name, SYSTEM_NAMESPACE).spec.cluster_ip
+    return ClusterRedis(url=f"redis://:{password}@{name}.{SYSTEM_NAMESPACE}.svc:6379/1",
+                        host_url=f"redis://:{password}@{ip}:6379/1")
 
 
 @pytest.fixture
 def namespace(request, cluster):
-    """A fresh namespace named after the test; deleted (without waiting) afterwards."""
+    """A fresh namespace named after the test, holding the default output credentials."""
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{base}-{uuid.uuid4().hex[:5]}"
     cluster.rest.post("/api/v1/namespaces", {
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": name, "labels": {"datagen.dev/e2e": "true"}},
     })
+    cluster.local.addons.add_credentials(name)
     request.node._e2e_namespace = name
     yield name
     cluster.rest.delete(f"/api/v1/namespaces/{name}", ok_statuses=(404, 409))
+
+
+@pytest.fixture
+def bucket(s3):
+    name = f"dsj-e2e-{uuid.uuid4().hex[:12]}"
+    s3.client().create_bucket(Bucket=name)
+    return name
 
 
 @pytest.hookimpl(hookwrapper=True)

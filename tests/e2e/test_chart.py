@@ -1,6 +1,7 @@
-"""The Helm chart and the plain manifests, installed for real on the local control plane.
-The operator Deployment's pod is run by the process kubelet from the chart's own command,
-args, env, projected ServiceAccount token and RBAC."""
+"""The Helm chart and the plain manifests, installed for real on the local cluster: the
+cluster fixture installs the chart as a user would (local images, default output on the
+in-cluster S3 server), and the operator, its Redis and every worker run from the project's
+images on the real node, under the chart's RBAC and security settings."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.harness.cluster import free_port
-from tests.e2e.operator_process import REPO, install_crd_and_rbac  # noqa: F401 (CRD helper)
+from tests.e2e.chart_operator import ChartOperator
+from tests.e2e.harness.addons import BUCKET, REPO_ROOT as REPO
 
 CHART = REPO / "helm" / "datasetjob"
 GROUP, VERSION, PLURAL = "datagen.dev", "v1alpha1", "datasetjobs"
@@ -43,7 +45,7 @@ def test_rendered_chart_passes_server_side_dry_run(cluster, values):
         cluster.kubectl("create", "namespace", ns, check=False)
     rendered = cluster.helm("template", "datasetjob", str(CHART), "--namespace", "datasetjob-system", *values).stdout
     res = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
-    assert "created (server dry run)" in res.stdout
+    assert "(server dry run)" in res.stdout
     kinds = {d["kind"] for d in yaml.safe_load_all(rendered) if d}
     if values:
         assert "StatefulSet" not in kinds and {"Role", "RoleBinding"} <= kinds
@@ -88,59 +90,98 @@ def test_cluster_role_is_least_privilege_and_explained():
             assert lines[i - 1].strip().startswith("#"), f"rule without a comment: {line.strip()} after {lines[i-1]!r}"
 
 
-def test_helm_install_runs_the_sample_and_uninstall_keeps_crd_and_data(
-        cluster, namespace, redis_server, s3_server, s3_bucket):
-    system = f"dsj-system-{namespace[-5:]}"
-    cluster.kubectl("create", "namespace", system)
-    values = {
-        "operator": {"resyncSeconds": 1, "healthPort": free_port()},  # pods share the host's ports
-        "redis": {"enabled": False},
-        "externalRedis": {"url": redis_server.url},
-        "metrics": {"port": free_port()},
-        "defaultOutput": {"prefix": f"s3://{s3_bucket}", "endpointUrl": s3_server.endpoint_url,
-                          "credentialsSecret": "s3-credentials"},
-    }
-    cluster.helm("install", "datasetjob", str(CHART), "--namespace", system, "-f", "-", input=yaml.safe_dump(values))
+def wait_succeeded(cluster, namespace: str, name: str, timeout: float = 900) -> dict:
+    def published():
+        obj = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        phase = (obj.get("status") or {}).get("phase")
+        assert phase != "Failed", json.dumps(obj.get("status"), indent=1)
+        return obj if phase == "Succeeded" else None
+
+    return cluster.wait_for(published, timeout=timeout, what=f"{name} Succeeded", namespace=namespace,
+                            objects=[f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"])
+
+
+def test_the_unmodified_sample_succeeds_under_the_installed_chart(cluster, namespace, s3):
+    """What the README promises after `make cluster`: `kubectl apply -f` of the sample as it is."""
+    cluster.kubectl("apply", "-n", namespace, "-f", str(REPO / "manifests" / "samples" / "smart-money-flow.yaml"))
+    st = wait_succeeded(cluster, namespace, "smart-money-flow")["status"]
+    assert st["items"]["total"] == 3600 and st["output"]["rows"] == 3600 and st["shards"]["progress"] == "10/10"
+    uri = st["output"]["uri"]
+    assert uri.startswith(f"s3://{BUCKET}/{namespace}/smart-money-flow/runs/{st['runId']}/")
+    body = s3.client().get_object(Bucket=BUCKET, Key=uri.removeprefix(f"s3://{BUCKET}/"))["Body"].read()
+    assert len(body.decode().splitlines()) == 3600 + 1  # header + rows
+
+    shard = next(p.metadata.name for p in cluster.core.list_namespaced_pod(
+        namespace, label_selector="datagen.dev/role=generate").items if p.status.phase == "Succeeded")
+    assert "committed" in cluster.kubectl("logs", "-n", namespace, shard).stdout
+    log = ChartOperator(cluster).log_tail(400)
+    assert "Forbidden" not in log and " 403" not in log, log[-2000:]
+
+
+WRITE_PROBE = textwrap.dedent(
+    """
+    import json, os, pathlib
+    out = {"uid": os.getuid(), "gid": os.getgid()}
+    for path in ("/probe", "/opt/datasetjob/probe", "/tmp/probe"):
+        try:
+            pathlib.Path(path).write_text("x")
+            out[path] = "written"
+        except OSError as exc:
+            out[path] = exc.strerror
+    with open("/proc/self/status") as f:
+        out["cap_eff"] = next(l.split()[1] for l in f if l.startswith("CapEff:"))
+        f.seek(0)
+        out["no_new_privs"] = next(l.split()[1] for l in f if l.startswith("NoNewPrivs:"))
+    print(json.dumps(out))
+    """
+)
+
+
+def test_generator_pods_run_non_root_with_a_read_only_root(cluster, namespace):
+    """The operator's own pod template, run as it is by the real runtime with a probe as command."""
+    doc = yaml.safe_load((REPO / "manifests" / "samples" / "smart-money-flow.yaml").read_text())
+    doc["spec"]["suspend"] = True  # the Job and its template exist, no pods run
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+    job = cluster.wait_for(lambda: next(iter(cluster.rest.get(
+        f"/apis/batch/v1/namespaces/{namespace}/jobs", labelSelector="datagen.dev/role=generate")["items"]), None),
+        timeout=60, what="the generate Job", namespace=namespace)
+    template = job["spec"]["template"]
+    template["spec"]["containers"][0]["command"] = ["python", "-c", WRITE_PROBE]
+    template["spec"]["containers"][0].pop("args", None)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"},
+           "spec": {**template["spec"], "restartPolicy": "Never"}}
+    cluster.rest.post(f"/api/v1/namespaces/{namespace}/pods", pod)
+    done = cluster.wait_for_object(f"/api/v1/namespaces/{namespace}/pods/probe",
+                                   lambda p: p["status"].get("phase") in ("Succeeded", "Failed"), timeout=120)
+    log = cluster.pod_log(namespace, "probe")
+    assert done["status"]["phase"] == "Succeeded", log
+    report = json.loads(log.strip().splitlines()[-1])
+    assert report == {"uid": 65532, "gid": 65532, "/probe": "Read-only file system",
+                      "/opt/datasetjob/probe": "Read-only file system", "/tmp/probe": "written",
+                      "cap_eff": "0000000000000000", "no_new_privs": "1"}
+
+
+def test_a_second_release_installs_and_uninstalls_cleanly(cluster, namespace):
+    """A namespaced release beside the cluster's own: its operator starts under its Role, and
+    `helm uninstall` removes its objects but keeps the CRD."""
+    system = f"dsj-second-{namespace[-5:]}"
+    values = {"watchNamespaces": [namespace], "redis": {"enabled": False}, "metrics": {"enabled": False}}
+    cluster.helm("install", "second", str(CHART), "--namespace", system, "--create-namespace", "--wait",
+                 "--timeout", "180s", "-f", "-", input=yaml.safe_dump(values))
     try:
-        op = cluster.wait_for(
-            lambda: next((p for p in cluster.core.list_namespaced_pod(
-                system, label_selector="app.kubernetes.io/component=operator").items
-                if p.status.phase == "Running"), None),
-            timeout=120, what="operator pod running", namespace=system)
-        assert op.spec.service_account_name == "datasetjob"
-        assert op.spec.containers[0].command == ["dsj", "operator"]
-
-        cluster.core.create_namespaced_secret(namespace, {
-            "metadata": {"name": "s3-credentials"},
-            "stringData": {"AWS_ACCESS_KEY_ID": s3_server.access_key,
-                           "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}})
-        cluster.kubectl("apply", "-n", namespace, "-f", str(REPO / "manifests" / "samples" / "smart-money-flow.yaml"))
-
-        def published():
-            obj = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "smart-money-flow")
-            phase = (obj.get("status") or {}).get("phase")
-            assert phase != "Failed", json.dumps(obj.get("status"), indent=1)
-            return obj if phase == "Succeeded" else None
-
-        obj = cluster.wait_for(published, timeout=600, what="sample Succeeded", namespace=namespace,
-                               objects=[f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/smart-money-flow"])
-        st = obj["status"]
-        assert st["items"]["total"] == 3600 and st["output"]["rows"] >= 0.98 * 3600
-        assert st["output"]["uri"].startswith(f"s3://{s3_bucket}/{namespace}/smart-money-flow/runs/")
-        log = cluster.kubelet.pod_log(system, op.metadata.name)
-        assert "Forbidden" not in log and "403" not in log, log[-2000:]
-
-        # Delete DatasetJobs before the operator goes: their finalizer is the operator's.
-        cluster.kubectl("delete", "dsj", "--all", "-n", namespace, "--wait=true", "--timeout=120s")
+        pods = cluster.core.list_namespaced_pod(system, label_selector="app.kubernetes.io/component=operator").items
+        assert len(pods) == 1 and pods[0].status.phase == "Running"
+        assert pods[0].spec.containers[0].command == ["dsj", "operator"]
+        assert cluster.rbac.list_namespaced_role(namespace, label_selector="app.kubernetes.io/instance=second").items
     finally:
-        cluster.helm("uninstall", "datasetjob", "--namespace", system, "--wait", "--timeout", "120s", check=False)
-
+        cluster.helm("uninstall", "second", "--namespace", system, "--wait", "--timeout", "120s", check=False)
     cluster.wait_for(lambda: not cluster.apps.list_namespaced_deployment(system).items
                      and not cluster.core.list_namespaced_pod(system).items, timeout=120,
                      what="release removed", namespace=system)
-    assert not [r for r in cluster.rbac.list_cluster_role().items if r.metadata.name == "datasetjob"]
+    assert not cluster.rbac.list_namespaced_role(namespace, label_selector="app.kubernetes.io/instance=second").items
     assert not [s for s in cluster.core.list_namespaced_service_account(system).items
-                if s.metadata.name == "datasetjob"]
+                if s.metadata.name.startswith("second")]
     assert cluster.apiext.read_custom_resource_definition("datasetjobs.datagen.dev")  # CRDs stay
-    keys = s3_server.client().list_objects_v2(Bucket=s3_bucket, Prefix=f"{namespace}/smart-money-flow/")
-    assert any(o["Key"].endswith("latest.json") for o in keys.get("Contents", []))  # and so does the data
+    # The cluster's own operator is untouched.
+    assert ChartOperator(cluster).pod_name()
+    cluster.kubectl("delete", "namespace", system, "--wait=false", check=False)

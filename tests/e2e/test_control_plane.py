@@ -1,8 +1,9 @@
-"""Acceptance tests of the e2e harness: a real control plane and the process kubelet.
+"""Acceptance tests of the local cluster: a real control plane and a real node.
 
 These exercise what the operator relies on: Indexed Jobs with per-index retries and a pod
-failure policy, garbage collection, CRD schema + CEL validation with printer columns, and
-RBAC enforcement for ServiceAccount tokens. No test asserts wall-clock times.
+failure policy, garbage collection, CRD schema + CEL validation with printer columns, RBAC
+enforcement for ServiceAccount tokens, and a node that really runs containers: env, volumes,
+termination messages, cluster DNS and Services, `kubectl logs`. No test asserts wall-clock times.
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.e2e.harness.addons import REPO_ROOT as REPO
 from tests.e2e.harness.e2e import condition, condition_true
 from tests.e2e.harness.rest import ApiError, KubeRest
 
+WORKER_IMAGE = f"datasetjob/worker:{yaml.safe_load((REPO / 'helm/datasetjob/Chart.yaml').read_text())['appVersion']}"
+# These pods test Job and node mechanics, not the product's security settings: root, so a
+# hostPath directory of the test is writable.
+AS_ROOT = {"runAsUser": 0, "runAsGroup": 0}
 JOB_LABEL = "batch.kubernetes.io/job-name"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
-# Writes its index to /data (a hostPath mount: the kubelet substitutes the host directory),
+# Writes its index to /data (a hostPath mount of a directory of the test),
 # counts attempts, fails index 3 once (exit 1) or always (exit FAIL_CODE if set), and leaves
 # a termination message.
 INDEX_SCRIPT = textwrap.dedent(
@@ -66,9 +72,10 @@ def indexed_job(name: str, data_dir: Path, *, fail_code: int | None = None, **sp
                 "spec": {
                     "restartPolicy": "Never",
                     "terminationGracePeriodSeconds": 5,
+                    "securityContext": AS_ROOT,
                     "containers": [{
                         "name": "main",
-                        "image": "python:3.12-slim",
+                        "image": WORKER_IMAGE,
                         "command": ["python", "-c", INDEX_SCRIPT],
                         "env": env,
                         "volumeMounts": [{"name": "data", "mountPath": "/data"}],
@@ -120,7 +127,7 @@ def test_indexed_job_retries_only_the_failed_index(cluster, namespace, tmp_path)
     for i in ("0", "1", "2", "4"):
         assert by_index[i] == [("Succeeded", 0)]
     some_pod = pods[0]["metadata"]["name"]
-    assert f"on {some_pod}" in cluster.kubelet.pod_log(namespace, some_pod)
+    assert f"on {some_pod}" in cluster.pod_log(namespace, some_pod)
 
 
 def test_pod_failure_policy_fails_the_index_without_retry(cluster, namespace, tmp_path):
@@ -150,12 +157,13 @@ def test_pod_failure_policy_fails_the_index_without_retry(cluster, namespace, tm
     assert terminated(index3[0])["exitCode"] == 42
 
 
-def test_background_deletion_removes_the_pods(cluster, namespace):
+def test_background_deletion_removes_the_pods(cluster, namespace, tmp_path):
     sleeper = textwrap.dedent(
         """
-        import signal, sys, time
+        import os, signal, sys, time
         def stop(*_):
-            print("SIGTERM received", flush=True)
+            with open(f"/data/{os.environ['HOSTNAME']}", "w") as f:
+                f.write("SIGTERM received")
             sys.exit(143)
         signal.signal(signal.SIGTERM, stop)
         print("sleeping", flush=True)
@@ -173,7 +181,10 @@ def test_background_deletion_removes_the_pods(cluster, namespace):
             "template": {"spec": {
                 "restartPolicy": "Never",
                 "terminationGracePeriodSeconds": 5,
-                "containers": [{"name": "main", "image": "python:3.12-slim", "command": ["python", "-c", sleeper]}],
+                "securityContext": AS_ROOT,
+                "containers": [{"name": "main", "image": WORKER_IMAGE, "command": ["python", "-c", sleeper],
+                                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                "volumes": [{"name": "data", "hostPath": {"path": str(tmp_path), "type": "Directory"}}],
             }},
         },
     }
@@ -184,7 +195,7 @@ def test_background_deletion_removes_the_pods(cluster, namespace):
         timeout=60, what="2 running pods of Job sleepers", namespace=namespace,
     )
     names = sorted(p["metadata"]["name"] for p in pods)
-    cluster.wait_for(lambda: all("sleeping" in cluster.kubelet.pod_log(namespace, n) for n in names),
+    cluster.wait_for(lambda: all("sleeping" in cluster.pod_log(namespace, n) for n in names),
                      timeout=30, what="the pods' processes to start", namespace=namespace)
 
     cluster.rest.delete(f"/apis/batch/v1/namespaces/{namespace}/jobs/sleepers",
@@ -193,8 +204,8 @@ def test_background_deletion_removes_the_pods(cluster, namespace):
     cluster.wait_gone(f"/apis/batch/v1/namespaces/{namespace}/jobs/sleepers", timeout=30)
     cluster.wait_for(lambda: not job_pods(cluster, namespace, "sleepers"), timeout=90,
                      what="the garbage collector to remove the Job's pods", namespace=namespace)
-    for n in names:
-        assert "SIGTERM received" in cluster.kubelet.pod_log(namespace, n)
+    for n in names:  # the kubelet stopped each container gracefully
+        assert (tmp_path / n).read_text() == "SIGTERM received"
 
 
 WIDGET_CRD = """
@@ -346,23 +357,34 @@ def test_helm_installs_a_chart_with_a_kube_version_constraint(cluster, namespace
     assert "probe" in cluster.helm("list", "--namespace", namespace, "--short").stdout.split()
 
 
-# -- the process kubelet itself ---------------------------------------------------------------
+# -- the node runs real containers ------------------------------------------------------------
 
 ENV_SCRIPT = textwrap.dedent(
     """
-    import json, os, pathlib
+    import json, os, pathlib, socket
     keys = ["GREETING", "WHO", "FROM_CM", "FROM_SECRET", "CM_color", "POD_NS", "POD_UID", "POD_IP", "CPU_LIMIT"]
     report = {k: os.environ.get(k) for k in keys}
     report["config_file"] = pathlib.Path("/etc/app/settings.json").read_text()
     report["secret_file"] = pathlib.Path("/etc/creds/password").read_text()
-    report["cwd_is_tmp"] = os.getcwd() == os.environ["HOME"]
+    report["uid"] = os.getuid()
+    try:
+        pathlib.Path("/written-to-root").write_text("x")
+        report["root_write"] = "allowed"
+    except OSError as exc:
+        report["root_write"] = exc.strerror
+    with open("/proc/self/status") as f:
+        report["cap_eff"] = next(l.split()[1] for l in f if l.startswith("CapEff:"))
+    # Cluster DNS and a Service: the API server through the `kubernetes` Service.
+    report["kubernetes_ip"] = socket.gethostbyname("kubernetes.default.svc.cluster.local")
+    with socket.create_connection(("kubernetes.default", 443), timeout=10):
+        report["kubernetes_reachable"] = True
     print(json.dumps(report))
     pathlib.Path("/dev/termination-log").write_text(json.dumps({"ok": True}))
     """
 )
 
 
-def test_kubelet_env_volumes_and_termination_message(cluster, namespace):
+def test_pod_env_volumes_dns_security_and_termination_message(cluster, namespace):
     rest = cluster.rest
     rest.post(f"/api/v1/namespaces/{namespace}/configmaps", {
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"},
@@ -376,8 +398,9 @@ def test_kubelet_env_volumes_and_termination_message(cluster, namespace):
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "env-check"},
         "spec": {
             "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
             "containers": [{
-                "name": "main", "image": "python:3.12-slim",
+                "name": "main", "image": WORKER_IMAGE,
                 "command": ["python", "-c", ENV_SCRIPT],
                 "envFrom": [{"configMapRef": {"name": "app"}, "prefix": "CM_"}],
                 "env": [
@@ -391,6 +414,8 @@ def test_kubelet_env_volumes_and_termination_message(cluster, namespace):
                     {"name": "CPU_LIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
                 ],
                 "resources": {"limits": {"cpu": "1500m"}},
+                "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]}},
                 "volumeMounts": [
                     {"name": "config", "mountPath": "/etc/app"},
                     {"name": "creds", "mountPath": "/etc/creds", "readOnly": True},
@@ -404,11 +429,14 @@ def test_kubelet_env_volumes_and_termination_message(cluster, namespace):
     }
     _, created = rest.post(f"/api/v1/namespaces/{namespace}/pods", pod)
     done = cluster.wait_for_object(f"/api/v1/namespaces/{namespace}/pods/env-check",
-                                   lambda p: p["status"].get("phase") in ("Succeeded", "Failed"), timeout=60)
-    assert done["status"]["phase"] == "Succeeded", cluster.kubelet.pod_log(namespace, "env-check")
+                                   lambda p: p["status"].get("phase") in ("Succeeded", "Failed"), timeout=120)
+    log = cluster.pod_log(namespace, "env-check")
+    assert done["status"]["phase"] == "Succeeded", log
     assert json.loads(terminated(done)["message"]) == {"ok": True}
-    assert done["spec"]["nodeName"] == cluster.kubelet.node_name
-    report = json.loads(cluster.kubelet.pod_log(namespace, "env-check").strip().splitlines()[-1])
+    assert done["spec"]["nodeName"] == cluster.node.node_name
+    pod_ip = done["status"]["podIP"]
+    assert pod_ip != cluster.node.addresses.node_ip  # its own network namespace on the bridge
+    report = json.loads(log.strip().splitlines()[-1])
     assert report == {
         "GREETING": "hello world $(WHO) $(UNDEFINED)",
         "WHO": "world",
@@ -417,46 +445,51 @@ def test_kubelet_env_volumes_and_termination_message(cluster, namespace):
         "CM_color": "blue",
         "POD_NS": namespace,
         "POD_UID": created["metadata"]["uid"],
-        "POD_IP": "127.0.0.1",
+        "POD_IP": pod_ip,
         "CPU_LIMIT": "2",
         "config_file": '{"a": 1}',
         "secret_file": "hunter2",
-        "cwd_is_tmp": True,
+        "uid": 65532,
+        "root_write": "Read-only file system",
+        "cap_eff": "0000000000000000",
+        "kubernetes_ip": cluster.node.addresses.kubernetes_service_ip,
+        "kubernetes_reachable": True,
     }
 
 
-def test_kubelet_fails_unmapped_images_and_falls_back_to_logs(cluster, namespace):
+def test_missing_image_and_fallback_to_logs(cluster, namespace):
     rest = cluster.rest
     rest.post(f"/api/v1/namespaces/{namespace}/pods", {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "no-command"},
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "no-image"},
         "spec": {"restartPolicy": "Never",
-                 "containers": [{"name": "main", "image": "registry.example/unknown:1.0"}]},
+                 "containers": [{"name": "main", "image": "datasetjob/not-built:1.0", "imagePullPolicy": "Never"}]},
     })
     rest.post(f"/api/v1/namespaces/{namespace}/pods", {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crash"},
         "spec": {"restartPolicy": "Never", "containers": [{
-            "name": "main", "image": "python:3.12-slim",
+            "name": "main", "image": WORKER_IMAGE,
             "command": ["python", "-c", "import sys; print('boom: bad config', file=sys.stderr); sys.exit(3)"],
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }]},
     })
-    failed = cluster.wait_for_object(f"/api/v1/namespaces/{namespace}/pods/no-command",
-                                     lambda p: p["status"].get("phase") == "Failed", timeout=60)
-    t = terminated(failed)
-    assert t["reason"] == "StartError"
-    assert "registry.example/unknown:1.0" in t["message"] and "no command" in t["message"]
+
+    def waiting_reason(p):
+        statuses = p["status"].get("containerStatuses") or []
+        return statuses and (statuses[0]["state"].get("waiting") or {}).get("reason") == "ErrImageNeverPull"
+
+    cluster.wait_for_object(f"/api/v1/namespaces/{namespace}/pods/no-image", waiting_reason, timeout=60)
 
     crash = cluster.wait_for_object(f"/api/v1/namespaces/{namespace}/pods/crash",
-                                    lambda p: p["status"].get("phase") == "Failed", timeout=60)
+                                    lambda p: p["status"].get("phase") == "Failed", timeout=120)
     t = terminated(crash)
     assert (t["exitCode"], t["reason"]) == (3, "Error")
     assert "boom: bad config" in t["message"]
-    # The API server reaches the kubelet's log endpoint: kubectl logs works.
+    # The API server reaches the kubelet's log endpoint on the node's address: kubectl logs works.
     assert "boom: bad config" in cluster.kubectl("-n", namespace, "logs", "crash").stdout
 
 
 def test_service_account_token_kubeconfig_works_for_rest_client(cluster, namespace):
-    """KubeRest (what the kubelet uses) also works with a limited identity."""
+    """KubeRest (the tests' small client) also works with a limited identity."""
     cluster.rest.post(f"/api/v1/namespaces/{namespace}/serviceaccounts",
                       {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "nobody"}})
     _, tr = cluster.rest.post(f"/api/v1/namespaces/{namespace}/serviceaccounts/nobody/token", {
@@ -472,25 +505,3 @@ def test_service_account_token_kubeconfig_works_for_rest_client(cluster, namespa
         assert nobody.get("/version")["gitVersion"] == cluster.control_plane.kubernetes_version
     finally:
         nobody.close()
-
-
-# -- pure helpers of the kubelet (no cluster needed) --------------------------------------------
-
-def test_env_expansion_follows_kubernetes_rules():
-    from tests.e2e.harness.kubelet import expand
-
-    env = {"A": "1", "B": "two"}.get
-    assert expand("$(A)-$(B)", env) == "1-two"
-    assert expand("$$(A)", env) == "$(A)"  # escaped
-    assert expand("$(MISSING) $ $$ $(", env) == "$(MISSING) $ $ $("
-
-
-def test_mount_paths_are_substituted_as_whole_paths_in_one_pass():
-    from tests.e2e.harness.kubelet import rewrite_paths
-
-    m = [("/data", "/tmp/k/data"), ("/tmp", "/tmp/k/tmp"), ("/dev/termination-log", "/tmp/k/term")]
-    assert rewrite_paths("--out=/data/x.csv", m) == "--out=/tmp/k/data/x.csv"
-    assert rewrite_paths("file:///data/x", m) == "file:///tmp/k/data/x"
-    assert rewrite_paths("/tmp/a /data", m) == "/tmp/k/tmp/a /tmp/k/data"  # targets not rewritten again
-    assert rewrite_paths("/database /x/data /data.csv", m) == "/database /x/data /data.csv"
-    assert rewrite_paths("/dev/termination-log", m) == "/tmp/k/term"

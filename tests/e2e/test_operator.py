@@ -1,6 +1,6 @@
-"""The operator on the real control plane: the process kubelet runs the real worker and
-combine, against a real redis-server and a real S3 server; the operator runs as its own
-process under the ServiceAccount and RBAC from manifests/."""
+"""The operator on the local cluster: the chart's operator pod, the worker and combine pods
+from the project's images on the real node, the chart's Redis and the in-cluster S3 server,
+all reached by their Service names."""
 
 from __future__ import annotations
 
@@ -10,39 +10,29 @@ import json
 import time
 import uuid
 
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.harness.cluster import free_port
+from tests.e2e.chart_operator import ChartOperator
 from tests.e2e.harness.e2e import WaitTimeout
-from tests.e2e.operator_process import OperatorProcess, install_crd_and_rbac
 from tests.integration.runs import SAMPLE, dsj, published, sha256, write_doc
 
 GROUP, VERSION, PLURAL = "datagen.dev", "v1alpha1", "datasetjobs"
 
 
 @pytest.fixture(scope="module")
-def operator(cluster, redis_server, tmp_path_factory):
-    install_crd_and_rbac(cluster)
-    op = OperatorProcess(cluster, tmp_path_factory.mktemp("operator"),
-                         {"DSJ_DEFAULT_REDIS_URL": redis_server.url, "DSJ_METRICS_PORT": str(free_port())}).start()
-    yield op
-    op.stop()
+def operator(cluster):
+    return ChartOperator(cluster).start()
 
 
 @pytest.fixture
-def s3_ns(cluster, namespace, s3_server):
-    """The test namespace with the S3 credentials Secret the samples reference."""
-    cluster.core.create_namespaced_secret(namespace, {
-        "metadata": {"name": "s3-credentials"},
-        "stringData": {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-                       "AWS_DEFAULT_REGION": s3_server.region}})
+def s3_ns(namespace):
+    """The test namespace; it holds the S3 credentials Secret the samples reference."""
     return namespace
 
 
-def sample(bucket: str, s3_server, name="smf", symbols=6, dates=6, shards=3, **spec_over) -> dict:
+def sample(bucket: str, s3, name="smf", symbols=6, dates=6, shards=3, **spec_over) -> dict:
     doc = yaml.safe_load(SAMPLE.read_text())
     doc["metadata"] = {"name": name}
     spec = doc["spec"]
@@ -52,7 +42,7 @@ def sample(bucket: str, s3_server, name="smf", symbols=6, dates=6, shards=3, **s
     spec["generator"]["env"] = [{"name": "SMF_LATENCY_MS", "value": "1"}]
     spec["retries"] = {"perShard": 1, "maxFailedShards": 0}
     spec["cache"] = {"namespace": f"{name}-{uuid.uuid4().hex[:8]}"}  # no warm cache from other tests
-    spec["output"] = {"uri": f"s3://{bucket}/{name}", "format": "csv", "endpointUrl": s3_server.endpoint_url,
+    spec["output"] = {"uri": f"s3://{bucket}/{name}", "format": "csv", "endpointUrl": s3.endpoint_url,
                       "credentialsSecret": "s3-credentials"}
     spec.update(spec_over)
     return doc
@@ -87,13 +77,13 @@ def jobs(cluster, namespace: str) -> list[str]:
     return sorted(j.metadata.name for j in cluster.batch.list_namespaced_job(namespace).items)
 
 
-def s3_sha(s3_server, uri: str) -> str:
+def s3_sha(s3, uri: str) -> str:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return hashlib.sha256(s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest()
+    return hashlib.sha256(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest()
 
 
-def test_sample_succeeds_with_the_local_runners_dataset(cluster, operator, s3_ns, s3_server, s3_bucket, tmp_path):
-    doc = sample(s3_bucket, s3_server)
+def test_sample_succeeds_with_the_local_runners_dataset(cluster, operator, s3_ns, s3, bucket, tmp_path):
+    doc = sample(bucket, s3)
     apply(cluster, s3_ns, doc)
     obj = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")
     st = obj["status"]
@@ -107,7 +97,7 @@ def test_sample_succeeds_with_the_local_runners_dataset(cluster, operator, s3_ns
                "--workdir", str(tmp_path), cwd=tmp_path, env={"DSJ_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
     dataset, _ = published(tmp_path / "out")
-    assert s3_sha(s3_server, st["output"]["uri"]) == sha256(dataset) == st["output"]["sha256"]
+    assert s3_sha(s3, st["output"]["uri"]) == sha256(dataset) == st["output"]["sha256"]
 
     table = cluster.kubectl("get", "dsj", "-n", s3_ns).stdout
     header = table.splitlines()[0].split()
@@ -118,25 +108,24 @@ def test_sample_succeeds_with_the_local_runners_dataset(cluster, operator, s3_ns
     assert {"RunStarted", "CombineStarted", "Published"} <= set(reasons)
 
 
-@pytest.fixture
-def host_file():
-    """A host path pods can share with the test. Not under /tmp: pods mount an emptyDir there,
-    and the process kubelet maps that mount path onto the pod's own directory."""
-    path = Path("/var/tmp") / f"dsj-e2e-{uuid.uuid4().hex[:10]}"
-    yield str(path)
-    path.unlink(missing_ok=True)
+def shared_state(redis, doc: dict, **keys: str) -> dict:
+    """Points the sample's fault-injection knobs at the chart's Redis: pods share no files."""
+    env = doc["spec"]["generator"]["env"]
+    env.append({"name": "SMF_SHARED_REDIS_URL", "value": redis.url})
+    env.extend({"name": k, "value": v} for k, v in keys.items())
+    return doc
 
 
-def s3_keys(s3_server, bucket: str, prefix: str) -> dict[str, object]:
+def s3_keys(s3, bucket: str, prefix: str) -> dict[str, object]:
     out = {}
-    for page in s3_server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         out.update({o["Key"]: o["LastModified"] for o in page.get("Contents", [])})
     return out
 
 
 @pytest.mark.parametrize("budget", [1, 0])
-def test_a_shard_that_always_fails(cluster, operator, s3_ns, s3_server, s3_bucket, budget):
-    doc = sample(s3_bucket, s3_server, shards=3, retries={"perShard": 1, "maxFailedShards": budget})
+def test_a_shard_that_always_fails(cluster, operator, s3_ns, s3, bucket, budget):
+    doc = sample(bucket, s3, shards=3, retries={"perShard": 1, "maxFailedShards": budget})
     doc["spec"]["combine"]["minItemSuccessRatio"] = 0.5
     # Shard 1 holds items 12..23: AAA..ADV x 6 dates → its first item is ACO:2023-01-31.
     doc["spec"]["generator"]["env"].append({"name": "SMF_CRASH_ITEM", "value": "ACO:2023-01-31"})
@@ -154,10 +143,10 @@ def test_a_shard_that_always_fails(cluster, operator, s3_ns, s3_server, s3_bucke
         assert "combine" not in " ".join(jobs(cluster, s3_ns))
 
 
-def test_failing_items_are_counted_and_the_dataset_published(cluster, operator, s3_ns, s3_server, s3_bucket):
+def test_failing_items_are_counted_and_the_dataset_published(cluster, operator, s3_ns, s3, bucket):
     from smart_money.api import _unit
 
-    doc = sample(s3_bucket, s3_server, symbols=10, dates=12, shards=4)
+    doc = sample(bucket, s3, symbols=10, dates=12, shards=4)
     doc["spec"]["generator"]["env"].append({"name": "SMF_FAIL_RATIO", "value": "0.05"})
     doc["spec"]["combine"]["minItemSuccessRatio"] = 0.9
     product = doc["spec"]["items"]["product"]
@@ -167,13 +156,13 @@ def test_failing_items_are_counted_and_the_dataset_published(cluster, operator, 
     st = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")["status"]
     assert st["items"]["failed"] == len(failing) and st["items"]["done"] == 120 - len(failing)
     assert st["output"]["rows"] == 120 - len(failing)
-    body = s3_server.client().get_object(Bucket=s3_bucket, Key=f"smf/runs/{st['runId']}/failures/shard-00000.jsonl")
+    body = s3.client().get_object(Bucket=bucket, Key=f"smf/runs/{st['runId']}/failures/shard-00000.jsonl")
     recorded = [json.loads(line) for line in body["Body"].read().decode().splitlines()]
     assert all("upstream returned 502" in r["error"] for r in recorded)
 
 
-def test_spec_change_starts_a_new_run_and_reapply_changes_nothing(cluster, operator, s3_ns, s3_server, s3_bucket):
-    doc = sample(s3_bucket, s3_server)
+def test_spec_change_starts_a_new_run_and_reapply_changes_nothing(cluster, operator, s3_ns, s3, bucket):
+    doc = sample(bucket, s3)
     apply(cluster, s3_ns, doc)
     first = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")["status"]
     before = jobs(cluster, s3_ns)
@@ -191,8 +180,8 @@ def test_spec_change_starts_a_new_run_and_reapply_changes_nothing(cluster, opera
     assert st["output"]["sha256"] != first["output"]["sha256"] and st["output"]["rows"] == 36
 
 
-def test_operator_killed_during_generation_and_combine(cluster, operator, s3_ns, s3_server, s3_bucket):
-    doc = sample(s3_bucket, s3_server, symbols=10, dates=12, shards=4)
+def test_operator_killed_during_generation_and_combine(cluster, operator, s3_ns, s3, bucket):
+    doc = sample(bucket, s3, symbols=10, dates=12, shards=4)
     doc["spec"]["generator"]["env"] = [{"name": "SMF_LATENCY_MS", "value": "100"}]
     doc["spec"]["generator"]["concurrency"] = 1
     apply(cluster, s3_ns, doc)
@@ -219,29 +208,27 @@ def test_operator_killed_during_generation_and_combine(cluster, operator, s3_ns,
     assert st["items"]["done"] == 120 and st["output"]["rows"] == 120
 
 
-def test_retry_failed_reruns_only_the_failed_shards(cluster, operator, s3_ns, s3_server, s3_bucket, host_file):
-    doc = sample(s3_bucket, s3_server, shards=3, retries={"perShard": 0, "maxFailedShards": 0})
-    env = doc["spec"]["generator"]["env"]
-    env.append({"name": "SMF_CRASH_ITEM", "value": "ACO:2023-01-31"})
-    env.append({"name": "SMF_CRASH_ONCE_FILE", "value": host_file})
+def test_retry_failed_reruns_only_the_failed_shards(cluster, operator, s3_ns, s3, bucket, redis):
+    doc = sample(bucket, s3, shards=3, retries={"perShard": 0, "maxFailedShards": 0})
+    shared_state(redis, doc, SMF_CRASH_ITEM="ACO:2023-01-31", SMF_CRASH_ONCE_KEY=f"crash-once-{s3_ns}")
     apply(cluster, s3_ns, doc)
     failed = wait_phase(cluster, operator, s3_ns, "smf", "Failed")["status"]
     assert failed["shards"]["failedIndexes"] == "1"
     run = failed["runId"]
-    committed = s3_keys(s3_server, s3_bucket, f"smf/runs/{run}/shards/")
+    committed = s3_keys(s3, bucket, f"smf/runs/{run}/shards/")
 
     out = cluster.kubectl("annotate", "dsj", "smf", "-n", s3_ns, "datagen.dev/retry-failed=1")
     assert out.returncode == 0
     st = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")["status"]
     assert st["runId"] == run and st["attempt"] != "0" and st["items"]["done"] == 36
-    after = s3_keys(s3_server, s3_bucket, f"smf/runs/{run}/shards/")
+    after = s3_keys(s3, bucket, f"smf/runs/{run}/shards/")
     for shard in ("shard-00000", "shard-00002"):  # committed before: not rewritten
         assert after[f"smf/runs/{run}/shards/{shard}.csv"] == committed[f"smf/runs/{run}/shards/{shard}.csv"]
     assert f"smf/runs/{run}/shards/shard-00001.csv" in after
 
 
-def test_deleting_the_datasetjob_collects_its_children(cluster, operator, s3_ns, s3_server, s3_bucket):
-    apply(cluster, s3_ns, sample(s3_bucket, s3_server))
+def test_deleting_the_datasetjob_collects_its_children(cluster, operator, s3_ns, s3, bucket):
+    apply(cluster, s3_ns, sample(bucket, s3))
     wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")
     assert jobs(cluster, s3_ns) and cluster.core.list_namespaced_config_map(
         s3_ns, label_selector="datagen.dev/datasetjob=smf").items
@@ -254,7 +241,7 @@ def test_deleting_the_datasetjob_collects_its_children(cluster, operator, s3_ns,
                     or cluster.core.list_namespaced_config_map(s3_ns, label_selector=selector).items)
 
     cluster.wait_for(gone, timeout=120, what="children garbage-collected", namespace=s3_ns)
-    assert s3_keys(s3_server, s3_bucket, "smf/latest.json")  # the data stays
+    assert s3_keys(s3, bucket, "smf/latest.json")  # the data stays
 
 
 MALFORMED = {
@@ -288,10 +275,10 @@ MALFORMED = {
 }
 
 
-def test_malformed_datasetjobs_are_rejected_by_the_api_server(cluster, operator, namespace, s3_server):
+def test_malformed_datasetjobs_are_rejected_by_the_api_server(cluster, operator, namespace, s3):
     rejected = {}
     for case, (change, expected) in MALFORMED.items():
-        doc = sample("bucket", s3_server, name="bad")
+        doc = sample("bucket", s3, name="bad")
         change(doc["spec"])
         res = cluster.kubectl("apply", "-n", namespace, "--validate=strict", "-f", "-",
                               input=yaml.safe_dump(doc), check=False)
@@ -302,18 +289,17 @@ def test_malformed_datasetjobs_are_rejected_by_the_api_server(cluster, operator,
     assert cluster.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"] == []
 
 
-def test_two_datasetjobs_share_one_rate_limit(cluster, operator, s3_ns, s3_server, s3_bucket, host_file):
-    calls = Path(host_file)
+def test_two_datasetjobs_share_one_rate_limit(cluster, operator, s3_ns, s3, bucket, redis):
+    calls = f"calls-{s3_ns}"
     rps, burst = 20.0, 5
     for name in ("smf-a", "smf-b"):
-        doc = sample(s3_bucket, s3_server, name=name, shards=2)
-        doc["spec"]["rateLimit"] = {"requestsPerSecond": rps, "burst": burst, "scope": "market-api"}
+        doc = sample(bucket, s3, name=name, shards=2)
+        doc["spec"]["rateLimit"] = {"requestsPerSecond": rps, "burst": burst, "scope": f"market-api-{s3_ns}"}
         doc["spec"]["cache"] = {"namespace": f"{name}-{uuid.uuid4().hex[:8]}"}  # every call is upstream
-        doc["spec"]["generator"]["env"].append({"name": "SMF_CALL_LOG", "value": str(calls)})
-        apply(cluster, s3_ns, doc)
+        apply(cluster, s3_ns, shared_state(redis, doc, SMF_CALL_LOG_KEY=calls))
     for name in ("smf-a", "smf-b"):
         wait_phase(cluster, operator, s3_ns, name, "Succeeded")
-    stamps = sorted(float(x) for x in calls.read_text().split())
+    stamps = sorted(float(x) for x in redis.client().lrange(calls, 0, -1))
     assert len(stamps) == 2 * (6 + 6 + 36)
     worst = 0.0
     for i, start in enumerate(stamps):  # every window [start, t]: calls <= rps * (t - start) + burst
@@ -322,13 +308,13 @@ def test_two_datasetjobs_share_one_rate_limit(cluster, operator, s3_ns, s3_serve
     assert worst <= 1e-6 + 1, f"the shared limit was exceeded by {worst:.2f} calls"
 
 
-def test_cluster_cli_status_logs_and_regenerate(cluster, operator, s3_ns, s3_server, s3_bucket):
+def test_cluster_cli_status_logs_and_regenerate(cluster, operator, s3_ns, s3, bucket):
     import os
     import subprocess
     import sys
     import urllib.request
 
-    apply(cluster, s3_ns, sample(s3_bucket, s3_server))
+    apply(cluster, s3_ns, sample(bucket, s3))
     first = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")["status"]
     env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), COLUMNS="200")
 
@@ -348,17 +334,16 @@ def test_cluster_cli_status_logs_and_regenerate(cluster, operator, s3_ns, s3_ser
     again = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded", not_run=first["runId"])["status"]
     assert again["output"]["sha256"] == first["output"]["sha256"]  # same spec, same data, new run
 
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{operator.extra_env['DSJ_METRICS_PORT']}/metrics",
-                                     timeout=5).read().decode()
+    metrics = urllib.request.urlopen(operator.metrics_url, timeout=5).read().decode()
     assert 'datasetjob_runs_started_total{namespace="%s"} 2.0' % s3_ns in metrics
     assert 'datasetjob_runs_finished_total{namespace="%s",phase="Succeeded",reason="Published"} 2.0' % s3_ns in metrics
 
 
-def test_items_from_a_configmap(cluster, operator, s3_ns, s3_server, s3_bucket):
+def test_items_from_a_configmap(cluster, operator, s3_ns, s3, bucket):
     lines = [json.dumps({"symbol": s, "date": d}) for s in ("AAA", "ABH", "ACO") for d in ("2023-01-31", "2023-02-28")]
     cluster.core.create_namespaced_config_map(s3_ns, {"metadata": {"name": "universe"},
                                                       "data": {"items.jsonl": "\n".join(lines) + "\n"}})
-    doc = sample(s3_bucket, s3_server, shards=2)
+    doc = sample(bucket, s3, shards=2)
     doc["spec"]["items"] = {"fromConfigMap": {"name": "universe", "key": "items.jsonl"},
                             "idTemplate": "{symbol}:{date}"}
     apply(cluster, s3_ns, doc)
@@ -366,8 +351,8 @@ def test_items_from_a_configmap(cluster, operator, s3_ns, s3_server, s3_bucket):
     assert st["items"]["total"] == 6 and st["items"]["done"] == 6 and st["output"]["rows"] == 6
 
 
-def test_suspend_holds_the_pods_until_resumed(cluster, operator, s3_ns, s3_server, s3_bucket):
-    doc = sample(s3_bucket, s3_server, suspend=True)
+def test_suspend_holds_the_pods_until_resumed(cluster, operator, s3_ns, s3, bucket):
+    doc = sample(bucket, s3, suspend=True)
     apply(cluster, s3_ns, doc)
     wait_phase(cluster, operator, s3_ns, "smf", "Suspended")
     time.sleep(2)

@@ -6,13 +6,22 @@ default 20 ms) and fault injection for demonstrations and tests:
   SMF_CRASH_ONCE_FILE=path   ... only while that file does not exist (it is created first)
   SMF_CALL_LOG=path          append the time of every upstream call to that file
 
+Pods on a real node share no files, so the same two knobs also keep their state in Redis:
+
+  SMF_SHARED_REDIS_URL=redis://...   where that shared state lives
+  SMF_CRASH_ONCE_KEY=key             crash only if this key did not exist (it is set first)
+  SMF_CALL_LOG_KEY=key               append the time of every upstream call to this list
+
 Values are integers divided by powers of ten, and features use only + - * /, so the Node.js
 twin (../smart_money_js) computes bit-identical numbers.
 """
 
+import functools
 import hashlib
 import os
 import time
+
+import redis
 
 
 def _latency() -> float:
@@ -25,7 +34,15 @@ def _unit(*parts: str) -> int:
     return int(digest[:8], 16) % 1_000_000
 
 
+@functools.lru_cache(maxsize=1)
+def _shared_redis():
+    return redis.Redis.from_url(os.environ["SMF_SHARED_REDIS_URL"])
+
+
 def _call():
+    key = os.environ.get("SMF_CALL_LOG_KEY")
+    if key:
+        _shared_redis().rpush(key, f"{time.time():.6f}")
     log = os.environ.get("SMF_CALL_LOG")
     if log:
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -38,6 +55,9 @@ def _call():
 
 def maybe_crash(symbol: str, date: str) -> None:
     if os.environ.get("SMF_CRASH_ITEM") != f"{symbol}:{date}":
+        return
+    once_key = os.environ.get("SMF_CRASH_ONCE_KEY")
+    if once_key and not _shared_redis().set(once_key, 1, nx=True):
         return
     once = os.environ.get("SMF_CRASH_ONCE_FILE")
     if once:

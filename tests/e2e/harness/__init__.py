@@ -1,39 +1,39 @@
-"""A real local Kubernetes control plane for the e2e tests and `make cluster`.
+"""A real local Kubernetes cluster for the e2e tests and `make cluster` (test code only).
 
-- `cluster.ControlPlane`: etcd + kube-apiserver + kube-controller-manager as local processes
-  (binaries built by `scripts/build-control-plane.sh`, versions in `scripts/versions.env`).
-- `kubelet.ProcessKubelet`: a stand-in kubelet that runs pod containers as local processes.
-- `e2e.E2ECluster`: both of the above for tests: clients, kubectl/helm, waiting with
-  timeouts and failure reports (objects, events, pod logs, component logs).
-- `rest.KubeRest`: a small stdlib JSON client for the API (what the kubelet uses).
+Split by concern:
+- `cluster`: binaries and versions, PKI, and the control plane (etcd, kube-apiserver,
+  kube-controller-manager, kube-scheduler) as local processes;
+- `network`: the node's own network namespace and its link to the host;
+- `node` (+ node-init.sh): the real node, kubelet and kube-proxy on containerd + runc with
+  bridge CNI, in namespaces of its own so stopping it leaves nothing behind;
+- `images`: the project's image archives from `make images`, preloaded into the node;
+- `addons`: CoreDNS, the in-cluster S3 server and the chart, installed as a user would;
+- `local_cluster.LocalCluster`: all of the above, started and stopped as one;
+- `e2e.E2ECluster`: what tests hold: clients, kubectl/helm, waiting, failure reports;
+- `rest.KubeRest`: a small stdlib JSON client for the API.
 
-Test code only; nothing here is imported by the product packages.
+Nothing here is imported by the product packages.
 """
 
-from .cluster import (
-    BinariesMissing,
-    ControlPlane,
-    ControlPlaneError,
-    binary_paths,
-    cache_dir,
-    read_versions,
-)
+from .addons import S3Access
+from .cluster import BinariesMissing, ControlPlane, ControlPlaneError, binary_paths, cache_dir, read_versions
 from .e2e import E2ECluster, WaitTimeout, condition, condition_true
-from .kubelet import ProcessKubelet
+from .local_cluster import LocalCluster
 from .rest import ApiError, KubeRest
 
 __all__ = [
     "ApiError",
     "BinariesMissing",
-    "E2ECluster",
-    "KubeRest",
-    "WaitTimeout",
-    "condition",
-    "condition_true",
     "ControlPlane",
     "ControlPlaneError",
-    "ProcessKubelet",
+    "E2ECluster",
+    "KubeRest",
+    "LocalCluster",
+    "S3Access",
+    "WaitTimeout",
     "binary_paths",
     "cache_dir",
+    "condition",
+    "condition_true",
     "read_versions",
 ]

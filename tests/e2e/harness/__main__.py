@@ -1,9 +1,13 @@
 """`python -m tests.e2e.harness` (what `make cluster` runs).
 
-Starts etcd + kube-apiserver + kube-controller-manager and the process kubelet in the
-foreground, prints `export KUBECONFIG=...`, and stops everything on Ctrl-C / SIGTERM.
-The admin kubeconfig is also copied to `.cluster/kubeconfig` in the current directory
-(self-contained: the CA is embedded), so other shells can use it while this runs.
+Starts a one-node cluster in the foreground: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler, a real kubelet on containerd + runc with bridge CNI and kube-proxy, CoreDNS,
+an S3 server pod, and the chart (the operator and its Redis) with the default output on that
+S3 server. Prints `export KUBECONFIG=...`; Ctrl-C / SIGTERM stops everything and leaves the
+machine as it found it. The admin kubeconfig is also copied to `.cluster/kubeconfig`
+(self-contained), so other shells can use it while this runs.
+
+`python -m tests.e2e.harness clean` removes what a killed run left behind.
 """
 
 from __future__ import annotations
@@ -13,53 +17,54 @@ import json
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
-from .cluster import BinariesMissing, ControlPlane, ControlPlaneError, binary_paths, kubectl_path
-from .kubelet import ProcessKubelet
+from .addons import BUCKET, STORAGE_NAMESPACE, SYSTEM_NAMESPACE, AddonError
+from .cluster import ControlPlaneError, binary_paths, kubectl_path
+from .images import ImagesMissing
+from .local_cluster import LocalCluster, clean_leftovers
+from .network import NetworkError
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.e2e.harness", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", nargs="?", choices=["up", "clean"], default="up")
     ap.add_argument("--kubeconfig-out", default=".cluster/kubeconfig",
                     help="where to copy the admin kubeconfig (default: %(default)s)")
     ap.add_argument("--state-dir", default=None,
-                    help="keep etcd data, certificates and logs here instead of a temp dir")
-    ap.add_argument("--no-kubelet", action="store_true", help="do not start the process kubelet")
-    ap.add_argument("--image", action="append", default=[], metavar="PREFIX=CMD",
-                    help='map an image prefix to an entrypoint, e.g. "acme/gen=python -m gen" (repeatable)')
+                    help="keep certificates, logs and node state here instead of a temp dir")
+    ap.add_argument("--no-chart", action="store_true", help="do not install the chart")
     args = ap.parse_args(argv)
 
-    images = {}
-    for item in args.image:
-        prefix, _, cmd = item.partition("=")
-        images[prefix] = cmd.split()
+    if args.command == "clean":
+        removed = clean_leftovers(min_age=0)
+        print(f"removed: {', '.join(removed) or 'nothing'}")
+        return 0
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
     state = Path(args.state_dir).resolve() if args.state_dir else None
-    cp = ControlPlane(root=state, keep=state is not None)
-    kubelet = None
-    t0 = time.monotonic()
+    cluster = LocalCluster(state_dir=state, keep=state is not None, install_chart=not args.no_chart)
     try:
-        print("starting etcd, kube-apiserver, kube-controller-manager ...", flush=True)
-        cp.start()
-        if not args.no_kubelet:
-            kubelet_root = (state / "kubelet") if state else None
-            kubelet = ProcessKubelet(cp.kubeconfig, root=kubelet_root, image_commands=images).start()
+        print("starting the control plane, the node and the add-ons ...", flush=True)
+        cluster.start()
+        cp, node = cluster.control_plane, cluster.node
         out = Path(args.kubeconfig_out).resolve()
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(cp.kubeconfig.read_text())
         out.chmod(0o600)
-        print(f"control plane {cp.kubernetes_version} ready in {time.monotonic() - t0:.1f}s "
-              f"({json.dumps({k: round(v, 2) for k, v in cp.timings.items()})})")
-        print(f"API server: {cp.server}   logs: {cp.log_dir}")
-        if kubelet:
-            print(f"process kubelet: node {kubelet.node_name}, pod logs under {kubelet.root / 'logs'}")
+        print(f"cluster {cp.kubernetes_version} ready in {cluster.timings['total']:.1f}s "
+              f"({json.dumps({k: round(v, 1) for k, v in cluster.timings.items()})})")
+        print(f"API server: {cp.server}   node: {node.node_name} ({node.addresses.node_ip})")
+        print(f"logs: {cp.log_dir} and {node.log_dir}")
+        if not args.no_chart:
+            s3 = cluster.s3
+            print(f"operator and Redis: namespace {SYSTEM_NAMESPACE}; default output: s3://{BUCKET}/<namespace>/<name>")
+            print(f"S3 server: {s3.endpoint_url} in pods, {s3.host_endpoint_url} from this machine "
+                  f"(access key {s3.access_key}, secret in {STORAGE_NAMESPACE}/s3-root)")
         print()
         print(f"export KUBECONFIG={out}")
         kubectl = kubectl_path()
@@ -67,26 +72,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"alias kubectl={kubectl}   # a client within the supported version skew")
         print(f"alias helm={binary_paths()['helm']}")
         print()
-        if kubelet:
-            print(f"pod logs: `kubectl logs POD`, or the files under {kubelet.root / 'logs'}")
         print("Ctrl-C stops everything.", flush=True)
         while not stop.wait(1.0):
             dead = [c.name for c in cp.components.values() if not c.running()]
-            if dead:
-                print(f"component(s) exited: {', '.join(dead)}\n{cp.format_logs_tail(30)}", file=sys.stderr)
+            if dead or not node.running():
+                print(f"exited: {', '.join(dead) or 'the node'}\n{cp.format_logs_tail(30)}\n"
+                      f"{node.format_logs_tail(30)}", file=sys.stderr)
                 return 1
         print("stopping ...", flush=True)
         return 0
-    except BinariesMissing as exc:
+    except (ControlPlaneError, ImagesMissing, NetworkError, AddonError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ControlPlaneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ImagesMissing) else 1
     finally:
-        if kubelet is not None:
-            kubelet.stop(delete_node=True)
-        cp.stop()
+        cluster.stop()
+        print("stopped; nothing of the cluster is left running.", flush=True)
 
 
 if __name__ == "__main__":

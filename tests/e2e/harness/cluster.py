@@ -1,4 +1,4 @@
-"""etcd + kube-apiserver + kube-controller-manager as local processes.
+"""etcd + kube-apiserver + kube-controller-manager + kube-scheduler as local processes.
 
 The binaries come from `scripts/build-control-plane.sh` (cached under
 `$DSJ_CACHE_DIR`, default `~/.cache/datasetjob`, keyed by the versions pinned in
@@ -6,11 +6,11 @@ The binaries come from `scripts/build-control-plane.sh` (cached under
 `stop()` removes: etcd data, certificates, the service-account key, the static token file,
 the admin kubeconfig and one log file per component.
 
-The API server runs with RBAC, a static admin token in `system:masters`, real
-service-account token signing (TokenRequest works), and the ServiceAccount admission
-plugin disabled (pods get no automatic token volume). The controller manager runs only
-the controllers the tests need — never node-lifecycle or pod-gc, which would evict pods
-from the process kubelet's node.
+The API server listens on the host's end of the node link (network.py), so pods reach it
+through the `kubernetes` Service. It runs with Node and RBAC authorization, a static admin
+token in `system:masters`, real service-account token signing (TokenRequest works) and the
+default admission plugins. The controller manager runs only the controllers a one-node
+cluster needs (no pod-gc, no cloud or IPAM controllers).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from pathlib import Path
 
 from tests.envfile import read_env_file
 
+from .network import NodeAddresses
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 VERSIONS_FILE = REPO_ROOT / "scripts" / "versions.env"
 
@@ -48,8 +50,13 @@ CONTROLLERS = (
     "serviceaccount-controller",
     # kube-root-ca.crt in every namespace, for projected service-account token volumes.
     "root-ca-certificate-publisher-controller",
+    # The chart's Redis, and the Service endpoints that kube-proxy and CoreDNS follow.
+    "statefulset-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    # Lifts the not-ready taint a kubelet registers with once the node reports Ready.
+    "node-lifecycle-controller",
 )
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 ADMIN_USER = "dsj-admin"
 
@@ -80,6 +87,9 @@ def binary_paths(versions: dict[str, str] | None = None) -> dict[str, Path]:
         "etcd": bin_root / f"etcd-{v['ETCD_VERSION']}" / "etcd",
         "kube-apiserver": k8s / "kube-apiserver",
         "kube-controller-manager": k8s / "kube-controller-manager",
+        "kube-scheduler": k8s / "kube-scheduler",
+        "kubelet": k8s / "kubelet",
+        "kube-proxy": k8s / "kube-proxy",
         "helm": bin_root / f"helm-{v['HELM_VERSION']}" / "helm",
     }
 
@@ -99,7 +109,8 @@ def kubectl_path(versions: dict[str, str] | None = None) -> str | None:
     return found
 
 
-def require_binaries(names=("etcd", "kube-apiserver", "kube-controller-manager")) -> dict[str, Path]:
+def require_binaries(names=("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                            "kubelet", "kube-proxy")) -> dict[str, Path]:
     paths = binary_paths()
     missing = [f"{n} ({paths[n]})" for n in names if not os.access(paths[n], os.X_OK)]
     if missing:
@@ -112,18 +123,19 @@ def require_binaries(names=("etcd", "kube-apiserver", "kube-controller-manager")
     return paths
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if the process that started us dies."""
+    """In the child before exec: killed when the process that started us dies. SIGKILL, not
+    SIGTERM: `unshare --fork` ignores SIGTERM, and a killed test run must leave no servers."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:
         pass
 
@@ -195,30 +207,46 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise ControlPlaneError(f"openssl {' '.join(args)} failed: {res.stderr.strip()}")
 
 
-def make_pki(pki: Path) -> None:
-    """A CA, an API server serving certificate for 127.0.0.1, and a service-account key."""
+def make_pki(pki: Path, api_ips: tuple[str, ...]) -> None:
+    """A CA, an API server serving certificate for api_ips, and a service-account key."""
     pki.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
+    _openssl("req", "-x509", *_EC, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
              "-subj", "/CN=datasetjob-e2e-ca", "-addext", "basicConstraints=critical,CA:TRUE",
              "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=pki)
-    _openssl("req", "-new", *ec, "-keyout", "apiserver.key", "-out", "apiserver.csr",
-             "-subj", "/CN=kube-apiserver", cwd=pki)
-    (pki / "apiserver.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,"
-        "DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
-        "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-    )
-    _openssl("x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "apiserver.crt", "-days", "365",
-             "-extfile", "apiserver.ext", cwd=pki)
+    sans = ",".join([*(f"IP:{a}" for a in api_ips), "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
+                     "DNS:kubernetes.default.svc", "DNS:kubernetes.default.svc.cluster.local"])
+    _issue(pki, "apiserver", "/CN=kube-apiserver", f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n")
     _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
              "-out", "sa.key", cwd=pki)
     _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
-def kubeconfig_yaml(server: str, ca_pem: bytes, user: str, token: str, context: str = "dsj-e2e") -> str:
+_EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def _issue(pki: Path, name: str, subject: str, extensions: str) -> None:
+    _openssl("req", "-new", *_EC, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=pki)
+    (pki / f"{name}.ext").write_text(extensions + "keyUsage=critical,digitalSignature,keyEncipherment\n")
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", f"{name}.crt", "-days", "365", "-extfile", f"{name}.ext", cwd=pki)
+
+
+def issue_client_cert(pki: Path, name: str, user: str, group: str | None = None) -> tuple[Path, Path]:
+    """A client certificate signed by the cluster CA: (cert, key) for `user` in `group`."""
+    subject = f"/CN={user}" + (f"/O={group}" if group else "")
+    _issue(pki, name, subject, "extendedKeyUsage=clientAuth\n")
+    return pki / f"{name}.crt", pki / f"{name}.key"
+
+
+def kubeconfig_yaml(server: str, ca_pem: bytes, user: str, token: str | None = None,
+                    context: str = "dsj-e2e", cert: Path | None = None, key: Path | None = None) -> str:
+    """A self-contained kubeconfig: a bearer token, or a client certificate and key."""
     ca = base64.b64encode(ca_pem).decode()
+    if token is not None:
+        credentials = f"    token: {token}\n"
+    else:
+        credentials = (f"    client-certificate-data: {base64.b64encode(cert.read_bytes()).decode()}\n"
+                       f"    client-key-data: {base64.b64encode(key.read_bytes()).decode()}\n")
     return (
         "apiVersion: v1\n"
         "kind: Config\n"
@@ -230,7 +258,7 @@ def kubeconfig_yaml(server: str, ca_pem: bytes, user: str, token: str, context: 
         "users:\n"
         f"- name: {user}\n"
         "  user:\n"
-        f"    token: {token}\n"
+        + credentials +
         "contexts:\n"
         f"- name: {context}\n"
         "  context:\n"
@@ -255,6 +283,9 @@ class ControlPlane:
     start_timeout: float = 90.0
     extra_apiserver_flags: list[str] = field(default_factory=list)
     controllers: tuple[str, ...] = CONTROLLERS
+    # Where the API server listens: the host's end of the node link, so pods reach it through
+    # the `kubernetes` Service and host processes directly.
+    addresses: NodeAddresses = field(default_factory=lambda: NodeAddresses(0))
 
     def __post_init__(self) -> None:
         self.versions = read_versions()
@@ -311,7 +342,11 @@ class ControlPlane:
     def _start(self, bins: dict[str, Path]) -> None:
         t0 = time.monotonic()
         root = self.root
-        make_pki(root / "pki")
+        a = self.addresses
+        make_pki(root / "pki", (a.host_ip, a.kubernetes_service_ip, "127.0.0.1"))
+        # The API server's identity towards kubelets (logs, exec, port-forward).
+        kubelet_client = issue_client_cert(root / "pki", "apiserver-kubelet-client",
+                                           "kube-apiserver-kubelet-client", "system:masters")
         self.timings["pki"] = time.monotonic() - t0
 
         # etcd
@@ -342,14 +377,14 @@ class ControlPlane:
         tokens = root / "tokens.csv"
         tokens.write_text(f'{self.admin_token},{ADMIN_USER},{ADMIN_USER}-uid,"system:masters"\n')
         tokens.chmod(0o600)
-        port = free_port()
-        self.server = f"https://127.0.0.1:{port}"
+        port = free_port(a.host_ip)
+        self.server = f"https://{a.host_ip}:{port}"
         pki = root / "pki"
         self._launch("kube-apiserver", [
             str(bins["kube-apiserver"]),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={a.host_ip}",
+            f"--advertise-address={a.host_ip}",
             f"--secure-port={port}",
             f"--cert-dir={root / 'apiserver-certs'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -360,16 +395,16 @@ class ControlPlane:
             "--requestheader-username-headers=X-Remote-User",
             "--requestheader-group-headers=X-Remote-Group",
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            "--endpoint-reconciler-type=none",
-            # Reach the process kubelet's log endpoint (kubectl logs) by its InternalIP.
             "--kubelet-preferred-address-types=InternalIP,Hostname",
+            f"--kubelet-client-certificate={kubelet_client[0]}",
+            f"--kubelet-client-key={kubelet_client[1]}",
             f"--token-auth-file={tokens}",
-            "--authorization-mode=RBAC",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            "--disable-admission-plugins=ServiceAccount",
+            f"--service-cluster-ip-range={a.service_cidr}",
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
@@ -401,7 +436,7 @@ class ControlPlane:
             f"--cert-dir={root / 'kcm-certs'}",
             "--leader-elect=false",
             f"--controllers={','.join(self.controllers)}",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            f"--service-cluster-ip-range={a.service_cidr}",
             f"--root-ca-file={pki / 'ca.crt'}",
             "--v=1",
         ])
@@ -411,6 +446,22 @@ class ControlPlane:
         self._wait("kube-controller-manager",
                    lambda: _http_get(f"https://127.0.0.1:{kcm_port}/healthz", ctx=insecure)[0] == 200)
         self.timings["kube-controller-manager"] = time.monotonic() - t
+
+        t = time.monotonic()
+        scheduler_port = free_port()
+        self._launch("kube-scheduler", [
+            str(bins["kube-scheduler"]),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={scheduler_port}",
+            "--leader-elect=false",
+            "--v=1",
+        ])
+        self._wait("kube-scheduler",
+                   lambda: _http_get(f"https://127.0.0.1:{scheduler_port}/healthz", ctx=insecure)[0] == 200)
+        self.timings["kube-scheduler"] = time.monotonic() - t
         self.timings["total"] = time.monotonic() - t0
 
     def _launch(self, name: str, argv: list[str]) -> None:
@@ -442,7 +493,7 @@ class ControlPlane:
         )
 
     def stop(self) -> None:
-        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             comp = self.components.get(name)
             if comp is not None:
                 comp.stop()
@@ -465,6 +516,25 @@ class ControlPlane:
             out.append(f"----- {name} (last {lines} lines of {self.log_dir / (name + '.log')}) -----")
             out.append(text or "(empty)")
         return "\n".join(out)
+
+    def api_get(self, path: str) -> tuple[int, str]:
+        """GET an API path as the admin: (HTTP status, body)."""
+        return _http_get(f"{self.server}{path}", ctx=self._ssl_context(),
+                         headers={"Authorization": f"Bearer {self.admin_token}"})
+
+    def api_delete(self, path: str) -> int:
+        req = urllib.request.Request(f"{self.server}{path}", method="DELETE",
+                                     headers={"Authorization": f"Bearer {self.admin_token}"})
+        try:
+            with urllib.request.urlopen(req, context=self._ssl_context(), timeout=10) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     def env(self) -> dict[str, str]:
         """os.environ with KUBECONFIG pointing at the admin kubeconfig (for kubectl/helm)."""

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .cluster import ControlPlane, binary_paths, kubectl_path
-from .kubelet import ProcessKubelet
+from .cluster import binary_paths, kubectl_path
+from .local_cluster import LocalCluster
 from .rest import ApiError, KubeRest
 
 
@@ -40,17 +40,19 @@ def _to_dict(obj: Any) -> dict:
 
 
 class E2ECluster:
-    """A running control plane + process kubelet, with helpers for tests.
+    """A running local cluster (control plane, real node, add-ons), with helpers for tests.
 
-    Attributes: `control_plane`, `kubelet`, `kubeconfig` (admin, Path), `rest` (KubeRest,
-    dicts in API form), `api_client` (kubernetes client, admin) and `core`, `batch`, `apps`,
-    `rbac`, `apiext`, `custom`, `auth` (its typed APIs).
+    Attributes: `local` (the LocalCluster), `control_plane`, `node`, `s3` (the in-cluster S3
+    server), `kubeconfig` (admin, Path), `rest` (KubeRest, dicts in API form), `api_client`
+    (kubernetes client, admin) and `core`, `batch`, `apps`, `rbac`, `apiext`, `custom`, `auth`.
     """
 
-    def __init__(self, control_plane: ControlPlane, kubelet: ProcessKubelet):
-        self.control_plane = control_plane
-        self.kubelet = kubelet
-        self.kubeconfig = control_plane.kubeconfig
+    def __init__(self, local: LocalCluster):
+        self.local = local
+        self.control_plane = local.control_plane
+        self.node = local.node
+        self.s3 = local.s3
+        self.kubeconfig = self.control_plane.kubeconfig
         self.rest = KubeRest.from_kubeconfig(self.kubeconfig)
         self._api_client = None
 
@@ -207,12 +209,24 @@ class E2ECluster:
                 section(f"pods in {namespace}", "\n".join(_pod_line(p) for p in pods))
             except Exception as exc:  # noqa: BLE001
                 section(f"pods in {namespace}", f"(cannot read: {exc})")
-            for key, text in self.kubelet.pod_logs_in(namespace, log_lines).items():
-                section(f"log of {namespace}/{key}", text)
-        for name, text in self.control_plane.logs_tail(log_lines).items():
+            for pod in _pod_names(self.rest, namespace):
+                section(f"log of {namespace}/{pod}", self.pod_log(namespace, pod, tail=log_lines))
+        for name, text in {**self.control_plane.logs_tail(log_lines), **self.node.logs_tail(log_lines)}.items():
             section(f"{name} log (last {log_lines} lines)", text)
-        section(f"process kubelet log (last {log_lines} lines)", self.kubelet.log_tail(log_lines))
         return "\n".join(out)
+
+    def pod_log(self, namespace: str, pod: str, container: str | None = None, tail: int | None = None,
+                previous: bool = False) -> str:
+        """`kubectl logs` of a pod (through the API server and the kubelet, as a user would)."""
+        args = ["logs", "-n", namespace, pod]
+        if container:
+            args += ["-c", container]
+        if tail:
+            args.append(f"--tail={tail}")
+        if previous:
+            args.append("--previous")
+        res = self.kubectl(*args, check=False, timeout=30)
+        return res.stdout if res.returncode == 0 else f"(kubectl logs failed: {res.stderr.strip()})"
 
     def close(self) -> None:
         self.rest.close()
@@ -221,6 +235,13 @@ class E2ECluster:
                 self._api_client.close()
             except Exception:  # noqa: BLE001
                 pass
+
+
+def _pod_names(rest: KubeRest, namespace: str) -> list[str]:
+    try:
+        return [p["metadata"]["name"] for p in rest.get(f"/api/v1/namespaces/{namespace}/pods")["items"]]
+    except Exception:  # noqa: BLE001 - a report never fails
+        return []
 
 
 def _namespace_of(path: str) -> str | None:

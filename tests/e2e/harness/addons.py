@@ -1,0 +1,169 @@
+"""What runs on the local cluster besides Kubernetes itself: CoreDNS, an S3 server, the chart.
+
+Each is installed the way a user would (kubectl apply, helm install) from the project's own
+images, and each install waits until it serves.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .cluster import ControlPlane, binary_paths, kubectl_path
+from .images import ImageArchive
+
+ADDONS = Path(__file__).with_name("addons")
+REPO_ROOT = Path(__file__).resolve().parents[3]
+CHART = REPO_ROOT / "helm" / "datasetjob"
+
+RELEASE = "datasetjob"
+SYSTEM_NAMESPACE = "datasetjob-system"
+STORAGE_NAMESPACE = "datasetjob-storage"
+BUCKET = "datasets"
+S3_PORT = 7070
+# The Secret every DatasetJob namespace needs for the default output (the chart's value).
+CREDENTIALS_SECRET = "s3-credentials"
+
+
+class AddonError(RuntimeError):
+    """An add-on did not become ready."""
+
+
+def image_ref(images: list[ImageArchive], repository: str) -> str:
+    """The ref of the image whose repository ends with `repository` (e.g. "redis")."""
+    for image in images:
+        name = image.ref.rsplit(":", 1)[0]
+        if name.rsplit("/", 1)[-1] == repository:
+            return image.ref
+    raise AddonError(f"no {repository} image among the archives: {[i.ref for i in images]} (`make images`)")
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    return string.Template(text).substitute(values)
+
+
+@dataclass
+class S3Access:
+    """How to reach the in-cluster S3 server: from pods (endpoint_url) and from this host."""
+
+    endpoint_url: str  # the Service's DNS name, for pods
+    host_endpoint_url: str  # its ClusterIP, routed to the node from this host
+    access_key: str
+    secret_key: str
+    bucket: str = BUCKET
+    region: str = "us-east-1"
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.host_endpoint_url, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name=self.region,
+                            config=Config(retries={"mode": "standard", "max_attempts": 5}))
+
+    def secret_data(self) -> dict[str, str]:
+        """The Secret DatasetJobs reference as output.credentialsSecret."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_DEFAULT_REGION": self.region}
+
+
+class Addons:
+    def __init__(self, control_plane: ControlPlane, images: list[ImageArchive], cluster_dns_ip: str):
+        self.cp = control_plane
+        self.images = images
+        self.cluster_dns_ip = cluster_dns_ip
+        self.s3: S3Access | None = None
+
+    # -- tools ----------------------------------------------------------------------------------
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        return self._run([kubectl_path() or "kubectl", *args], input, check)
+
+    def helm(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        return self._run([str(binary_paths()["helm"]), *args], input, check)
+
+    def _run(self, argv: list[str], input: str | None, check: bool) -> subprocess.CompletedProcess:
+        res = subprocess.run(argv, input=input, capture_output=True, text=True, env=self.cp.env(), timeout=600)
+        if check and res.returncode != 0:
+            raise AddonError(f"{' '.join(argv[:4])} ... exited with {res.returncode}:\n{res.stderr}{res.stdout}")
+        return res
+
+    def rollout(self, namespace: str, kind_name: str, timeout: str = "180s") -> None:
+        res = self.kubectl("rollout", "status", "-n", namespace, kind_name, f"--timeout={timeout}", check=False)
+        if res.returncode != 0:
+            pods = self.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
+            events = self.kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False).stdout
+            raise AddonError(f"{namespace}/{kind_name} not ready: {res.stderr.strip()}\n{pods}\n{events[-3000:]}")
+
+    # -- the add-ons ------------------------------------------------------------------------------
+    def install_coredns(self) -> None:
+        manifest = _fill((ADDONS / "coredns.yaml").read_text(), {
+            "COREDNS_IMAGE": image_ref(self.images, "coredns"), "CLUSTER_DNS_IP": self.cluster_dns_ip})
+        self.kubectl("apply", "-f", "-", input=manifest)
+
+    def install_s3(self) -> S3Access:
+        access = S3Access(
+            endpoint_url=f"http://s3.{STORAGE_NAMESPACE}.svc:{S3_PORT}", host_endpoint_url="",
+            access_key="datasetjob", secret_key=secrets.token_hex(16))
+        self.kubectl("create", "namespace", STORAGE_NAMESPACE)
+        self.kubectl("apply", "-f", "-", input=_fill((ADDONS / "s3.yaml").read_text(), {
+            "S3_NAMESPACE": STORAGE_NAMESPACE, "S3_IMAGE": image_ref(self.images, "versitygw"),
+            "S3_ACCESS_KEY": access.access_key, "S3_SECRET_KEY": access.secret_key}))
+        ip = self.kubectl("get", "service", "s3", "-n", STORAGE_NAMESPACE, "-o", "jsonpath={.spec.clusterIP}").stdout
+        access.host_endpoint_url = f"http://{ip}:{S3_PORT}"
+        self.s3 = access
+        return access
+
+    def wait_for_dns_and_s3(self) -> None:
+        self.rollout("kube-system", "deployment/coredns")
+        self.rollout(STORAGE_NAMESPACE, "deployment/s3")
+        self._create_bucket()
+
+    def _create_bucket(self, timeout: float = 60) -> None:
+        client = self.s3.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.create_bucket(Bucket=self.s3.bucket)
+                return
+            except client.exceptions.BucketAlreadyOwnedByYou:
+                return
+            except Exception as exc:  # noqa: BLE001 - the Service may need a moment after Ready
+                if time.monotonic() > deadline:
+                    raise AddonError(f"cannot create bucket {self.s3.bucket} at {self.s3.host_endpoint_url}: {exc}")
+                time.sleep(0.5)
+
+    def chart_values(self) -> dict:
+        """What a user sets at install time on this cluster: local images and the default output."""
+        redis = image_ref(self.images, "redis")
+        repository, tag = redis.rsplit(":", 1)
+        return {
+            "redis": {"image": {"repository": repository, "tag": tag}},
+            "defaultOutput": {"prefix": f"s3://{self.s3.bucket}", "endpointUrl": self.s3.endpoint_url,
+                              "credentialsSecret": CREDENTIALS_SECRET},
+        }
+
+    def install_chart(self, extra_values: dict | None = None) -> None:
+        values = _merge(self.chart_values(), extra_values or {})
+        self.helm("upgrade", "--install", RELEASE, str(CHART), "--namespace", SYSTEM_NAMESPACE, "--create-namespace",
+                  "--wait", "--timeout", "5m", "-f", "-", input=yaml.safe_dump(values))
+
+    def add_credentials(self, namespace: str) -> None:
+        """The output credentials Secret that DatasetJobs in `namespace` use by default."""
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": CREDENTIALS_SECRET,
+                                                                     "namespace": namespace},
+                  "stringData": self.s3.secret_data()}
+        self.kubectl("apply", "-f", "-", input=json.dumps(secret))
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

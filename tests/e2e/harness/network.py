@@ -1,0 +1,147 @@
+"""The node's network: a network namespace of its own, linked to the host by one veth pair.
+
+Everything the node does to networking (the CNI bridge, pod veths, kube-proxy's and the
+bridge plugin's iptables chains, sysctls) happens inside that namespace, so deleting the
+namespace removes all of it and the host's own tables are never touched. The host side
+gets one address on the veth (the API server listens there, so pods reach it through the
+`kubernetes` Service) and two routes, to the pod and Service ranges, so test code on the
+host can talk to in-cluster Services directly. Both go away with the veth.
+
+Several nodes can exist at once (e.g. `make cluster` beside a test run): each claims the
+first free index, which picks its namespace name and its address ranges.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+NETNS_PREFIX = "dsj-node-"
+MAX_NODES = 32
+
+
+class NetworkError(RuntimeError):
+    """The node's network could not be set up."""
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise NetworkError(f"ip {' '.join(args)}: {res.stderr.strip() or res.stdout.strip()}")
+    return res
+
+
+def in_netns(netns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs argv inside the named network namespace (nsenter keeps the host's mounts)."""
+    res = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", *argv], capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise NetworkError(f"in {netns}: {' '.join(argv)}: {res.stderr.strip() or res.stdout.strip()}")
+    return res
+
+
+@dataclass(frozen=True)
+class NodeAddresses:
+    """The address plan of node number `index` (all ranges private to this machine)."""
+
+    index: int
+
+    @property
+    def netns(self) -> str:
+        return f"{NETNS_PREFIX}{self.index}"
+
+    @property
+    def host_link(self) -> str:
+        return f"dsjh{self.index}"
+
+    @property
+    def node_link(self) -> str:
+        return f"dsjn{self.index}"
+
+    @property
+    def host_ip(self) -> str:
+        """The host's end of the link: the API server listens here."""
+        return f"10.213.{self.index}.1"
+
+    @property
+    def node_ip(self) -> str:
+        """The node's InternalIP: the kubelet serves logs and port-forwards here."""
+        return f"10.213.{self.index}.2"
+
+    @property
+    def pod_cidr(self) -> str:
+        return f"10.244.{self.index}.0/24"
+
+    @property
+    def service_cidr(self) -> str:
+        return f"10.96.{self.index}.0/24"
+
+    @property
+    def kubernetes_service_ip(self) -> str:
+        return f"10.96.{self.index}.1"
+
+    @property
+    def cluster_dns_ip(self) -> str:
+        return f"10.96.{self.index}.10"
+
+
+class NodeNetwork:
+    """Creates and removes the namespace, the veth pair, the addresses and the host routes."""
+
+    def __init__(self) -> None:
+        self.addresses: NodeAddresses | None = None
+
+    def create(self) -> NodeAddresses:
+        for required in ("ip", "nsenter", "iptables"):
+            if subprocess.run(["sh", "-c", f"command -v {required}"], capture_output=True).returncode:
+                raise NetworkError(f"{required}: not found (apt-get install iproute2 util-linux iptables)")
+        self.addresses = self._claim()
+        a = self.addresses
+        try:
+            ip("link", "add", a.host_link, "type", "veth", "peer", "name", a.node_link, "netns", a.netns)
+            ip("addr", "add", f"{a.host_ip}/30", "dev", a.host_link)
+            ip("link", "set", a.host_link, "up")
+            in_netns(a.netns, "ip", "link", "set", "lo", "up")
+            in_netns(a.netns, "ip", "addr", "add", f"{a.node_ip}/30", "dev", a.node_link)
+            in_netns(a.netns, "ip", "link", "set", a.node_link, "up")
+            # No default route: pods reach each other, Services and the host's end of the link
+            # (the API server), and nothing else; no packet of the node leaves this machine.
+            # Pods are routed through the node; Services need bridged traffic to pass iptables.
+            # Both settings are per network namespace: the host's stay as they were.
+            in_netns(a.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+            if Path("/proc/sys/net/bridge").exists():
+                in_netns(a.netns, "sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=1")
+            ip("route", "add", a.pod_cidr, "via", a.node_ip, "dev", a.host_link)
+            ip("route", "add", a.service_cidr, "via", a.node_ip, "dev", a.host_link)
+        except BaseException:
+            self.destroy()
+            raise
+        return a
+
+    def _claim(self) -> NodeAddresses:
+        """The first index whose namespace name and link are free (`ip netns add` is atomic)."""
+        links = ip("-o", "link", "show").stdout
+        for index in range(MAX_NODES):
+            a = NodeAddresses(index)
+            if f" {a.host_link}@" in links or f" {a.host_link}:" in links:
+                continue
+            if ip("netns", "add", a.netns, check=False).returncode == 0:
+                return a
+        raise NetworkError(f"no free node index: {MAX_NODES} namespaces named {NETNS_PREFIX}* exist "
+                           "(`ip netns list`; a killed run may have left them: `make cluster-clean`)")
+
+    def destroy(self) -> None:
+        a = self.addresses
+        if a is None:
+            return
+        # The veth pair, its routes, the bridge, pod veths and every iptables rule of the
+        # namespace disappear with it once no process uses it any more.
+        ip("netns", "delete", a.netns, check=False)
+        ip("link", "delete", a.host_link, check=False)
+        self.addresses = None
+
+
+def leftover_namespaces() -> list[str]:
+    """Node namespaces present on this machine (for cleanup of a run that was killed)."""
+    out = ip("netns", "list", check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(NETNS_PREFIX)]

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# PID 1 of the node: runs inside the node's network namespace and in a mount and PID
+# namespace of its own (see node.py). When it exits, the kernel kills every process of the
+# namespace (containerd, its shims, every container), and the mounts they made vanish with
+# the mount namespace: stopping the node can leave nothing running or mounted behind.
+#
+#   node-init.sh ROOT      (ROOT/node.env names the binaries and config files)
+set -euo pipefail
+root=$1
+# shellcheck source=/dev/null
+source "$root/node.env"
+
+log() { printf '[node-init] %s\n' "$*"; }
+
+# Paths that containerd, runc and the kubelet hard-code get private copies here, so the host's
+# /run and /var/log never see this node's network namespaces, runc state or pod logs.
+mount --make-rprivate /
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -p /run/netns "$root/var-log"
+mount --bind "$root/var-log" /var/log
+# The kubelet wants its root directory shared for mount propagation into containers.
+mount --bind "$KUBELET_ROOT" "$KUBELET_ROOT"
+mount --make-rshared "$KUBELET_ROOT"
+
+pids=()
+stop() {
+    log "stopping"
+    exit 0 # as PID 1, exiting makes the kernel kill everything left in the namespace
+}
+trap stop TERM INT
+
+start() {
+    local name=$1
+    shift
+    log "starting $name"
+    "$@" >>"$LOG_DIR/$name.log" 2>&1 &
+    pids+=($!)
+}
+
+start containerd "$CONTAINERD" --config "$CONTAINERD_CONFIG"
+for _ in $(seq 1 300); do
+    [[ -S $CONTAINERD_SOCKET ]] && break
+    sleep 0.1
+done
+[[ -S $CONTAINERD_SOCKET ]] || { log "containerd did not create $CONTAINERD_SOCKET"; exit 1; }
+: >"$root/containerd.ready"
+
+# The host imports the images, then lets the kubelet start (so its first pods find them).
+for _ in $(seq 1 6000); do
+    [[ -e $root/images.ready ]] && break
+    sleep 0.1
+done
+[[ -e $root/images.ready ]] || { log "images were never imported"; exit 1; }
+
+start kube-proxy "$KUBE_PROXY" --config="$KUBE_PROXY_CONFIG" --v=1
+start kubelet "$KUBELET" --config="$KUBELET_CONFIG" --kubeconfig="$KUBELET_KUBECONFIG" \
+    --root-dir="$KUBELET_ROOT" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=1
+
+# Any component exiting ends the node: a half-running node only produces confusing failures.
+set +e
+wait -n "${pids[@]}"
+rc=$?
+log "a component exited with $rc; stopping the node"
+exit 1

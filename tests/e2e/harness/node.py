@@ -1,0 +1,370 @@
+"""A real node: containerd + runc, the kubelet and kube-proxy, with bridge CNI.
+
+The node runs in namespaces of its own (see node-init.sh): its network namespace (made by
+network.NodeNetwork), and a mount and PID namespace that `unshare` creates for node-init.sh.
+So stopping it is one signal: the namespace's PID 1 exits, the kernel kills containerd, its
+shims and every container, the mounts go with the mount namespace, and the network namespace
+takes the bridge, veths and iptables rules with it. What remains on the host is removed here:
+the cgroups under this node's own cgroup root, the Node object and the state directory.
+
+Images come from `make images` (archives imported into containerd before the kubelet starts),
+so pods run the project's own images with `imagePullPolicy: IfNotPresent`; nothing is pulled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from .cluster import ControlPlane, ControlPlaneError, _die_with_parent, issue_client_cert, kubeconfig_yaml, tail_file
+from .images import ImageArchive
+from .network import NodeAddresses
+
+INIT_SCRIPT = Path(__file__).with_name("node-init.sh")
+CNI_BIN_DIR = Path("/usr/lib/cni")
+CGROUP_V1 = Path("/sys/fs/cgroup")
+NODE_NAME = "dsj-node"
+
+
+class NodeError(ControlPlaneError):
+    """The node could not start, or this machine cannot run containers."""
+
+
+def missing_prerequisites() -> list[str]:
+    """What this machine lacks to run the node, each with how to get it (empty: nothing)."""
+    missing = []
+    for tool, package in (("containerd", "containerd"), ("ctr", "containerd"), ("runc", "runc"),
+                          ("unshare", "util-linux"), ("nsenter", "util-linux"), ("iptables", "iptables"),
+                          ("ip", "iproute2")):
+        if shutil.which(tool) is None:
+            missing.append(f"{tool}: not found (apt-get install {package})")
+    for plugin in ("bridge", "host-local", "loopback", "portmap"):
+        if not (CNI_BIN_DIR / plugin).exists():
+            missing.append(f"{CNI_BIN_DIR / plugin}: not found (apt-get install containernetworking-plugins)")
+    if os.geteuid() != 0:
+        missing.append("root: the node needs root (namespaces, mounts, cgroups)")
+    if not (CGROUP_V1 / "memory").is_dir() and not (CGROUP_V1 / "cgroup.controllers").exists():
+        missing.append(f"cgroups: nothing mounted at {CGROUP_V1}")
+    return missing
+
+
+def cgroup_dirs(cgroup_root: str) -> list[Path]:
+    """This node's cgroup root in every hierarchy mounted under /sys/fs/cgroup."""
+    if (CGROUP_V1 / "cgroup.controllers").exists():  # unified (v2) only
+        return [CGROUP_V1 / cgroup_root.strip("/")]
+    return [h / cgroup_root.strip("/") for h in sorted(CGROUP_V1.iterdir())
+            if h.is_dir() and not h.is_symlink()]
+
+
+def remove_cgroups(cgroup_root: str, timeout: float = 30.0) -> list[Path]:
+    """rmdir the cgroup tree depth-first (retrying while the kernel reaps); returns what stayed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for top in cgroup_dirs(cgroup_root):
+            if not top.exists():
+                continue
+            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [top]:
+                try:
+                    d.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    left.append(d)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def running_node(netns: str) -> tuple[int, Path] | None:
+    """(pid, state directory) of the node started in that namespace, if one runs there."""
+    res = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True)
+    for pid in res.stdout.split():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == b"unshare" and str(INIT_SCRIPT).encode() in argv:
+            return int(pid), Path(argv[-2].decode())
+    return None
+
+
+def owner_alive(root: Path) -> bool:
+    """Whether the process that started the node with this state directory still runs."""
+    try:
+        os.kill(int((root / "owner.pid").read_text()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+class RealNode:
+    """One node named `dsj-node` of `control_plane`, in the network namespace of `addresses`."""
+
+    def __init__(self, control_plane: ControlPlane, addresses: NodeAddresses, images: list[ImageArchive],
+                 root: Path | None = None, keep: bool = False, start_timeout: float = 180.0):
+        self.control_plane = control_plane
+        self.addresses = addresses
+        self.images = images
+        self.keep = keep
+        self._own_root = root is None
+        self.root = Path(root) if root else None
+        self.start_timeout = start_timeout
+        self.process: subprocess.Popen | None = None
+        self.cgroup_root = f"/dsj-node-{addresses.index}"
+        self.node_name = NODE_NAME
+        self.timings: dict[str, float] = {}
+
+    # -- paths --------------------------------------------------------------------------------
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.root / "containerd.sock"
+
+    @property
+    def pod_log_dir(self) -> Path:
+        """The node's /var/log/pods, seen from the host."""
+        return self.root / "var-log" / "pods"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> "RealNode":
+        missing = missing_prerequisites()
+        if missing:
+            raise NodeError("this machine cannot run the node:\n  " + "\n  ".join(missing))
+        if self.root is None:
+            # Short: the containerd socket path must stay under the 108-byte limit.
+            self.root = Path(tempfile.mkdtemp(prefix="dsjn-"))
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        t0 = time.monotonic()
+        for d in ("logs", "var-log", "kubelet", "containerd/root", "containerd/state", "containerd/opt",
+                  "cni/net.d", "cni/ipam"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        remove_cgroups(self.cgroup_root, timeout=0)  # a killed run may have left it empty
+        (self.root / "owner.pid").write_text(str(os.getpid()))
+        self._make_cgroup_root()
+        self._write_configs()
+        self.process = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{self.addresses.netns}",
+             "unshare", "--mount", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc",
+             "bash", str(INIT_SCRIPT), str(self.root)],
+            stdin=subprocess.DEVNULL, stdout=open(self.log_dir / "node-init.log", "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_die_with_parent)
+        self._wait("containerd", lambda: (self.root / "containerd.ready").exists())
+        self.timings["containerd"] = time.monotonic() - t0
+        t = time.monotonic()
+        self._import_images()
+        (self.root / "images.ready").touch()
+        self.timings["images"] = time.monotonic() - t
+        t = time.monotonic()
+        self._wait("node Ready", self._node_ready)
+        self.timings["kubelet"] = time.monotonic() - t
+
+    def _make_cgroup_root(self) -> None:
+        for d in cgroup_dirs(self.cgroup_root):
+            d.mkdir(exist_ok=True)
+            if d.parent.name == "cpuset":
+                # A v1 cpuset child starts with no CPUs or memory nodes; copy the parent's.
+                for f in ("cpuset.cpus", "cpuset.mems"):
+                    (d / f).write_text((d.parent / f).read_text())
+
+    def _write_configs(self) -> None:
+        a, r, cp = self.addresses, self.root, self.control_plane
+        pki = cp.root / "pki"
+        ca_pem = cp.ca_file.read_bytes()
+        kubelet_cert = issue_client_cert(pki, "kubelet", f"system:node:{NODE_NAME}", "system:nodes")
+        proxy_cert = issue_client_cert(pki, "kube-proxy", "system:kube-proxy")
+        (r / "kubelet.kubeconfig").write_text(kubeconfig_yaml(cp.server, ca_pem, f"system:node:{NODE_NAME}",
+                                                              cert=kubelet_cert[0], key=kubelet_cert[1]))
+        (r / "kube-proxy.kubeconfig").write_text(kubeconfig_yaml(cp.server, ca_pem, "system:kube-proxy",
+                                                                 cert=proxy_cert[0], key=proxy_cert[1]))
+        # Pods resolve through the cluster DNS only; nothing is forwarded off this machine.
+        (r / "resolv.conf").write_text("options ndots:5\n")
+        pause = next((i.ref for i in self.images if "/pause:" in i.ref), None)
+        if pause is None:
+            raise NodeError("no pause image among the image archives (`make images` builds one)")
+        (r / "containerd.toml").write_text(CONTAINERD_CONFIG.format(
+            root=r, socket=self.containerd_socket, pause=pause, cni_bin=CNI_BIN_DIR))
+        (r / "cni" / "net.d" / "10-dsj.conflist").write_text(json.dumps({
+            "cniVersion": "0.4.0",
+            "name": "dsj",
+            "plugins": [
+                {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True, "hairpinMode": True,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": a.pod_cidr}]],
+                          "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(r / "cni" / "ipam")}},
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        }, indent=2))
+        (r / "kubelet.yaml").write_text(json.dumps({
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "address": a.node_ip,
+            "port": 10250,
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": 10248,
+            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
+                               "x509": {"clientCAFile": str(cp.ca_file)}},
+            "authorization": {"mode": "Webhook"},
+            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
+            # What this machine needs (REAL_NODE.md): cgroup v1 through cgroupfs, no swap
+            # check, and no eviction or allocatable enforcement on a shared machine.
+            "cgroupDriver": "cgroupfs",
+            "cgroupRoot": self.cgroup_root,
+            "failCgroupV1": False,
+            "failSwapOn": False,
+            "enforceNodeAllocatable": [],
+            "evictionHard": {},
+            "localStorageCapacityIsolation": False,
+            # Preloaded images must never be collected: nothing could pull them back.
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            "serializeImagePulls": False,
+            "clusterDNS": [a.cluster_dns_ip],
+            "clusterDomain": "cluster.local",
+            "resolvConf": str(r / "resolv.conf"),
+            "registerNode": True,
+            "maxPods": 110,
+        }, indent=2))
+        (r / "kube-proxy.yaml").write_text(json.dumps({
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "mode": "iptables",
+            "clientConnection": {"kubeconfig": str(r / "kube-proxy.kubeconfig")},
+            "hostnameOverride": NODE_NAME,
+            "clusterCIDR": a.pod_cidr,
+            "healthzBindAddress": "127.0.0.1:10256",
+            "metricsBindAddress": "127.0.0.1:10249",
+            # Leave the conntrack sysctls alone: they are not per-namespace.
+            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+            "iptables": {"localhostNodePorts": False},
+            "nodePortAddresses": ["primary"],
+        }, indent=2))
+        bins = self.control_plane_binaries()
+        env = {
+            "CONTAINERD": shutil.which("containerd"),
+            "CONTAINERD_CONFIG": r / "containerd.toml",
+            "CONTAINERD_SOCKET": self.containerd_socket,
+            "KUBELET": bins["kubelet"],
+            "KUBELET_CONFIG": r / "kubelet.yaml",
+            "KUBELET_KUBECONFIG": r / "kubelet.kubeconfig",
+            "KUBELET_ROOT": r / "kubelet",
+            "KUBE_PROXY": bins["kube-proxy"],
+            "KUBE_PROXY_CONFIG": r / "kube-proxy.yaml",
+            "LOG_DIR": self.log_dir,
+            "NODE_NAME": NODE_NAME,
+            "NODE_IP": a.node_ip,
+        }
+        (r / "node.env").write_text("".join(f"{k}='{v}'\n" for k, v in env.items()))
+
+    @staticmethod
+    def control_plane_binaries() -> dict[str, Path]:
+        from .cluster import require_binaries
+
+        return require_binaries()
+
+    def _import_images(self) -> None:
+        for image in self.images:
+            res = subprocess.run(["ctr", "--address", str(self.containerd_socket), "-n", "k8s.io",
+                                  "images", "import", str(image.archive)], capture_output=True, text=True)
+            if res.returncode != 0:
+                raise NodeError(f"importing {image.ref} from {image.archive} failed: {res.stderr.strip()}")
+
+    def _node_ready(self) -> bool:
+        status, body = self.control_plane.api_get(f"/api/v1/nodes/{NODE_NAME}")
+        if status != 200:
+            return False
+        conditions = json.loads(body).get("status", {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    def _wait(self, what: str, ready) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise NodeError(f"the node exited with {self.process.returncode} while waiting for {what}\n"
+                                + self.format_logs_tail(30))
+            try:
+                if ready():
+                    return
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            time.sleep(0.2)
+        raise NodeError(f"{what}: not ready after {self.start_timeout:.0f}s\n" + self.format_logs_tail(30))
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                try:
+                    self.process.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                    self.process.wait(10)
+            self.process = None
+        left = remove_cgroups(self.cgroup_root)
+        if self.control_plane.started:
+            self.control_plane.api_delete(f"/api/v1/nodes/{NODE_NAME}")
+        if self.root is not None and self._own_root and not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+        if left:
+            raise NodeError(f"cgroups still in use after the node stopped: {', '.join(map(str, left[:5]))}")
+
+    # -- diagnostics --------------------------------------------------------------------------
+    def logs_tail(self, lines: int = 40) -> dict[str, str]:
+        if self.root is None:
+            return {}
+        return {p.stem: tail_file(p, lines) for p in sorted(self.log_dir.glob("*.log"))}
+
+    def format_logs_tail(self, lines: int = 40) -> str:
+        return "\n".join(f"----- {name} (last {lines} lines) -----\n{text or '(empty)'}"
+                         for name, text in self.logs_tail(lines).items())
+
+
+CONTAINERD_CONFIG = """\
+version = 2
+root = "{root}/containerd/root"
+state = "{root}/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+                    "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
+                    "io.containerd.tracing.processor.v1.otlp"]
+
+[grpc]
+  address = "{socket}"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{root}/containerd/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  # The kubelet asks for oom_score_adj -998 for sandboxes; this machine refuses lowering it.
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni_bin}"
+    conf_dir = "{root}/cni/net.d"
+"""
