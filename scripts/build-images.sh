@@ -194,6 +194,16 @@ check_engine() {
     [[ $out == "overlay runc" ]] || die "podman uses '$out' (storage driver, runtime); expected 'overlay runc' from $CONF_DIR"
 }
 
+# Runs the pause image (a container with no network): proves that runc can create
+# namespaces, cgroups and the overlay root here, before anything slow is built.
+check_run() {
+    local out
+    if ! out=$(timeout 60 podman run --rm --network none --pull=never "$(local_ref pause)" --version 2>&1); then
+        die "runc: this machine cannot run a container ($(tail -n 3 <<<"$out" | tr '\n' ' '))"
+    fi
+    RESULT=checked
+}
+
 # ---------------------------------------------------------------------------------------
 # Input keys: an image is up to date when its label holds the key of its inputs and its
 # archive sits next to a .key file with the same key.
@@ -293,8 +303,10 @@ rootfs() {
             "$SUITE" "$tar.tmp" ${sources:+"$sources"} >"$STEP_LOG" 2>&1 || {
             rm -f "$tar.tmp"
             tail -n 30 "$STEP_LOG" | sed 's/^/    /' >&2
-            die "mmdebstrap of $name ($SUITE: $include) failed (log: $STEP_LOG)"
+            die "mmdebstrap of $name ($SUITE: $include) failed (log: $STEP_LOG; a version gone from the mirror needs 'apt-get update')"
         }
+        # Tarballs of older inputs are never used again.
+        find "$ROOTFS_DIR" -maxdepth 1 -name "$name-$SUITE-*.tar" ! -name "${tar##*/}" -delete
         mv "$tar.tmp" "$tar"
         log "  rootfs $tar ($(du -m "$tar" | cut -f1) MB) in $(elapsed "$t")"
     fi
@@ -472,6 +484,7 @@ EOF
     done
     stop_containerd
     [[ $ok == 1 ]] || die "containerd named the imported images: $names"
+    RESULT=checked
 }
 
 CONTAINERD_PID=
@@ -513,6 +526,8 @@ step() {
     "$@"
     if [[ $RESULT == cached ]]; then
         log "$name: up to date ($(elapsed "$t"))"
+    elif [[ $RESULT == checked ]]; then
+        log "$name: ok ($(elapsed "$t"))"
     else
         BUILT=1
         log "$name: $RESULT in $(elapsed "$t")"
@@ -534,6 +549,7 @@ log "Debian $SUITE: python3 $PYTHON_DEB, $REDIS_APT_PACKAGE $REDIS_DEB"
 
 # The sandbox image first: it takes seconds and every pod needs it.
 step pause build_scratch pause "$(scratch_key pause "$(sha <"$CONF_DIR/pause/pause.c")")" pause_binary
+step run-check check_run
 step base build_base
 BUILD_WORKER=(PYTHON_IMAGE="$BASE_REF")
 step worker build_dockerfile worker generator-image/Dockerfile "$BASE_REF" "${BUILD_WORKER[@]}"
