@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CACHE_DIR ?= $(HOME)/.cache/datasetjob
 
-.PHONY: demo test venv services controlplane cluster unit integration e2e bench manifests clean
+.PHONY: demo test venv services controlplane images cluster unit integration e2e bench manifests clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ services:  ## redis-server and the S3-compatible server used by the tests
 
 controlplane:  ## etcd, kube-apiserver, kube-controller-manager, helm (built once, cached)
 	scripts/build-control-plane.sh
+
+images:  ## the node's container images (podman, cached); archives under ~/.cache/datasetjob/images
+	scripts/build-images.sh
 
 demo: venv
 	$(VENV)/bin/dsj run manifests/samples/smart-money-flow.yaml --workers 10

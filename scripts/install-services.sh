@@ -4,6 +4,9 @@
 #   - versitygw, an S3-compatible server (posix backend), built from its Go module into
 #     $DATASETJOB_CACHE_DIR/versitygw-<version>/ (default ~/.cache/datasetjob)
 # Versions are pinned in scripts/services.env. Safe to re-run: it only does work that is missing.
+#
+#   scripts/install-services.sh             both
+#   scripts/install-services.sh versitygw   only versitygw (scripts/build-images.sh uses it)
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -110,6 +113,16 @@ install_versitygw() {
     log "versitygw: installed $VERSITYGW_VERSION"
     took "$t"
 }
+
+case "${1:-all}" in
+versitygw)
+    install_versitygw
+    log "versitygw ready: $VERSITYGW_BIN"
+    exit 0
+    ;;
+all) ;;
+*) die "usage: $0 [versitygw]" ;;
+esac
 
 log "installing test services (versions from scripts/services.env)"
 install_redis

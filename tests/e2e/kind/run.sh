@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # End to end on a kind cluster, for machines with Docker (the test suite itself runs on a
-# local control plane and does not need this). Builds the images, loads them into kind,
-# installs the chart with an in-cluster S3 stand-in, runs the sample and waits for Succeeded.
+# local control plane and does not need this). Builds the images with the same script as the
+# real node (scripts/build-images.sh: podman, cached), loads its archives into kind, installs
+# the chart with an in-cluster S3 stand-in, runs the sample and waits for Succeeded.
 #
 #   tests/e2e/kind/run.sh            # create cluster "datasetjob", run, keep the cluster
 #   KEEP=0 tests/e2e/kind/run.sh     # delete the cluster afterwards
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 CLUSTER=${CLUSTER:-datasetjob}
-VERSION=0.1.0
 NS=datasets
 
 for tool in docker kind kubectl helm; do
@@ -17,12 +17,12 @@ done
 
 kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER" --wait 120s
 
-docker build -f generator-image/Dockerfile -t datasetjob/worker:$VERSION .
-docker build -f generator-image/examples/smart_money/Dockerfile -t datasetjob/smart-money-example:$VERSION .
-docker build -f operator/Dockerfile -t datasetjob/operator:$VERSION .
-for image in worker smart-money-example operator; do
-  kind load docker-image --name "$CLUSTER" "datasetjob/$image:$VERSION"
-done
+scripts/build-images.sh
+REDIS_TAG=
+while IFS='=' read -r ref archive; do
+  kind load image-archive --name "$CLUSTER" "$archive"
+  case $ref in datasetjob/redis:*) REDIS_TAG=${ref##*:} ;; esac
+done < <(scripts/build-images.sh --print-archives)
 
 # An S3-compatible server inside the cluster for the sample's output.
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f -
@@ -36,7 +36,8 @@ kubectl apply -f helm/datasetjob/crds/
 helm upgrade --install datasetjob helm/datasetjob -n datasetjob-system --create-namespace --wait \
   --set defaultOutput.prefix=s3://datasets \
   --set defaultOutput.endpointUrl=http://s3.$NS.svc:7070 \
-  --set defaultOutput.credentialsSecret=s3-credentials
+  --set defaultOutput.credentialsSecret=s3-credentials \
+  --set redis.image.repository=datasetjob/redis --set redis.image.tag="$REDIS_TAG"
 
 kubectl -n "$NS" apply -f manifests/samples/smart-money-flow.yaml
 kubectl -n "$NS" wait --for=condition=Ready dsj/smart-money-flow --timeout=1200s
