@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CACHE_DIR ?= $(HOME)/.cache/datasetjob
 
-.PHONY: demo test venv services controlplane images cluster unit integration e2e bench manifests clean
+.PHONY: demo test venv services controlplane images cluster cluster-clean unit integration e2e bench manifests clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,16 +18,16 @@ venv: $(VENV)/.installed
 services:  ## redis-server and the S3-compatible server used by the tests
 	scripts/install-services.sh
 
-controlplane:  ## etcd, kube-apiserver, kube-controller-manager, helm (built once, cached)
+controlplane:  ## etcd, kube-apiserver, -controller-manager, -scheduler, kubelet, kube-proxy, helm (built once, cached)
 	scripts/build-control-plane.sh
 
-images:  ## the node's container images (podman, cached); archives under ~/.cache/datasetjob/images
+images: services  ## the node's container images (podman, cached); archives under ~/.cache/datasetjob/images
 	scripts/build-images.sh
 
 demo: venv
 	$(VENV)/bin/dsj run manifests/samples/smart-money-flow.yaml --workers 10
 
-test: venv services controlplane
+test: venv services controlplane images
 	$(VENV)/bin/pytest -q tests/unit tests/integration tests/e2e
 
 unit: venv
@@ -36,13 +36,16 @@ unit: venv
 integration: venv services
 	$(VENV)/bin/pytest -q tests/integration
 
-e2e: venv services controlplane
+e2e: venv services controlplane images
 	$(VENV)/bin/pytest -q tests/e2e
 
-cluster: venv services controlplane  ## a local control plane + process kubelet in the foreground
+cluster: venv services controlplane images  ## a one-node cluster with the chart installed, in the foreground
 	$(PY) -m tests.e2e.harness
 
-bench: venv services controlplane
+cluster-clean: venv  ## remove what a killed `make cluster` or test run left behind
+	$(PY) -m tests.e2e.harness clean
+
+bench: venv services controlplane images
 	$(PY) tests/bench/bench_local.py
 	$(PY) tests/bench/bench_redis.py
 	$(PY) tests/bench/bench_operator.py

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import re
+import signal
 import uuid
 from dataclasses import dataclass
 
@@ -43,8 +44,13 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.e2e)
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through the fixtures: the cluster is stopped cleanly
+
+
 @pytest.fixture(scope="session")
 def cluster():
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     local = LocalCluster(chart_values=CHART_VALUES)
     problem = None
     try:

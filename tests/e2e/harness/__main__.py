@@ -8,20 +8,24 @@ machine as it found it. The admin kubeconfig is also copied to `.cluster/kubecon
 (self-contained), so other shells can use it while this runs.
 
 `python -m tests.e2e.harness clean` removes what a killed run left behind.
+`python -m tests.e2e.harness install -n NS` installs the S3 server, the chart and the output
+credentials of NS on the cluster of $KUBECONFIG (e.g. kind, with the images loaded), the same
+way `make cluster` does.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from .addons import BUCKET, STORAGE_NAMESPACE, SYSTEM_NAMESPACE, AddonError
+from .addons import BUCKET, STORAGE_NAMESPACE, SYSTEM_NAMESPACE, AddonError, Addons
 from .cluster import ControlPlaneError, binary_paths, kubectl_path
-from .images import ImagesMissing
+from .images import ImagesMissing, image_archives
 from .local_cluster import LocalCluster, clean_leftovers
 from .network import NetworkError
 
@@ -29,7 +33,9 @@ from .network import NetworkError
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.e2e.harness", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", nargs="?", choices=["up", "clean"], default="up")
+    ap.add_argument("command", nargs="?", choices=["up", "clean", "install"], default="up")
+    ap.add_argument("-n", "--namespace", default="default",
+                    help="install: the namespace whose DatasetJobs get the output credentials")
     ap.add_argument("--kubeconfig-out", default=".cluster/kubeconfig",
                     help="where to copy the admin kubeconfig (default: %(default)s)")
     ap.add_argument("--state-dir", default=None,
@@ -41,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         removed = clean_leftovers(min_age=0)
         print(f"removed: {', '.join(removed) or 'nothing'}")
         return 0
+    if args.command == "install":
+        return install(args.namespace)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -87,6 +95,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cluster.stop()
         print("stopped; nothing of the cluster is left running.", flush=True)
+
+
+def install(namespace: str) -> int:
+    """The add-ons of `make cluster` except CoreDNS, on the current kubeconfig's cluster."""
+    try:
+        addons = Addons(dict(os.environ), image_archives())
+        s3 = addons.install_s3()
+        addons.wait_for_s3()
+        addons.install_chart()
+        addons.kubectl("create", "namespace", namespace, check=False)
+        addons.add_credentials(namespace)
+    except (ImagesMissing, AddonError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"installed: S3 server {s3.endpoint_url} (bucket {s3.bucket}), the chart in {SYSTEM_NAMESPACE}, "
+          f"output credentials in {namespace}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,13 +10,12 @@ import json
 import secrets
 import string
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from .cluster import ControlPlane, binary_paths, kubectl_path
+from .cluster import binary_paths, kubectl_path
 from .images import ImageArchive
 
 ADDONS = Path(__file__).with_name("addons")
@@ -75,8 +74,10 @@ class S3Access:
 
 
 class Addons:
-    def __init__(self, control_plane: ControlPlane, images: list[ImageArchive], cluster_dns_ip: str):
-        self.cp = control_plane
+    """Installs the add-ons with kubectl and helm, in the environment `kube_env` (KUBECONFIG)."""
+
+    def __init__(self, kube_env: dict[str, str], images: list[ImageArchive], cluster_dns_ip: str | None = None):
+        self.kube_env = kube_env
         self.images = images
         self.cluster_dns_ip = cluster_dns_ip
         self.s3: S3Access | None = None
@@ -86,10 +87,11 @@ class Addons:
         return self._run([kubectl_path() or "kubectl", *args], input, check)
 
     def helm(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        return self._run([str(binary_paths()["helm"]), *args], input, check)
+        built = binary_paths()["helm"]  # the pinned build when there is one, else the user's
+        return self._run([str(built) if built.exists() else "helm", *args], input, check)
 
     def _run(self, argv: list[str], input: str | None, check: bool) -> subprocess.CompletedProcess:
-        res = subprocess.run(argv, input=input, capture_output=True, text=True, env=self.cp.env(), timeout=600)
+        res = subprocess.run(argv, input=input, capture_output=True, text=True, env=self.kube_env, timeout=600)
         if check and res.returncode != 0:
             raise AddonError(f"{' '.join(argv[:4])} ... exited with {res.returncode}:\n{res.stderr}{res.stdout}")
         return res
@@ -111,33 +113,49 @@ class Addons:
         access = S3Access(
             endpoint_url=f"http://s3.{STORAGE_NAMESPACE}.svc:{S3_PORT}", host_endpoint_url="",
             access_key="datasetjob", secret_key=secrets.token_hex(16))
-        self.kubectl("create", "namespace", STORAGE_NAMESPACE)
+        self.kubectl("create", "namespace", STORAGE_NAMESPACE, check=False)
         self.kubectl("apply", "-f", "-", input=_fill((ADDONS / "s3.yaml").read_text(), {
             "S3_NAMESPACE": STORAGE_NAMESPACE, "S3_IMAGE": image_ref(self.images, "versitygw"),
             "S3_ACCESS_KEY": access.access_key, "S3_SECRET_KEY": access.secret_key}))
         ip = self.kubectl("get", "service", "s3", "-n", STORAGE_NAMESPACE, "-o", "jsonpath={.spec.clusterIP}").stdout
-        access.host_endpoint_url = f"http://{ip}:{S3_PORT}"
+        access.host_endpoint_url = f"http://{ip}:{S3_PORT}"  # routed to the node on the local cluster
         self.s3 = access
         return access
 
     def wait_for_dns_and_s3(self) -> None:
         self.rollout("kube-system", "deployment/coredns")
+        self.wait_for_s3()
+
+    def wait_for_s3(self) -> None:
         self.rollout(STORAGE_NAMESPACE, "deployment/s3")
         self._create_bucket()
 
-    def _create_bucket(self, timeout: float = 60) -> None:
-        client = self.s3.client()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client.create_bucket(Bucket=self.s3.bucket)
-                return
-            except client.exceptions.BucketAlreadyOwnedByYou:
-                return
-            except Exception as exc:  # noqa: BLE001 - the Service may need a moment after Ready
-                if time.monotonic() > deadline:
-                    raise AddonError(f"cannot create bucket {self.s3.bucket} at {self.s3.host_endpoint_url}: {exc}")
-                time.sleep(0.5)
+    def _create_bucket(self) -> None:
+        """From inside the cluster (a one-shot Job with the worker image), so this works on any
+        cluster, including ones whose Services this host cannot reach."""
+        script = ("import boto3, os, botocore.exceptions as e\n"
+                  "c = boto3.client('s3', endpoint_url=os.environ['ENDPOINT'], region_name='us-east-1',\n"
+                  "    aws_access_key_id=os.environ['ROOT_ACCESS_KEY'], aws_secret_access_key=os.environ['ROOT_SECRET_KEY'])\n"
+                  "try:\n    c.create_bucket(Bucket=os.environ['BUCKET'])\n"
+                  "except c.exceptions.BucketAlreadyOwnedByYou:\n    pass\n")
+        job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "s3-bucket", "namespace": STORAGE_NAMESPACE},
+               "spec": {"backoffLimit": 6, "ttlSecondsAfterFinished": 600, "template": {"spec": {
+                   "restartPolicy": "OnFailure", "automountServiceAccountToken": False,
+                   "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
+                   "containers": [{"name": "create", "image": image_ref(self.images, "worker"),
+                                   "imagePullPolicy": "IfNotPresent", "command": ["python", "-c", script],
+                                   "env": [{"name": "ENDPOINT", "value": self.s3.endpoint_url},
+                                           {"name": "BUCKET", "value": self.s3.bucket}],
+                                   "envFrom": [{"secretRef": {"name": "s3-root"}}],
+                                   "securityContext": {"readOnlyRootFilesystem": True,
+                                                       "allowPrivilegeEscalation": False,
+                                                       "capabilities": {"drop": ["ALL"]}}}]}}}}
+        self.kubectl("apply", "-f", "-", input=json.dumps(job))
+        res = self.kubectl("wait", "-n", STORAGE_NAMESPACE, "--for=condition=complete", "job/s3-bucket",
+                           "--timeout=180s", check=False)
+        if res.returncode != 0:
+            logs = self.kubectl("logs", "-n", STORAGE_NAMESPACE, "job/s3-bucket", check=False)
+            raise AddonError(f"bucket {self.s3.bucket} not created: {res.stderr.strip()}\n{logs.stdout}{logs.stderr}")
 
     def chart_values(self) -> dict:
         """What a user sets at install time on this cluster: local images and the default output."""

@@ -95,7 +95,7 @@ class LocalCluster:
         self.node = RealNode(self.control_plane, addresses, images, root=node_root, keep=self.keep).start()
         self.timings["node"] = time.monotonic() - t
         t = time.monotonic()
-        self.addons = Addons(self.control_plane, images, addresses.cluster_dns_ip)
+        self.addons = Addons(self.control_plane.env(), images, addresses.cluster_dns_ip)
         self.addons.install_coredns()
         self.s3 = self.addons.install_s3()
         self.addons.wait_for_dns_and_s3()
