@@ -57,7 +57,11 @@ def cmd_validate(args) -> int:
         _check_generator(spec, args.file)
         from .universe import resolve_items
 
-        items, _ = resolve_items(spec)
+        items, ids = resolve_items(spec)
+        from .command import check_command
+        from .spec import run_id
+
+        check_command(spec, ids, run_id(spec.raw_spec))
         _notes(spec)
     except (SpecError, GeneratorConfigError) as exc:
         return _print_problems(exc, args.file)
@@ -78,7 +82,10 @@ def cmd_run(args) -> int:
         runner = LocalRunner(spec, opts)
         from .universe import resolve_items
 
-        resolve_items(runner.spec)  # fail on bad items before anything is written
+        _, ids = resolve_items(runner.spec)  # fail on bad items before anything is written
+        from .command import check_command
+
+        check_command(runner.spec, ids, runner.run_id)
         _notes(spec)
     except (SpecError, GeneratorConfigError) as exc:
         return _print_problems(exc, args.file)
