@@ -15,6 +15,7 @@ import time
 
 from .combine import CombineRefused, combine_run
 from .errors import GeneratorConfigError, SpecError
+from .logtext import OneLineFormatter
 from .universe import resolve_items
 from .spec import DatasetJobSpec, run_id as compute_run_id
 from .storage import open_store
@@ -25,8 +26,9 @@ log = logging.getLogger("datasetjob.worker")
 
 
 def setup_logging(prefix: str = "") -> None:
-    logging.basicConfig(level=os.environ.get("DSJ_LOG_LEVEL", "INFO"), stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter(f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s"))
+    logging.basicConfig(level=os.environ.get("DSJ_LOG_LEVEL", "INFO"), handlers=[handler])
 
 
 def _extend_sys_path() -> None:
