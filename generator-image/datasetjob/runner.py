@@ -59,6 +59,23 @@ class LocalRunOptions:
     spec_path: str = "datasetjob.yaml"
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(requested: int | None, parallelism: int, shards: int, cpus: int) -> tuple[int, bool]:
+    """(worker processes, whether the CPU count capped them). `--workers` is taken as given: an
+    I/O-bound generator may well want more processes than cores."""
+    if requested:
+        return max(1, min(requested, shards)), False
+    wanted = max(1, min(parallelism, shards))
+    return (cpus, True) if wanted > cpus else (wanted, False)
+
+
 def default_output_uri(name: str) -> str:
     return f"file://{Path('datasets', name).resolve()}"
 
@@ -75,7 +92,8 @@ class LocalRunner:
         base = Path(opts.workdir) if opts.workdir else Path("datasets", spec.name)
         self.local_dir = (base / "logs" / self.run_id).resolve()
         self.progress_dir = self.local_dir / ".progress"
-        self.workers = max(1, min(opts.workers or spec.parallelism, spec.shards))
+        self.cpus = available_cpus()
+        self.workers, self.workers_capped = default_workers(opts.workers, spec.parallelism, spec.shards, self.cpus)
         self.shards = [ShardProcess(i) for i in range(spec.shards)]
         self.interrupted = False
 
@@ -176,7 +194,7 @@ class LocalRunner:
         items, _ = self._prepare()
         total = len(items)
         self.console.print(f"[bold]{self.spec.name}[/] run [cyan]{self.run_id}[/]: {total} items in "
-                           f"{self.spec.shards} shards, {self.workers} workers → {self.spec.output.uri}")
+                           f"{self.spec.shards} shards, {self._workers_text()} → {self.spec.output.uri}")
         self.console.print(f"logs: {self.local_dir}/shard-*.log")
         bar = Progress(TextColumn("[bold]items"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("{task.fields[rate]:>7.1f} items/s"), TextColumn("failed {task.fields[failed]}"),
@@ -213,6 +231,13 @@ class LocalRunner:
                                + (f" --output {self.opts.output}" if self.opts.output else ""))
             return EXIT_INTERRUPTED
         return self._finish(total, started)
+
+    def _workers_text(self) -> str:
+        text = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
+        if self.workers_capped:
+            text += (f" (capped at the {self.cpus} CPU{'s' if self.cpus != 1 else ''} of this machine; "
+                     f"spec.parallelism is {self.spec.parallelism}, --workers N overrides)")
+        return text
 
     def _on_interrupt(self, *_):
         self.interrupted = True
