@@ -45,9 +45,11 @@ def _notes(spec) -> None:
 
 def _print_problems(exc: Exception, path: str) -> int:
     problems = exc.problems if isinstance(exc, SpecError) else [str(exc)]
+    from .redaction import redact_text
+
     print(f"{path}: invalid DatasetJob", file=sys.stderr)
     for problem in problems:
-        print(f"  {problem}", file=sys.stderr)
+        print(f"  {redact_text(problem)}", file=sys.stderr)
     return EXIT_BAD_SPEC
 
 

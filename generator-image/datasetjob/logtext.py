@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import re
 
+from .redaction import redact_text
+
 # C0 controls but tab, DEL, C1 controls (NEL among them), and the Unicode line/paragraph separators.
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _NAMED = {"\n": "\\n", "\r": "\\r"}
@@ -21,8 +23,8 @@ def one_line(text: str) -> str:
 
 
 class OneLineFormatter(logging.Formatter):
-    """Escapes the message of every record; tracebacks (our own code's) keep their lines."""
+    """Escapes (and redacts credentials in) the message of every record; tracebacks keep their lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = one_line(record.message)
+        record.message = one_line(redact_text(record.message))
         return super().formatMessage(record)

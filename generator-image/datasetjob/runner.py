@@ -29,6 +29,7 @@ from .universe import resolve_items
 from .progress import read_file_progress, tally_progress
 from .sharding import compress_indexes, shard_bounds, shard_name
 from .spec import DatasetJobSpec, run_id as compute_run_id
+from .redaction import CREDENTIALS_ENV, encode_secrets, redact_text, split_credentials
 from .storage import open_store
 from .contract import EXIT_DO_NOT_RETRY, RETRY_FAILED_ITEMS_ENV
 
@@ -96,13 +97,16 @@ class LocalRunner:
         self.workers, self.workers_capped = default_workers(opts.workers, spec.parallelism, spec.shards, self.cpus)
         self.shards = [ShardProcess(i) for i in range(spec.shards)]
         self.interrupted = False
+        self.worker_credentials: str | None = None
 
     # -- set-up -----------------------------------------------------------------------------
     def _prepare(self) -> tuple[list, list[str]]:
         items, ids = resolve_items(self.spec)
         if not (self.opts.resume or self.opts.retry_failed):
             self.store.delete_prefix(layout.run_prefix(self.run_id))
-        doc = self.spec.to_document()
+        # Written documents carry no credentials; workers get them through their environment.
+        doc, secrets = split_credentials(self.spec.to_document())
+        self.worker_credentials = encode_secrets(secrets) if secrets else None
         self.store.put_bytes(layout.spec_key(self.run_id), json.dumps(doc, indent=1).encode())
         self.local_dir.mkdir(parents=True, exist_ok=True)
         if self.progress_dir.exists():
@@ -131,6 +135,9 @@ class LocalRunner:
         if self.opts.redis_url is not None:
             env["DSJ_REDIS_URL"] = self.opts.redis_url
         env.pop("DSJ_TERMINATION_LOG", None)
+        env.pop(CREDENTIALS_ENV, None)
+        if self.worker_credentials:
+            env[CREDENTIALS_ENV] = self.worker_credentials
         if self.opts.retry_failed:
             env[RETRY_FAILED_ITEMS_ENV] = "1"
         return env
@@ -194,7 +201,7 @@ class LocalRunner:
         items, _ = self._prepare()
         total = len(items)
         self.console.print(f"[bold]{self.spec.name}[/] run [cyan]{self.run_id}[/]: {total} items in "
-                           f"{self.spec.shards} shards, {self._workers_text()} → {self.spec.output.uri}")
+                           f"{self.spec.shards} shards, {self._workers_text()} → {redact_text(self.spec.output.uri)}")
         self.console.print(f"logs: {self.local_dir}/shard-*.log")
         bar = Progress(TextColumn("[bold]items"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("{task.fields[rate]:>7.1f} items/s"), TextColumn("failed {task.fields[failed]}"),
@@ -291,13 +298,13 @@ class LocalRunner:
         table.add_row("cache", f"{result.cache['hits']} hits, {result.cache['misses']} misses"
                       + (f" ({result.cache['hits'] / lookups:.1%} hit rate)" if lookups else ""))
         table.add_row("time", f"{wall:.1f}s ({total_rate(it, wall):.1f} items/s)")
-        table.add_row("dataset", result.uri)
+        table.add_row("dataset", redact_text(result.uri))
         table.add_row("sha256", result.sha256)
-        table.add_row("manifest", result.manifest_uri)
+        table.add_row("manifest", redact_text(result.manifest_uri))
         if it["failed"]:
-            table.add_row("failures", self.store.key_uri(f"{layout.run_prefix(self.run_id)}failures/"))
+            table.add_row("failures", redact_text(self.store.key_uri(f"{layout.run_prefix(self.run_id)}failures/")))
         self.console.print(table)
-        print(result.uri)
+        print(redact_text(result.uri))
 
 
 def _prewarm_combine() -> None:
