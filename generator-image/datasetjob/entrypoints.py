@@ -16,6 +16,7 @@ import time
 from .combine import CombineRefused, combine_run
 from .errors import GeneratorConfigError, SpecError
 from .logtext import OneLineFormatter
+from .parentwatch import stop_with_parent
 from .universe import resolve_items
 from .redaction import CREDENTIALS_ENV, decode_secrets, restore_credentials
 from .spec import DatasetJobSpec, run_id as compute_run_id, spec_from_document
@@ -71,6 +72,7 @@ def _make_limiter(spec: DatasetJobSpec):
 def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> int:
     """Run one shard. Never raises: every outcome is an exit code plus a termination message."""
     setup_logging()
+    stop_with_parent()
     _extend_sys_path()
     spec = with_credentials(spec)
     if index is None:

@@ -31,7 +31,8 @@ from .sharding import compress_indexes, shard_bounds, shard_name
 from .spec import DatasetJobSpec, run_id as compute_run_id
 from .redaction import CREDENTIALS_ENV, encode_secrets, redact_text, split_credentials
 from .storage import open_store
-from .contract import EXIT_DO_NOT_RETRY, RETRY_FAILED_ITEMS_ENV
+from .contract import EXIT_DO_NOT_RETRY, EXIT_RUN_BUSY, PARENT_PID_ENV, RETRY_FAILED_ITEMS_ENV
+from .lease import Lease, LeaseHeld, LeaseLost, acquire_lease
 
 EXIT_INTERRUPTED = 130
 
@@ -77,6 +78,11 @@ def default_workers(requested: int | None, parallelism: int, shards: int, cpus: 
     return (cpus, True) if wanted > cpus else (wanted, False)
 
 
+def lease_lock_dir() -> Path:
+    """Host-local lock files of runs whose output is not on this disk (S3)."""
+    return Path(os.environ.get("DSJ_LEASE_DIR") or Path.home() / ".cache" / "datasetjob" / "leases")
+
+
 def default_output_uri(name: str) -> str:
     return f"file://{Path('datasets', name).resolve()}"
 
@@ -97,13 +103,14 @@ class LocalRunner:
         self.workers, self.workers_capped = default_workers(opts.workers, spec.parallelism, spec.shards, self.cpus)
         self.shards = [ShardProcess(i) for i in range(spec.shards)]
         self.interrupted = False
+        self.lease: Lease | None = None
         self.worker_credentials: str | None = None
 
     # -- set-up -----------------------------------------------------------------------------
     def _prepare(self) -> tuple[list, list[str]]:
         items, ids = resolve_items(self.spec)
         if not (self.opts.resume or self.opts.retry_failed):
-            self.store.delete_prefix(layout.run_prefix(self.run_id))
+            self.store.delete_prefix(layout.run_prefix(self.run_id), keep=frozenset({layout.lease_key(self.run_id)}))
         # Written documents carry no credentials; workers get them through their environment.
         doc, secrets = split_credentials(self.spec.to_document())
         self.worker_credentials = encode_secrets(secrets) if secrets else None
@@ -135,6 +142,7 @@ class LocalRunner:
         if self.opts.redis_url is not None:
             env["DSJ_REDIS_URL"] = self.opts.redis_url
         env.pop("DSJ_TERMINATION_LOG", None)
+        env[PARENT_PID_ENV] = str(os.getpid())
         env.pop(CREDENTIALS_ENV, None)
         if self.worker_credentials:
             env[CREDENTIALS_ENV] = self.worker_credentials
@@ -150,8 +158,12 @@ class LocalRunner:
         log.flush()
         cmd = [sys.executable, "-m", "datasetjob", "worker", "--spec", str(self.spec_file),
                "--index", str(shard.index), "--run-id", self.run_id]
+        # Its own session, so a Ctrl-C reaches only the runner, which stops workers in order; the
+        # worker stops by itself when the runner dies (PARENT_PID_ENV), and holds the run's lease
+        # descriptor, so no other run starts while it is still saving its checkpoint.
         shard.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                      env=self._env(shard.index, slot), start_new_session=True)
+                                      env=self._env(shard.index, slot), start_new_session=True,
+                                      pass_fds=(self.lease.inheritable_fd,))
         log.close()
         shard.state = "running"
 
@@ -195,6 +207,17 @@ class LocalRunner:
                     shard.proc.wait()
 
     def run(self) -> int:
+        try:
+            self.lease = acquire_lease(self.store, self.run_id, lease_lock_dir())
+        except LeaseHeld as exc:
+            print(f"dsj run: refused: {redact_text(str(exc))}", file=sys.stderr)  # even with --quiet
+            return EXIT_RUN_BUSY
+        try:
+            return self._run()
+        finally:
+            self.lease.release()
+
+    def _run(self) -> int:
         started = time.monotonic()
         # The combine's table libraries take a while to import; do it while shards run.
         threading.Thread(target=_prewarm_combine, daemon=True).start()
@@ -209,6 +232,8 @@ class LocalRunner:
         task = bar.add_task("items", total=total, rate=0.0, failed=0)
         first_wave = list(range(self.workers))
         previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        previous_term = signal.signal(signal.SIGTERM, self._on_interrupt)
+        lease_lost = None
         try:
             with Live(Group(bar), console=self.console, refresh_per_second=4, transient=False) as live:
                 while True:
@@ -222,6 +247,10 @@ class LocalRunner:
                     live.update(Group(bar, self._shard_table(snap, total)))
                     if all(s.state in ("committed", "failed") for s in self.shards):
                         break
+                    try:
+                        self.lease.renew()
+                    except LeaseLost as exc:
+                        lease_lost, self.interrupted = exc, True
                     if self.interrupted:
                         self._stop_all()
                         self._reap()
@@ -229,7 +258,11 @@ class LocalRunner:
                     time.sleep(0.1)
         finally:
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
         self.console.print()
+        if lease_lost:
+            print(f"dsj run: stopped: {lease_lost}", file=sys.stderr)
+            return 1
         if self.interrupted:
             committed = sum(s.state == "committed" for s in self.shards)
             self.console.print(f"[yellow]Interrupted.[/] {committed}/{self.spec.shards} shards committed, "
