@@ -1,7 +1,8 @@
 """`dsj`: run, validate, and the worker/combine entry points used inside pods.
 
 Exit codes: 0 success, 1 the run failed, 2 a bad spec or usage (nothing was written),
-78 a generator config error (do not retry), 130 interrupted.
+75 another `dsj run` holds the run's lease, 78 a generator config error (do not retry),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a DatasetJob on this machine")
     p.add_argument("file")
-    p.add_argument("--workers", type=int, help="shards at once (default: spec.parallelism)")
+    p.add_argument("--workers", type=int, help="shards at once (default: spec.parallelism, at most one per CPU)")
     p.add_argument("--output", help="output URI (file:// or s3://; default: spec.output.uri or ./datasets/NAME)")
     p.add_argument("--resume", action="store_true", help="reuse committed shards and checkpointed items")
     p.add_argument("--retry-failed", action="store_true",

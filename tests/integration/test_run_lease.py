@@ -134,3 +134,41 @@ def test_a_second_run_on_the_same_s3_output_is_refused(tmp_path, s3_server, s3_b
     s3 = s3_server.client()
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="probe/runs/").get("Contents", [])]
     assert not any(k.endswith("/lease.json") for k in keys)  # released at the end
+
+
+def test_an_s3_lease_held_from_another_host_refuses_the_run(tmp_path, s3_server, s3_bucket):
+    """The lease object alone decides across hosts; a renewed one belongs to a live run."""
+    from datasetjob.spec import run_id
+    from datasetjob.documents import load_spec_file
+
+    spec = write_probe(probe_doc(ITEMS[:4], shards=1, output={"endpointUrl": s3_server.endpoint_url}), tmp_path)
+    run = run_id(load_spec_file(spec).raw_spec)
+    holder = {"pid": 4242, "host": "builder-7", "startedAt": "2026-01-01T00:00:00Z"}
+    s3_server.client().put_object(Bucket=s3_bucket, Key=f"probe/runs/{run}/lease.json",
+                                  Body=json.dumps(holder).encode())
+    env = dict(s3_server.env(), DSJ_CACHE_DIR=str(tmp_path / "cache"))
+    proc = dsj("run", str(spec), "--output", f"s3://{s3_bucket}/probe", "--workdir", str(tmp_path / "w"),
+               "--resume", cwd=tmp_path, env=dict(env, PROBE_CALLS=str(tmp_path / "calls")))
+    assert proc.returncode == EXIT_RUN_BUSY, proc.stderr
+    assert "pid 4242 on builder-7, started 2026-01-01T00:00:00Z" in proc.stderr
+    assert calls(tmp_path / "calls") == []
+
+
+def test_resume_on_s3_takes_over_after_the_holder_died(tmp_path, s3_server, s3_bucket):
+    spec = write_probe(probe_doc(ITEMS, shards=2, output={"endpointUrl": s3_server.endpoint_url}), tmp_path)
+    output, work, calls_file = f"s3://{s3_bucket}/probe", tmp_path / "work", tmp_path / "calls"
+    env = dict(s3_server.env(), DSJ_CACHE_DIR=str(tmp_path / "cache"))
+    s3 = s3_server.client()
+
+    def checkpointed() -> bool:
+        listing = s3.list_objects_v2(Bucket=s3_bucket, Prefix="probe/runs/").get("Contents", [])
+        return any("/checkpoints/" in o["Key"] for o in listing)
+
+    runner = start_run(spec, output, work, calls_file, env=env)
+    wait_for(checkpointed, "a checkpoint", runner)
+    os.kill(runner.pid, signal.SIGKILL)  # the lease object stays behind
+    runner.wait()
+    resumed = dsj("run", str(spec), "--output", output, "--workdir", str(work), "--resume", cwd=tmp_path,
+                  env=dict(env, PROBE_CALLS=str(calls_file)))
+    assert resumed.returncode == 0, resumed.stderr
+    assert Counter(calls(calls_file)) == Counter(ITEMS)
