@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -137,7 +138,6 @@ class S3Lease:
         self.store, self.key, self.holder = store, key, holder
         self.etag: str | None = None
         self.conditional = True
-        self._renewed = time.monotonic()
 
     def acquire(self, same_host_is_dead: bool) -> None:
         where = self.store.key_uri(self.key)
@@ -172,9 +172,6 @@ class S3Lease:
         return "*"
 
     def renew(self) -> None:
-        if time.monotonic() - self._renewed < RENEW_SECONDS:
-            return
-        self._renewed = time.monotonic()
         body = self.holder.to_json(renewedAt=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         if not self.conditional:
             self._put()
@@ -189,21 +186,34 @@ class S3Lease:
 
 
 class Lease:
+    """Held until release(); an S3 lease is renewed by a thread meanwhile (the combine included)."""
+
     def __init__(self, lock: LocalLock, remote: S3Lease | None):
         self.lock, self.remote = lock, remote
+        self.lost: LeaseLost | None = None
+        self._stop = threading.Event()
+        if remote:
+            threading.Thread(target=self._renew_loop, name="lease-renewal", daemon=True).start()
 
     @property
     def inheritable_fd(self) -> int:
         """Pass to every worker (Popen pass_fds): the lease lasts until the last of them exits."""
         return self.lock.fd
 
-    def renew(self) -> None:
-        if self.remote:
-            self.remote.renew()
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(RENEW_SECONDS):
+            try:
+                self.remote.renew()
+            except LeaseLost as exc:
+                self.lost = exc
+                return
+            except Exception as exc:  # a store hiccup: the next renewal may work, well before staleness
+                log.warning("cannot renew the run lease: %s", exc)
 
     def release(self) -> None:
+        self._stop.set()
         try:
-            if self.remote:
+            if self.remote and self.lost is None:
                 self.remote.release()
         finally:
             self.lock.release()

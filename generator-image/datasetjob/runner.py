@@ -32,7 +32,7 @@ from .spec import DatasetJobSpec, run_id as compute_run_id
 from .redaction import CREDENTIALS_ENV, encode_secrets, redact_text, split_credentials
 from .storage import open_store
 from .contract import EXIT_DO_NOT_RETRY, EXIT_RUN_BUSY, PARENT_PID_ENV, RETRY_FAILED_ITEMS_ENV
-from .lease import Lease, LeaseHeld, LeaseLost, acquire_lease
+from .lease import Lease, LeaseHeld, acquire_lease
 
 EXIT_INTERRUPTED = 130
 
@@ -247,10 +247,8 @@ class LocalRunner:
                     live.update(Group(bar, self._shard_table(snap, total)))
                     if all(s.state in ("committed", "failed") for s in self.shards):
                         break
-                    try:
-                        self.lease.renew()
-                    except LeaseLost as exc:
-                        lease_lost, self.interrupted = exc, True
+                    if self.lease.lost:
+                        lease_lost, self.interrupted = self.lease.lost, True
                     if self.interrupted:
                         self._stop_all()
                         self._reap()

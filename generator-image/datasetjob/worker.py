@@ -236,11 +236,15 @@ class ShardWorker:
         with open(items_file, "w", encoding="utf-8") as f:
             for p in self.positions:
                 f.write(json.dumps(self.s.items[p], ensure_ascii=False) + "\n")
-        values = shard_values(gen, [self.s.ids[p] for p in self.positions], self.s.index, self.s.run_id,
-                              items_file)
+        try:
+            values = shard_values(gen, [self.s.ids[p] for p in self.positions], self.s.index, self.s.run_id,
+                                  items_file)
+            output = output_path(gen, values)
+        except GeneratorConfigError:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
         argv = [substitute(a, values) for a in gen.command]
         cwd = work_dir(gen)
-        output = output_path(gen, values)
         if output.is_file():
             output.unlink()  # never publish a stale file from an earlier attempt
         log.info("running %s", " ".join(argv)[:500])
