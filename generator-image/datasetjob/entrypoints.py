@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 
 from .combine import CombineRefused, combine_run
@@ -105,7 +106,9 @@ def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> 
         if hasattr(setup.cache, "progress_sink"):
             setup.progress = setup.cache.progress_sink(run, index, fallback=progress)
         worker = ShardWorker(setup)
-        signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
+        # Set from another thread: Event.set takes a lock that the interrupted main thread may
+        # hold (inside stopping.wait), and taking it here, in the handler, would deadlock.
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=worker.stopping.set, daemon=True).start())
         try:
             code = worker.run()
         finally:

@@ -76,11 +76,15 @@ class Holder:
 
 
 class LeaseHeld(Exception):
-    def __init__(self, where: str, holder: Holder | None):
+    def __init__(self, where: str, holder: Holder | None, workers_left: bool = False):
         self.holder = holder
         who = holder.describe() if holder else "holder unknown"
-        super().__init__(f"{where} is in use by another dsj run ({who}). Wait for it to finish, "
-                         "or stop it (Ctrl-C) and rerun with --resume to continue its work.")
+        if workers_left:
+            super().__init__(f"{where} is still in use by the workers of a dsj run that died ({who}); they did "
+                             f"not exit within {DEAD_HOLDER_WORKERS_SECONDS:.0f}s. Stop them, then rerun with --resume.")
+        else:
+            super().__init__(f"{where} is in use by another dsj run ({who}). Wait for it to finish, "
+                             "or stop it (Ctrl-C) and rerun with --resume to continue its work.")
 
 
 class LeaseLost(Exception):
@@ -238,7 +242,7 @@ def acquire_lease(store: Store, run_id: str, lock_dir: Path) -> Lease:
         deadline = time.monotonic() + DEAD_HOLDER_WORKERS_SECONDS
         while not lock.try_acquire():
             if time.monotonic() > deadline:
-                raise LeaseHeld(where, other)
+                raise LeaseHeld(where, other, workers_left=True)
             time.sleep(0.2)
     holder = Holder.this_process()
     try:

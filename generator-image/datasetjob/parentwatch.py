@@ -1,8 +1,8 @@
 """A local worker never outlives `dsj run`: when the runner dies (even by SIGKILL) the worker
 gets SIGTERM, which makes it finish the items in hand, save its checkpoint and exit.
 
-Linux delivers the signal at once (prctl PR_SET_PDEATHSIG); elsewhere, and for a runner that
-died before the prctl call, a watcher thread notices the new parent within a second.
+Linux delivers the signal at once (prctl PR_SET_PDEATHSIG); elsewhere a watcher thread notices
+the new parent within a second.
 In a pod PARENT_PID_ENV is unset and the kubelet owns the worker's lifetime.
 """
 
@@ -25,9 +25,13 @@ def stop_with_parent(signum: int = signal.SIGTERM) -> None:
         return
     parent_pid = int(parent)
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+        armed = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
     except (OSError, AttributeError):
-        pass  # not Linux: the watcher below is enough
+        armed = False  # not Linux
+    if armed:
+        if os.getppid() != parent_pid:  # the runner died before the prctl call
+            os.kill(os.getpid(), signum)
+        return
 
     def watch() -> None:
         while os.getppid() == parent_pid:

@@ -168,6 +168,11 @@ def test_resume_on_s3_takes_over_after_the_holder_died(tmp_path, s3_server, s3_b
     wait_for(checkpointed, "a checkpoint", runner)
     os.kill(runner.pid, signal.SIGKILL)  # the lease object stays behind
     runner.wait()
+    try:
+        wait_for(lambda: worker_pids(str(work)) == [], "the orphaned workers to exit", timeout=60)
+    finally:
+        for pid in worker_pids(str(work)):
+            os.kill(pid, signal.SIGKILL)
     resumed = dsj("run", str(spec), "--output", output, "--workdir", str(work), "--resume", cwd=tmp_path,
                   env=dict(env, PROBE_CALLS=str(calls_file)))
     assert resumed.returncode == 0, resumed.stderr
