@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 
 from .combine import CombineRefused, combine_run
 from .errors import GeneratorConfigError, SpecError
 from .logtext import OneLineFormatter
-from .parentwatch import stop_with_parent
+from .lifetime import stop_on_sigterm, stop_with_parent
 from .universe import resolve_items
 from .redaction import CREDENTIALS_ENV, decode_secrets, restore_credentials
 from .spec import DatasetJobSpec, run_id as compute_run_id, spec_from_document
@@ -106,9 +104,7 @@ def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> 
         if hasattr(setup.cache, "progress_sink"):
             setup.progress = setup.cache.progress_sink(run, index, fallback=progress)
         worker = ShardWorker(setup)
-        # Set from another thread: Event.set takes a lock that the interrupted main thread may
-        # hold (inside stopping.wait), and taking it here, in the handler, would deadlock.
-        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=worker.stopping.set, daemon=True).start())
+        stop_on_sigterm(worker.stopping)
         try:
             code = worker.run()
         finally:

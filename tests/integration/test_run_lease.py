@@ -177,3 +177,36 @@ def test_resume_on_s3_takes_over_after_the_holder_died(tmp_path, s3_server, s3_b
                   env=dict(env, PROBE_CALLS=str(calls_file)))
     assert resumed.returncode == 0, resumed.stderr
     assert Counter(calls(calls_file)) == Counter(ITEMS)
+
+
+STOP_LOOP = """
+import sys, threading
+from datasetjob.lifetime import stop_on_sigterm
+stopping = threading.Event()
+stop_on_sigterm(stopping)
+print("ready", flush=True)
+while not stopping.wait(0.00001):  # the main thread holds the event's lock most of the time
+    pass
+"""
+
+
+def test_a_burst_of_sigterms_always_stops_the_worker_loop():
+    """A handler that set the event itself deadlocked a few percent of stops (found as a worker
+    left running after its runner was killed); the relay never does."""
+    procs = [subprocess.Popen([sys.executable, "-c", STOP_LOOP], stdout=subprocess.PIPE, text=True)
+             for _ in range(20)]
+    try:
+        for proc in procs:
+            assert proc.stdout.readline() == "ready\n"
+            for _ in range(200):
+                try:
+                    os.kill(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    break
+        # 0, or killed by a signal that came after the interpreter had dropped its handlers on exit
+        assert {proc.wait(timeout=30) for proc in procs} <= {0, -signal.SIGTERM}
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -1,5 +1,8 @@
-"""A local worker never outlives `dsj run`: when the runner dies (even by SIGKILL) the worker
-gets SIGTERM, which makes it finish the items in hand, save its checkpoint and exit.
+"""How a worker's life ends: SIGTERM (from the kubelet, `dsj run`, or the death of `dsj run`)
+makes it finish the items in hand, save its checkpoint and exit.
+
+A local worker never outlives `dsj run`: when the runner dies (even by SIGKILL) the worker
+gets SIGTERM.
 
 Linux delivers the signal at once (prctl PR_SET_PDEATHSIG); elsewhere a watcher thread notices
 the new parent within a second.
@@ -39,3 +42,24 @@ def stop_with_parent(signum: int = signal.SIGTERM) -> None:
         os.kill(os.getpid(), signum)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def stop_on_sigterm(stopping: threading.Event) -> None:
+    """SIGTERM sets `stopping`. The handler only writes a byte to a pipe and a thread sets the
+    event: Event.set takes a lock that the interrupted main thread may be holding (a handler
+    that took it could wait forever), and writing to a pipe takes none."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+
+    def relay() -> None:
+        os.read(read_fd, 1)
+        stopping.set()
+
+    def on_sigterm(*_) -> None:
+        try:
+            os.write(write_fd, b"x")
+        except BlockingIOError:  # already signalled many times
+            pass
+
+    threading.Thread(target=relay, name="sigterm-relay", daemon=True).start()
+    signal.signal(signal.SIGTERM, on_sigterm)
