@@ -1,7 +1,8 @@
 """`dsj`: run, validate, and the worker/combine entry points used inside pods.
 
 Exit codes: 0 success, 1 the run failed, 2 a bad spec or usage (nothing was written),
-78 a generator config error (do not retry), 130 interrupted.
+75 another `dsj run` holds the run's lease, 78 a generator config error (do not retry),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ def _notes(spec) -> None:
 
 def _print_problems(exc: Exception, path: str) -> int:
     problems = exc.problems if isinstance(exc, SpecError) else [str(exc)]
+    from .redaction import redact_text
+
     print(f"{path}: invalid DatasetJob", file=sys.stderr)
     for problem in problems:
-        print(f"  {problem}", file=sys.stderr)
+        print(f"  {redact_text(problem)}", file=sys.stderr)
     return EXIT_BAD_SPEC
 
 
@@ -57,7 +60,11 @@ def cmd_validate(args) -> int:
         _check_generator(spec, args.file)
         from .universe import resolve_items
 
-        items, _ = resolve_items(spec)
+        items, ids = resolve_items(spec)
+        from .command import check_command
+        from .spec import run_id
+
+        check_command(spec, ids, run_id(spec.raw_spec))
         _notes(spec)
     except (SpecError, GeneratorConfigError) as exc:
         return _print_problems(exc, args.file)
@@ -78,7 +85,10 @@ def cmd_run(args) -> int:
         runner = LocalRunner(spec, opts)
         from .universe import resolve_items
 
-        resolve_items(runner.spec)  # fail on bad items before anything is written
+        _, ids = resolve_items(runner.spec)  # fail on bad items before anything is written
+        from .command import check_command
+
+        check_command(runner.spec, ids, runner.run_id)
         _notes(spec)
     except (SpecError, GeneratorConfigError) as exc:
         return _print_problems(exc, args.file)
@@ -117,7 +127,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a DatasetJob on this machine")
     p.add_argument("file")
-    p.add_argument("--workers", type=int, help="shards at once (default: spec.parallelism)")
+    p.add_argument("--workers", type=int, help="shards at once (default: spec.parallelism, at most one per CPU)")
     p.add_argument("--output", help="output URI (file:// or s3://; default: spec.output.uri or ./datasets/NAME)")
     p.add_argument("--resume", action="store_true", help="reuse committed shards and checkpointed items")
     p.add_argument("--retry-failed", action="store_true",

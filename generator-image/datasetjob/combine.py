@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 from . import layout
 from .sharding import compress_indexes, shard_name
+from .redaction import redact
 from .spec import DatasetJobSpec
 from .storage import Store, local_tempdir
 from .tables import RowWriter, file_digest, iter_rows, write_rows
@@ -277,6 +278,7 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
             "spec": spec.raw_spec,
             "publishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        manifest = redact(manifest)  # the spec may name a Redis with its password
         store.put_bytes(layout.manifest_key(run_id), json.dumps(manifest, indent=1).encode())
         result = CombineResult(run_id=run_id, uri=manifest["dataset"]["uri"],
                                manifest_uri=store.key_uri(layout.manifest_key(run_id)),

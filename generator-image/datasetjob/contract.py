@@ -5,6 +5,10 @@ EXIT_OK = 0
 EXIT_RETRY = 1
 EXIT_DO_NOT_RETRY = 78  # sysexits EX_CONFIG: the generator config is broken, a retry cannot help
 EXIT_TERMINATED = 143  # stopped by SIGTERM after checkpointing
+EXIT_RUN_BUSY = 75  # sysexits EX_TEMPFAIL: another `dsj run` holds this run's lease; nothing was done
+
+# Set by `dsj run` for its workers: they stop (as on SIGTERM) when this process is gone.
+PARENT_PID_ENV = "DSJ_PARENT_PID"
 
 # Where a fromConfigMap item source is mounted in the pod.
 ITEMS_DIR_ENV = "DSJ_ITEMS_DIR"

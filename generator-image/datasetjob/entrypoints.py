@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 import time
 
 from .combine import CombineRefused, combine_run
 from .errors import GeneratorConfigError, SpecError
+from .logtext import OneLineFormatter
+from .lifetime import stop_on_sigterm, stop_with_parent
 from .universe import resolve_items
-from .spec import DatasetJobSpec, run_id as compute_run_id
+from .redaction import CREDENTIALS_ENV, decode_secrets, restore_credentials
+from .spec import DatasetJobSpec, run_id as compute_run_id, spec_from_document
 from .storage import open_store
 from .contract import EXIT_DO_NOT_RETRY, EXIT_OK, EXIT_RETRY
 from .worker import ShardSummary, ShardWorker, WorkerSetup, write_termination_message
@@ -25,8 +27,9 @@ log = logging.getLogger("datasetjob.worker")
 
 
 def setup_logging(prefix: str = "") -> None:
-    logging.basicConfig(level=os.environ.get("DSJ_LOG_LEVEL", "INFO"), stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter(f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s"))
+    logging.basicConfig(level=os.environ.get("DSJ_LOG_LEVEL", "INFO"), handlers=[handler])
 
 
 def _extend_sys_path() -> None:
@@ -35,6 +38,15 @@ def _extend_sys_path() -> None:
             sys.path.insert(0, entry)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+
+
+def with_credentials(spec: DatasetJobSpec) -> DatasetJobSpec:
+    """The spec with the credentials `dsj run` kept out of the written document put back."""
+    secrets = decode_secrets(os.environ.get(CREDENTIALS_ENV))
+    if not secrets:
+        return spec
+    doc = json.loads(json.dumps(spec.to_document()))  # a copy: restoring writes into it
+    return spec_from_document(restore_credentials(doc, secrets), rules=False)
 
 
 def resolve_run_id(spec: DatasetJobSpec, given: str | None) -> str:
@@ -59,7 +71,9 @@ def _make_limiter(spec: DatasetJobSpec):
 def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> int:
     """Run one shard. Never raises: every outcome is an exit code plus a termination message."""
     setup_logging()
+    stop_with_parent()
     _extend_sys_path()
+    spec = with_credentials(spec)
     if index is None:
         index = int(os.environ.get("JOB_COMPLETION_INDEX", "-1"))
     run = resolve_run_id(spec, run_id)
@@ -90,7 +104,7 @@ def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> 
         if hasattr(setup.cache, "progress_sink"):
             setup.progress = setup.cache.progress_sink(run, index, fallback=progress)
         worker = ShardWorker(setup)
-        signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
+        stop_on_sigterm(worker.stopping)
         try:
             code = worker.run()
         finally:
@@ -119,6 +133,7 @@ def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> 
 
 def combine_main(spec: DatasetJobSpec, run_id: str | None) -> int:
     setup_logging("combine ")
+    spec = with_credentials(spec)
     run = resolve_run_id(spec, run_id)
     try:
         store = open_output(spec)

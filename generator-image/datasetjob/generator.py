@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from typing import Any, Callable
 
 from .errors import GeneratorConfigError
@@ -25,11 +26,15 @@ def load_function(ref: str) -> Callable[[Any, Any], Any]:
     return target
 
 
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
 def substitute(template: str, values: dict[str, str]) -> str:
-    """Replace only our placeholders, so other braces in a command (e.g. JSON) pass through."""
-    for name, value in values.items():
-        template = template.replace("{" + name + "}", value)
-    return template
+    """Replace only our placeholders, so other braces in a command (e.g. JSON) pass through.
+
+    One pass: a substituted value is never searched again, so an item id that reads `{shard}`
+    stays `{shard}`."""
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
 def normalise_rows(result: Any) -> list[dict]:

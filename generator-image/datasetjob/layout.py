@@ -11,6 +11,10 @@ def run_prefix(run_id: str) -> str:
     return f"runs/{run_id}/"
 
 
+def lease_key(run_id: str) -> str:
+    return f"runs/{run_id}/lease.json"
+
+
 def spec_key(run_id: str) -> str:
     return f"runs/{run_id}/spec.json"
 

@@ -29,8 +29,10 @@ from .universe import resolve_items
 from .progress import read_file_progress, tally_progress
 from .sharding import compress_indexes, shard_bounds, shard_name
 from .spec import DatasetJobSpec, run_id as compute_run_id
+from .redaction import CREDENTIALS_ENV, encode_secrets, redact_text, split_credentials
 from .storage import open_store
-from .contract import EXIT_DO_NOT_RETRY, RETRY_FAILED_ITEMS_ENV
+from .contract import EXIT_DO_NOT_RETRY, EXIT_RUN_BUSY, PARENT_PID_ENV, RETRY_FAILED_ITEMS_ENV
+from .lease import Lease, LeaseHeld, acquire_lease
 
 EXIT_INTERRUPTED = 130
 
@@ -59,6 +61,28 @@ class LocalRunOptions:
     spec_path: str = "datasetjob.yaml"
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(requested: int | None, parallelism: int, shards: int, cpus: int) -> tuple[int, bool]:
+    """(worker processes, whether the CPU count capped them). `--workers` is taken as given: an
+    I/O-bound generator may well want more processes than cores."""
+    if requested:
+        return max(1, min(requested, shards)), False
+    wanted = max(1, min(parallelism, shards))
+    return (cpus, True) if wanted > cpus else (wanted, False)
+
+
+def lease_lock_dir() -> Path:
+    """Host-local lock files of runs whose output is not on this disk (S3)."""
+    return Path(os.environ.get("DSJ_LEASE_DIR") or Path.home() / ".cache" / "datasetjob" / "leases")
+
+
 def default_output_uri(name: str) -> str:
     return f"file://{Path('datasets', name).resolve()}"
 
@@ -75,16 +99,21 @@ class LocalRunner:
         base = Path(opts.workdir) if opts.workdir else Path("datasets", spec.name)
         self.local_dir = (base / "logs" / self.run_id).resolve()
         self.progress_dir = self.local_dir / ".progress"
-        self.workers = max(1, min(opts.workers or spec.parallelism, spec.shards))
+        self.cpus = available_cpus()
+        self.workers, self.workers_capped = default_workers(opts.workers, spec.parallelism, spec.shards, self.cpus)
         self.shards = [ShardProcess(i) for i in range(spec.shards)]
         self.interrupted = False
+        self.lease: Lease | None = None
+        self.worker_credentials: str | None = None
 
     # -- set-up -----------------------------------------------------------------------------
     def _prepare(self) -> tuple[list, list[str]]:
         items, ids = resolve_items(self.spec)
         if not (self.opts.resume or self.opts.retry_failed):
-            self.store.delete_prefix(layout.run_prefix(self.run_id))
-        doc = self.spec.to_document()
+            self.store.delete_prefix(layout.run_prefix(self.run_id), keep=frozenset({layout.lease_key(self.run_id)}))
+        # Written documents carry no credentials; workers get them through their environment.
+        doc, secrets = split_credentials(self.spec.to_document())
+        self.worker_credentials = encode_secrets(secrets) if secrets else None
         self.store.put_bytes(layout.spec_key(self.run_id), json.dumps(doc, indent=1).encode())
         self.local_dir.mkdir(parents=True, exist_ok=True)
         if self.progress_dir.exists():
@@ -113,6 +142,10 @@ class LocalRunner:
         if self.opts.redis_url is not None:
             env["DSJ_REDIS_URL"] = self.opts.redis_url
         env.pop("DSJ_TERMINATION_LOG", None)
+        env[PARENT_PID_ENV] = str(os.getpid())
+        env.pop(CREDENTIALS_ENV, None)
+        if self.worker_credentials:
+            env[CREDENTIALS_ENV] = self.worker_credentials
         if self.opts.retry_failed:
             env[RETRY_FAILED_ITEMS_ENV] = "1"
         return env
@@ -125,8 +158,12 @@ class LocalRunner:
         log.flush()
         cmd = [sys.executable, "-m", "datasetjob", "worker", "--spec", str(self.spec_file),
                "--index", str(shard.index), "--run-id", self.run_id]
+        # Its own session, so a Ctrl-C reaches only the runner, which stops workers in order; the
+        # worker stops by itself when the runner dies (PARENT_PID_ENV), and holds the run's lease
+        # descriptor, so no other run starts while it is still saving its checkpoint.
         shard.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                      env=self._env(shard.index, slot), start_new_session=True)
+                                      env=self._env(shard.index, slot), start_new_session=True,
+                                      pass_fds=(self.lease.inheritable_fd,))
         log.close()
         shard.state = "running"
 
@@ -170,13 +207,24 @@ class LocalRunner:
                     shard.proc.wait()
 
     def run(self) -> int:
+        try:
+            self.lease = acquire_lease(self.store, self.run_id, lease_lock_dir())
+        except LeaseHeld as exc:
+            print(f"dsj run: refused: {redact_text(str(exc))}", file=sys.stderr)  # even with --quiet
+            return EXIT_RUN_BUSY
+        try:
+            return self._run()
+        finally:
+            self.lease.release()
+
+    def _run(self) -> int:
         started = time.monotonic()
         # The combine's table libraries take a while to import; do it while shards run.
         threading.Thread(target=_prewarm_combine, daemon=True).start()
         items, _ = self._prepare()
         total = len(items)
         self.console.print(f"[bold]{self.spec.name}[/] run [cyan]{self.run_id}[/]: {total} items in "
-                           f"{self.spec.shards} shards, {self.workers} workers → {self.spec.output.uri}")
+                           f"{self.spec.shards} shards, {self._workers_text()} → {redact_text(self.spec.output.uri)}")
         self.console.print(f"logs: {self.local_dir}/shard-*.log")
         bar = Progress(TextColumn("[bold]items"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("{task.fields[rate]:>7.1f} items/s"), TextColumn("failed {task.fields[failed]}"),
@@ -184,6 +232,8 @@ class LocalRunner:
         task = bar.add_task("items", total=total, rate=0.0, failed=0)
         first_wave = list(range(self.workers))
         previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        previous_term = signal.signal(signal.SIGTERM, self._on_interrupt)
+        lease_lost = None
         try:
             with Live(Group(bar), console=self.console, refresh_per_second=4, transient=False) as live:
                 while True:
@@ -197,6 +247,8 @@ class LocalRunner:
                     live.update(Group(bar, self._shard_table(snap, total)))
                     if all(s.state in ("committed", "failed") for s in self.shards):
                         break
+                    if self.lease.lost:
+                        lease_lost, self.interrupted = self.lease.lost, True
                     if self.interrupted:
                         self._stop_all()
                         self._reap()
@@ -204,7 +256,11 @@ class LocalRunner:
                     time.sleep(0.1)
         finally:
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
         self.console.print()
+        if lease_lost:
+            print(f"dsj run: stopped: {lease_lost}", file=sys.stderr)
+            return 1
         if self.interrupted:
             committed = sum(s.state == "committed" for s in self.shards)
             self.console.print(f"[yellow]Interrupted.[/] {committed}/{self.spec.shards} shards committed, "
@@ -213,6 +269,13 @@ class LocalRunner:
                                + (f" --output {self.opts.output}" if self.opts.output else ""))
             return EXIT_INTERRUPTED
         return self._finish(total, started)
+
+    def _workers_text(self) -> str:
+        text = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
+        if self.workers_capped:
+            text += (f" (capped at the {self.cpus} CPU{'s' if self.cpus != 1 else ''} of this machine; "
+                     f"spec.parallelism is {self.spec.parallelism}, --workers N overrides)")
+        return text
 
     def _on_interrupt(self, *_):
         self.interrupted = True
@@ -266,13 +329,13 @@ class LocalRunner:
         table.add_row("cache", f"{result.cache['hits']} hits, {result.cache['misses']} misses"
                       + (f" ({result.cache['hits'] / lookups:.1%} hit rate)" if lookups else ""))
         table.add_row("time", f"{wall:.1f}s ({total_rate(it, wall):.1f} items/s)")
-        table.add_row("dataset", result.uri)
+        table.add_row("dataset", redact_text(result.uri))
         table.add_row("sha256", result.sha256)
-        table.add_row("manifest", result.manifest_uri)
+        table.add_row("manifest", redact_text(result.manifest_uri))
         if it["failed"]:
-            table.add_row("failures", self.store.key_uri(f"{layout.run_prefix(self.run_id)}failures/"))
+            table.add_row("failures", redact_text(self.store.key_uri(f"{layout.run_prefix(self.run_id)}failures/")))
         self.console.print(table)
-        print(result.uri)
+        print(redact_text(result.uri))
 
 
 def _prewarm_combine() -> None:

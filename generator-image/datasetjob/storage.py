@@ -26,7 +26,7 @@ class Store:
     def download(self, key: str, path: str | os.PathLike) -> None: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
-    def delete_prefix(self, prefix: str) -> None: ...
+    def delete_prefix(self, prefix: str, keep: frozenset[str] = frozenset()) -> None: ...
 
     def key_uri(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key}"
@@ -94,11 +94,22 @@ class FileStore(Store):
                     out.append(rel)
         return sorted(out)
 
-    def delete_prefix(self, prefix: str) -> None:
+    def delete_prefix(self, prefix: str, keep: frozenset[str] = frozenset()) -> None:
         target = self.path(prefix.rstrip("/"))
-        if target.is_dir():
+        kept = {self.path(k) for k in keep}
+        if target.is_dir() and kept:
+            for child in target.iterdir():
+                if child in kept:
+                    continue
+                if any(k.is_relative_to(child) for k in kept):
+                    self.delete_prefix(str(child.relative_to(self.root)) + "/", keep)
+                elif child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        elif target.is_dir():
             shutil.rmtree(target)
-        elif target.exists():
+        elif target.exists() and target not in kept:
             target.unlink()
 
 
@@ -172,11 +183,60 @@ class S3Store(Store):
             raise self._wrap(exc, prefix) from exc
         return sorted(out)
 
-    def delete_prefix(self, prefix: str) -> None:
-        keys = self.list(prefix)
+    def delete_prefix(self, prefix: str, keep: frozenset[str] = frozenset()) -> None:
+        keys = [k for k in self.list(prefix) if k not in keep]
         for i in range(0, len(keys), 1000):
             self.client.delete_objects(Bucket=self.bucket, Delete={
                 "Objects": [{"Key": self._key(k)} for k in keys[i:i + 1000]], "Quiet": True})
+
+
+    # -- conditional writes (the run lease) ---------------------------------------------------
+    def _conditional_put(self, key: str, data: bytes, **condition) -> str | None:
+        """The new ETag, or None when the condition failed; ConditionalWritesUnsupported when the
+        server says it cannot do conditional writes."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)["ETag"]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return None
+            if code in ("NotImplemented", "501"):
+                raise ConditionalWritesUnsupported(f"{self.uri}: {exc}") from None
+            raise self._wrap(exc, key) from exc
+        except Exception as exc:
+            raise self._wrap(exc, key) from exc
+
+    def create_if_absent(self, key: str, data: bytes) -> str | None:
+        return self._conditional_put(key, data, IfNoneMatch="*")
+
+    def replace_if_unchanged(self, key: str, data: bytes, etag: str) -> str | None:
+        return self._conditional_put(key, data, IfMatch=etag)
+
+    def read_versioned(self, key: str) -> tuple[bytes, str, float] | None:
+        """(body, ETag, seconds since it was written by the server's clock), or None if absent."""
+        from botocore.exceptions import ClientError
+        from email.utils import parsedate_to_datetime
+
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._wrap(exc, key) from exc
+        now = parsedate_to_datetime(resp["ResponseMetadata"]["HTTPHeaders"]["date"])
+        return resp["Body"].read(), resp["ETag"], (now - resp["LastModified"]).total_seconds()
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._wrap(exc, key) from exc
+
+
+class ConditionalWritesUnsupported(StorageError):
+    """The S3 server rejects If-None-Match / If-Match on PUT."""
 
 
 def open_store(uri: str, endpoint_url: str | None = None, region: str | None = None) -> Store:

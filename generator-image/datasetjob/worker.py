@@ -18,11 +18,11 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from . import layout
 from .checkpoint import Checkpoint
+from .command import output_path, shard_values, work_dir
 from .context import Counters, ItemContext
 from .errors import GeneratorConfigError
 from .generator import json_safe_rows, load_function, normalise_rows, substitute
@@ -236,12 +236,16 @@ class ShardWorker:
         with open(items_file, "w", encoding="utf-8") as f:
             for p in self.positions:
                 f.write(json.dumps(self.s.items[p], ensure_ascii=False) + "\n")
-        values = {"items": ",".join(self.s.ids[p] for p in self.positions), "items_file": items_file,
-                  "shard": shard_name(self.s.index), "index": str(self.s.index), "run_id": self.s.run_id}
+        try:
+            values = shard_values(gen, [self.s.ids[p] for p in self.positions], self.s.index, self.s.run_id,
+                                  items_file)
+            output = output_path(gen, values)
+        except GeneratorConfigError:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
         argv = [substitute(a, values) for a in gen.command]
-        cwd = gen.working_dir or os.getcwd()
-        output = Path(cwd, substitute(gen.output_file, values))
-        if output.exists():
+        cwd = work_dir(gen)
+        if output.is_file():
             output.unlink()  # never publish a stale file from an earlier attempt
         log.info("running %s", " ".join(argv)[:500])
         try:
@@ -255,6 +259,7 @@ class ShardWorker:
                 return None, []
         if proc.returncode != 0:
             raise RuntimeError(f"generator command exited with code {proc.returncode}")
+        output = output_path(gen, values)  # again: the command may have made a symlink since
         if not output.is_file():
             raise RuntimeError(f"generator command exited 0 but wrote no {output}")
         staged = os.path.join(tmpdir, f"shard.{self.fmt}")
