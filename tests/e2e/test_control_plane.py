@@ -160,9 +160,9 @@ def test_pod_failure_policy_fails_the_index_without_retry(cluster, namespace, tm
 def test_background_deletion_removes_the_pods(cluster, namespace, tmp_path):
     sleeper = textwrap.dedent(
         """
-        import os, signal, sys, time
+        import signal, socket, sys, time
         def stop(*_):
-            with open(f"/data/{os.environ['HOSTNAME']}", "w") as f:
+            with open(f"/data/{socket.gethostname()}", "w") as f:  # the pod's name
                 f.write("SIGTERM received")
             sys.exit(143)
         signal.signal(signal.SIGTERM, stop)
