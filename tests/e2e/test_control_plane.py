@@ -160,9 +160,9 @@ def test_pod_failure_policy_fails_the_index_without_retry(cluster, namespace, tm
 def test_background_deletion_removes_the_pods(cluster, namespace, tmp_path):
     sleeper = textwrap.dedent(
         """
-        import signal, socket, sys, time
+        import os, signal, sys, time
         def stop(*_):
-            with open(f"/data/{socket.gethostname()}", "w") as f:  # the pod's name
+            with open(f"/data/{os.environ['POD_NAME']}", "w") as f:
                 f.write("SIGTERM received")
             sys.exit(143)
         signal.signal(signal.SIGTERM, stop)
@@ -183,6 +183,7 @@ def test_background_deletion_removes_the_pods(cluster, namespace, tmp_path):
                 "terminationGracePeriodSeconds": 5,
                 "securityContext": AS_ROOT,
                 "containers": [{"name": "main", "image": WORKER_IMAGE, "command": ["python", "-c", sleeper],
+                                "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
                                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
                 "volumes": [{"name": "data", "hostPath": {"path": str(tmp_path), "type": "Directory"}}],
             }},
