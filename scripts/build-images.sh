@@ -155,7 +155,7 @@ fi
 # Tools and the container engine.
 
 ensure_tools() {
-    local missing=() cmd pkg
+    local missing=() cmd
     # command:package
     local need=(podman:podman runc:runc skopeo:skopeo mmdebstrap:mmdebstrap gcc:gcc readelf:binutils)
     [[ $VERIFY == 1 ]] && need+=(containerd:containerd ctr:containerd)
@@ -167,9 +167,10 @@ ensure_tools() {
     if ((${#missing[@]})); then
         command -v apt-get >/dev/null 2>&1 || die "missing tools (${missing[*]}) and no apt-get to install them"
         log "installing with apt-get: ${missing[*]}"
-        apt_install $(printf '%s\n' "${missing[@]}" | sort -u)
+        local pkgs
+        mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
+        apt_install "${pkgs[@]}"
     fi
-    command -v go >/dev/null 2>&1 || die "go: the Go toolchain is needed to build CoreDNS and versitygw and is not on PATH"
 }
 
 # Points podman and skopeo at the project's config and storage, never /etc/containers.
@@ -313,37 +314,40 @@ rootfs() {
     ROOTFS_TAR=$tar
 }
 
-# import_rootfs REF TAR KEY CHANGE...: imports the tarball unless REF already has KEY.
+# import_rootfs REF TAR CHANGE...: imports the tarball with these Dockerfile-style settings,
+# unless REF was already imported from the same tarball and settings.
 import_rootfs() {
-    local ref=$1 tar=$2 key=$3
-    shift 3
+    local ref=$1 tar=$2
+    shift 2
+    local key changes=() c
+    key=$( { basename "$tar"; printf '%s\n' "$ref" "$@"; } | sha)
+    IMPORT_KEY=$key
     if [[ $(image_key "$ref") == "$key" ]]; then RESULT=cached; return 0; fi
-    local changes=(--change "LABEL=$KEY_LABEL=$key") c
+    RESULT=built
+    changes=(--change "LABEL=$KEY_LABEL=$key")
     for c in "$@"; do changes+=(--change "$c"); done
     podman import --quiet "${changes[@]}" "$tar" "$ref" >/dev/null || die "podman import of $tar as $ref failed"
 }
 
 build_base() {
-    local include tar key
-    include=python3=$PYTHON_DEB,python3-venv,python-is-python3,ca-certificates
-    rootfs python minbase "$include"
-    tar=$ROOTFS_TAR
-    key=$(basename "$tar" | sha)
-    import_rootfs "$BASE_REF" "$tar" "$key" 'ENV=LANG=C.UTF-8' 'CMD=["python3"]'
+    rootfs python minbase "python3=$PYTHON_DEB,python3-venv,python-is-python3,ca-certificates"
+    import_rootfs "$BASE_REF" "$ROOTFS_TAR" 'ENV=LANG=C.UTF-8' 'CMD=["python3"]'
     log "  $BASE_REF $(image_id "$BASE_REF" | cut -c1-12)"
 }
 
 build_redis() {
-    local include tar key
-    include=$REDIS_APT_PACKAGE=$REDIS_DEB
     # The chart runs redis-server as 999:999 with --dir /data (an emptyDir there).
-    rootfs redis essential "$include" 'mkdir -p "$1/data" && chown 999:999 "$1/data"'
-    tar=$ROOTFS_TAR
-    key=$( { basename "$tar"; printf '%s\n' "${REF[redis]}"; } | sha)
-    if up_to_date redis "$key"; then RESULT=cached; return 0; fi
-    import_rootfs "$(local_ref redis)" "$tar" "$key" 'USER=999:999' 'WORKDIR=/data' 'EXPOSE=6379' \
-        'CMD=["redis-server"]'
-    write_archive redis "$key"
+    # shellcheck disable=SC2016 # $1 is the rootfs, expanded by mmdebstrap's hook
+    rootfs redis essential "$REDIS_APT_PACKAGE=$REDIS_DEB" 'mkdir -p "$1/data" && chown 999:999 "$1/data"'
+    # An imported rootfs has no PATH of its own; the pod's command is a bare "redis-server".
+    import_rootfs "$(local_ref redis)" "$ROOTFS_TAR" \
+        'ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        'USER=999:999' 'WORKDIR=/data' 'EXPOSE=6379' 'CMD=["redis-server"]'
+    if [[ $RESULT == cached && $(cat "$(archive_of redis).key" 2>/dev/null) == "$IMPORT_KEY" && -s $(archive_of redis) ]]; then
+        return 0
+    fi
+    RESULT=built
+    write_archive redis "$IMPORT_KEY"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -415,6 +419,7 @@ versitygw_binary() {
 coredns_binary() {
     local dir=$BIN_ROOT/coredns-$COREDNS_VERSION
     if [[ ! -x $dir/coredns ]]; then
+        command -v go >/dev/null 2>&1 || die "go: the Go toolchain is needed to build CoreDNS and is not on PATH"
         local stage t
         t=$(now)
         log "  go install github.com/coredns/coredns@$COREDNS_VERSION (minutes on 2 cores)"
