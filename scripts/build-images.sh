@@ -13,10 +13,15 @@
 # name (`ctr -n k8s.io images import`, `kind load image-archive`, `podman load` take it; the
 # importer qualifies the name the same way a pod spec's image is qualified).
 #
+# Images and archives are named by the key of their inputs (the Dockerfile, the files it
+# copies, build args, the key of its base image): several checkouts with different code
+# share the cache without rebuilding each other's images or overwriting each other's
+# archives, and --print-archives names this checkout's archives without building anything.
+# The newest $KEEP keys of each image are kept.
+#
 # Podman runs with this project's own config (scripts/images/*.conf through CONTAINERS_CONF,
 # CONTAINERS_STORAGE_CONF, CONTAINERS_REGISTRIES_CONF); storage lives in $CACHE/containers.
-# An image is rebuilt only when its inputs change (Dockerfile, the files it copies, build
-# args, base image id): a warm run takes seconds.
+# An image is rebuilt only when its inputs change: a warm run takes seconds.
 #
 #   scripts/build-images.sh                   build what is missing or stale
 #   scripts/build-images.sh --print-archives  print image-ref=archive lines, build nothing
@@ -40,8 +45,6 @@ STORE_DIR=$CACHE_DIR/containers
 
 # The chart's appVersion is the version of the project's own images.
 APP_VERSION=$(sed -n 's/^appVersion:[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$/\1/p' "$REPO/helm/datasetjob/Chart.yaml")
-# Label that records the inputs an image was built from (compared on every run).
-KEY_LABEL=dev.datagen.dsj.inputs
 
 log() { printf '[images] %s\n' "$*"; }
 die() {
@@ -130,6 +133,8 @@ PY_MINOR=$(upstream_version "$PYTHON_DEB" | cut -d. -f1,2)
 REDIS_VERSION=$(upstream_version "$REDIS_DEB")
 
 BASE_REF=localhost/dsj-python:$PY_MINOR-$SUITE
+# Images and archives of this many input keys per image stay in the cache.
+KEEP=${DSJ_IMAGES_KEEP:-4}
 
 # The node images: name, short reference and archive.
 NODE_IMAGES=(worker smart-money-example operator redis versitygw coredns pause)
@@ -142,20 +147,19 @@ declare -A REF=(
     [coredns]=datasetjob/coredns:$COREDNS_VERSION
     [pause]=datasetjob/pause:$PAUSE_VERSION
 )
-archive_of() { printf '%s/%s-%s.tar' "$IMAGES_DIR" "$1" "${REF[$1]##*:}"; }
-# Podman keeps short names under its local prefix.
+declare -A KEY
+archive_of() { printf '%s/%s-%s-%s.tar' "$IMAGES_DIR" "$1" "${REF[$1]##*:}" "${KEY[$1]:0:12}"; }
+# Podman keeps short names under its local prefix; the plain name points at the newest build.
 local_ref() { printf 'localhost/%s' "${REF[$1]}"; }
+# The name of the build of the current inputs.
+build_ref() { printf 'localhost/dsj-build/%s:%s' "$1" "${KEY[$1]:0:16}"; }
 
-if [[ $PRINT == 1 ]]; then
-    for name in "${NODE_IMAGES[@]}"; do printf '%s=%s\n' "${REF[$name]}" "$(archive_of "$name")"; done
-    exit 0
-fi
 
 # ---------------------------------------------------------------------------------------
 # Tools and the container engine.
 
 ensure_tools() {
-    local missing=() cmd pkg
+    local missing=() cmd
     # command:package
     local need=(podman:podman runc:runc skopeo:skopeo mmdebstrap:mmdebstrap gcc:gcc readelf:binutils)
     [[ $VERIFY == 1 ]] && need+=(containerd:containerd ctr:containerd)
@@ -167,9 +171,10 @@ ensure_tools() {
     if ((${#missing[@]})); then
         command -v apt-get >/dev/null 2>&1 || die "missing tools (${missing[*]}) and no apt-get to install them"
         log "installing with apt-get: ${missing[*]}"
-        apt_install $(printf '%s\n' "${missing[@]}" | sort -u)
+        local pkgs
+        mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
+        apt_install "${pkgs[@]}"
     fi
-    command -v go >/dev/null 2>&1 || die "go: the Go toolchain is needed to build CoreDNS and versitygw and is not on PATH"
 }
 
 # Points podman and skopeo at the project's config and storage, never /etc/containers.
@@ -198,15 +203,14 @@ check_engine() {
 # namespaces, cgroups and the overlay root here, before anything slow is built.
 check_run() {
     local out
-    if ! out=$(timeout 60 podman run --rm --network none --pull=never "$(local_ref pause)" --version 2>&1); then
+    if ! out=$(timeout 60 podman run --rm --network none --pull=never "$(build_ref pause)" --version 2>&1); then
         die "runc: this machine cannot run a container ($(tail -n 3 <<<"$out" | tr '\n' ' '))"
     fi
     RESULT=checked
 }
 
 # ---------------------------------------------------------------------------------------
-# Input keys: an image is up to date when its label holds the key of its inputs and its
-# archive sits next to a .key file with the same key.
+# Input keys, computed from the inputs alone (no engine needed).
 
 # files_key CONTEXT PATH...: hash of the names and contents of the files under PATHs,
 # leaving out what .dockerignore leaves out of the build context.
@@ -227,39 +231,52 @@ copy_sources() {
     }' "$1"
 }
 
-image_id() { podman image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
-image_key() { podman image inspect --format "{{index .Labels \"$KEY_LABEL\"}}" "$1" 2>/dev/null || true; }
-
-# up_to_date NAME KEY: the image in storage and its archive were both made from KEY.
-up_to_date() {
-    local name=$1 key=$2 archive
-    archive=$(archive_of "$name")
-    [[ $(image_key "$(local_ref "$name")") == "$key" && -s $archive && $(cat "$archive.key" 2>/dev/null) == "$key" ]]
+# dockerfile_key DOCKERFILE BASE_KEY BUILD_ARG...
+dockerfile_key() {
+    local file=$1
+    shift
+    # shellcheck disable=SC2046
+    {
+        cat "$REPO/$file"
+        printf '%s\n' "$@" "${PIP_BUILD_OPTS[@]}"
+        files_key "$REPO" $(copy_sources "$REPO/$file")
+        cat "$REPO/.dockerignore" 2>/dev/null || true
+    } | sha
 }
 
-# write_archive NAME KEY: docker-archive with the short name, written atomically.
-write_archive() {
-    local name=$1 key=$2 archive t
-    archive=$(archive_of "$name")
-    t=$(now)
-    rm -f "$archive.tmp" "$archive.key"
-    skopeo copy --quiet --policy "$POLICY" "containers-storage:$(local_ref "$name")" \
-        "docker-archive:$archive.tmp:${REF[$name]}" ||
-        die "skopeo could not write the archive of ${REF[$name]}"
-    mv "$archive.tmp" "$archive"
-    printf '%s\n' "$key" >"$archive.key"
-    log "  archive $archive ($(du -m "$archive" | cut -f1) MB) in $(elapsed "$t")"
+# scratch_key NAME WHAT...: key of a FROM scratch image (its Containerfile, what makes the binary).
+scratch_key() {
+    local name=$1
+    shift
+    { cat "$CONF_DIR/$name/Containerfile"; printf '%s\n' "${REF[$name]}" "$@"; } | sha
 }
 
-# podman_build NAME KEY CONTEXT CONTAINERFILE [ARGS...]: builds and tags the image.
-podman_build() {
-    local name=$1 key=$2 ctx=$3 file=$4
-    shift 4
-    podman build --pull=never --signature-policy "$POLICY" --layers=false \
-        --label "$KEY_LABEL=$key" -f "$file" -t "$(local_ref "$name")" "$@" "$ctx" >"$STEP_LOG" 2>&1 || {
-        tail -n 40 "$STEP_LOG" | sed 's/^/    /' >&2
-        die "podman build of ${REF[$name]} failed (log: $STEP_LOG)"
-    }
+# import_key ROOTFS_KEY CHANGE...: key of an image imported from a rootfs tarball.
+import_key() { printf '%s\n' "$@" | sha; }
+
+# Network for pip (the package index); the host's CA bundle for machines behind a TLS proxy.
+PIP_BUILD_OPTS=(--network host -v /etc/ssl/certs:/etc/ssl/certs:ro)
+
+BASE_INCLUDE=python3=$PYTHON_DEB,python3-venv,python-is-python3,ca-certificates
+BASE_CHANGES=('ENV=LANG=C.UTF-8' 'CMD=["python3"]')
+REDIS_INCLUDE=$REDIS_APT_PACKAGE=$REDIS_DEB
+# The chart runs redis-server as 999:999 with --dir /data (an emptyDir there).
+# shellcheck disable=SC2016 # $1 is the rootfs, expanded by mmdebstrap's hook
+REDIS_HOOKS=('mkdir -p "$1/data" && chown 999:999 "$1/data"')
+# An imported rootfs has no PATH of its own; the pod's command is a bare "redis-server".
+REDIS_CHANGES=('ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+    'USER=999:999' 'WORKDIR=/data' 'EXPOSE=6379' 'CMD=["redis-server"]')
+
+compute_keys() {
+    KEY[base]=$(import_key "$(rootfs_key minbase "$BASE_INCLUDE")" "${BASE_CHANGES[@]}")
+    KEY[worker]=$(dockerfile_key generator-image/Dockerfile "${KEY[base]}" PYTHON_IMAGE="$(build_ref base)")
+    KEY[smart-money-example]=$(dockerfile_key generator-image/examples/smart_money/Dockerfile \
+        "${KEY[worker]}" WORKER_IMAGE="$(build_ref worker)")
+    KEY[operator]=$(dockerfile_key operator/Dockerfile "${KEY[base]}" PYTHON_IMAGE="$(build_ref base)")
+    KEY[redis]=$(import_key "$(rootfs_key essential "$REDIS_INCLUDE" "${REDIS_HOOKS[@]}")" "${REDIS_CHANGES[@]}")
+    KEY[pause]=$(scratch_key pause "$(sha <"$CONF_DIR/pause/pause.c")" gcc -static -Os)
+    KEY[versitygw]=$(scratch_key versitygw "$VERSITYGW_MODULE@$VERSITYGW_VERSION")
+    KEY[coredns]=$(scratch_key coredns "github.com/coredns/coredns@$COREDNS_VERSION")
 }
 
 # ---------------------------------------------------------------------------------------
@@ -282,22 +299,28 @@ DPKG_OPTS=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/us
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*'
     --dpkgopt='path-exclude=/usr/share/info/*')
 
+# rootfs_key VARIANT PKG=VER,... [HOOK...]: the key of a Debian rootfs with these inputs.
+rootfs_key() {
+    local sources
+    sources=$(host_sources)
+    {
+        printf '%s\n' "$SUITE" "$@" "${DPKG_OPTS[@]}"
+        [[ -n $sources ]] && cat "$sources"
+    } | sha
+}
+
 # rootfs NAME VARIANT PKG=VER,... [HOOK...]: sets ROOTFS_TAR to the cached tarball, made if missing.
 rootfs() {
     local name=$1 variant=$2 include=$3
     shift 3
     local sources key tar
     sources=$(host_sources)
-    key=$( {
-        printf '%s\n' "$SUITE" "$variant" "$include" "${DPKG_OPTS[@]}" "$@"
-        [[ -n $sources ]] && cat "$sources"
-    } | sha)
+    key=$(rootfs_key "$variant" "$include" "$@")
     tar=$ROOTFS_DIR/$name-$SUITE-${key:0:16}.tar
     if [[ ! -s $tar ]]; then
-        local t
+        local t hooks=() h
         t=$(now)
         log "  mmdebstrap --variant=$variant $SUITE: $include ${sources:+(apt sources of $sources)}"
-        local hooks=() h
         for h in "$@"; do hooks+=(--customize-hook="$h"); done
         mmdebstrap --quiet --format=tar --variant="$variant" --include="$include" "${DPKG_OPTS[@]}" "${hooks[@]}" \
             "$SUITE" "$tar.tmp" ${sources:+"$sources"} >"$STEP_LOG" 2>&1 || {
@@ -305,71 +328,107 @@ rootfs() {
             tail -n 30 "$STEP_LOG" | sed 's/^/    /' >&2
             die "mmdebstrap of $name ($SUITE: $include) failed (log: $STEP_LOG; a version gone from the mirror needs 'apt-get update')"
         }
-        # Tarballs of older inputs are never used again.
-        find "$ROOTFS_DIR" -maxdepth 1 -name "$name-$SUITE-*.tar" ! -name "${tar##*/}" -delete
         mv "$tar.tmp" "$tar"
         log "  rootfs $tar ($(du -m "$tar" | cut -f1) MB) in $(elapsed "$t")"
     fi
+    touch "$tar"
+    keep_newest "$ROOTFS_DIR" "$name-$SUITE-*.tar"
     ROOTFS_TAR=$tar
 }
 
-# import_rootfs REF TAR KEY CHANGE...: imports the tarball unless REF already has KEY.
+# import_rootfs TAR REF CHANGE...: imports the tarball as REF with Dockerfile-style settings.
 import_rootfs() {
-    local ref=$1 tar=$2 key=$3
-    shift 3
-    if [[ $(image_key "$ref") == "$key" ]]; then RESULT=cached; return 0; fi
-    local changes=(--change "LABEL=$KEY_LABEL=$key") c
+    local tar=$1 ref=$2
+    shift 2
+    local changes=() c
     for c in "$@"; do changes+=(--change "$c"); done
     podman import --quiet "${changes[@]}" "$tar" "$ref" >/dev/null || die "podman import of $tar as $ref failed"
 }
 
-build_base() {
-    local include tar key
-    include=python3=$PYTHON_DEB,python3-venv,python-is-python3,ca-certificates
-    rootfs python minbase "$include"
-    tar=$ROOTFS_TAR
-    key=$(basename "$tar" | sha)
-    import_rootfs "$BASE_REF" "$tar" "$key" 'ENV=LANG=C.UTF-8' 'CMD=["python3"]'
-    log "  $BASE_REF $(image_id "$BASE_REF" | cut -c1-12)"
-}
-
-build_redis() {
-    local include tar key
-    include=$REDIS_APT_PACKAGE=$REDIS_DEB
-    # The chart runs redis-server as 999:999 with --dir /data (an emptyDir there).
-    rootfs redis essential "$include" 'mkdir -p "$1/data" && chown 999:999 "$1/data"'
-    tar=$ROOTFS_TAR
-    key=$( { basename "$tar"; printf '%s\n' "${REF[redis]}"; } | sha)
-    if up_to_date redis "$key"; then RESULT=cached; return 0; fi
-    import_rootfs "$(local_ref redis)" "$tar" "$key" 'USER=999:999' 'WORKDIR=/data' 'EXPOSE=6379' \
-        'CMD=["redis-server"]'
-    write_archive redis "$key"
-}
-
 # ---------------------------------------------------------------------------------------
-# The project's images from its own Dockerfiles.
+# Building: each image is made under its keyed name unless that exists, and its archive is
+# written unless it exists.
 
-# Network for pip (the package index); the host's CA bundle for machines behind a TLS proxy.
-PIP_BUILD_OPTS=(--network host -v /etc/ssl/certs:/etc/ssl/certs:ro)
+image_exists() { podman image exists "$1" 2>/dev/null; }
 
-# build_dockerfile NAME DOCKERFILE BASE_REF BUILD_ARG...: builds unless the inputs are unchanged.
-build_dockerfile() {
-    local name=$1 file=$2 base=$3
-    shift 3
-    local base_id key args=() a
-    base_id=$(image_id "$base")
-    [[ -n $base_id ]] || die "base image $base of ${REF[$name]} is not in storage"
-    # shellcheck disable=SC2046
-    key=$( {
-        cat "$REPO/$file"
-        printf '%s\n' "$base_id" "$@" "${PIP_BUILD_OPTS[@]}"
-        files_key "$REPO" $(copy_sources "$REPO/$file")
-        cat "$REPO/.dockerignore" 2>/dev/null || true
-    } | sha)
-    if up_to_date "$name" "$key"; then RESULT=cached; return 0; fi
-    for a in "$@"; do args+=(--build-arg "$a"); done
-    podman_build "$name" "$key" "$REPO" "$REPO/$file" "${PIP_BUILD_OPTS[@]}" "${args[@]}"
-    write_archive "$name" "$key"
+# keep_newest DIR GLOB: deletes all but the $KEEP most recently used files matching GLOB.
+keep_newest() {
+    local dir=$1 glob=$2
+    # shellcheck disable=SC2012,SC2086 # names are ours (no newlines); GLOB is a pattern
+    ls -1t "$dir"/$glob 2>/dev/null | tail -n +$((KEEP + 1)) | xargs -r rm -f
+}
+
+# write_archive NAME: docker-archive with the short name, written atomically.
+write_archive() {
+    local name=$1 archive t
+    archive=$(archive_of "$name")
+    t=$(now)
+    rm -f "$archive.tmp"
+    skopeo copy --quiet --policy "$POLICY" "containers-storage:$(build_ref "$name")" \
+        "docker-archive:$archive.tmp:${REF[$name]}" ||
+        die "skopeo could not write the archive of ${REF[$name]}"
+    mv "$archive.tmp" "$archive"
+    log "  archive $archive ($(du -m "$archive" | cut -f1) MB) in $(elapsed "$t")"
+}
+
+# produce NAME BUILD_FN ARGS...: BUILD_FN ARGS... REF builds the image as REF when it is
+# missing; then the archive is written when missing, and the plain name points at REF.
+produce() {
+    local name=$1
+    shift
+    local ref archive
+    ref=$(build_ref "$name")
+    archive=$(archive_of "$name")
+    if image_exists "$ref"; then
+        if [[ -s $archive ]]; then
+            RESULT=cached
+            touch "$archive" # recently used: kept by keep_newest
+        else
+            write_archive "$name"
+        fi
+    else
+        "$@" "$ref"
+        write_archive "$name"
+    fi
+    podman tag "$ref" "$(local_ref "$name")"
+}
+
+# podman_build CONTEXT CONTAINERFILE ARGS... REF
+podman_build() {
+    local ctx=$1 file=$2
+    shift 2
+    local ref=${*: -1}
+    podman build --pull=never --signature-policy "$POLICY" --layers=false \
+        -f "$file" -t "$ref" "${@:1:$#-1}" "$ctx" >"$STEP_LOG" 2>&1 || {
+        tail -n 40 "$STEP_LOG" | sed 's/^/    /' >&2
+        die "podman build of $ref failed (log: $STEP_LOG)"
+    }
+}
+
+build_base() {
+    local ref
+    ref=$(build_ref base)
+    if image_exists "$ref"; then
+        RESULT=cached
+    else
+        rootfs python minbase "$BASE_INCLUDE"
+        import_rootfs "$ROOTFS_TAR" "$ref" "${BASE_CHANGES[@]}"
+    fi
+    podman tag "$ref" "$BASE_REF"
+    log "  $BASE_REF = $ref"
+}
+
+redis_image() {
+    rootfs redis essential "$REDIS_INCLUDE" "${REDIS_HOOKS[@]}"
+    import_rootfs "$ROOTFS_TAR" "$1" "${REDIS_CHANGES[@]}"
+}
+
+# dockerfile_image DOCKERFILE BUILD_ARG... REF: the repository's Dockerfile as it is.
+dockerfile_image() {
+    local file=$1 args=() a
+    shift
+    for a in "${@:1:$#-1}"; do args+=(--build-arg "$a"); done
+    podman_build "$REPO" "$REPO/$file" "${PIP_BUILD_OPTS[@]}" "${args[@]}" "${@: -1}"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -377,19 +436,16 @@ build_dockerfile() {
 
 is_static() { ! readelf -lW "$1" 2>/dev/null | grep -q 'INTERP'; }
 
-# build_scratch NAME KEY BINARY_FN: BINARY_FN DIR puts the binary into the build context DIR.
-build_scratch() {
-    local name=$1 key=$2 make_binary=$3 ctx
-    if up_to_date "$name" "$key"; then RESULT=cached; return 0; fi
+# scratch_image NAME BINARY_FN REF: BINARY_FN DIR puts the static binary into the context DIR.
+scratch_image() {
+    local name=$1 make_binary=$2 ref=$3 ctx bin
     ctx=$(mktemp -d "$WORK_ROOT/image-$name.XXXXXX")
     WORK_DIRS+=("$ctx")
     "$make_binary" "$ctx"
-    local bin
     for bin in "$ctx"/*; do
         is_static "$bin" || die "$bin is linked dynamically; a FROM scratch image needs a static binary"
     done
-    podman_build "$name" "$key" "$ctx" "$CONF_DIR/$name/Containerfile"
-    write_archive "$name" "$key"
+    podman_build "$ctx" "$CONF_DIR/$name/Containerfile" "$ref"
     rm -rf "$ctx"
 }
 
@@ -415,6 +471,7 @@ versitygw_binary() {
 coredns_binary() {
     local dir=$BIN_ROOT/coredns-$COREDNS_VERSION
     if [[ ! -x $dir/coredns ]]; then
+        command -v go >/dev/null 2>&1 || die "go: the Go toolchain is needed to build CoreDNS and is not on PATH"
         local stage t
         t=$(now)
         log "  go install github.com/coredns/coredns@$COREDNS_VERSION (minutes on 2 cores)"
@@ -432,13 +489,6 @@ coredns_binary() {
         log "  coredns $COREDNS_VERSION built in $(elapsed "$t")"
     fi
     cp "$dir/coredns" "$1/coredns"
-}
-
-# scratch_key NAME VERSION [FILE...]: key of a FROM scratch image.
-scratch_key() {
-    local name=$1
-    shift
-    { cat "$CONF_DIR/$name/Containerfile"; printf '%s\n' "${REF[$name]}" "$@"; } | sha
 }
 
 # ---------------------------------------------------------------------------------------
@@ -534,6 +584,30 @@ step() {
     fi
 }
 
+# prune: drops the archives and builds of all but the $KEEP most recently used keys per image.
+prune() {
+    local name tag
+    for name in "${NODE_IMAGES[@]}"; do
+        keep_newest "$IMAGES_DIR" "$name-*-????????????.tar"
+        for tag in $(podman images --noheading --format '{{.Tag}}' "localhost/dsj-build/$name"); do
+            compgen -G "$IMAGES_DIR/$name-*-${tag:0:12}.tar" >/dev/null ||
+                podman rmi --force "localhost/dsj-build/$name:$tag" >/dev/null 2>&1 || true
+        done
+    done
+    for tag in $(podman images --noheading --sort created --format '{{.Tag}}' localhost/dsj-build/base | tail -n +$((KEEP + 1))); do
+        podman rmi "localhost/dsj-build/base:$tag" >/dev/null 2>&1 || true # still in use: kept
+    done
+    # Replaced and removed images leave untagged layers behind.
+    podman image prune --force >/dev/null 2>&1 || true
+    RESULT=checked
+}
+
+compute_keys
+if [[ $PRINT == 1 ]]; then
+    for name in "${NODE_IMAGES[@]}"; do printf '%s=%s\n' "${REF[$name]}" "$(archive_of "$name")"; done
+    exit 0
+fi
+
 T0=$(now)
 ensure_tools
 setup_engine
@@ -547,24 +621,22 @@ check_engine
 log "podman $(podman version --format '{{.Client.Version}}'), $(runc --version | head -n1), storage $STORE_DIR"
 log "Debian $SUITE: python3 $PYTHON_DEB, $REDIS_APT_PACKAGE $REDIS_DEB"
 
-# The sandbox image first: it takes seconds and every pod needs it.
-step pause build_scratch pause "$(scratch_key pause "$(sha <"$CONF_DIR/pause/pause.c")")" pause_binary
+# The sandbox image first: it takes seconds, every pod needs it, and running it proves
+# that this machine can run containers at all.
+step pause produce pause scratch_image pause pause_binary
 step run-check check_run
 step base build_base
-BUILD_WORKER=(PYTHON_IMAGE="$BASE_REF")
-step worker build_dockerfile worker generator-image/Dockerfile "$BASE_REF" "${BUILD_WORKER[@]}"
-step smart-money-example build_dockerfile smart-money-example generator-image/examples/smart_money/Dockerfile \
-    "$(local_ref worker)" WORKER_IMAGE="$(local_ref worker)"
-step operator build_dockerfile operator operator/Dockerfile "$BASE_REF" PYTHON_IMAGE="$BASE_REF"
-step redis build_redis
-step versitygw build_scratch versitygw "$(scratch_key versitygw "$VERSITYGW_MODULE@$VERSITYGW_VERSION")" versitygw_binary
-step coredns build_scratch coredns "$(scratch_key coredns "$COREDNS_VERSION")" coredns_binary
-
-# Replaced images stay behind untagged; drop them so the storage does not grow per build.
-if [[ $BUILT == 1 ]]; then podman image prune --force >/dev/null 2>&1 || true; fi
+step worker produce worker dockerfile_image generator-image/Dockerfile PYTHON_IMAGE="$(build_ref base)"
+step smart-money-example produce smart-money-example dockerfile_image generator-image/examples/smart_money/Dockerfile \
+    WORKER_IMAGE="$(build_ref worker)"
+step operator produce operator dockerfile_image operator/Dockerfile PYTHON_IMAGE="$(build_ref base)"
+step redis produce redis redis_image
+step versitygw produce versitygw scratch_image versitygw versitygw_binary
+step coredns produce coredns scratch_image coredns coredns_binary
+[[ $BUILT == 1 ]] && step prune prune
 [[ $VERIFY == 1 ]] && step verify-containerd verify_containerd
 
 log "all images ready in $(elapsed "$T0"):"
 for name in "${NODE_IMAGES[@]}"; do
-    log "  ${REF[$name]}=$(archive_of "$name") ($(podman image inspect --format '{{.Size}}' "$(local_ref "$name")" | awk '{ printf "%.0f MB", $1 / 1e6 }'))"
+    log "  ${REF[$name]}=$(archive_of "$name") ($(podman image inspect --format '{{.Size}}' "$(build_ref "$name")" | awk '{ printf "%.0f MB", $1 / 1e6 }'))"
 done
