@@ -46,7 +46,8 @@ def fingerprint_inputs(spec: DatasetJobSpec, digest: str | None = None,
         "regenerate": regenerate_token or None,
         # Env order counts: a later entry may refer to an earlier one with $(NAME).
         "env": [dict(e) for e in gen.env],
-        "columns": [list(c) for c in spec.combine.columns],
+        # A mapping: an API server sorts map keys, and column order does not change a row.
+        "columns": dict(spec.combine.columns),
     }
 
 
