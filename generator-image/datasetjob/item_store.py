@@ -23,13 +23,14 @@ class ItemStore:
         self.fingerprint = fingerprint
         self.inputs = inputs
 
-    def load(self) -> list[ItemRecord]:
+    def load(self, ids: set[str] | None = None) -> list[ItemRecord]:
+        """The stored records (of these item ids only, if given)."""
         prefix = layout.item_store_prefix(self.fingerprint) + "segments/"
         keys = [k for k in self.store.list(prefix) if k.endswith(".jsonl")]
         # Object stores answer one GET at a time slowly; a few at once keeps start-up short.
         with ThreadPoolExecutor(max_workers=8) as pool:
             texts = list(pool.map(self.store.get_text, keys))
-        return [record for text in texts for record in parse_segment(text)]
+        return [record for text in texts for record in parse_segment(text, ids)]
 
     def save(self, run_id: str, index: int, records: list[ItemRecord]) -> None:
         if not records:

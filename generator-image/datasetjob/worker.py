@@ -174,14 +174,14 @@ class ShardWorker:
         results: dict[int, list[dict]] = checkpoint.load()
         results = {p: r for p, r in results.items() if p in self.positions}
         self.summary.items_skipped = len(results)
+        if results:
+            log.info("%s: %d items already done by an earlier attempt, skipping them",
+                     shard_name(self.s.index), len(results))
         self._reused = self._reusable(results)
         results.update((p, record.rows) for p, record in self._reused.items())
         self.summary.items_reused = len(self._reused)
         self.summary.items_done = len(results)
         self.summary.rows = sum(len(r) for r in results.values())
-        if results:
-            log.info("%s: %d items already done by an earlier attempt, skipping them",
-                     shard_name(self.s.index), len(results))
         failures: list[dict] = []
         todo = [p for p in processing_order(self.positions, self.s.index) if p not in results]
 
@@ -229,7 +229,8 @@ class ShardWorker:
         wanted = {p: (self.s.ids[p], item_digest(self.s.items[p])) for p in self.positions if p not in done}
         if not wanted:
             return {}
-        reused = select_reusable(self.s.item_store.load(), wanted, time.time(),
+        records = self.s.item_store.load({item_id for item_id, _ in wanted.values()})
+        reused = select_reusable(records, wanted, time.time(),
                                  self.spec.reuse.max_age_seconds)
         log.info("%s: %d of %d items reused from earlier runs (fingerprint %s)", shard_name(self.s.index),
                  len(reused), len(self.positions), self.s.item_store.fingerprint)

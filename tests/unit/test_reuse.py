@@ -138,8 +138,11 @@ def test_an_item_that_produced_no_rows_is_reused_as_done():
 
 
 def test_segments_round_trip_and_lineage_groups_by_source_run():
-    records = [record("a", run="r1"), record("b", [{"x": 1.5, "s": "é"}], run="r2", at=3.25)]
-    assert parse_segment(segment_body(records).decode()) == records
+    records = [record("a", run="r1"), record("b", [{"x": 1.5, "s": "é\u2028line"}], run="r2", at=3.25),
+               record('c "quoted"\tid')]
+    body = segment_body(records).decode()
+    assert parse_segment(body) == records
+    assert parse_segment(body, ids={"b", 'c "quoted"\tid'}) == records[1:]  # a shard reads only its items
     reused = {7: records[1], 3: records[0], 9: record("c", run="r1")}
     assert lineage(reused) == {"r1": ["a", "c"], "r2": ["b"]}
     assert merge_lineage([{"r2": ["b"]}, {"r1": ["a"], "r2": ["d"]}]) == {"r1": ["a"], "r2": ["b", "d"]}
