@@ -148,3 +148,15 @@ def test_reuse_off_generates_everything_again(tmp_path):
     assert runs.run(doc, out) == runs.run(doc, out) == Counter(item_ids(doc))
     assert "off: 18 generated" in runs.stderr
     assert not (tmp_path / "out" / "items").exists()
+
+
+def test_rows_older_than_max_age_are_generated_again(tmp_path):
+    import time
+
+    doc = sample_doc(symbols=6, dates=3, shards=2)
+    runs = Runs(tmp_path)
+    out = f"file://{tmp_path}/out"
+    assert runs.run(doc, out) == Counter(item_ids(doc))
+    assert runs.run(with_spec(doc, reuse={"maxAgeSeconds": 3600}), out) == Counter()
+    time.sleep(2)  # the rows are now older than a one-second limit
+    assert runs.run(with_spec(doc, reuse={"maxAgeSeconds": 1}), out) == Counter(item_ids(doc))
