@@ -123,22 +123,34 @@ def test_appended_date_on_disk_matches_a_full_regeneration(tmp_path, fmt):
     assert (manifest["items"]["generated"], manifest["items"]["reused"]) == (100, 200)
 
 
-def test_failed_items_are_generated_again_whatever_the_shard_layout(tmp_path):
+@pytest.mark.parametrize("storage", ["file", "s3"])
+def test_failed_items_are_generated_again_whatever_the_shard_layout(tmp_path, request, storage):
     doc = sample_doc(symbols=20, dates=3, shards=3)
+    if storage == "s3":
+        s3_server = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        doc["spec"]["output"] = {"format": "csv", "endpointUrl": s3_server.endpoint_url}
+        runs, out = Runs(tmp_path, s3_server.env()), f"s3://{bucket}/smf"
+
+        def manifest() -> dict:
+            s3 = s3_server.client()
+            run = json.loads(s3.get_object(Bucket=bucket, Key="smf/latest.json")["Body"].read())["runId"]
+            return json.loads(s3.get_object(Bucket=bucket, Key=f"smf/runs/{run}/manifest.json")["Body"].read())
+    else:
+        runs, out = Runs(tmp_path), f"file://{tmp_path}/out"
+
+        def manifest() -> dict:
+            return published(tmp_path / "out")[1]
+
     broken = "ACO:2023-02-28"
-    runs = Runs(tmp_path)
-    out = f"file://{tmp_path}/out"
     first = runs.run(doc, out, env={"SMF_FAIL_ITEMS": broken})
-    assert first[broken] == 1
-    _, manifest = published(tmp_path / "out")
-    assert manifest["items"]["failed"] == 1
+    assert first[broken] == 1 and manifest()["items"]["failed"] == 1
 
     grown = with_spec(appended(doc), shards=5, parallelism=5)  # another shard layout, same fingerprint
     second = runs.run(grown, out)
     assert second == Counter([broken] + [i for i in item_ids(grown) if i.endswith(NEW_DATE)])
-    _, manifest = published(tmp_path / "out")
-    assert manifest["items"] == {"total": 80, "done": 80, "failed": 0, "missing": 0,
-                                 "generated": 21, "reused": 59}
+    assert manifest()["items"] == {"total": 80, "done": 80, "failed": 0, "missing": 0,
+                                   "generated": 21, "reused": 59}
 
 
 def test_reuse_off_generates_everything_again(tmp_path):
