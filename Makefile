@@ -47,6 +47,7 @@ cluster-clean: venv  ## remove what a killed `make cluster` or test run left beh
 
 bench: venv services controlplane images
 	$(PY) tests/bench/bench_local.py
+	$(PY) tests/bench/bench_reuse.py
 	$(PY) tests/bench/bench_redis.py
 	$(PY) tests/bench/bench_operator.py
 

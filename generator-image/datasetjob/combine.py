@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from . import layout
+from .reuse import merge_lineage
 from .sharding import compress_indexes, shard_name
 from .redaction import redact
 from .spec import DatasetJobSpec
@@ -68,8 +69,16 @@ def check_coverage(shards: int, manifests: dict[int, dict], max_failed: int) -> 
 def item_tally(total_items: int, manifests: dict[int, dict]) -> dict:
     done = sum(m["items"]["done"] for m in manifests.values())
     failed = sum(m["items"]["failed"] for m in manifests.values())
+    reused = sum(m["items"].get("reused", 0) for m in manifests.values())
     return {"total": total_items, "done": done, "failed": failed,
-            "missing": total_items - done - failed}
+            "missing": total_items - done - failed, "generated": done - reused, "reused": reused}
+
+
+def run_lineage(manifests: dict[int, dict]) -> dict:
+    """Where the run's items came from: generated here, or reused from which earlier run."""
+    reused_from = merge_lineage([manifests[i].get("reusedFrom") or {} for i in sorted(manifests)])
+    fingerprints = sorted({m["fingerprint"] for m in manifests.values() if m.get("fingerprint")})
+    return {"fingerprints": fingerprints, "reusedFrom": reused_from}
 
 
 def check_success_ratio(items: dict, minimum: float) -> None:
@@ -273,6 +282,7 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
                          "itemSuccessRatio": items["done"] / items["total"] if items["total"] else 1.0},
             "duplicatesDropped": dropped,
             "cache": cache,
+            "lineage": run_lineage(manifests),
             "shards": {shard_name(i): {"rows": m["rows"], "sha256": m.get("sha256"),
                                         "items": m["items"]} for i, m in sorted(manifests.items())},
             "spec": spec.raw_spec,

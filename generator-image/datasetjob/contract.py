@@ -14,3 +14,8 @@ PARENT_PID_ENV = "DSJ_PARENT_PID"
 ITEMS_DIR_ENV = "DSJ_ITEMS_DIR"
 # Set for a retry-failed attempt: a committed shard with failed items reruns just those.
 RETRY_FAILED_ITEMS_ENV = "DSJ_RETRY_FAILED_ITEMS"
+# A regenerate token (datagen.dev/regenerate): part of the run id and of the generator
+# fingerprint, so a regenerated run produces every item afresh.
+REGENERATE_TOKEN_ENV = "DSJ_REGENERATE_TOKEN"
+# The generator image's digest, when whoever starts the worker knows it (fingerprint input).
+IMAGE_DIGEST_ENV = "DSJ_IMAGE_DIGEST"

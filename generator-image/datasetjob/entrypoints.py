@@ -20,7 +20,9 @@ from .universe import resolve_items
 from .redaction import CREDENTIALS_ENV, decode_secrets, restore_credentials
 from .spec import DatasetJobSpec, run_id as compute_run_id, spec_from_document
 from .storage import open_store
-from .contract import EXIT_DO_NOT_RETRY, EXIT_OK, EXIT_RETRY
+from .contract import EXIT_DO_NOT_RETRY, EXIT_OK, EXIT_RETRY, IMAGE_DIGEST_ENV, REGENERATE_TOKEN_ENV
+from .fingerprint import fingerprint_inputs, generator_fingerprint, image_digest
+from .item_store import ItemStore
 from .worker import ShardSummary, ShardWorker, WorkerSetup, write_termination_message
 
 log = logging.getLogger("datasetjob.worker")
@@ -51,7 +53,17 @@ def with_credentials(spec: DatasetJobSpec) -> DatasetJobSpec:
 
 def resolve_run_id(spec: DatasetJobSpec, given: str | None) -> str:
     return given or os.environ.get("DSJ_RUN_ID") or compute_run_id(
-        spec.raw_spec, os.environ.get("DSJ_REGENERATE_TOKEN"))
+        spec.raw_spec, os.environ.get(REGENERATE_TOKEN_ENV))
+
+
+def item_store(spec: DatasetJobSpec, store) -> ItemStore | None:
+    """Where this run takes and records reusable item rows; None when reuse is off. A command
+    generator writes one file per shard, so its rows cannot be told apart by item."""
+    if not spec.reuse.enabled or spec.generator.command:
+        return None
+    digest = image_digest(spec.generator.image, os.environ.get(IMAGE_DIGEST_ENV))
+    inputs = fingerprint_inputs(spec, digest, os.environ.get(REGENERATE_TOKEN_ENV))
+    return ItemStore(store, generator_fingerprint(inputs), inputs)
 
 
 def open_output(spec: DatasetJobSpec):
@@ -100,7 +112,8 @@ def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> 
         progress_dir = os.environ.get("DSJ_PROGRESS_DIR")
         progress = FileProgress(progress_dir, index) if progress_dir else NullProgress()
         setup = WorkerSetup(spec=spec, run_id=run, index=index, store=store, items=items, ids=ids,
-                            cache=make_cache(spec, run), progress=progress, limiter=_make_limiter(spec))
+                            cache=make_cache(spec, run), progress=progress, limiter=_make_limiter(spec),
+                            item_store=item_store(spec, store))
         if hasattr(setup.cache, "progress_sink"):
             setup.progress = setup.cache.progress_sink(run, index, fallback=progress)
         worker = ShardWorker(setup)

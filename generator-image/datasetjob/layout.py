@@ -41,3 +41,21 @@ def combined_key(run_id: str, fmt: str) -> str:
 
 def manifest_key(run_id: str) -> str:
     return f"runs/{run_id}/manifest.json"
+
+
+# Reusable item rows live beside the runs, not inside one: any later run at this output may
+# take them. Addressed by generator fingerprint; one immutable segment per shard commit.
+ITEMS_PREFIX = "items/"
+
+
+def item_store_prefix(fingerprint: str) -> str:
+    return f"{ITEMS_PREFIX}{fingerprint}/"
+
+
+def fingerprint_key(fingerprint: str) -> str:
+    return f"{ITEMS_PREFIX}{fingerprint}/fingerprint.json"
+
+
+def item_segment_key(fingerprint: str, run_id: str, index: int, token: str) -> str:
+    """A unique key per commit, so a rerun of the same run never overwrites rows it reused."""
+    return f"{ITEMS_PREFIX}{fingerprint}/segments/{run_id}/{shard_name(index)}-{token}.jsonl"

@@ -324,6 +324,8 @@ class LocalRunner:
         table.add_row("shards", f"{self.spec.shards - len(failed)}/{self.spec.shards} committed"
                       + (f" (failed: {compress_indexes(failed)})" if failed else ""))
         table.add_row("items", f"{it['done']} done, {it['failed']} failed, {it['missing']} missing of {it['total']}")
+        table.add_row("reuse", f"{it['generated']} generated, {it['reused']} reused from earlier runs"
+                      if self.spec.reuse.enabled else f"off: {it['generated']} generated")
         table.add_row("rows", f"{result.rows}" + (f" ({result.duplicates_dropped} duplicates dropped)"
                                                   if result.duplicates_dropped else ""))
         table.add_row("cache", f"{result.cache['hits']} hits, {result.cache['misses']} misses"

@@ -17,7 +17,7 @@ MAX_NAME_LENGTH = 40
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 # Fields that change what data a run produces; the rest (parallelism, retries, suspend,
-# concurrency, rate limits, cache location) only change how it is produced.
+# concurrency, rate limits, cache location, reuse) only change how it is produced.
 _SEMANTIC_FIELDS = ("items", "shards", "generator", "output", "combine")
 _OPERATIONAL_GENERATOR_FIELDS = (
     "concurrency", "startupStaggerSeconds", "resources", "nodeSelector",
@@ -46,6 +46,7 @@ class GeneratorSpec:
     startup_stagger_seconds: float
     env: tuple[dict, ...]
     raw: dict = field(compare=False, repr=False)
+    version: str | None = None  # bumped by the user: part of the generator fingerprint
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,12 @@ class OutputSpec:
     endpoint_url: str | None
     region: str | None
     credentials_secret: str | None
+
+
+@dataclass(frozen=True)
+class ReuseSpec:
+    enabled: bool = True
+    max_age_seconds: int | None = None  # None: rows never go stale
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,7 @@ class DatasetJobSpec:
     suspend: bool
     ttl_seconds_after_finished: int | None
     raw_spec: dict = field(compare=False, repr=False)
+    reuse: ReuseSpec = ReuseSpec()
 
     def with_output_uri(self, uri: str) -> "DatasetJobSpec":
         raw = dict(self.raw_spec, output=dict(self.raw_spec.get("output") or {}, uri=uri))
@@ -198,6 +206,7 @@ def spec_from_dict(name: str, spec: Any, namespace: str | None = None, rules: bo
             startup_stagger_seconds=float(gen["startupStaggerSeconds"]),
             env=tuple(gen.get("env") or ()),
             raw=gen,
+            version=gen.get("version"),
         ),
         cache=CacheSpec(
             redis_url=cache.get("redisUrl"),
@@ -228,6 +237,8 @@ def spec_from_dict(name: str, spec: Any, namespace: str | None = None, rules: bo
         suspend=raw["suspend"],
         ttl_seconds_after_finished=raw.get("ttlSecondsAfterFinished"),
         raw_spec=raw,
+        reuse=ReuseSpec(enabled=(raw.get("reuse") or {}).get("enabled", True),
+                        max_age_seconds=(raw.get("reuse") or {}).get("maxAgeSeconds")),
     )
 
 

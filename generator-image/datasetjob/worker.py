@@ -25,7 +25,9 @@ from .checkpoint import Checkpoint
 from .command import output_path, shard_values, work_dir
 from .context import Counters, ItemContext
 from .errors import GeneratorConfigError
+from .fingerprint import item_digest
 from .generator import json_safe_rows, load_function, normalise_rows, substitute
+from .reuse import ItemRecord, lineage, select_reusable
 from .sharding import shard_bounds, shard_name
 from .spec import DatasetJobSpec
 from .storage import Store, local_tempdir
@@ -44,6 +46,7 @@ class ShardSummary:
     items_done: int = 0
     items_failed: int = 0
     items_skipped: int = 0  # done by an earlier attempt (from the checkpoint)
+    items_reused: int = 0  # done by an earlier run: rows taken from the item store
     rows: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
@@ -58,7 +61,8 @@ class ShardSummary:
         """The one-line termination message (kept well under the 4 KiB limit)."""
         out = {"runId": self.run_id, "shard": self.index, "state": self.state,
                "items": {"total": self.items_total, "done": self.items_done,
-                         "failed": self.items_failed, "skipped": self.items_skipped},
+                         "failed": self.items_failed, "skipped": self.items_skipped,
+                         "reused": self.items_reused},
                "rows": self.rows, "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
                "upstreamCalls": self.upstream_calls}
         if self.sha256:
@@ -79,6 +83,7 @@ class WorkerSetup:
     cache: Any
     progress: Any
     limiter: Any = None
+    item_store: Any = None  # an ItemStore when spec.reuse is on (function mode), else None
 
 
 def write_termination_message(summary: ShardSummary | dict) -> None:
@@ -120,6 +125,8 @@ class ShardWorker:
         self.summary = ShardSummary(setup.run_id, setup.index, items_total=len(self.positions))
         self.stopping = threading.Event()
         self._lock = threading.Lock()
+        self._reused: dict[int, ItemRecord] = {}
+        self._generated: dict[int, list[dict]] = {}
 
     # -- progress ---------------------------------------------------------------------------
     def _publish(self) -> None:
@@ -167,11 +174,14 @@ class ShardWorker:
         results: dict[int, list[dict]] = checkpoint.load()
         results = {p: r for p, r in results.items() if p in self.positions}
         self.summary.items_skipped = len(results)
-        self.summary.items_done = len(results)
-        self.summary.rows = sum(len(r) for r in results.values())
         if results:
             log.info("%s: %d items already done by an earlier attempt, skipping them",
                      shard_name(self.s.index), len(results))
+        self._reused = self._reusable(results)
+        results.update((p, record.rows) for p, record in self._reused.items())
+        self.summary.items_reused = len(self._reused)
+        self.summary.items_done = len(results)
+        self.summary.rows = sum(len(r) for r in results.values())
         failures: list[dict] = []
         todo = [p for p in processing_order(self.positions, self.s.index) if p not in results]
 
@@ -204,12 +214,37 @@ class ShardWorker:
             log.warning("%s: stopped after %d of %d items; checkpoint saved",
                         shard_name(self.s.index), len(results), len(self.positions))
             return None, failures
+        self._generated = {p: rows for p, rows in results.items() if p not in self._reused}
         ordered = [row for p in self.positions if p in results for row in results[p]]
         tmpdir = local_tempdir()
         path = os.path.join(tmpdir, f"shard.{self.fmt}")
         self.summary.columns = write_rows(ordered, path, self.fmt)
         self._checkpoint = checkpoint
         return path, sorted(failures, key=lambda f: f["position"])
+
+    def _reusable(self, done: dict[int, list[dict]]) -> dict[int, ItemRecord]:
+        """Rows that earlier runs stored for this shard's other items (none when reuse is off)."""
+        if self.s.item_store is None:
+            return {}
+        wanted = {p: (self.s.ids[p], item_digest(self.s.items[p])) for p in self.positions if p not in done}
+        if not wanted:
+            return {}
+        records = self.s.item_store.load({item_id for item_id, _ in wanted.values()})
+        reused = select_reusable(records, wanted, time.time(),
+                                 self.spec.reuse.max_age_seconds)
+        log.info("%s: %d of %d items reused from earlier runs (fingerprint %s)", shard_name(self.s.index),
+                 len(reused), len(self.positions), self.s.item_store.fingerprint)
+        return reused
+
+    def _save_generated(self) -> None:
+        """This commit's newly generated items, for later runs. Checkpointed items of a retried
+        committed shard are stored again: a duplicate record is harmless (the newest wins)."""
+        if self.s.item_store is None or not self._generated:
+            return
+        now = time.time()
+        records = [ItemRecord(self.s.ids[p], item_digest(self.s.items[p]), rows, self.s.run_id, now)
+                   for p, rows in sorted(self._generated.items())]
+        self.s.item_store.save(self.s.run_id, self.s.index, records)
 
     def _record(self, position, fut, results, failures, checkpoint) -> None:
         item_id = self.s.ids[position]
@@ -278,10 +313,13 @@ class ShardWorker:
         body = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures)
         store.put_bytes(layout.failures_key(run_id, index), body.encode("utf-8"))
         store.put_file(layout.shard_data_key(run_id, index, self.fmt), path)
+        self._save_generated()
         self.summary.state = "committed"
         self._publish_counters()
         manifest = dict(self.summary.to_message(), format=self.fmt, bytes=size,
                         columns=self.summary.columns, positions=[self.positions.start, self.positions.stop],
+                        fingerprint=self.s.item_store.fingerprint if self.s.item_store else None,
+                        reusedFrom=lineage(self._reused),
                         committedAt=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         store.put_bytes(layout.shard_manifest_key(run_id, index),
                         json.dumps(manifest, indent=1).encode("utf-8"))
@@ -303,6 +341,7 @@ class ShardWorker:
         s.items_done = manifest["items"]["done"]
         s.items_failed = manifest["items"]["failed"]
         s.items_skipped = manifest["items"].get("skipped", 0)
+        s.items_reused = manifest["items"].get("reused", 0)
         s.rows, s.sha256 = manifest["rows"], manifest.get("sha256")
         s.cache_hits, s.cache_misses = manifest["cache"]["hits"], manifest["cache"]["misses"]
         self.s.progress.publish(dict(s.to_message(), index=s.index))

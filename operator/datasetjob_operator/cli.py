@@ -96,6 +96,7 @@ def cmd_status(args) -> int:
                             f"{shards.get('active', 0)} active, {shards.get('failed', 0)} failed"
                             + (f" [{shards['failedIndexes']}]" if shards.get("failedIndexes") else ""))
     table.add_row("items", f"{items.get('done', 0)}/{items.get('total', 0)} done, {items.get('failed', 0)} failed")
+    table.add_row("reuse", f"{items.get('generated', 0)} generated, {items.get('reused', 0)} reused from earlier runs")
     table.add_row("cache", f"{cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses")
     if out:
         table.add_row("dataset", f"{out.get('uri')} ({out.get('rows')} rows, sha256 {out.get('sha256')})")

@@ -35,6 +35,9 @@ STATUS_SCHEMA = {
         }},
         "items": {"type": "object", "properties": {
             "total": _COUNT, "done": _COUNT, "failed": _COUNT,
+            "generated": dict(_COUNT, description="items done by this run's generator calls"),
+            "reused": dict(_COUNT, description="items done with rows an earlier run produced under the same "
+                                               "generator fingerprint (spec.reuse); done = generated + reused"),
             "progress": {"type": "string", "description": "done/total, for kubectl get"},
         }},
         "cache": {"type": "object", "properties": {"hits": _COUNT, "misses": _COUNT}},
@@ -60,6 +63,8 @@ PRINTER_COLUMNS = [
     {"name": "Shards", "type": "string", "jsonPath": ".status.shards.progress"},
     {"name": "Items", "type": "string", "jsonPath": ".status.items.progress"},
     {"name": "Rows", "type": "integer", "jsonPath": ".status.output.rows"},
+    {"name": "Generated", "type": "integer", "jsonPath": ".status.items.generated", "priority": 1},
+    {"name": "Reused", "type": "integer", "jsonPath": ".status.items.reused", "priority": 1},
     {"name": "Run", "type": "string", "jsonPath": ".status.runId", "priority": 1},
     {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from datasetjob import API_GROUP, API_VERSION, KIND
 from datasetjob.spec import DatasetJobSpec
-from datasetjob.contract import EXIT_DO_NOT_RETRY, ITEMS_DIR_ENV, RETRY_FAILED_ITEMS_ENV
+from datasetjob.contract import EXIT_DO_NOT_RETRY, ITEMS_DIR_ENV, REGENERATE_TOKEN_ENV, RETRY_FAILED_ITEMS_ENV
 
 from . import naming
 from .settings import Settings, with_password
@@ -30,6 +30,7 @@ class Run:
     run_id: str
     attempt: str
     spec: DatasetJobSpec
+    regenerate: str | None = None  # the datagen.dev/regenerate token the run id includes
 
     @property
     def owner_reference(self) -> dict:
@@ -91,6 +92,8 @@ def _env(run: Run, settings: Settings) -> list[dict]:
         env.append({"name": ITEMS_DIR_ENV, "value": ITEMS_DIR})
     if run.attempt != "0":
         env.append({"name": RETRY_FAILED_ITEMS_ENV, "value": "1"})
+    if run.regenerate:  # a regenerated run must not reuse the rows it is meant to replace
+        env.append({"name": REGENERATE_TOKEN_ENV, "value": run.regenerate})
     if run.spec.output.endpoint_url:
         env.append({"name": "AWS_ENDPOINT_URL", "value": run.spec.output.endpoint_url})
     # The user's env last, so it can override ours on purpose.

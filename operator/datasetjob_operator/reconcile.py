@@ -16,7 +16,7 @@ from datasetjob.spec import DatasetJobSpec, run_id as compute_run_id, spec_from_
 
 from . import naming, planning
 from .settings import Settings
-from .tally import job_condition, job_finished, tally_generation, termination_message
+from .tally import items_status, job_condition, job_finished, tally_generation, termination_message
 
 GENERATING, COMBINING, SUCCEEDED, FAILED, SUSPENDED, PENDING = (
     "Generating", "Combining", "Succeeded", "Failed", "Suspended", "Pending")
@@ -134,7 +134,7 @@ def decide(obs: Observed, settings: Settings) -> Decision:
     if retrying:
         attempt = naming.attempt_of(retry_token)
 
-    run = planning.Run(obs.name, obs.namespace, obs.uid, run_id, attempt, spec)
+    run = planning.Run(obs.name, obs.namespace, obs.uid, run_id, attempt, spec, regenerate)
     if not same_run or retrying:
         return _start(obs, run, settings, total_items, retry_token, retrying)
     return _progress(obs, run, settings, total_items)
@@ -158,8 +158,7 @@ def _start(obs: Observed, run: planning.Run, settings: Settings, total_items: in
         "jobs": {"generate": gen_name, "combine": None},
         "shards": {"total": run.spec.shards, "active": 0, "succeeded": 0, "failed": 0,
                    "succeededIndexes": "", "failedIndexes": "", "progress": f"0/{run.spec.shards}"},
-        "items": {"total": total_items or 0, "done": 0, "failed": 0,
-                  "progress": f"0/{total_items if total_items is not None else '?'}"},
+        "items": items_status(total_items, 0, 0, 0),
         "cache": {"hits": 0, "misses": 0},
         "output": None, "failures": None,
         "retryToken": retry_token,
@@ -205,8 +204,7 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         known_total = total_items if total_items is not None else (
             tally.items_seen_total if tally.finished else None)
         status["shards"] = tally.shards_status()
-        status["items"] = {"total": known_total or 0, "done": tally.items_done, "failed": tally.items_failed,
-                           "progress": f"{tally.items_done}/{known_total if known_total is not None else '?'}"}
+        status["items"] = items_status(known_total, tally.items_done, tally.items_failed, tally.items_reused)
         status["cache"] = {"hits": tally.cache_hits, "misses": tally.cache_misses}
         status["failures"] = tally.failures or None
         if comb is None:
@@ -241,9 +239,8 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
                             "sha256": result.get("sha256"), "missingShards": result.get("missingShards") or None}
         items = result.get("items") or {}
         if items:
-            total = items.get("total", 0)
-            status["items"] = {"total": total, "done": items.get("done", 0), "failed": items.get("failed", 0),
-                               "progress": f"{items.get('done', 0)}/{total}"}
+            status["items"] = items_status(items.get("total", 0), items.get("done", 0), items.get("failed", 0),
+                                           items.get("reused", 0))
         status["cache"] = result.get("cache") or status.get("cache")
         decision.status = _with_phase(obs, status, SUCCEEDED, "Published",
                                       f"{result.get('rows')} rows published to {result.get('uri')}", events)

@@ -58,6 +58,7 @@ class ShardTally:
     failed: list[int] = field(default_factory=list)
     items_done: int = 0
     items_failed: int = 0
+    items_reused: int = 0  # of items_done, taken from earlier runs
     items_seen_total: int = 0  # sum of shard sizes reported so far
     cache_hits: int = 0
     cache_misses: int = 0
@@ -72,6 +73,12 @@ class ShardTally:
                 "failed": len(self.failed), "succeededIndexes": compress_indexes(self.succeeded),
                 "failedIndexes": compress_indexes(self.failed),
                 "progress": f"{len(self.succeeded)}/{self.total}"}
+
+
+def items_status(total: int | None, done: int, failed: int, reused: int) -> dict:
+    """status.items: done = generated + reused; total unknown ("?") until a source says."""
+    return {"total": total or 0, "done": done, "failed": failed, "generated": done - reused,
+            "reused": reused, "progress": f"{done}/{total if total is not None else '?'}"}
 
 
 def tally_generation(job: dict, pods: list[dict], live: dict[int, dict] | None, shards: int) -> ShardTally:
@@ -121,6 +128,7 @@ def _add(tally: ShardTally, summary: dict) -> None:
     cache = summary.get("cache") or {}
     tally.items_done += int(items.get("done", 0))
     tally.items_failed += int(items.get("failed", 0))
+    tally.items_reused += int(items.get("reused", 0))
     tally.items_seen_total += int(items.get("total", 0))
     tally.cache_hits += int(cache.get("hits", 0))
     tally.cache_misses += int(cache.get("misses", 0))

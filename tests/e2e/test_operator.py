@@ -88,6 +88,7 @@ def test_sample_succeeds_with_the_local_runners_dataset(cluster, operator, s3_ns
     obj = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")
     st = obj["status"]
     assert st["shards"]["progress"] == "3/3" and st["items"] == {"total": 36, "done": 36, "failed": 0,
+                                                                  "generated": 36, "reused": 0,
                                                                   "progress": "36/36"}
     assert st["output"]["rows"] == 36 and st["cache"]["misses"] == 6 + 6 + 36
 

@@ -61,7 +61,8 @@ def test_failing_items_are_recorded_and_the_ratio_gates_publishing(tmp_path):
     assert set(f"{s}:{d}" for s, d in rows) == set(ids) - failing
     assert set(rows.values()) == {1}
     assert manifest["items"] == {"total": len(ids), "done": len(ids) - len(failing),
-                                 "failed": len(failing), "missing": 0}
+                                 "failed": len(failing), "missing": 0,
+                                 "generated": len(ids) - len(failing), "reused": 0}
     assert f"{len(ids) - len(failing)} done, {len(failing)} failed" in proc.stderr
 
     doc["spec"]["combine"]["minItemSuccessRatio"] = 0.99
@@ -172,7 +173,7 @@ def test_retry_failed_reruns_only_the_failed_items(tmp_path):
     retry = dsj(*common, "--retry-failed", cwd=tmp_path, env=env)
     assert retry.returncode == 0, retry.stderr
     dataset, after = published(out)
-    assert after["items"] == {"total": 120, "done": 120, "failed": 0, "missing": 0}
+    assert after["items"] == {"total": 120, "done": 120, "failed": 0, "missing": 0, "generated": 120, "reused": 0}
     assert sha256(dataset) == sha256(published(ref_out)[0])
     for name, shard in before["shards"].items():
         now = json.loads((out / "runs" / after["runId"] / "shards" / f"{name}.json").read_text())

@@ -119,7 +119,8 @@ def test_live_progress_and_final_messages_are_tallied():
     obs = observed(status=start, jobs=[job(GEN, completed="0", active=2)], pods=pods)
     obs.live_progress = {1: summary(1, misses=2), 0: summary(99)}  # final beats live for shard 0
     d = decide(obs, SETTINGS)
-    assert d.status["items"] == {"total": 6, "done": 3, "failed": 0, "progress": "3/6"}
+    assert d.status["items"] == {"total": 6, "done": 3, "failed": 0, "generated": 3, "reused": 0,
+                                 "progress": "3/6"}
     assert d.status["cache"] == {"hits": 3, "misses": 3}
     assert d.status["shards"]["succeededIndexes"] == "0" and d.status["shards"]["active"] == 2
 

@@ -2,15 +2,18 @@
 default 20 ms) and fault injection for demonstrations and tests:
 
   SMF_FAIL_RATIO=0.02        that share of examples raise (an item failure)
+  SMF_FAIL_ITEMS=S:D,S:D     these examples raise (item failures)
   SMF_CRASH_ITEM=SYM:DATE    the worker process dies (exit 3) on that example (a shard failure);
   SMF_CRASH_ONCE_FILE=path   ... only while that file does not exist (it is created first)
   SMF_CALL_LOG=path          append the time of every upstream call to that file
+  SMF_ITEM_LOG=path          append the id of every example generated (a generator call)
 
 Pods on a real node share no files, so the same two knobs also keep their state in Redis:
 
   SMF_SHARED_REDIS_URL=redis://...   where that shared state lives
   SMF_CRASH_ONCE_KEY=key             crash only if this key did not exist (it is set first)
   SMF_CALL_LOG_KEY=key               append the time of every upstream call to this list
+  SMF_ITEM_LOG_KEY=key               append the id of every example generated to this list
 
 Values are integers divided by powers of ten, and features use only + - * /, so the Node.js
 twin (../smart_money_js) computes bit-identical numbers.
@@ -39,17 +42,32 @@ def _shared_redis():
     return redis.Redis.from_url(os.environ["SMF_SHARED_REDIS_URL"])
 
 
+def _append_line(path: str, line: str) -> None:
+    """One O_APPEND write: lines from concurrent processes never interleave."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{line}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def record_item(symbol: str, date: str) -> None:
+    """Count a generator call, for tests that check which items a run generated."""
+    key = os.environ.get("SMF_ITEM_LOG_KEY")
+    if key:
+        _shared_redis().rpush(key, f"{symbol}:{date}")
+    log = os.environ.get("SMF_ITEM_LOG")
+    if log:
+        _append_line(log, f"{symbol}:{date}")
+
+
 def _call():
     key = os.environ.get("SMF_CALL_LOG_KEY")
     if key:
         _shared_redis().rpush(key, f"{time.time():.6f}")
     log = os.environ.get("SMF_CALL_LOG")
     if log:
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, f"{time.time():.6f}\n".encode())
-        finally:
-            os.close(fd)
+        _append_line(log, f"{time.time():.6f}")
     time.sleep(_latency())
 
 
@@ -85,6 +103,7 @@ def institutional_flow(symbol: str, date: str) -> float:
     """Net institutional flow for one symbol-month (one upstream call)."""
     _call()
     ratio = float(os.environ.get("SMF_FAIL_RATIO", "0") or 0)
-    if ratio and _unit("fail", symbol, date) < ratio * 1_000_000:
+    failing = f"{symbol}:{date}" in os.environ.get("SMF_FAIL_ITEMS", "").split(",")
+    if failing or (ratio and _unit("fail", symbol, date) < ratio * 1_000_000):
         raise ConnectionError(f"upstream returned 502 for flow {symbol} {date}")
     return (_unit("flow", symbol, date) - 500_000) / 1_000

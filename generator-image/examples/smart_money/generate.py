@@ -1,14 +1,17 @@
 """The generator: fn(item, ctx) -> row. Upstream calls go through ctx.cached, so a symbol's
-price history is fetched once for its 36 examples and a date's market data once for its 100."""
+price history is fetched once for its examples and a date's market data once for its 100."""
 
-from .api import institutional_flow, market_data, maybe_crash, price_history
-from .universe import month_ends
+from .api import institutional_flow, market_data, maybe_crash, price_history, record_item
+from .universe import HISTORY_MONTHS, month_ends
 
-DATES = month_ends()
+# The upstream's whole history, longer than the sample's 36 months: a universe that grows by a
+# month needs no generator change, and an example's row never depends on the universe.
+DATES = month_ends(months=HISTORY_MONTHS)
 
 
 def example(item: dict, ctx) -> dict:
     symbol, date = item["symbol"], item["date"]
+    record_item(symbol, date)
     maybe_crash(symbol, date)
     closes = ctx.cached(f"prices:{symbol}", lambda: price_history(symbol, DATES))
     market = ctx.cached(f"market:{date}", lambda: market_data(date))

@@ -2,6 +2,8 @@
 
 import calendar
 
+HISTORY_MONTHS = 96  # 2023-01 .. 2030-12: what the fake upstream has prices for
+
 
 def symbols(n: int = 100) -> list[str]:
     letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

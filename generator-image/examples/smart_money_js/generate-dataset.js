@@ -38,7 +38,7 @@ async function cached(key, fn) {
   return memo.get(key);
 }
 
-const DATES = monthEnds();
+const DATES = monthEnds(2023, 96); // the upstream's whole history, as in smart_money/universe.py
 async function priceHistory(symbol) {
   await sleep(LATENCY_MS);
   const base = 20 + unit("base", symbol) / 10000;

@@ -1,0 +1,82 @@
+"""Which stored item rows a shard may take, and the lineage of the ones it took. Pure.
+
+A stored record is one item's rows under one generator fingerprint, with the run that
+generated them and when. Failed items are never stored, so they are always generated again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    id: str
+    item_digest: str
+    rows: list
+    run_id: str
+    generated_at: float  # seconds since the epoch
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "item": self.item_digest, "rows": self.rows, "runId": self.run_id,
+                "generatedAt": self.generated_at}
+
+    @classmethod
+    def from_json(cls, value: dict) -> "ItemRecord":
+        return cls(id=value["id"], item_digest=value["item"], rows=value["rows"], run_id=value["runId"],
+                   generated_at=float(value["generatedAt"]))
+
+
+_ID_FIRST = '{"id": '  # to_json puts the id first, so a reader can skip a line after its id
+_decoder = json.JSONDecoder()
+
+
+def segment_body(records: list[ItemRecord]) -> bytes:
+    return "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+
+
+def parse_segment(text: str, ids: set[str] | None = None) -> list[ItemRecord]:
+    """The records of a segment; with `ids`, only theirs (a shard wants a tenth of the rows of a
+    ten-shard run: decoding only the ids of the rest keeps start-up short)."""
+    out = []
+    for line in text.split("\n"):  # not splitlines: rows may hold U+2028 and other separators
+        if not line.strip():
+            continue
+        if ids is not None and line.startswith(_ID_FIRST):
+            item_id, _ = _decoder.raw_decode(line, len(_ID_FIRST))
+            if item_id not in ids:
+                continue
+        out.append(ItemRecord.from_json(json.loads(line)))
+    return out
+
+
+def select_reusable(records: list[ItemRecord], wanted: dict[int, tuple[str, str]], now: float,
+                    max_age_seconds: int | None) -> dict[int, ItemRecord]:
+    """position → the record to reuse, for the wanted (position → (id, item digest)) that have
+    one: the newest record of the same item that is not older than max_age_seconds."""
+    newest: dict[tuple[str, str], ItemRecord] = {}
+    for record in records:
+        if max_age_seconds is not None and now - record.generated_at > max_age_seconds:
+            continue
+        key = (record.id, record.item_digest)
+        if key not in newest or record.generated_at > newest[key].generated_at:
+            newest[key] = record
+    return {position: newest[key] for position, key in wanted.items() if key in newest}
+
+
+def lineage(reused: dict[int, ItemRecord]) -> dict[str, list[str]]:
+    """source run → ids of the items taken from it, in item order."""
+    out: dict[str, list[str]] = {}
+    for position in sorted(reused):
+        out.setdefault(reused[position].run_id, []).append(reused[position].id)
+    return out
+
+
+def merge_lineage(parts: list[dict[str, list[str]]]) -> dict[str, list[str]]:
+    """Per-shard lineages (in shard order) as one, source runs in sorted order."""
+    out: dict[str, list[str]] = {}
+    for part in parts:
+        for run, ids in part.items():
+            out.setdefault(run, []).extend(ids)
+    return {run: out[run] for run in sorted(out)}

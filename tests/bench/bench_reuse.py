@@ -1,0 +1,118 @@
+"""Incremental regeneration on the full smart-money sample: the monthly append.
+
+Prints wall times measured side by side in one run, all `dsj run` with 10 workers, 20 ms per
+upstream call (by default), and a cold embedded cache each (a month later, the sample's 7-day
+cache TTL has long expired):
+  (full)  the grown universe (100 symbols x 37 month-ends = 3,700 items) from scratch
+  (month) the same spec at an output where last month's run (3,600 items) already is:
+          reuse takes its rows, the generator runs for the 100 new items only
+  (floor) the grown spec once more at that output: every item reused, nothing generated —
+          the fixed cost of a run (processes, reading stored rows, combine, publish)
+Goal: month <= 5% of full. Also printed: the slowest shard's own time (its start to its
+commit, from its log), i.e. the work of a shard without process start-up and combine.
+Usage: python tests/bench/bench_reuse.py [--latency-ms 20]
+Not a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "manifests" / "samples" / "smart-money-flow.yaml"
+NEW_DATE = "2026-01-31"
+
+
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
+
+
+def _stamp(line: str) -> float | None:
+    m = _STAMP.match(line)
+    if not m:
+        return None
+    when = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
+    return when.timestamp() + int(m.group(2)) / 1000
+
+
+def shard_phase(workdir: Path) -> float:
+    """The slowest shard's start-to-commit time, from the shard logs (logging's asctime)."""
+    slowest = 0.0
+    for log in workdir.glob("logs/*/shard-*.log"):
+        start = None
+        for line in log.read_text().splitlines():
+            when = _stamp(line)
+            if when is not None and " of run " in line:
+                start = when
+            elif when is not None and "committed:" in line and start is not None:
+                slowest = max(slowest, when - start)
+    return slowest
+
+
+def dsj_run(spec: dict, tmp: Path, name: str, output: Path) -> tuple[float, int, float]:
+    """(wall seconds, generator calls, shard phase seconds) of one `dsj run`."""
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    calls = tmp / f"calls-{name}.log"
+    env = dict(os.environ, DSJ_CACHE_DIR=str(tmp / f"cache-{name}"), SMF_ITEM_LOG=str(calls))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "datasetjob", "run", str(path), "--workers", "10",
+                    "--output", f"file://{output}", "--workdir", str(tmp / f"work-{name}"), "--quiet"],
+                   check=True, cwd=tmp, env=env, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    return wall, len(calls.read_text().split()) if calls.exists() else 0, shard_phase(tmp / f"work-{name}")
+
+
+def published_sha(output: Path) -> str:
+    return json.loads((output / "latest.json").read_text())["dataset"]["sha256"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    args = parser.parse_args()
+    os.environ["SMF_LATENCY_MS"] = str(args.latency_ms)
+    month = yaml.safe_load(SAMPLE.read_text())
+    grown = copy.deepcopy(month)
+    grown["spec"]["items"]["product"]["date"].append(NEW_DATE)
+
+    tmp = Path(tempfile.mkdtemp(prefix="dsj-bench-reuse-"))
+    try:
+        t_full, calls_full, p_full = dsj_run(grown, tmp, "full", tmp / "out-full")
+        t_last, calls_last, p_last = dsj_run(month, tmp, "last-month", tmp / "out")
+        t_month, calls_month, p_month = dsj_run(grown, tmp, "month", tmp / "out")
+        t_floor, calls_floor, p_floor = dsj_run(grown, tmp, "floor", tmp / "out")
+        same = published_sha(tmp / "out") == published_sha(tmp / "out-full")
+
+        print(f"\nsmart-money sample + 1 month-end: 3,700 items, {args.latency_ms:g} ms per upstream call, "
+              f"10 workers, concurrency {month['spec']['generator']['concurrency']}, {os.cpu_count()} CPUs\n")
+        print(f"{'':45} {'wall':>8} {'shards':>8} {'generator calls':>16}")
+        for label, t, p, calls in (
+                ("(full)  grown universe from scratch", t_full, p_full, calls_full),
+                ("        (last month's run, 3,600 items)", t_last, p_last, calls_last),
+                ("(month) appended month, reusing last month", t_month, p_month, calls_month),
+                ("(floor) nothing new: every item reused", t_floor, p_floor, calls_floor)):
+            print(f"  {label:<43} {t:7.2f}s {p:7.2f}s {calls:16d}")
+        print()
+        print(f"  month / full, wall             {t_month / t_full:7.1%}   (goal <= 5%)")
+        print(f"  floor / full, wall             {t_floor / t_full:7.1%}   (the fixed cost of any run)")
+        print(f"  month / full, shard phase      {p_month / p_full:7.1%}   (the slowest shard, start to commit)")
+        print(f"  same sha256 as the full run    {'yes' if same else 'NO'}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
