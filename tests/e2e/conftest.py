@@ -8,6 +8,7 @@ Session fixtures:
   s3        -> harness.addons.S3Access: the in-cluster S3 server (pods use .endpoint_url,
                this host .client())
   redis     -> ClusterRedis: the chart's Redis, for pods (.url) and for this host (.client())
+  operator  -> ChartOperator: the chart's operator pod
 Per test:
   namespace -> a fresh namespace with the default output credentials; deleted afterwards
   bucket    -> a fresh bucket on the in-cluster S3 server
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import pytest
 import redis as redis_lib
 
+from tests.e2e.chart_operator import ChartOperator
 from tests.e2e.harness.addons import RELEASE, SYSTEM_NAMESPACE, AddonError
 from tests.e2e.harness.cluster import ControlPlaneError
 from tests.e2e.harness.e2e import E2ECluster, WaitTimeout
@@ -108,6 +110,18 @@ def namespace(request, cluster):
     request.node._e2e_namespace = name
     yield name
     cluster.rest.delete(f"/api/v1/namespaces/{name}", ok_statuses=(404, 409))
+
+
+@pytest.fixture(scope="session")
+def operator(cluster) -> ChartOperator:
+    """The operator the chart installed (kill() deletes its pod; the Deployment makes another)."""
+    return ChartOperator(cluster).start()
+
+
+@pytest.fixture
+def s3_ns(namespace):
+    """The test namespace; it holds the S3 credentials Secret the samples reference."""
+    return namespace
 
 
 @pytest.fixture

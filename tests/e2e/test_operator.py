@@ -14,22 +14,10 @@ import uuid
 import pytest
 import yaml
 
-from tests.e2e.chart_operator import ChartOperator
 from tests.e2e.harness.e2e import WaitTimeout
 from tests.integration.runs import SAMPLE, dsj, published, sha256, write_doc
 
 GROUP, VERSION, PLURAL = "datagen.dev", "v1alpha1", "datasetjobs"
-
-
-@pytest.fixture(scope="module")
-def operator(cluster):
-    return ChartOperator(cluster).start()
-
-
-@pytest.fixture
-def s3_ns(namespace):
-    """The test namespace; it holds the S3 credentials Secret the samples reference."""
-    return namespace
 
 
 def sample(bucket: str, s3, name="smf", symbols=6, dates=6, shards=3, **spec_over) -> dict:
