@@ -16,6 +16,9 @@ log() { printf '[node-init] %s\n' "$*"; }
 # /run and /var/log never see this node's network namespaces, runc state or pod logs.
 mount --make-rprivate /
 mount -t tmpfs -o mode=0755 tmpfs /run
+# /var/lib too: the CNI library keeps its cache under /var/lib/cni whatever the config says.
+# Nothing of the node needs the host's /var/lib (containerd and kubelet roots are under ROOT).
+mount -t tmpfs -o mode=0755 tmpfs /var/lib
 mkdir -p /run/netns "$root/var-log"
 mount --bind "$root/var-log" /var/log
 # The kubelet wants its root directory shared for mount propagation into containers.

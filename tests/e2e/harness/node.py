@@ -90,7 +90,8 @@ def running_node(netns: str) -> tuple[int, Path] | None:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv[0] == b"unshare" and str(INIT_SCRIPT).encode() in argv:
+        # Any checkout's node-init.sh: several checkouts may run nodes side by side.
+        if argv[0] == b"unshare" and any(a.endswith(b"/" + INIT_SCRIPT.name.encode()) for a in argv):
             return int(pid), Path(argv[-2].decode())
     return None
 
