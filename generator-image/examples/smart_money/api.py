@@ -51,23 +51,23 @@ def _append_line(path: str, line: str) -> None:
         os.close(fd)
 
 
+def _log(knob: str, line: str) -> None:
+    """Appends `line` where the knob points: the Redis list $knob_KEY and/or the file $knob."""
+    key = os.environ.get(f"{knob}_KEY")
+    if key:
+        _shared_redis().rpush(key, line)
+    path = os.environ.get(knob)
+    if path:
+        _append_line(path, line)
+
+
 def record_item(symbol: str, date: str) -> None:
     """Count a generator call, for tests that check which items a run generated."""
-    key = os.environ.get("SMF_ITEM_LOG_KEY")
-    if key:
-        _shared_redis().rpush(key, f"{symbol}:{date}")
-    log = os.environ.get("SMF_ITEM_LOG")
-    if log:
-        _append_line(log, f"{symbol}:{date}")
+    _log("SMF_ITEM_LOG", f"{symbol}:{date}")
 
 
 def _call():
-    key = os.environ.get("SMF_CALL_LOG_KEY")
-    if key:
-        _shared_redis().rpush(key, f"{time.time():.6f}")
-    log = os.environ.get("SMF_CALL_LOG")
-    if log:
-        _append_line(log, f"{time.time():.6f}")
+    _log("SMF_CALL_LOG", f"{time.time():.6f}")
     time.sleep(_latency())
 
 

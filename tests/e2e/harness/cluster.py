@@ -423,46 +423,35 @@ class ControlPlane:
             f"{self.server}/api/v1/namespaces/default", ctx=ctx, headers=headers)[0] == 200)
         self.timings["kube-apiserver"] = time.monotonic() - t
 
-        # kube-controller-manager
-        t = time.monotonic()
-        kcm_port = free_port()
-        self._launch("kube-controller-manager", [
-            str(bins["kube-controller-manager"]),
-            f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={kcm_port}",
+        self._start_controller(bins, "kube-controller-manager", [
             f"--cert-dir={root / 'kcm-certs'}",
-            "--leader-elect=false",
             f"--controllers={','.join(self.controllers)}",
             f"--service-cluster-ip-range={a.service_cidr}",
             f"--root-ca-file={pki / 'ca.crt'}",
-            "--v=1",
         ])
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE
-        self._wait("kube-controller-manager",
-                   lambda: _http_get(f"https://127.0.0.1:{kcm_port}/healthz", ctx=insecure)[0] == 200)
-        self.timings["kube-controller-manager"] = time.monotonic() - t
+        self._start_controller(bins, "kube-scheduler", [])
+        self.timings["total"] = time.monotonic() - t0
 
+    def _start_controller(self, bins: dict[str, Path], name: str, flags: list[str]) -> None:
+        """kube-controller-manager or kube-scheduler: admin kubeconfig, loopback, no leader election."""
         t = time.monotonic()
-        scheduler_port = free_port()
-        self._launch("kube-scheduler", [
-            str(bins["kube-scheduler"]),
+        port = free_port()
+        self._launch(name, [
+            str(bins[name]),
             f"--kubeconfig={self.kubeconfig}",
             f"--authentication-kubeconfig={self.kubeconfig}",
             f"--authorization-kubeconfig={self.kubeconfig}",
             "--bind-address=127.0.0.1",
-            f"--secure-port={scheduler_port}",
+            f"--secure-port={port}",
             "--leader-elect=false",
             "--v=1",
+            *flags,
         ])
-        self._wait("kube-scheduler",
-                   lambda: _http_get(f"https://127.0.0.1:{scheduler_port}/healthz", ctx=insecure)[0] == 200)
-        self.timings["kube-scheduler"] = time.monotonic() - t
-        self.timings["total"] = time.monotonic() - t0
+        insecure = ssl.create_default_context()  # its self-signed serving certificate
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        self._wait(name, lambda: _http_get(f"https://127.0.0.1:{port}/healthz", ctx=insecure)[0] == 200)
+        self.timings[name] = time.monotonic() - t
 
     def _launch(self, name: str, argv: list[str]) -> None:
         comp = Component(name, argv, self.log_dir / f"{name}.log")
