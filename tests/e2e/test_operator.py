@@ -323,9 +323,14 @@ def test_cluster_cli_status_logs_and_regenerate(cluster, operator, s3_ns, s3, bu
     again = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded", not_run=first["runId"])["status"]
     assert again["output"]["sha256"] == first["output"]["sha256"]  # same spec, same data, new run
 
-    metrics = urllib.request.urlopen(operator.metrics_url, timeout=5).read().decode()
-    assert 'datasetjob_runs_started_total{namespace="%s"} 2.0' % s3_ns in metrics
-    assert 'datasetjob_runs_finished_total{namespace="%s",phase="Succeeded",reason="Published"} 2.0' % s3_ns in metrics
+    expected = ['datasetjob_runs_started_total{namespace="%s"} 2.0' % s3_ns,
+                'datasetjob_runs_finished_total{namespace="%s",phase="Succeeded",reason="Published"} 2.0' % s3_ns]
+
+    def counted():  # the counters move right after the status write that we saw
+        metrics = urllib.request.urlopen(operator.metrics_url, timeout=5).read().decode()
+        return all(line in metrics for line in expected)
+
+    cluster.wait_for(counted, timeout=30, what=f"metrics {expected}", namespace=s3_ns)
 
 
 def test_items_from_a_configmap(cluster, operator, s3_ns, s3, bucket):

@@ -70,7 +70,8 @@ def remove_cgroups(cgroup_root: str, timeout: float = 30.0) -> list[Path]:
         for top in cgroup_dirs(cgroup_root):
             if not top.exists():
                 continue
-            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [top]:
+            # Bottom-up; the kernel may remove directories while we walk (errors ignored).
+            for d in [Path(dirpath) for dirpath, _, _ in os.walk(top, topdown=False)]:
                 try:
                     d.rmdir()
                 except FileNotFoundError:
