@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from .errors import GeneratorConfigError, SpecError
+from .errors import GeneratorConfigError, SpecError, StorageError
 
 EXIT_BAD_SPEC = 2
 
@@ -45,10 +45,14 @@ def _notes(spec) -> None:
 
 
 def _print_problems(exc: Exception, path: str) -> int:
-    problems = exc.problems if isinstance(exc, SpecError) else [str(exc)]
+    from .options import OptionError
     from .redaction import redact_text
 
-    print(f"{path}: invalid DatasetJob", file=sys.stderr)
+    problems = exc.problems if isinstance(exc, SpecError) else [str(exc)]
+    if isinstance(exc, (OptionError, StorageError)):
+        print(f"{path}: cannot run", file=sys.stderr)
+    else:
+        print(f"{path}: invalid DatasetJob", file=sys.stderr)
     for problem in problems:
         print(f"  {redact_text(problem)}", file=sys.stderr)
     return EXIT_BAD_SPEC
@@ -58,18 +62,33 @@ def cmd_validate(args) -> int:
     try:
         spec = _spec(args.file)
         _check_generator(spec, args.file)
-        from .universe import resolve_items
+        from .universe import check_universe
 
-        items, ids = resolve_items(spec)
-        from .command import check_command
-        from .spec import run_id
+        if spec.generator.command:  # its templates are checked against every shard's ids
+            from .command import check_command
+            from .spec import run_id
+            from .universe import resolve_items
 
-        check_command(spec, ids, run_id(spec.raw_spec))
+            _, ids = resolve_items(spec)
+            check_command(spec, ids, run_id(spec.raw_spec))
+            count = len(ids)
+        else:
+            count = check_universe(spec)
         _notes(spec)
     except (SpecError, GeneratorConfigError) as exc:
         return _print_problems(exc, args.file)
-    print(f"{args.file}: valid — {len(items)} items in {spec.shards} shards")
+    print(f"{args.file}: valid — {count} items in {spec.shards} shards")
     return 0
+
+
+def _check_run_options(args) -> None:
+    """Options a run cannot start with: refused before anything starts, like a bad spec."""
+    from .options import check_output_option, check_redis_url_option
+
+    if args.output is not None:
+        args.output = check_output_option(args.output)
+    if args.redis_url is not None:
+        check_redis_url_option(args.redis_url)
 
 
 def cmd_run(args) -> int:
@@ -77,6 +96,7 @@ def cmd_run(args) -> int:
 
     try:
         spec = _spec(args.file)
+        _check_run_options(args)
         _check_generator(spec, args.file)
         opts = LocalRunOptions(workers=args.workers, output=args.output, resume=args.resume,
                                retry_failed=args.retry_failed,
@@ -89,8 +109,11 @@ def cmd_run(args) -> int:
         from .command import check_command
 
         check_command(runner.spec, ids, runner.run_id)
+        from .storage import check_writable
+
+        check_writable(runner.store, "--output" if args.output else "spec.output.uri")
         _notes(spec)
-    except (SpecError, GeneratorConfigError) as exc:
+    except (SpecError, GeneratorConfigError, StorageError) as exc:
         return _print_problems(exc, args.file)
     return runner.run()
 

@@ -1,30 +1,38 @@
-"""Reading DatasetJob documents from YAML/JSON files."""
+"""Reading DatasetJob documents from YAML/JSON files, within the spec size limit."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import yaml
-
 from .errors import SpecError
+from .limits import MAX_SPEC_BYTES, size_text
+from .safe_parse import parse_json, parse_yaml
 from .spec import DatasetJobSpec, spec_from_document
 
 
-def load_document(path: str | Path) -> dict:
+def read_spec_text(path: str | Path) -> str:
+    """The file's text; refused (naming the limit) past MAX_SPEC_BYTES or when not UTF-8."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise SpecError([f"{path}: cannot read: {exc.strerror}"]) from None
-    if str(path).endswith(".json"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError([f"{path}: not valid JSON: {exc}"]) from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError([f"{path}: larger than {size_text(MAX_SPEC_BYTES)} (the spec size limit); put large "
+                         "item lists in a file and use spec.items.fromUri"])
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise SpecError([f"{path}: not valid YAML: {exc}"]) from None
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise SpecError([f"{path}: not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} "
+                         f"(line {line})"]) from None
+
+
+def load_document(path: str | Path) -> dict:
+    text = read_spec_text(path)
+    if str(path).endswith(".json"):
+        return parse_json(text, str(path))
+    docs = [d for d in parse_yaml(text, str(path)) if d is not None]
     jobs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "DatasetJob"]
     if len(jobs) != 1:
         if len(docs) == 1:

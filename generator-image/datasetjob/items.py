@@ -1,55 +1,81 @@
-"""Expanding a spec's item source into the ordered item list, with ids. Pure except `read_text`."""
+"""Expanding a spec's item source into the ordered item stream, with ids. Pure except `read_lines`.
+
+Sources are streamed: a fromUri file is parsed line by line and never held as one text, and
+checking ids (`count_unique_ids`) keeps one id per item, not the items.
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
 from collections import Counter
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import SpecError
+from .limits import MAX_ITEMS
 from .spec import ItemsSpec, canonical_json
 
-
-def parse_item_lines(text: str) -> list[Any]:
-    """JSON lines, or one plain item per line. A line that is a JSON object/array/string is
-    decoded; anything else (e.g. AAPL) is taken as the stripped string. Blank lines are skipped."""
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        if line[0] in '{["':
-            try:
-                out.append(json.loads(line))
-                continue
-            except json.JSONDecodeError:
-                pass
-        out.append(line)
-    return out
+_SKIP = object()
 
 
-def expand_items(items: ItemsSpec, read_text: Callable[[str], str] | None = None,
-                 config_map_text: str | None = None) -> list[Any]:
-    """The item universe in its defined order."""
+def parse_item_line(line: str) -> Any:
+    """A JSON object/array/string line is decoded; anything else (e.g. AAPL) is the stripped
+    string. A blank line gives _SKIP."""
+    line = line.strip()
+    if not line:
+        return _SKIP
+    if line[0] in '{["':
+        try:
+            return json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            pass
+    return line
+
+
+def parse_item_lines(text: str | Iterable[str]) -> list[Any]:
+    """JSON lines, or one plain item per line; blank lines are skipped."""
+    lines = text.splitlines() if isinstance(text, str) else text
+    return [item for item in map(parse_item_line, lines) if item is not _SKIP]
+
+
+def _counted(items: Iterable[Any], field: str) -> Iterator[Any]:
+    """Items of a source whose size is only known by reading it, up to MAX_ITEMS."""
+    for n, item in enumerate(items, 1):
+        if n > MAX_ITEMS:
+            raise SpecError([f"{field}: more than {MAX_ITEMS} items, over the limit of {MAX_ITEMS} items per run"])
+        yield item
+
+
+def iter_items(items: ItemsSpec, read_lines: Callable[[str], Iterable[str]] | None = None,
+               config_map_lines: Iterable[str] | None = None) -> Iterator[Any]:
+    """The item universe in its defined order, one item at a time."""
     if items.values is not None:
-        return list(items.values)
+        return iter(items.values)
     if items.product is not None:
         keys = [k for k, _ in items.product]
-        return [dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in items.product))]
+        return (dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in items.product)))
     if items.range is not None:
-        return list(range(*items.range))
+        return iter(range(*items.range))
     if items.from_config_map is not None:
-        if config_map_text is None:
+        if config_map_lines is None:
             name, key = items.from_config_map
             raise SpecError([f"spec.items.fromConfigMap: ConfigMap {name}/{key} can only be read in a "
                              "cluster; locally use fromUri (file:// or s3://) or values"])
-        return parse_item_lines(config_map_text)
+        return _counted((i for i in map(parse_item_line, config_map_lines) if i is not _SKIP),
+                        "spec.items.fromConfigMap")
     if items.from_uri is not None:
-        if read_text is None:
+        if read_lines is None:
             raise SpecError(["spec.items.fromUri: no reader for this URI"])
-        return parse_item_lines(read_text(items.from_uri))
+        return _counted((i for i in map(parse_item_line, read_lines(items.from_uri)) if i is not _SKIP),
+                        "spec.items.fromUri")
     raise SpecError(["spec.items: no item source"])
+
+
+def expand_items(items: ItemsSpec, read_lines: Callable[[str], Iterable[str]] | None = None,
+                 config_map_text: str | Iterable[str] | None = None) -> list[Any]:
+    """The item universe in its defined order, as a list."""
+    lines = config_map_text.splitlines() if isinstance(config_map_text, str) else config_map_text
+    return list(iter_items(items, read_lines, lines))
 
 
 def item_id(item: Any, template: str | None) -> str:
@@ -60,20 +86,47 @@ def item_id(item: Any, template: str | None) -> str:
             return template.format(**item)
         except KeyError as exc:
             raise SpecError([f"spec.items.idTemplate: item {canonical_json(item)[:80]} has no field {exc}"]) from None
+        except (IndexError, ValueError, AttributeError) as exc:
+            raise SpecError([f"spec.items.idTemplate: cannot format item {canonical_json(item)[:80]}: {exc}"]) from None
     if isinstance(item, str):
         return item
     return canonical_json(item)
 
 
+def _duplicates_error(dupes: list[str], template: str | None) -> SpecError:
+    shown = ", ".join(repr(d) for d in dupes[:5])
+    more = f" and {len(dupes) - 5} more" if len(dupes) > 5 else ""
+    return SpecError([f"spec.items: item ids must be unique; duplicated: {shown}{more}"
+                      + ("" if template else " (set spec.items.idTemplate to build ids from fields)")])
+
+
 def item_ids(items: Iterable[Any], template: str | None) -> list[str]:
     """Ids for all items; duplicates are an error that lists a few of them."""
     ids = [item_id(it, template) for it in items]
-    dupes = [i for i, n in Counter(ids).items() if n > 1]
-    if dupes:
-        shown = ", ".join(repr(d) for d in dupes[:5])
-        more = f" and {len(dupes) - 5} more" if len(dupes) > 5 else ""
-        raise SpecError([f"spec.items: item ids must be unique; duplicated: {shown}{more}"
-                         + ("" if template else " (set spec.items.idTemplate to build ids from fields)")])
+    counts = Counter(ids)
+    if len(counts) != len(ids):
+        raise _duplicates_error([i for i, n in counts.items() if n > 1], template)
     if not ids:
         raise SpecError(["spec.items: the item source is empty"])
     return ids
+
+
+def count_unique_ids(items: Iterable[Any], template: str | None, unique_by_construction: bool = False) -> int:
+    """How many items; the same errors as item_ids, keeping only the ids (or nothing at all when
+    the source cannot repeat an id, like a range)."""
+    seen: set[str] = set()
+    dupes: dict[str, None] = {}
+    n = 0
+    for n, item in enumerate(items, 1):
+        ident = item_id(item, template)
+        if unique_by_construction:
+            continue
+        if ident in seen:
+            dupes[ident] = None
+        else:
+            seen.add(ident)
+    if dupes:
+        raise _duplicates_error(list(dupes), template)
+    if not n:
+        raise SpecError(["spec.items: the item source is empty"])
+    return n

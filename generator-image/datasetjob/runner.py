@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.console import Group
@@ -30,6 +31,7 @@ from .progress import read_file_progress, tally_progress
 from .sharding import compress_indexes, shard_bounds, shard_name
 from .spec import DatasetJobSpec, run_id as compute_run_id
 from .redaction import CREDENTIALS_ENV, encode_secrets, redact_text, split_credentials
+from .errors import StorageError
 from .storage import open_store
 from .contract import EXIT_DO_NOT_RETRY, EXIT_RUN_BUSY, PARENT_PID_ENV, RETRY_FAILED_ITEMS_ENV
 from .lease import Lease, LeaseHeld, acquire_lease
@@ -94,6 +96,8 @@ class LocalRunner:
         self.spec = spec
         self.opts = opts
         self.console = console or Console(stderr=True, quiet=opts.quiet)
+        # Why a run failed or was refused reaches stderr even with --quiet.
+        self.errors = console or Console(stderr=True)
         self.run_id = compute_run_id(spec.raw_spec)
         self.store = open_store(spec.output.uri, spec.output.endpoint_url, spec.output.region)
         base = Path(opts.workdir) if opts.workdir else Path("datasets", spec.name)
@@ -212,10 +216,20 @@ class LocalRunner:
         except LeaseHeld as exc:
             print(f"dsj run: refused: {redact_text(str(exc))}", file=sys.stderr)  # even with --quiet
             return EXIT_RUN_BUSY
+        except StorageError as exc:
+            self._error(f"[red bold]Run failed[/]: {escape(redact_text(str(exc)))}")
+            return 1
         try:
             return self._run()
+        except StorageError as exc:  # the output store failed under us (disk full, permissions, ...)
+            self._error(f"[red bold]Run failed[/]: {escape(redact_text(str(exc)))}")
+            return 1
         finally:
             self.lease.release()
+
+    def _error(self, markup: str) -> None:
+        """Why a run failed or was refused: on stderr even with --quiet."""
+        self.errors.print(markup, highlight=False, soft_wrap=True)
 
     def _run(self) -> int:
         started = time.monotonic()
@@ -263,10 +277,10 @@ class LocalRunner:
             return 1
         if self.interrupted:
             committed = sum(s.state == "committed" for s in self.shards)
-            self.console.print(f"[yellow]Interrupted.[/] {committed}/{self.spec.shards} shards committed, "
+            self.errors.print(f"[yellow]Interrupted.[/] {committed}/{self.spec.shards} shards committed, "
                                "finished items checkpointed. Resume with:\n"
                                f"  dsj run {self.opts.spec_path} --resume"
-                               + (f" --output {self.opts.output}" if self.opts.output else ""))
+                               + (f" --output {self.opts.output}" if self.opts.output else ""), soft_wrap=True)
             return EXIT_INTERRUPTED
         return self._finish(total, started)
 
@@ -305,12 +319,16 @@ class LocalRunner:
         failed = [s.index for s in self.shards if s.state == "failed"]
         for index in failed:
             shard = self.shards[index]
-            self.console.print(f"[red]{shard_name(index)} failed[/] (exit codes {shard.exit_codes}); "
-                               f"log: {shard.log_path}")
+            self._error(f"[red]{shard_name(index)} failed[/] (exit codes {shard.exit_codes}); "
+                        f"log: {escape(str(shard.log_path))}")
         try:
             result = combine_run(self.spec, self.run_id, self.store, total)
         except CombineRefused as exc:
-            self.console.print(f"[red bold]Not published[/] ({exc.reason}): {exc}")
+            self._error(f"[red bold]Not published[/] ({exc.reason}): {escape(redact_text(str(exc)))}")
+            return 1
+        except OSError as exc:  # the combine's scratch space (TMPDIR) failed, e.g. disk full
+            detail = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+            self._error(f"[red bold]Not published[/]: combine failed: {escape(redact_text(detail))}")
             return 1
         self._summary(result, failed, time.monotonic() - started)
         return 0

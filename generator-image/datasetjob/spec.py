@@ -10,6 +10,7 @@ from typing import Any
 
 from . import API_GROUP, API_VERSION, KIND
 from .errors import SpecError
+from .limits import MAX_INLINE_ITEMS, MAX_ITEMS
 from .schema import validate_spec
 
 # A Job name is "<name>-<runId>-gen"/"-combine" and must stay a valid label value (63).
@@ -165,6 +166,44 @@ def _check_id_template(items: ItemsSpec) -> list[str]:
     return []
 
 
+def range_length(start: int, stop: int, step: int) -> int:
+    """len(range(start, stop, step)) for any size (len() of a range overflows past sys.maxsize)."""
+    return max(0, (stop - start + step - 1) // step)
+
+
+def _check_item_counts(items: ItemsSpec) -> list[str]:
+    """Sources whose size is known from the spec alone, checked before anything is expanded."""
+    if items.values is not None and len(items.values) > MAX_INLINE_ITEMS:
+        return [f"spec.items.values: {len(items.values)} items exceed the inline limit of {MAX_INLINE_ITEMS}; "
+                "put them in a file (one JSON item per line) and use spec.items.fromUri"]
+    if items.range is not None:
+        n = range_length(*items.range)
+        if n > MAX_ITEMS:
+            return [f"spec.items.range: {n} items, over the limit of {MAX_ITEMS} items per run"]
+    if items.product is not None:
+        n = 1
+        for _, values in items.product:
+            n *= len(values)
+        if n > MAX_ITEMS:
+            sizes = " x ".join(str(len(v)) for _, v in items.product)
+            return [f"spec.items.product: {sizes} = {n} items, over the limit of {MAX_ITEMS} items per run"]
+    return []
+
+
+def _check_combine_columns(combine: dict) -> list[str]:
+    """sortBy/dedupeBy must name declared columns: otherwise the run would be refused after generating."""
+    declared = combine.get("columns")
+    if not declared:
+        return []
+    problems = []
+    for field_name in ("sortBy", "dedupeBy"):
+        for i, column in enumerate(combine.get(field_name) or ()):
+            if column not in declared:
+                problems.append(f"spec.combine.{field_name}[{i}]: column {column!r} is not in spec.combine.columns "
+                                f"({', '.join(declared)})")
+    return problems
+
+
 def spec_from_dict(name: str, spec: Any, namespace: str | None = None, rules: bool = True) -> DatasetJobSpec:
     """Validate and type a raw `spec` mapping (as stored in the API server or a YAML file)."""
     problems = []
@@ -181,6 +220,9 @@ def spec_from_dict(name: str, spec: Any, namespace: str | None = None, rules: bo
     except SpecError as exc:
         raise SpecError(problems + exc.problems) from None
     problems += _check_id_template(items)
+    problems += _check_item_counts(items)
+    if rules:
+        problems += _check_combine_columns(raw["combine"])
     if problems:
         raise SpecError(problems)
 

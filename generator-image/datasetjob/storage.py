@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 from .errors import StorageError
@@ -23,6 +24,7 @@ class Store:
     def put_bytes(self, key: str, data: bytes) -> None: ...
     def put_file(self, key: str, path: str | os.PathLike) -> None: ...
     def get_bytes(self, key: str) -> bytes: ...
+    def open_read(self, key: str) -> BinaryIO: ...
     def download(self, key: str, path: str | os.PathLike) -> None: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
@@ -53,24 +55,41 @@ class FileStore(Store):
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
 
+    def _write(self, key: str, fill) -> None:
+        """fill(tmp) writes the object to a temp file, published whole or removed (disk full)."""
+        tmp = None
+        try:
+            tmp = self._tmp()
+            fill(tmp)
+            self._publish(tmp, key)
+        except OSError as exc:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise StorageError(f"{self.key_uri(key)}: cannot write: {exc.strerror or exc}") from None
+
     def put_bytes(self, key: str, data: bytes) -> None:
-        tmp = self._tmp()
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        self._publish(tmp, key)
+        def fill(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+
+        self._write(key, fill)
 
     def put_file(self, key: str, path) -> None:
-        tmp = self._tmp()
-        shutil.copyfile(path, tmp)
-        self._publish(tmp, key)
+        self._write(key, lambda tmp: shutil.copyfile(path, tmp))
 
     def get_bytes(self, key: str) -> bytes:
         try:
             return self.path(key).read_bytes()
         except FileNotFoundError:
             raise StorageError(f"{self.key_uri(key)}: not found") from None
+
+    def open_read(self, key: str) -> BinaryIO:
+        try:
+            return open(self.path(key), "rb")
+        except OSError as exc:
+            raise StorageError(f"{self.key_uri(key)}: {exc.strerror}") from None
 
     def download(self, key: str, path) -> None:
         try:
@@ -152,6 +171,12 @@ class S3Store(Store):
     def get_bytes(self, key: str) -> bytes:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except Exception as exc:
+            raise self._wrap(exc, key) from exc
+
+    def open_read(self, key: str) -> BinaryIO:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
         except Exception as exc:
             raise self._wrap(exc, key) from exc
 
@@ -239,6 +264,20 @@ class ConditionalWritesUnsupported(StorageError):
     """The S3 server rejects If-None-Match / If-Match on PUT."""
 
 
+def check_writable(store: Store, source: str) -> None:
+    """Refuse an output a run could not write (a read-only or pseudo filesystem), before it starts.
+    An S3 store shows its errors on the first write instead (a probe would need credentials now)."""
+    if not isinstance(store, FileStore):
+        return
+    probe = store.root / ".tmp" / f"probe-{uuid.uuid4().hex}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StorageError(f"{source}: cannot write to {store.uri}: {exc.strerror or exc}") from None
+
+
 def open_store(uri: str, endpoint_url: str | None = None, region: str | None = None) -> Store:
     parsed = urlparse(uri)
     if parsed.scheme == "file":
@@ -252,10 +291,10 @@ def open_store(uri: str, endpoint_url: str | None = None, region: str | None = N
     raise StorageError(f"{uri}: unsupported scheme {parsed.scheme!r} (use file:// or s3://)")
 
 
-def read_uri_text(uri: str, endpoint_url: str | None = None, region: str | None = None) -> str:
-    """The whole text of one object named by a URI."""
+def open_uri(uri: str, endpoint_url: str | None = None, region: str | None = None) -> BinaryIO:
+    """One object named by a URI, open for streaming reads."""
     head, _, name = uri.rstrip("/").rpartition("/")
-    return open_store(head, endpoint_url, region).get_text(name)
+    return open_store(head, endpoint_url, region).open_read(name)
 
 
 def local_tempdir(prefix: str = "dsj-") -> str:

@@ -3,40 +3,95 @@
 Every process expands the items from the spec itself (product/range/values are pure;
 fromUri reads the object; fromConfigMap reads the ConfigMap key mounted into the pod at
 $DSJ_ITEMS_DIR), so no expanded list ever has to be shipped through the API server.
+Item files are streamed line by line, within the byte limits of `limits`.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 from .contract import ITEMS_DIR_ENV
-from .errors import SpecError
-from .items import expand_items, item_ids
+from .errors import SpecError, StorageError
+from .items import count_unique_ids, item_ids, iter_items
+from .limits import MAX_ITEM_LINE_BYTES, MAX_ITEM_SOURCE_BYTES, size_text
 from .spec import DatasetJobSpec
-from .storage import read_uri_text
+from .storage import open_uri
+
+_CHUNK = 1 << 20
 
 
+def capped_lines(stream: BinaryIO, field: str, source: str) -> Iterator[str]:
+    """The text lines of `stream`, refusing (naming the limit) a source or a line that is too big."""
+    total, number, pending = 0, 0, b""
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > MAX_ITEM_SOURCE_BYTES:
+            raise SpecError([f"{field}: {source} is larger than {size_text(MAX_ITEM_SOURCE_BYTES)} "
+                             "(the item source size limit)"])
+        *lines, pending = (pending + chunk).split(b"\n")
+        for raw in lines:
+            number += 1
+            yield _decode(raw, field, source, number)
+        if len(pending) > MAX_ITEM_LINE_BYTES:
+            raise SpecError([f"{field}: {source} line {number + 1} is longer than "
+                             f"{size_text(MAX_ITEM_LINE_BYTES)} (the item line limit)"])
+    if pending:
+        yield _decode(pending, field, source, number + 1)
 
-def _config_map_text(spec: DatasetJobSpec) -> str | None:
+
+def _decode(raw: bytes, field: str, source: str, number: int) -> str:
+    if len(raw) > MAX_ITEM_LINE_BYTES:
+        raise SpecError([f"{field}: {source} line {number} is longer than {size_text(MAX_ITEM_LINE_BYTES)} "
+                         "(the item line limit)"])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError([f"{field}: {source} line {number} is not UTF-8 text"]) from None
+
+
+def _stream_lines(opener, field: str, source: str) -> Iterator[str]:
+    try:
+        stream = opener()
+    except (OSError, StorageError) as exc:
+        raise SpecError([f"{field}: cannot read {source}: {getattr(exc, 'strerror', None) or exc}"]) from None
+    try:
+        yield from capped_lines(stream, field, source)
+    except (OSError, StorageError) as exc:
+        raise SpecError([f"{field}: cannot read {source}: {getattr(exc, 'strerror', None) or exc}"]) from None
+    finally:
+        stream.close()
+
+
+def _config_map_lines(spec: DatasetJobSpec) -> Iterator[str] | None:
     if spec.items.from_config_map is None or not os.environ.get(ITEMS_DIR_ENV):
         return None
     name, key = spec.items.from_config_map
     path = Path(os.environ[ITEMS_DIR_ENV], key)
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError([f"spec.items.fromConfigMap: cannot read key {key!r} of ConfigMap {name!r}: "
-                         f"{exc.strerror}"]) from None
+    return _stream_lines(lambda: open(path, "rb"), "spec.items.fromConfigMap",
+                         f"key {key!r} of ConfigMap {name!r}")
+
+
+def _items(spec: DatasetJobSpec) -> Iterator:
+    def read_lines(uri: str) -> Iterator[str]:
+        return _stream_lines(lambda: open_uri(uri, spec.output.endpoint_url, spec.output.region),
+                             "spec.items.fromUri", uri)
+
+    return iter_items(spec.items, read_lines, _config_map_lines(spec))
 
 
 def resolve_items(spec: DatasetJobSpec) -> tuple[list, list[str]]:
     """(items, ids) in the universe's order; SpecError if the source is bad or ids collide."""
-    def read(uri: str) -> str:
-        try:
-            return read_uri_text(uri, spec.output.endpoint_url, spec.output.region)
-        except Exception as exc:  # storage errors of any kind mean the same to the user
-            raise SpecError([f"spec.items.fromUri: cannot read {uri}: {exc}"]) from None
-
-    items = expand_items(spec.items, read, _config_map_text(spec))
+    items = list(_items(spec))
     return items, item_ids(items, spec.items.id_template)
+
+
+def check_universe(spec: DatasetJobSpec) -> int:
+    """The number of items, with every check of resolve_items, streaming: only ids are kept
+    (none for a range without idTemplate, whose ids cannot repeat)."""
+    unique = spec.items.range is not None and not spec.items.id_template
+    return count_unique_ids(_items(spec), spec.items.id_template, unique_by_construction=unique)
