@@ -21,8 +21,10 @@ from .reuse import merge_lineage
 from .sharding import compress_indexes, shard_name
 from .redaction import redact
 from .spec import DatasetJobSpec
+from .errors import StorageError
+from .rowtypes import RowValueError, conform_row
 from .storage import Store, local_tempdir
-from .tables import RowWriter, file_digest, iter_rows, write_rows
+from .tables import RowWriter, declared_arrow_schema, file_digest, iter_rows, write_rows
 
 
 class CombineRefused(Exception):
@@ -81,39 +83,34 @@ def run_lineage(manifests: dict[int, dict]) -> dict:
     return {"fingerprints": fingerprints, "reusedFrom": reused_from}
 
 
-def check_success_ratio(items: dict, minimum: float) -> None:
+def check_success_ratio(items: dict, minimum: float, first_failure: dict | None = None) -> None:
     ratio = items["done"] / items["total"] if items["total"] else 1.0
     if ratio + 1e-12 < minimum:
+        first = (f" First failure: item {first_failure['id']!r}: {first_failure['error']}."
+                 if first_failure else "")
         raise CombineRefused(
             "TooFewItems",
             f"only {items['done']} of {items['total']} items succeeded ({ratio:.2%}), below "
             f"spec.combine.minItemSuccessRatio {minimum}; {items['failed']} failed "
-            f"(see failures/*.jsonl), {items['missing']} in shards that did not commit. "
+            f"(see failures/*.jsonl), {items['missing']} in shards that did not commit.{first} "
             "Retry the failed items or lower the ratio.")
 
 
 def check_columns(manifests: dict[int, dict], declared: dict[str, str]) -> list[str]:
-    """The common column list; a shard with other columns is named with the difference."""
-    reference: list[str] | None = None
-    ref_index = None
+    """The dataset's columns: every shard's columns, in first-seen order over the item order.
+
+    The same rule as inside one shard (a row without a column leaves it empty), so the
+    columns never depend on how the items were sharded. Declared columns must match exactly."""
+    seen: dict[str, None] = {}
     for index in sorted(manifests):
-        cols = manifests[index].get("columns") or []
         if manifests[index]["rows"] == 0:
             continue
-        if reference is None:
-            reference, ref_index = cols, index
-            continue
-        if set(cols) != set(reference):
-            extra = sorted(set(cols) - set(reference))
-            lacking = sorted(set(reference) - set(cols))
-            raise CombineRefused(
-                "ColumnMismatch",
-                f"{shard_name(index)} has columns {cols} but {shard_name(ref_index)} has {reference}"
-                + (f"; extra: {extra}" if extra else "") + (f"; missing: {lacking}" if lacking else ""))
-    reference = reference or list(declared)
+        for column in manifests[index].get("columns") or []:
+            seen.setdefault(column, None)
+    reference = list(seen) or list(declared)
     if declared:
-        extra = sorted(set(reference) - set(declared))
-        lacking = sorted(set(declared) - set(reference))
+        extra = [c for c in reference if c not in declared]
+        lacking = [c for c in declared if c not in seen] if seen else []
         if extra or lacking:
             raise CombineRefused(
                 "SchemaMismatch",
@@ -183,6 +180,19 @@ def _read_manifests(store: Store, run_id: str, shards: int) -> dict[int, dict]:
     return out
 
 
+def _first_failure(store: Store, run_id: str, manifests: dict[int, dict]) -> dict | None:
+    """The first failed item in item order, to name it when the run is refused."""
+    for index in sorted(manifests):
+        if manifests[index]["items"]["failed"]:
+            try:
+                text = store.get_text(layout.failures_key(run_id, index))
+            except StorageError:
+                return None
+            first = next((line for line in text.splitlines() if line.strip()), None)
+            return json.loads(first) if first else None
+    return None
+
+
 def _local_shard(store: Store, run_id: str, index: int, fmt: str, tmpdir: str) -> str:
     """The shard's file in tmpdir, downloaded once (the parquet schema pass keeps it for the rows)."""
     path = os.path.join(tmpdir, f"{shard_name(index)}.{fmt}")
@@ -199,12 +209,39 @@ def _shard_rows(store: Store, run_id: str, index: int, fmt: str, tmpdir: str) ->
         os.unlink(path)
 
 
-def _arrow_schema(store: Store, run_id: str, indexes: list[int], tmpdir: str):
+def _arrow_schema(store: Store, run_id: str, indexes: list[int], tmpdir: str, columns: list[str],
+                  declared: dict[str, str]):
+    """Declared types when there are any (values are converted to them); otherwise the shards'
+    types unified, refusing (naming the column) a column that is a number in one shard and
+    text in another."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schemas = [pq.read_schema(_local_shard(store, run_id, index, "parquet", tmpdir)) for index in indexes]
-    return pa.unify_schemas(schemas, promote_options="permissive") if schemas else None
+    if declared:
+        return declared_arrow_schema(columns, declared)
+    schemas = {index: pq.read_schema(_local_shard(store, run_id, index, "parquet", tmpdir)) for index in indexes}
+    if not schemas:
+        return None
+    try:
+        return pa.unify_schemas(list(schemas.values()), promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        pass
+    first: dict[str, tuple] = {}
+    for index, schema in schemas.items():
+        for f in schema:
+            if pa.types.is_null(f.type):
+                continue
+            seen_type, seen_index = first.setdefault(f.name, (f.type, index))
+            try:
+                pa.unify_schemas([pa.schema([pa.field(f.name, seen_type)]), pa.schema([f])],
+                                 promote_options="permissive")
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                raise CombineRefused(
+                    "SchemaMismatch",
+                    f"column {f.name!r} is {seen_type} in {shard_name(seen_index)} but {f.type} in "
+                    f"{shard_name(index)}; declare its type in spec.combine.columns to convert") from None
+    raise CombineRefused("SchemaMismatch", "the shards' Parquet schemas cannot be merged; "
+                         "declare the column types in spec.combine.columns")
 
 
 def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: int) -> CombineResult:
@@ -215,7 +252,8 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
     manifests = _read_manifests(store, run_id, spec.shards)
     missing = check_coverage(spec.shards, manifests, spec.max_failed_shards)
     items = item_tally(total_items, manifests)
-    check_success_ratio(items, combine.min_item_success_ratio)
+    first_failure = _first_failure(store, run_id, manifests) if items["failed"] else None
+    check_success_ratio(items, combine.min_item_success_ratio, first_failure)
     columns = check_columns(manifests, declared)
     for col in list(combine.dedupe_by) + list(combine.sort_by):
         if columns and col not in columns:
@@ -224,15 +262,21 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
     tmpdir = local_tempdir("dsj-combine-")
     try:
         with_rows = [i for i in sorted(manifests) if manifests[i]["rows"] > 0]
-        schema = _arrow_schema(store, run_id, with_rows, tmpdir) if fmt == "parquet" else None
+        schema = _arrow_schema(store, run_id, with_rows, tmpdir, columns, declared) if fmt == "parquet" else None
         out_path = os.path.join(tmpdir, f"combined-dataset.{fmt}")
         writer = RowWriter(out_path, fmt, columns, schema)
 
         def checked(index: int) -> Iterator[dict]:
             for n, row in enumerate(_shard_rows(store, run_id, index, fmt, tmpdir)):
-                for col, kind in declared.items():
-                    check_value(col, kind, row.get(col), f"{shard_name(index)} row {n + 1}")
-                yield row
+                if fmt == "csv":  # CSV stays text (byte-identical rows): checked, not converted
+                    for col, kind in declared.items():
+                        check_value(col, kind, row.get(col), f"{shard_name(index)} row {n + 1}")
+                    yield row
+                    continue
+                try:
+                    yield conform_row(row, declared, fmt)
+                except RowValueError as exc:
+                    raise CombineRefused("SchemaMismatch", f"{shard_name(index)} row {n + 1}: {exc}") from None
 
         if combine.sort_by:
             kinds = [declared.get(c) for c in combine.sort_by]
@@ -244,7 +288,7 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
             for index in with_rows:  # one shard in memory at a time, spilled sorted to disk
                 rows = sorted(checked(index), key=key)
                 run_path = os.path.join(tmpdir, f"sorted-{index}.jsonl")
-                write_rows(rows, run_path, "jsonl", columns)
+                write_rows(rows, run_path, "jsonl", columns, strict_json=False)
                 runs.append(iter_rows(run_path, "jsonl"))
             stream: Iterator[dict] = heapq.merge(*runs, key=key)
         else:

@@ -90,6 +90,8 @@ def item_id(item: Any, template: str | None) -> str:
             raise SpecError([f"spec.items.idTemplate: cannot format item {canonical_json(item)[:80]}: {exc}"]) from None
     if isinstance(item, str):
         return item
+    if type(item) is int:  # what canonical_json gives, without its cost (a range has millions)
+        return str(item)
     return canonical_json(item)
 
 
@@ -111,16 +113,13 @@ def item_ids(items: Iterable[Any], template: str | None) -> list[str]:
     return ids
 
 
-def count_unique_ids(items: Iterable[Any], template: str | None, unique_by_construction: bool = False) -> int:
-    """How many items; the same errors as item_ids, keeping only the ids (or nothing at all when
-    the source cannot repeat an id, like a range)."""
+def count_unique_ids(items: Iterable[Any], template: str | None) -> int:
+    """How many items; the same errors as item_ids, keeping only the ids, not the items."""
     seen: set[str] = set()
     dupes: dict[str, None] = {}
     n = 0
     for n, item in enumerate(items, 1):
         ident = item_id(item, template)
-        if unique_by_construction:
-            continue
         if ident in seen:
             dupes[ident] = None
         else:

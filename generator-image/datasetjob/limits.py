@@ -12,7 +12,8 @@ MAX_EXPANDED_NODES = 1_000_000
 MAX_DEPTH = 64
 # Items written in the spec itself (spec.items.values); more go in a file through fromUri.
 MAX_INLINE_ITEMS = 100_000
-# Items in a run, whatever the source (each process holds the universe: ~200 bytes an item).
+# Items in a run, whatever the source. Each worker holds the universe and its ids: measured
+# (tests/bench/bench_validate.py) ~190 bytes an item for numbers, ~600 for small objects.
 MAX_ITEMS = 2_000_000
 # What fromUri (or a fromConfigMap key) may read: in total, and on one line.
 MAX_ITEM_SOURCE_BYTES = 256 << 20

@@ -162,7 +162,10 @@ def check_json_values(value: Any, base: str = "") -> None:
 
 def parse_yaml(text: str, source: str) -> Iterator[Any]:
     """The documents of a YAML stream; SpecError naming the field (or the line) if refused."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader checks the characters here already
+    except yaml.YAMLError as exc:
+        raise SpecError([f"{source}: not valid YAML: {exc}"]) from None
     try:
         while loader.check_data():
             doc = loader.get_data()

@@ -28,6 +28,11 @@ def format_csv_value(value: Any) -> str:
     return str(value)
 
 
+def _json_line(row: dict, strict: bool = True) -> str:
+    # Strict JSON: rows are conformed first (rowtypes), so NaN/Infinity here is a bug, not data.
+    return json.dumps(row, ensure_ascii=False, allow_nan=not strict) + "\n"
+
+
 def columns_of(rows: Iterable[dict]) -> list[str]:
     """Union of the rows' keys in first-seen order."""
     seen: dict[str, None] = {}
@@ -37,8 +42,10 @@ def columns_of(rows: Iterable[dict]) -> list[str]:
     return list(seen)
 
 
-def write_rows(rows: list[dict], path: str, fmt: str, columns: list[str] | None = None) -> list[str]:
-    """Write `rows` to `path`; returns the column list. Zero rows → an empty file."""
+def write_rows(rows: list[dict], path: str, fmt: str, columns: list[str] | None = None,
+               strict_json: bool = True) -> list[str]:
+    """Write `rows` to `path`; returns the column list. Zero rows → an empty file.
+    `strict_json=False` is for scratch files only (Parquet floats may be infinite)."""
     columns = columns if columns is not None else columns_of(rows)
     if fmt == "csv":
         with open(path, "w", newline="", encoding="utf-8") as f:
@@ -50,7 +57,7 @@ def write_rows(rows: list[dict], path: str, fmt: str, columns: list[str] | None 
     elif fmt == "jsonl":
         with open(path, "w", encoding="utf-8") as f:
             for row in rows:
-                f.write(json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False) + "\n")
+                f.write(_json_line({c: row.get(c) for c in columns}, strict_json))
     elif fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -61,6 +68,14 @@ def write_rows(rows: list[dict], path: str, fmt: str, columns: list[str] | None 
     else:
         raise ValueError(f"unknown format {fmt!r}")
     return columns
+
+
+def declared_arrow_schema(columns: list[str], declared: dict[str, str]):
+    """The Parquet schema of spec.combine.columns, in the dataset's column order."""
+    import pyarrow as pa
+
+    types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
+    return pa.schema([pa.field(c, types[declared[c]]) for c in columns])
 
 
 def read_columns(path: str, fmt: str) -> list[str]:
@@ -153,7 +168,7 @@ class RowWriter:
                 self._csv.writerow([format_csv_value(row.get(c)) for c in self.columns])
         elif self.fmt == "jsonl":
             for row in rows:
-                self._f.write(json.dumps({c: row.get(c) for c in self.columns}, ensure_ascii=False) + "\n")
+                self._f.write(_json_line({c: row.get(c) for c in self.columns}))
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq

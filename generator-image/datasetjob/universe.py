@@ -16,7 +16,7 @@ from .contract import ITEMS_DIR_ENV
 from .errors import SpecError, StorageError
 from .items import count_unique_ids, item_ids, iter_items
 from .limits import MAX_ITEM_LINE_BYTES, MAX_ITEM_SOURCE_BYTES, size_text
-from .spec import DatasetJobSpec
+from .spec import DatasetJobSpec, range_length
 from .storage import open_uri
 
 _CHUNK = 1 << 20
@@ -93,5 +93,6 @@ def resolve_items(spec: DatasetJobSpec) -> tuple[list, list[str]]:
 def check_universe(spec: DatasetJobSpec) -> int:
     """The number of items, with every check of resolve_items, streaming: only ids are kept
     (none for a range without idTemplate, whose ids cannot repeat)."""
-    unique = spec.items.range is not None and not spec.items.id_template
-    return count_unique_ids(_items(spec), spec.items.id_template, unique_by_construction=unique)
+    if spec.items.range is not None and not spec.items.id_template:
+        return range_length(*spec.items.range)  # ids are the numbers: unique, nothing to read
+    return count_unique_ids(_items(spec), spec.items.id_template)

@@ -28,6 +28,7 @@ from .errors import GeneratorConfigError
 from .fingerprint import item_digest
 from .generator import json_safe_rows, load_function, normalise_rows, substitute
 from .reuse import ItemRecord, lineage, select_reusable
+from .rowtypes import conform_row, type_conflicts
 from .sharding import shard_bounds, shard_name
 from .spec import DatasetJobSpec
 from .storage import Store, local_tempdir
@@ -184,6 +185,7 @@ class ShardWorker:
         self.summary.rows = sum(len(r) for r in results.values())
         failures: list[dict] = []
         todo = [p for p in processing_order(self.positions, self.s.index) if p not in results]
+        declared = dict(self.spec.combine.columns)
 
         def one(position: int):
             item, item_id = self.s.items[position], self.s.ids[position]
@@ -191,7 +193,9 @@ class ShardWorker:
                               index=self.s.index, run_id=self.s.run_id, cache=self.s.cache,
                               counters=self.counters, limiter=self.s.limiter,
                               default_ttl=self.spec.cache.ttl_seconds)
-            return json_safe_rows(normalise_rows(fn(item, ctx)), item_id)
+            rows = json_safe_rows(normalise_rows(fn(item, ctx)), item_id)
+            # A value its column or the format cannot hold fails this item, not the shard.
+            return [conform_row(row, declared, self.fmt) for row in rows]
 
         width = self.spec.generator.concurrency
         with ThreadPoolExecutor(max_workers=width, thread_name_prefix="item") as pool:
@@ -214,6 +218,8 @@ class ShardWorker:
             log.warning("%s: stopped after %d of %d items; checkpoint saved",
                         shard_name(self.s.index), len(results), len(self.positions))
             return None, failures
+        if self.fmt == "parquet":
+            self._fail_type_conflicts(results, failures, declared)
         self._generated = {p: rows for p, rows in results.items() if p not in self._reused}
         ordered = [row for p in self.positions if p in results for row in results[p]]
         tmpdir = local_tempdir()
@@ -245,6 +251,19 @@ class ShardWorker:
         records = [ItemRecord(self.s.ids[p], item_digest(self.s.items[p]), rows, self.s.run_id, now)
                    for p, rows in sorted(self._generated.items())]
         self.s.item_store.save(self.s.run_id, self.s.index, records)
+
+    def _fail_type_conflicts(self, results: dict, failures: list[dict], declared: dict) -> None:
+        """A Parquet column holds one type: items whose value has another kind than the column's
+        first value (in item order) fail, named, instead of the whole shard."""
+        in_order = ((p, results[p]) for p in self.positions if p in results)
+        for position, why in type_conflicts(in_order, declared).items():
+            rows = results.pop(position)
+            self.summary.items_done -= 1
+            self.summary.items_failed += 1
+            self.summary.rows -= len(rows)
+            failures.append({"id": self.s.ids[position], "position": position,
+                             "error": f"RowValueError: {why}", "where": ""})
+            log.warning("item %s failed: %s", self.s.ids[position], why)
 
     def _record(self, position, fut, results, failures, checkpoint) -> None:
         item_id = self.s.ids[position]
