@@ -5,20 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import SpecError
-from .limits import MAX_SPEC_BYTES, size_text
+from .limits import MAX_SPEC_BYTES, MAX_WRITTEN_SPEC_BYTES, size_text
 from .safe_parse import parse_json, parse_yaml
 from .spec import DatasetJobSpec, spec_from_document
 
 
-def read_spec_text(path: str | Path) -> str:
-    """The file's text; refused (naming the limit) past MAX_SPEC_BYTES or when not UTF-8."""
+def read_spec_text(path: str | Path, max_bytes: int = MAX_SPEC_BYTES) -> str:
+    """The file's text; refused (naming the limit) past `max_bytes` or when not UTF-8."""
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_SPEC_BYTES + 1)
+            data = f.read(max_bytes + 1)
     except OSError as exc:
         raise SpecError([f"{path}: cannot read: {exc.strerror}"]) from None
-    if len(data) > MAX_SPEC_BYTES:
-        raise SpecError([f"{path}: larger than {size_text(MAX_SPEC_BYTES)} (the spec size limit); put large "
+    if len(data) > max_bytes:
+        raise SpecError([f"{path}: larger than {size_text(max_bytes)} (the spec size limit); put large "
                          "item lists in a file and use spec.items.fromUri"])
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
@@ -28,8 +28,8 @@ def read_spec_text(path: str | Path) -> str:
                          f"(line {line})"]) from None
 
 
-def load_document(path: str | Path) -> dict:
-    text = read_spec_text(path)
+def load_document(path: str | Path, max_bytes: int = MAX_SPEC_BYTES) -> dict:
+    text = read_spec_text(path, max_bytes)
     if str(path).endswith(".json"):
         return parse_json(text, str(path))
     docs = [d for d in parse_yaml(text, str(path)) if d is not None]
@@ -42,4 +42,7 @@ def load_document(path: str | Path) -> dict:
 
 
 def load_spec_file(path: str | Path, rules: bool = True) -> DatasetJobSpec:
-    return spec_from_document(load_document(path), rules=rules)
+    """A user's spec (rules=True), or one dsj wrote for a worker or combine (rules=False: checked
+    in full before it was written, and allowed to be larger as indented JSON)."""
+    return spec_from_document(load_document(path, MAX_SPEC_BYTES if rules else MAX_WRITTEN_SPEC_BYTES),
+                              rules=rules)

@@ -6,6 +6,9 @@ whole item universe, so these bound the memory and time of each one, whatever th
 
 # A spec travels in a ConfigMap (1 MiB) in a cluster; locally the same bound keeps parsing cheap.
 MAX_SPEC_BYTES = 1 << 20
+# What a worker or combine reads is the spec as dsj run or the operator wrote it (indented JSON,
+# defaults filled in), which can be a few times the size of the YAML it came from.
+MAX_WRITTEN_SPEC_BYTES = 4 * MAX_SPEC_BYTES
 # YAML aliases can make a tiny file expand to billions of nodes; count them as if written out.
 MAX_EXPANDED_NODES = 1_000_000
 # Nesting of mappings and lists (item objects included); far beyond any real spec.

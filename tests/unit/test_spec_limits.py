@@ -154,3 +154,17 @@ def test_from_uri_validation_streams_the_file(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < items.stat().st_size, (peak, items.stat().st_size)
+
+
+def test_a_worker_reads_the_spec_dsj_run_wrote_even_when_indented_json_outgrows_the_yaml(tmp_path):
+    """A legal flow-style YAML list can double in size as the indented JSON the runner writes."""
+    from datasetjob.documents import load_spec_file
+
+    values = [f"ab{i:05d}" for i in range(limits.MAX_INLINE_ITEMS)]
+    user = spec_file(tmp_path, "  items:\n    values: [" + ",".join(values) + "]\n" + GENERATOR)
+    assert user.stat().st_size <= limits.MAX_SPEC_BYTES
+    spec = load_spec_file(user)
+    written = tmp_path / "datasetjob.json"
+    written.write_text(json.dumps(spec.to_document(), indent=1))
+    assert written.stat().st_size > limits.MAX_SPEC_BYTES
+    assert load_spec_file(written, rules=False).items.values == tuple(values)
