@@ -58,22 +58,27 @@ def _print_problems(exc: Exception, path: str) -> int:
     return EXIT_BAD_SPEC
 
 
+def _check_universe(spec, run_id: str) -> int:
+    """Every item check, streaming (only the ids are kept); a command's templates are checked
+    against every shard's ids. Returns the number of items."""
+    from .universe import check_universe, resolve_items
+
+    if not spec.generator.command:
+        return check_universe(spec)
+    from .command import check_command
+
+    _, ids = resolve_items(spec)
+    check_command(spec, ids, run_id)
+    return len(ids)
+
+
 def cmd_validate(args) -> int:
     try:
         spec = _spec(args.file)
         _check_generator(spec, args.file)
-        from .universe import check_universe
+        from .spec import run_id
 
-        if spec.generator.command:  # its templates are checked against every shard's ids
-            from .command import check_command
-            from .spec import run_id
-            from .universe import resolve_items
-
-            _, ids = resolve_items(spec)
-            check_command(spec, ids, run_id(spec.raw_spec))
-            count = len(ids)
-        else:
-            count = check_universe(spec)
+        count = _check_universe(spec, run_id(spec.raw_spec))
         _notes(spec)
     except (SpecError, GeneratorConfigError) as exc:
         return _print_problems(exc, args.file)
@@ -103,12 +108,7 @@ def cmd_run(args) -> int:
                                cache_dir=args.cache_dir, redis_url=args.redis_url, workdir=args.workdir,
                                quiet=args.quiet, spec_path=args.file)
         runner = LocalRunner(spec, opts)
-        from .universe import resolve_items
-
-        _, ids = resolve_items(runner.spec)  # fail on bad items before anything is written
-        from .command import check_command
-
-        check_command(runner.spec, ids, runner.run_id)
+        _check_universe(runner.spec, runner.run_id)  # fail on bad items before anything is written
         from .storage import check_writable
 
         check_writable(runner.store, "--output" if args.output else "spec.output.uri")

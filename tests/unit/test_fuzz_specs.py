@@ -47,14 +47,16 @@ FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 HEAVY = settings(FUZZ, max_examples=10)  # each case parses a spec near a limit
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
+finite_floats = st.floats(allow_nan=False, allow_infinity=False)
+json_scalars = st.none() | st.booleans() | st.integers() | finite_floats | st.text(max_size=20)
 json_values = st.recursive(json_scalars, lambda kids: st.lists(kids, max_size=4)
                            | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=20)
 not_an_integer = (st.text(max_size=10) | st.booleans() | st.none() | st.lists(json_scalars, max_size=3)
                   | st.dictionaries(st.text(max_size=5), json_scalars, max_size=3)
-                  | st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: not f.is_integer()))
-not_a_string = (st.integers() | st.booleans() | st.none() | st.floats(allow_nan=False, allow_infinity=False)
-                | st.lists(json_scalars, min_size=1, max_size=3) | st.dictionaries(st.text(max_size=5), json_scalars, max_size=3))
+                  | finite_floats.filter(lambda f: not f.is_integer()))
+not_a_string = (st.integers() | st.booleans() | st.none() | finite_floats
+                | st.lists(json_scalars, min_size=1, max_size=3)
+                | st.dictionaries(st.text(max_size=5), json_scalars, max_size=3))
 INTEGER_FIELDS = [("spec", "shards"), ("spec", "generator", "concurrency"), ("spec", "retries", "perShard"),
                   ("spec", "cache", "ttlSeconds")]
 STRING_FIELDS = [("spec", "generator", "function"), ("spec", "output", "format"), ("spec", "items", "idTemplate"),
