@@ -293,6 +293,13 @@ def open_store(uri: str, endpoint_url: str | None = None, region: str | None = N
 
 def open_uri(uri: str, endpoint_url: str | None = None, region: str | None = None) -> BinaryIO:
     """One object named by a URI, open for streaming reads."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":  # any path, including one at the root (file:///items.txt)
+        path = parsed.netloc + parsed.path if parsed.netloc not in ("", "localhost") else parsed.path
+        try:
+            return open(path, "rb")
+        except OSError as exc:
+            raise StorageError(f"{uri}: {exc.strerror}") from None
     head, _, name = uri.rstrip("/").rpartition("/")
     return open_store(head, endpoint_url, region).open_read(name)
 

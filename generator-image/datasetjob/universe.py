@@ -54,15 +54,20 @@ def _decode(raw: bytes, field: str, source: str, number: int) -> str:
         raise SpecError([f"{field}: {source} line {number} is not UTF-8 text"]) from None
 
 
+def _unreadable(field: str, source: str, exc: Exception) -> SpecError:
+    reason = (getattr(exc, "strerror", None) or str(exc)).removeprefix(f"{source}: ")
+    return SpecError([f"{field}: cannot read {source}: {reason}"])
+
+
 def _stream_lines(opener, field: str, source: str) -> Iterator[str]:
     try:
         stream = opener()
     except (OSError, StorageError) as exc:
-        raise SpecError([f"{field}: cannot read {source}: {getattr(exc, 'strerror', None) or exc}"]) from None
+        raise _unreadable(field, source, exc) from None
     try:
         yield from capped_lines(stream, field, source)
     except (OSError, StorageError) as exc:
-        raise SpecError([f"{field}: cannot read {source}: {getattr(exc, 'strerror', None) or exc}"]) from None
+        raise _unreadable(field, source, exc) from None
     finally:
         stream.close()
 
