@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections import Counter
 from typing import Any, Callable, Iterable, Iterator
 
@@ -76,6 +77,21 @@ def expand_items(items: ItemsSpec, read_lines: Callable[[str], Iterable[str]] | 
     """The item universe in its defined order, as a list."""
     lines = config_map_text.splitlines() if isinstance(config_map_text, str) else config_map_text
     return list(iter_items(items, read_lines, lines))
+
+
+def count_items(items: ItemsSpec, config_map_text: str | None = None) -> int | None:
+    """The universe size without building it: O(1) for values, product and range (the operator
+    asks on every tick, and a range of 10^6 items must not be expanded for that). None when it
+    needs a read this function cannot do (fromUri, or fromConfigMap without its text)."""
+    if items.values is not None:
+        return len(items.values)
+    if items.product is not None:
+        return math.prod(len(v) for _, v in items.product)
+    if items.range is not None:
+        return len(range(*items.range))
+    if items.from_config_map is not None and config_map_text is not None:
+        return sum(1 for line in config_map_text.splitlines() if line.strip())
+    return None
 
 
 def item_id(item: Any, template: str | None) -> str:

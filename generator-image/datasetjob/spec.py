@@ -22,8 +22,12 @@ _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SEMANTIC_FIELDS = ("items", "shards", "generator", "output", "combine")
 _OPERATIONAL_GENERATOR_FIELDS = (
     "concurrency", "startupStaggerSeconds", "resources", "nodeSelector",
-    "tolerations", "serviceAccountName", "imagePullPolicy",
+    "tolerations", "serviceAccountName", "imagePullPolicy", "imagePullSecrets",
+    "affinity", "topologySpreadConstraints", "priorityClassName", "runtimeClassName",
+    "podLabels", "podAnnotations",
 )
+# Pod settings of the combine step: where and how it runs, not what it produces.
+_OPERATIONAL_COMBINE_FIELDS = ("resources",)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,15 @@ class CacheSpec:
     redis_url: str | None  # None = the default cache of the mode; "" = no cache
     ttl_seconds: int
     namespace: str
+
+
+def cache_namespace(cache: dict | None, name: str, namespace: str | None) -> str:
+    """The cache key prefix of a DatasetJob: spec.cache.namespace, else <namespace>.<name>.
+
+    The one place this is decided: workers write progress and cache entries under it and the
+    operator reads live progress under it, so the two can never disagree."""
+    # Per Kubernetes namespace by default: tenants never share cache entries by accident.
+    return (cache or {}).get("namespace") or (f"{namespace}.{name}" if namespace else name)
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,8 @@ class DatasetJobSpec:
     combine: CombineSpec
     suspend: bool
     ttl_seconds_after_finished: int | None
+    queue_name: str | None
+    workload_priority_class: str | None
     raw_spec: dict = field(compare=False, repr=False)
     reuse: ReuseSpec = ReuseSpec()
 
@@ -253,8 +268,7 @@ def spec_from_dict(name: str, spec: Any, namespace: str | None = None, rules: bo
         cache=CacheSpec(
             redis_url=cache.get("redisUrl"),
             ttl_seconds=cache.get("ttlSeconds", 604800),
-            # Per Kubernetes namespace by default: tenants never share cache entries by accident.
-            namespace=cache.get("namespace") or (f"{namespace}.{name}" if namespace else name),
+            namespace=cache_namespace(cache, name, namespace),
         ),
         rate_limit=RateLimitSpec(
             requests_per_second=float(rl["requestsPerSecond"]),
@@ -278,6 +292,8 @@ def spec_from_dict(name: str, spec: Any, namespace: str | None = None, rules: bo
         ),
         suspend=raw["suspend"],
         ttl_seconds_after_finished=raw.get("ttlSecondsAfterFinished"),
+        queue_name=raw.get("queueName"),
+        workload_priority_class=raw.get("workloadPriorityClassName"),
         raw_spec=raw,
         reuse=ReuseSpec(enabled=(raw.get("reuse") or {}).get("enabled", True),
                         max_age_seconds=(raw.get("reuse") or {}).get("maxAgeSeconds")),
@@ -310,6 +326,8 @@ def semantic_spec(raw_spec: dict) -> dict:
     out = {k: raw_spec[k] for k in _SEMANTIC_FIELDS if k in raw_spec}
     gen = {k: v for k, v in out["generator"].items() if k not in _OPERATIONAL_GENERATOR_FIELDS}
     out["generator"] = gen
+    if "combine" in out:
+        out["combine"] = {k: v for k, v in out["combine"].items() if k not in _OPERATIONAL_COMBINE_FIELDS}
     # Where the data goes is not what the data is: only the format counts.
     out["output"] = {"format": (out.get("output") or {}).get("format", "csv")}
     return out

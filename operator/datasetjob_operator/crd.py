@@ -12,7 +12,7 @@ SINGULAR = "datasetjob"
 SHORT_NAMES = ["dsj"]
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
 
-PHASES = ["Pending", "Generating", "Combining", "Succeeded", "Failed", "Suspended"]
+PHASES = ["Pending", "Queued", "Generating", "Combining", "Succeeded", "Failed", "Suspended"]
 
 _COUNT = {"type": "integer", "format": "int64"}
 
@@ -49,6 +49,8 @@ STATUS_SCHEMA = {
                      "items": {"type": "object", "properties": {
                          "shard": _COUNT, "exitCode": _COUNT, "message": {"type": "string"}}}},
         "retryToken": {"type": "string"},
+        "appliedSuspend": {"type": "boolean",
+                           "description": "spec.suspend as the operator last applied it to the run's Jobs"},
         "conditions": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
                        "items": {"type": "object", "required": ["type", "status"], "properties": {
                            "type": {"type": "string"}, "status": {"type": "string", "enum": ["True", "False", "Unknown"]},

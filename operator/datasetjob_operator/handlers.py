@@ -17,6 +17,7 @@ import kopf
 
 from datasetjob import API_GROUP, API_VERSION
 from datasetjob.progress import read_redis_progress
+from datasetjob.spec import cache_namespace
 
 from . import metrics
 from .crd import PLURAL
@@ -117,16 +118,16 @@ def pods_by_owner(namespace, labels, body, **_):
     return {(namespace, labels[LABEL_DATASETJOB]): _slim(body, keep_spec=False)}
 
 
-def _live_progress(spec: dict, name: str, status: dict) -> dict | None:
+def _live_progress(spec: dict, namespace: str, name: str, status: dict) -> dict | None:
     if status.get("phase") != GENERATING or not status.get("runId"):
         return None
     spec_url = (spec.get("cache") or {}).get("redisUrl")
     url = SETTINGS.default_redis_url_with_password() if spec_url is None else spec_url
     if not url:
         return None
-    namespace = (spec.get("cache") or {}).get("namespace") or name
     try:
-        return read_redis_progress(url, namespace, status["runId"])
+        # Where the workers write it: the same function decides for both sides.
+        return read_redis_progress(url, cache_namespace(spec.get("cache"), name, namespace), status["runId"])
     except Exception as exc:  # live counts are a nicety; final counts come from pods
         log.debug("no live progress for %s: %s", name, exc)
         return None
@@ -168,7 +169,7 @@ def reconcile(body, meta, spec, status, uid, name, namespace, patch: kopf.Patch,
             jobs={j["metadata"]["name"]: j for j in jobs_by_owner.get(key, [])},
             pods=list(pods_by_owner.get(key, [])),
             now=now_rfc3339(),
-            live_progress=_live_progress(dict(spec), name, own_status),
+            live_progress=_live_progress(dict(spec), namespace, name, own_status),
             config_map_items=_config_map_items(memo, namespace, dict(spec)),
         )
         decision = decide(observed, memo.settings)

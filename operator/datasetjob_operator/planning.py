@@ -3,6 +3,7 @@ Job. Pure functions from (DatasetJob, run, settings) to manifests (dicts)."""
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 
@@ -18,6 +19,12 @@ ITEMS_DIR = "/etc/datasetjob/items"
 SPEC_FILE = "datasetjob.json"
 CONTAINER = "generator"
 COMBINE_CONTAINER = "combine"
+# Kueue reads these labels on a Job: the LocalQueue that admits it, and its WorkloadPriorityClass.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+# Pod spec fields taken as they are from spec.generator (the schema checks their shape).
+_POD_FIELDS = ("nodeSelector", "tolerations", "serviceAccountName", "affinity", "topologySpreadConstraints",
+               "imagePullSecrets", "priorityClassName", "runtimeClassName")
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,15 @@ class Run:
         return {"name": name, "namespace": self.namespace,
                 "labels": naming.labels(self.name, self.run_id, self.attempt, role),
                 "ownerReferences": [self.owner_reference]}
+
+    def job_metadata(self, name: str, role: str) -> dict:
+        """A Job's metadata: ours, plus the labels Kueue admits it by (spec.queueName, ...)."""
+        meta = self.metadata(name, role)
+        if self.spec.queue_name:
+            meta["labels"][KUEUE_QUEUE_LABEL] = self.spec.queue_name
+        if self.spec.workload_priority_class:
+            meta["labels"][KUEUE_PRIORITY_LABEL] = self.spec.workload_priority_class
+        return meta
 
 
 def spec_document(run: Run) -> str:
@@ -123,8 +139,7 @@ def _pod_template(run: Run, settings: Settings, role: str, args: list[str]) -> d
         container["envFrom"] = [{"secretRef": {"name": run.spec.output.credentials_secret}}]
     if "imagePullPolicy" in raw:
         container["imagePullPolicy"] = raw["imagePullPolicy"]
-    if "resources" in raw:
-        container["resources"] = raw["resources"]
+    container["resources"] = _resources(run, settings, role)
     if gen.working_dir:
         container["workingDir"] = gen.working_dir
     volumes = [{"name": "spec", "configMap": {"name": naming.config_map_name(run.name, run.run_id, run.attempt)}},
@@ -143,10 +158,25 @@ def _pod_template(run: Run, settings: Settings, role: str, args: list[str]) -> d
         "containers": [container],
         "volumes": volumes,
     }
-    for field_name in ("nodeSelector", "tolerations", "serviceAccountName"):
+    for field_name in _POD_FIELDS:
         if field_name in raw:
-            pod[field_name] = raw[field_name]
-    return {"metadata": {"labels": naming.labels(run.name, run.run_id, run.attempt, role)}, "spec": pod}
+            pod[field_name] = copy.deepcopy(raw[field_name])
+    # The user's labels first: ours (which the operator and the Job controller select by) win.
+    labels = {**(raw.get("podLabels") or {}), **naming.labels(run.name, run.run_id, run.attempt, role)}
+    metadata = {"labels": labels}
+    if raw.get("podAnnotations"):
+        metadata["annotations"] = dict(raw["podAnnotations"])
+    return {"metadata": metadata, "spec": pod}
+
+
+def _resources(run: Run, settings: Settings, role: str) -> dict:
+    """The spec's resources for this role as given, else the installation's default: a whole
+    replacement, never a merge (a merged default request could exceed the user's limit)."""
+    own = (run.spec.generator.raw if role == naming.ROLE_GENERATE else run.spec.raw_spec.get("combine") or {})
+    if "resources" in own:
+        return copy.deepcopy(own["resources"])
+    default = settings.generate_resources if role == naming.ROLE_GENERATE else settings.combine_resources
+    return copy.deepcopy(dict(default))
 
 
 def _ttl(run: Run) -> dict:
@@ -158,7 +188,8 @@ def generate_job(run: Run, settings: Settings) -> dict:
     spec = run.spec
     return {
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": run.metadata(naming.generate_job_name(run.name, run.run_id, run.attempt), naming.ROLE_GENERATE),
+        "metadata": run.job_metadata(naming.generate_job_name(run.name, run.run_id, run.attempt),
+                                     naming.ROLE_GENERATE),
         "spec": {
             "completionMode": "Indexed",
             "completions": spec.shards,
@@ -182,7 +213,8 @@ def generate_job(run: Run, settings: Settings) -> dict:
 def combine_job(run: Run, settings: Settings) -> dict:
     return {
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": run.metadata(naming.combine_job_name(run.name, run.run_id, run.attempt), naming.ROLE_COMBINE),
+        "metadata": run.job_metadata(naming.combine_job_name(run.name, run.run_id, run.attempt),
+                                     naming.ROLE_COMBINE),
         "spec": {
             "completions": 1,
             "parallelism": 1,

@@ -11,15 +11,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datasetjob.errors import SpecError
-from datasetjob.items import expand_items, item_ids
+from datasetjob.items import count_items, expand_items, item_ids
 from datasetjob.spec import DatasetJobSpec, run_id as compute_run_id, spec_from_dict
 
 from . import naming, planning
 from .settings import Settings
 from .tally import items_status, job_condition, job_finished, tally_generation, termination_message
 
-GENERATING, COMBINING, SUCCEEDED, FAILED, SUSPENDED, PENDING = (
-    "Generating", "Combining", "Succeeded", "Failed", "Suspended", "Pending")
+GENERATING, COMBINING, SUCCEEDED, FAILED, SUSPENDED, PENDING, QUEUED = (
+    "Generating", "Combining", "Succeeded", "Failed", "Suspended", "Pending", "Queued")
 TERMINAL = (SUCCEEDED, FAILED)
 
 
@@ -56,9 +56,11 @@ def _conditions(old: list[dict], phase: str, reason: str, message: str, now: str
     # Types that kstatus (Flux, kubectl wait) understands: Ready = published, Stalled = failed.
     wanted = {
         "Ready": phase == SUCCEEDED,
-        "Progressing": phase in (GENERATING, COMBINING, PENDING),
+        "Progressing": phase in (GENERATING, COMBINING, PENDING, QUEUED),
         "Stalled": phase == FAILED,
         "Suspended": phase == SUSPENDED,
+        # Held by someone else (Kueue, or a person): the reason and message say who and why.
+        "Queued": phase == QUEUED,
     }
     previous = {c["type"]: c for c in old or []}
     out = []
@@ -91,8 +93,10 @@ def _failed_decision(obs: Observed, reason: str, message: str) -> Decision:
     return Decision(status=_with_phase(obs, status, FAILED, reason, message, events, "Warning"), events=events)
 
 
-def item_total(spec: DatasetJobSpec, config_map_text: str | None) -> int | None:
-    """The universe size, when the operator can know it without reading user storage."""
+def checked_item_total(spec: DatasetJobSpec, config_map_text: str | None) -> int | None:
+    """The universe size, with every item id built and checked for duplicates: once per run,
+    at its start (a bad universe fails the run before any pod starts). None when the
+    operator cannot know it without reading user storage."""
     if spec.items.from_uri is not None:
         return None
     if spec.items.from_config_map is not None and config_map_text is None:
@@ -120,7 +124,6 @@ def decide(obs: Observed, settings: Settings) -> Decision:
         if not spec.output.uri:
             raise SpecError(["spec.output.uri: required in a cluster (s3://bucket/prefix), unless the "
                              "installation sets a default output location"])
-        total_items = item_total(spec, obs.config_map_items)
     except SpecError as exc:
         return _failed_decision(obs, "InvalidSpec", "; ".join(exc.problems))
 
@@ -136,8 +139,14 @@ def decide(obs: Observed, settings: Settings) -> Decision:
 
     run = planning.Run(obs.name, obs.namespace, obs.uid, run_id, attempt, spec, regenerate)
     if not same_run or retrying:
+        try:
+            total_items = checked_item_total(spec, obs.config_map_items)
+        except SpecError as exc:
+            return _failed_decision(obs, "InvalidSpec", "; ".join(exc.problems))
         return _start(obs, run, settings, total_items, retry_token, retrying)
-    return _progress(obs, run, settings, total_items)
+    # Every later tick (twice a second while shards run) only counts: O(1) for values,
+    # product and range; the ids were checked when the run started.
+    return _progress(obs, run, settings, count_items(spec.items, obs.config_map_items))
 
 
 def _start(obs: Observed, run: planning.Run, settings: Settings, total_items: int | None,
@@ -162,6 +171,9 @@ def _start(obs: Observed, run: planning.Run, settings: Settings, total_items: in
         "cache": {"hits": 0, "misses": 0},
         "output": None, "failures": None,
         "retryToken": retry_token,
+        # The spec.suspend the operator last put on its Jobs: it changes a Job's suspension
+        # only when spec.suspend changes, never to undo someone else's (e.g. Kueue's).
+        "appliedSuspend": run.spec.suspend,
     }
     if retrying:
         message = f"retrying the failed shards and items of run {run.run_id}"
@@ -195,9 +207,8 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         return Decision(status=status, create=_run_objects(run, settings))
 
     decision = Decision(status=status, events=events)
+    _apply_suspend_change(decision, spec.suspend, {gen_name: gen, comb_name: comb})
     if gen is not None:
-        if (gen.get("spec") or {}).get("suspend", False) != spec.suspend and not job_finished(gen):
-            decision.patch_jobs.append((gen_name, {"spec": {"suspend": spec.suspend}}))
         gen_pods = [p for p in obs.pods if _pod_job(p) == gen_name]
         live = obs.live_progress if not job_finished(gen) else None
         tally = tally_generation(gen, gen_pods, live, spec.shards)
@@ -210,9 +221,13 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         if comb is None:
             generation_over = tally.finished or job_condition(gen, "Failed") is not None
             if not generation_over:
-                phase = SUSPENDED if spec.suspend else GENERATING
-                decision.status = _with_phase(obs, status, phase, "Suspended" if spec.suspend else "Generating",
-                                              "", events)
+                held = None if spec.suspend else held_by_someone_else(gen_name, gen)
+                if held:
+                    decision.status = _with_phase(obs, status, QUEUED, held[0], held[1], events)
+                elif spec.suspend:
+                    decision.status = _with_phase(obs, status, SUSPENDED, "Suspended", "", events)
+                else:
+                    decision.status = _with_phase(obs, status, GENERATING, "Generating", "", events)
                 return decision
             if tally.finished and len(tally.failed) <= spec.max_failed_shards:
                 decision.create.append(planning.combine_job(run, settings))
@@ -250,8 +265,43 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         message = result.get("message") or "the combine Job failed; see its pod"
         decision.status = _with_phase(obs, status, FAILED, reason, message, events, "Warning")
     else:
-        decision.status = _with_phase(obs, status, COMBINING, "CombineStarted", status.get("message") or "", events)
+        held = None if spec.suspend else held_by_someone_else(comb_name, comb)
+        if held:
+            decision.status = _with_phase(obs, status, QUEUED, held[0], held[1], events)
+        else:
+            message = status.get("message") if status.get("phase") == COMBINING else "combining"
+            decision.status = _with_phase(obs, status, COMBINING, "CombineStarted", message or "", events)
     return decision
+
+
+def _apply_suspend_change(decision: Decision, wanted: bool, jobs: dict[str, dict | None]) -> None:
+    """Puts spec.suspend on the run's unfinished Jobs only when it differs from what the
+    operator applied last (status.appliedSuspend). A Job's suspension that someone else set
+    or lifted (Kueue admits by unsuspending, and holds or preempts by suspending) is theirs."""
+    applied = decision.status.get("appliedSuspend")
+    if applied is None:  # a run started before this field existed: take the spec as applied
+        decision.status["appliedSuspend"] = wanted
+        return
+    if applied == wanted:
+        return
+    for name, job in jobs.items():
+        if job is not None and not job_finished(job):
+            decision.patch_jobs.append((name, {"spec": {"suspend": wanted}}))
+    decision.status["appliedSuspend"] = wanted
+
+
+def held_by_someone_else(name: str, job: dict) -> tuple[str, str] | None:
+    """(reason, message) when an unfinished Job of the run is suspended although spec.suspend
+    is false: Kueue waiting to admit it, or a person or another controller holding it."""
+    if not (job.get("spec") or {}).get("suspend") or job_finished(job):
+        return None
+    queue = ((job.get("metadata") or {}).get("labels") or {}).get(planning.KUEUE_QUEUE_LABEL)
+    if queue:
+        return ("WaitingForAdmission",
+                f"Job {name} waits in Kueue queue {queue} for quota; it starts when Kueue admits "
+                f"its workload (kubectl get workloads -n <namespace> shows why)")
+    return ("JobSuspended", f"Job {name} was suspended by someone else; the operator leaves it so "
+                            "(resume it with kubectl patch job, or set spec.suspend)")
 
 
 def _pod_job(pod: dict) -> str | None:

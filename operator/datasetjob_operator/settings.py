@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
+
+# Requests of pods whose DatasetJob names none: enough for the scheduler (and Kueue's quota)
+# to count them, small enough for a laptop cluster. Limits are left to the user: a default
+# memory limit would kill generators that legitimately need more.
+DEFAULT_GENERATE_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}}
+# The combine pod holds the whole dataset while it deduplicates and sorts.
+DEFAULT_COMBINE_RESOURCES = {"requests": {"cpu": "100m", "memory": "512Mi"}}
 
 
 def with_password(url: str, password: str) -> str:
@@ -36,6 +44,10 @@ class Settings:
     run_as_user: int = 65532
     metrics_port: int = 0  # 0 = no metrics endpoint
     namespaces: tuple[str, ...] = field(default_factory=tuple)  # empty = all namespaces
+    # Resources of generate / combine pods when spec.generator.resources / spec.combine.resources
+    # are absent (the chart's worker.resources.generate / .combine).
+    generate_resources: dict = field(default_factory=lambda: dict(DEFAULT_GENERATE_RESOURCES))
+    combine_resources: dict = field(default_factory=lambda: dict(DEFAULT_COMBINE_RESOURCES))
     # Past this many bytes a spec does not fit a ConfigMap (1 MiB minus room for metadata).
     max_config_map_bytes: int = 1_000_000
 
@@ -58,4 +70,21 @@ class Settings:
             default_credentials_secret=env.get("DSJ_DEFAULT_CREDENTIALS_SECRET", ""),
             metrics_port=int(env.get("DSJ_METRICS_PORT", "0")),
             namespaces=tuple(n for n in env.get("DSJ_WATCH_NAMESPACES", "").split(",") if n),
+            generate_resources=_json_object(env, "DSJ_GENERATE_RESOURCES", DEFAULT_GENERATE_RESOURCES),
+            combine_resources=_json_object(env, "DSJ_COMBINE_RESOURCES", DEFAULT_COMBINE_RESOURCES),
         )
+
+
+def _json_object(env, name: str, default: dict) -> dict:
+    """A JSON object from the environment (the chart renders values with toJson); the default
+    when unset. A malformed value stops the operator at startup, naming the variable."""
+    text = env.get(name, "").strip()
+    if not text:
+        return dict(default)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name}: not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}: must be a JSON object like {json.dumps(default)}")
+    return value

@@ -160,7 +160,7 @@ def test_combine_result_becomes_status_output():
     assert d.status["phase"] == "Succeeded" and d.status["output"]["rows"] == 6
     assert d.status["output"]["sha256"] == "ab" * 32
     assert {c["type"]: c["status"] for c in d.status["conditions"]} == {
-        "Ready": "True", "Progressing": "False", "Stalled": "False", "Suspended": "False"}
+        "Ready": "True", "Progressing": "False", "Stalled": "False", "Suspended": "False", "Queued": "False"}
 
 
 def test_combine_refusal_is_the_failure_reason():
@@ -183,10 +183,109 @@ def test_retry_failed_starts_a_new_attempt_of_the_same_run_once():
     assert done.create == []  # the same token is not acted on twice
 
 
-def test_suspend_is_mirrored_onto_the_job():
+def test_a_changed_spec_suspend_is_put_on_the_job_once():
     start = decide(observed(), SETTINGS).status
+    assert start["appliedSuspend"] is False
     d = decide(observed(spec=dict(SPEC, suspend=True), status=start, jobs=[job(GEN, active=3)]), SETTINGS)
     assert d.patch_jobs == [(GEN, {"spec": {"suspend": True}})] and d.status["phase"] == "Suspended"
+    assert d.status["appliedSuspend"] is True
+    # The Job still shows the old value (the patch is in flight): it is not patched again.
+    again = decide(observed(spec=dict(SPEC, suspend=True), status=d.status, jobs=[job(GEN, active=3)]), SETTINGS)
+    assert again.patch_jobs == []
+    resumed = decide(observed(status=again.status, jobs=[job(GEN, suspend=True)]), SETTINGS)
+    assert resumed.patch_jobs == [(GEN, {"spec": {"suspend": False}})] and resumed.status["appliedSuspend"] is False
+
+
+def test_a_job_suspended_by_someone_else_stays_suspended_and_shows_queued():
+    start = decide(observed(), SETTINGS).status
+    d = decide(observed(status=start, jobs=[job(GEN, suspend=True)]), SETTINGS)
+    assert d.patch_jobs == []
+    assert (d.status["phase"], d.status["reason"]) == ("Queued", "JobSuspended")
+    queued = {c["type"]: c for c in d.status["conditions"]}["Queued"]
+    assert queued["status"] == "True" and GEN in queued["message"]
+    # ... and when it is let go, the run goes on without the operator touching the Job.
+    running = decide(observed(status=d.status, jobs=[job(GEN, active=3)]), SETTINGS)
+    assert running.patch_jobs == [] and running.status["phase"] == "Generating"
+
+
+def test_a_job_held_by_kueue_says_which_queue():
+    spec = dict(SPEC, queueName="team-a", workloadPriorityClassName="batch-low")
+    created = decide(observed(spec=spec), SETTINGS)
+    gen = next(o for o in created.create if o["kind"] == "Job")
+    assert gen["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert gen["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "batch-low"
+    assert "kueue.x-k8s.io/queue-name" not in gen["spec"]["template"]["metadata"]["labels"]
+    held = job(GEN, suspend=True)
+    held["metadata"]["labels"] = dict(gen["metadata"]["labels"])
+    d = decide(observed(spec=spec, status=created.status, jobs=[held]), SETTINGS)
+    assert (d.status["phase"], d.status["reason"]) == ("Queued", "WaitingForAdmission") and d.patch_jobs == []
+    assert "team-a" in d.status["message"]
+    assert ("Normal", "WaitingForAdmission", d.status["message"]) in d.events
+    comb = planning.combine_job(planning.Run("smf", "ml", "uid-1", RID, "0", spec_from_dict("smf", spec, "ml")),
+                                SETTINGS)
+    assert comb["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+
+
+def test_queue_and_pod_settings_do_not_change_the_run():
+    pod_settings = {"priorityClassName": "batch-low", "runtimeClassName": "gvisor",
+                    "imagePullSecrets": [{"name": "regcred"}], "podLabels": {"team": "research"},
+                    "podAnnotations": {"note": "x"}, "resources": {"requests": {"cpu": "1"}},
+                    "affinity": {"nodeAffinity": {}},
+                    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                                   "whenUnsatisfiable": "ScheduleAnyway"}]}
+    spec = dict(SPEC, queueName="team-a", generator=dict(SPEC["generator"], **pod_settings),
+                combine={"resources": {"requests": {"memory": "2Gi"}}})
+    assert run_id(spec_from_dict("smf", spec).raw_spec) == RID
+
+
+def test_pod_settings_land_on_the_pod_templates():
+    affinity = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 1, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                         "labelSelector": {"matchLabels": {"datagen.dev/datasetjob": "smf"}}}}]}}
+    spread = [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}]
+    gen_settings = {"priorityClassName": "batch-low", "runtimeClassName": "gvisor", "affinity": affinity,
+                    "topologySpreadConstraints": spread, "imagePullSecrets": [{"name": "regcred"}],
+                    "podLabels": {"team": "research", "datagen.dev/role": "mine"},
+                    "podAnnotations": {"example.com/note": "hi"},
+                    "resources": {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}}}
+    spec = dict(SPEC, generator=dict(SPEC["generator"], **gen_settings),
+                combine={"resources": {"requests": {"memory": "2Gi"}}})
+    run = planning.Run("smf", "ml", "uid-1", RID, "0", spec_from_dict("smf", spec, "ml"))
+    for j, resources in ((planning.generate_job(run, SETTINGS), gen_settings["resources"]),
+                         (planning.combine_job(run, SETTINGS), {"requests": {"memory": "2Gi"}})):
+        template = j["spec"]["template"]
+        pod_spec = template["spec"]
+        assert pod_spec["priorityClassName"] == "batch-low" and pod_spec["runtimeClassName"] == "gvisor"
+        assert pod_spec["affinity"] == affinity and pod_spec["topologySpreadConstraints"] == spread
+        assert pod_spec["imagePullSecrets"] == [{"name": "regcred"}]
+        assert template["metadata"]["labels"]["team"] == "research"
+        assert template["metadata"]["labels"]["datagen.dev/role"] != "mine"  # ours win
+        assert template["metadata"]["annotations"] == {"example.com/note": "hi"}
+        assert pod_spec["containers"][0]["resources"] == resources
+
+
+def test_pods_without_resources_get_the_installation_defaults():
+    run = planning.Run("smf", "ml", "uid-1", RID, "0", spec_from_dict("smf", SPEC, "ml"))
+    settings = Settings.from_env({"DSJ_COMBINE_RESOURCES": '{"requests": {"cpu": "1", "memory": "4Gi"}}'})
+    gen = planning.generate_job(run, settings)["spec"]["template"]["spec"]["containers"][0]
+    comb = planning.combine_job(run, settings)["spec"]["template"]["spec"]["containers"][0]
+    assert gen["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}}
+    assert comb["resources"] == {"requests": {"cpu": "1", "memory": "4Gi"}}
+
+
+def test_live_progress_is_read_where_the_workers_write_it():
+    from datasetjob.spec import cache_namespace
+
+    spec = spec_from_dict("smf", SPEC, "ml")
+    assert spec.cache.namespace == cache_namespace(SPEC.get("cache"), "smf", "ml") == "ml.smf"
+    custom = spec_from_dict("smf", dict(SPEC, cache={"namespace": "shared"}), "ml")
+    assert custom.cache.namespace == cache_namespace({"namespace": "shared"}, "smf", "ml") == "shared"
+
+
+def test_duplicate_item_ids_fail_the_run_at_its_start():
+    spec = dict(SPEC, items={"values": ["a", "b", "a"]})
+    d = decide(observed(spec=spec), SETTINGS)
+    assert (d.status["phase"], d.status["reason"]) == ("Failed", "InvalidSpec") and d.create == []
 
 
 def test_a_spec_the_api_server_cannot_check_fails_with_the_field():

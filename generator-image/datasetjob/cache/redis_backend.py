@@ -260,7 +260,7 @@ class RedisCache:
 
     RedisCache(url, namespace, default_ttl, run_id)
       url          redis://[:password@]host:port/db, or rediss:// for TLS
-      namespace    key prefix (spec.cache.namespace, default the DatasetJob name)
+      namespace    key prefix (spec.cache.namespace, default <namespace>.<name> of the DatasetJob, see spec.cache_namespace)
       default_ttl  seconds a value lives (None or 0: forever)
       run_id       counts hits/misses of this run in dsj:stats:{namespace}:{run_id}
       local_entries  size of the in-process table of values already read (0: none)
