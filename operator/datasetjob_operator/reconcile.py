@@ -7,6 +7,8 @@ the API server, so the state machine is tested in milliseconds.
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +103,8 @@ def checked_item_total(spec: DatasetJobSpec, config_map_text: str | None) -> int
         return None
     if spec.items.from_config_map is not None and config_map_text is None:
         return None
+    if spec.items.range is not None and not spec.items.id_template:
+        return count_items(spec.items)  # distinct integers: unique ids by construction
     return len(item_ids(expand_items(spec.items, None, config_map_text), spec.items.id_template))
 
 
@@ -117,10 +121,18 @@ def with_default_output(spec: dict, namespace: str, name: str, settings: Setting
     return dict(spec, output=output)
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed_spec(name: str, namespace: str, spec_json: str) -> DatasetJobSpec:
+    """spec_from_dict, once per distinct spec: its CEL rules cost ~30 ms, and the same spec
+    comes back twice a second while shards run. The result is frozen; nobody mutates it."""
+    return spec_from_dict(name, json.loads(spec_json), namespace)
+
+
 def decide(obs: Observed, settings: Settings) -> Decision:
     try:
-        spec = spec_from_dict(obs.name, with_default_output(obs.spec, obs.namespace, obs.name, settings),
-                              obs.namespace)
+        # Key order kept (not canonical JSON): the order of product keys is the item order.
+        spec = _parsed_spec(obs.name, obs.namespace, json.dumps(
+            with_default_output(obs.spec, obs.namespace, obs.name, settings), separators=(",", ":")))
         if not spec.output.uri:
             raise SpecError(["spec.output.uri: required in a cluster (s3://bucket/prefix), unless the "
                              "installation sets a default output location"])
