@@ -231,6 +231,15 @@ def _issue(pki: Path, name: str, subject: str, extensions: str) -> None:
              "-out", f"{name}.crt", "-days", "365", "-extfile", f"{name}.ext", cwd=pki)
 
 
+def issue_serving_cert(pki: Path, name: str, common_name: str, ips: tuple[str, ...] = (),
+                       dns: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """A TLS serving certificate signed by the cluster CA (e.g. for a webhook the API server
+    calls by URL): (cert, key), valid for the given IP addresses and DNS names."""
+    sans = ",".join([*(f"IP:{a}" for a in ips), *(f"DNS:{d}" for d in dns)])
+    _issue(pki, name, f"/CN={common_name}", f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n")
+    return pki / f"{name}.crt", pki / f"{name}.key"
+
+
 def issue_client_cert(pki: Path, name: str, user: str, group: str | None = None) -> tuple[Path, Path]:
     """A client certificate signed by the cluster CA: (cert, key) for `user` in `group`."""
     subject = f"/CN={user}" + (f"/O={group}" if group else "")
