@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CACHE_DIR ?= $(HOME)/.cache/datasetjob
 
-.PHONY: demo test venv services controlplane images cluster cluster-clean unit integration e2e bench manifests clean
+.PHONY: demo test venv services controlplane kueue images cluster cluster-clean unit integration e2e bench manifests clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ venv: $(VENV)/.installed
 services:  ## redis-server and the S3-compatible server used by the tests
 	scripts/install-services.sh
 
+kueue:  ## Kueue's controller for the e2e queueing scenario (built once, cached)
+	scripts/build-kueue.sh
+
 controlplane:  ## etcd, kube-apiserver, -controller-manager, -scheduler, kubelet, kube-proxy, helm (built once, cached)
 	scripts/build-control-plane.sh
 
@@ -27,7 +30,7 @@ images: services  ## the node's container images (podman, cached); archives unde
 demo: venv
 	$(VENV)/bin/dsj run manifests/samples/smart-money-flow.yaml --workers 10
 
-test: venv services controlplane images
+test: venv services controlplane kueue images
 	$(VENV)/bin/pytest -q tests/unit tests/integration tests/e2e
 
 unit: venv
@@ -36,7 +39,7 @@ unit: venv
 integration: venv services
 	$(VENV)/bin/pytest -q tests/integration
 
-e2e: venv services controlplane images
+e2e: venv services controlplane kueue images
 	$(VENV)/bin/pytest -q tests/e2e
 
 cluster: venv services controlplane images  ## a one-node cluster with the chart installed, in the foreground
