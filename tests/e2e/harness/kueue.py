@@ -151,11 +151,10 @@ class Kueue:
         config.write_text(yaml.safe_dump(controller_config(self.webhook_port, metrics_port, self.health_port,
                                                            cert_dir)))
         t = time.monotonic()
-        self.component = Component("kueue", [
-            str(self.binary), f"--config={config}", f"--kubeconfig={cp.kubeconfig}",
-            # The on-demand visibility API server would bind a fixed port on every interface.
-            "--feature-gates=VisibilityOnDemand=false", "--zap-log-level=2",
-        ], self.root / "kueue.log")
+        kueue = [str(self.binary), f"--config={config}", f"--kubeconfig={cp.kubeconfig}",
+                 # The on-demand visibility API server would bind a fixed port on every interface.
+                 "--feature-gates=VisibilityOnDemand=false", "--zap-log-level=2"]
+        self.component = Component("kueue", self._with_metrics_certs(kueue, cert_dir), self.root / "kueue.log")
         self.component.start()
         self._wait_ready()
         self.timings["controller ready"] = time.monotonic() - t
@@ -167,6 +166,20 @@ class Kueue:
             plural = "mutatingwebhookconfigurations" if doc["kind"].startswith("Mutating") else \
                 "validatingwebhookconfigurations"
             self.rest.post(f"/apis/admissionregistration.k8s.io/v1/{plural}", doc)
+
+    def _with_metrics_certs(self, argv: list[str], cert_dir: Path) -> list[str]:
+        """Without its internal certificate management Kueue reads its metrics certificate from
+        the fixed path /etc/kueue/metrics/certs. The machine's /etc is not ours to write: Kueue
+        runs in a mount namespace of its own where /etc is an overlay (upper layer on a tmpfs),
+        so the files exist only for Kueue and vanish with its process."""
+        layer = self.root / "etc-overlay"
+        layer.mkdir()
+        script = ('set -e; mount -t tmpfs tmpfs "$1"; mkdir "$1/upper" "$1/work"; '
+                  'mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1/upper,workdir=$1/work" /etc; '
+                  'mkdir -p /etc/kueue/metrics/certs; cp "$2/tls.crt" "$2/tls.key" /etc/kueue/metrics/certs/; '
+                  'shift 2; exec "$@"')
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "kueue-in-own-mounts",
+                str(layer), str(cert_dir), *argv]
 
     def _wait_ready(self, timeout: float = 120) -> None:
         """The readiness probe answers and the webhook server speaks TLS with our certificate."""
@@ -205,7 +218,7 @@ class Kueue:
         if running:  # Kueue lifts its own finalizers while it runs
             for plural in ("localqueues", "clusterqueues", "resourceflavors"):
                 self._delete_all(plural)
-            self._wait_no_objects(("localqueues", "clusterqueues", "resourceflavors"), timeout=30)
+            self._wait_no_objects(("localqueues", "clusterqueues", "resourceflavors"), timeout=10)
         if self.component is not None:
             self.component.stop()
         for plural in ("workloads", "localqueues", "clusterqueues", "resourceflavors"):
