@@ -280,6 +280,8 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         held = None if spec.suspend else held_by_someone_else(comb_name, comb)
         if held:
             decision.status = _with_phase(obs, status, QUEUED, held[0], held[1], events)
+        elif spec.suspend:
+            decision.status = _with_phase(obs, status, SUSPENDED, "Suspended", "", events)
         else:
             message = status.get("message") if status.get("phase") == COMBINING else "combining"
             decision.status = _with_phase(obs, status, COMBINING, "CombineStarted", message or "", events)

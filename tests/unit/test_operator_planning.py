@@ -293,3 +293,14 @@ def test_a_spec_the_api_server_cannot_check_fails_with_the_field():
     d = decide(observed(spec=bad), SETTINGS)
     assert d.status["phase"] == "Failed" and d.status["reason"] == "InvalidSpec"
     assert "spec.output.uri" in d.status["message"] and d.create == []
+
+
+def test_suspend_while_combining_suspends_the_combine_job():
+    start = decide(observed(), SETTINGS).status
+    combining = dict(start, phase="Combining", jobs={"generate": GEN, "combine": COMB})
+    jobs = [job(GEN, completed="0-2", conditions=["Complete"]), job(COMB, active=1)]
+    d = decide(observed(spec=dict(SPEC, suspend=True), status=combining, jobs=jobs), SETTINGS)
+    assert d.patch_jobs == [(COMB, {"spec": {"suspend": True}})] and d.status["phase"] == "Suspended"
+    held = [job(GEN, completed="0-2", conditions=["Complete"]), job(COMB, suspend=True)]
+    queued = decide(observed(status=combining, jobs=held), SETTINGS)
+    assert queued.patch_jobs == [] and (queued.status["phase"], queued.status["reason"]) == ("Queued", "JobSuspended")
