@@ -10,6 +10,8 @@ Split by concern:
 - `addons`: CoreDNS, the in-cluster S3 server and the chart, installed as a user would;
 - `local_cluster.LocalCluster`: all of the above, started and stopped as one;
 - `e2e.E2ECluster`: what tests hold: clients, kubectl/helm, waiting, failure reports;
+- `kueue.Kueue`: Kueue's controller (scripts/build-kueue.sh) against a running cluster, its
+  webhooks reached by URL on loopback, for the queueing scenario;
 - `rest.KubeRest`: a small stdlib JSON client for the API.
 
 Nothing here is imported by the product packages.
