@@ -20,6 +20,7 @@ from datasetjob.progress import read_redis_progress
 from datasetjob.spec import cache_namespace
 
 from . import metrics
+from .admission import pending_reasons
 from .crd import PLURAL
 from .kube import Kube, now_rfc3339
 from .naming import LABEL_DATASETJOB
@@ -29,6 +30,8 @@ from .settings import Settings
 SETTINGS = Settings.from_env()
 RESOURCE = dict(group=API_GROUP, version=API_VERSION, plural=PLURAL)
 log = logging.getLogger("datasetjob.operator")
+# Kueue's pending reasons change slowly: re-read them this often at most (seconds).
+ADMISSION_READ_SECONDS = 2.0
 
 
 @kopf.on.startup()
@@ -52,6 +55,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     memo.phase_since = {}
     memo.started = {}
     memo.config_maps = {}
+    memo.admission = {}
     metrics.serve(SETTINGS.metrics_port)
 
 
@@ -147,6 +151,20 @@ def _config_map_items(memo: kopf.Memo, namespace: str, spec: dict) -> str | None
     return text
 
 
+def _admission(memo: kopf.Memo, namespace: str, spec: dict, jobs: list[dict]) -> dict[str, str] | None:
+    """Kueue's reasons for this namespace's waiting Jobs, read only while a Job of a queued
+    DatasetJob is suspended, and at most every couple of seconds per namespace."""
+    if not spec.get("queueName") or spec.get("suspend"):
+        return None
+    if not any((j.get("spec") or {}).get("suspend") for j in jobs):
+        return None
+    read_at, reasons = memo.admission.get(namespace, (0.0, {}))
+    if time.monotonic() - read_at > ADMISSION_READ_SECONDS:
+        reasons = pending_reasons(memo.kube.workloads(namespace))
+        memo.admission[namespace] = (time.monotonic(), reasons)
+    return reasons
+
+
 def _active(status, **_) -> bool:
     return (status or {}).get("phase") in (None, "Pending", "Generating", "Combining")
 
@@ -162,15 +180,17 @@ def reconcile(body, meta, spec, status, uid, name, namespace, patch: kopf.Patch,
     with lock:  # one reconcile per object at a time (the timer and a change handler may overlap)
         key = (namespace, name)
         own_status = {k: v for k, v in (status or {}).items() if k not in ("reconcile",)}
+        own_jobs = list(jobs_by_owner.get(key, []))
         observed = Observed(
             name=name, namespace=namespace, uid=uid, generation=meta.get("generation", 0),
             spec=json.loads(json.dumps(dict(spec))), annotations=dict(meta.get("annotations") or {}),
             status=json.loads(json.dumps(own_status)),
-            jobs={j["metadata"]["name"]: j for j in jobs_by_owner.get(key, [])},
+            jobs={j["metadata"]["name"]: j for j in own_jobs},
             pods=list(pods_by_owner.get(key, [])),
             now=now_rfc3339(),
             live_progress=_live_progress(dict(spec), namespace, name, own_status),
             config_map_items=_config_map_items(memo, namespace, dict(spec)),
+            admission=_admission(memo, namespace, dict(spec), own_jobs),
         )
         decision = decide(observed, memo.settings)
         kube: Kube = memo.kube

@@ -69,6 +69,18 @@ class Kube:
             raise
         return (cm.data or {}).get(key)
 
+    def workloads(self, namespace: str) -> list[dict]:
+        """Kueue's Workloads in a namespace; [] where Kueue is not installed or not readable."""
+        from .admission import KUEUE_GROUP, KUEUE_VERSION, WORKLOADS
+
+        try:
+            return client.CustomObjectsApi(self.api).list_namespaced_custom_object(
+                KUEUE_GROUP, KUEUE_VERSION, namespace, WORKLOADS).get("items") or []
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return []
+            raise
+
     def event(self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the DatasetJob (what `kubectl describe` shows)."""
         stamp = datetime.now(timezone.utc)

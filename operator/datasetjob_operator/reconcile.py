@@ -39,6 +39,7 @@ class Observed:
     now: str  # RFC 3339
     live_progress: dict[int, dict] | None = None  # per shard, while generating
     config_map_items: str | None = None  # text of spec.items.fromConfigMap, if read
+    admission: dict[str, str] | None = None  # Job name -> Kueue's reason it is not admitted yet
 
 
 @dataclass
@@ -233,7 +234,7 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         if comb is None:
             generation_over = tally.finished or job_condition(gen, "Failed") is not None
             if not generation_over:
-                held = None if spec.suspend else held_by_someone_else(gen_name, gen)
+                held = None if spec.suspend else held_by_someone_else(gen_name, gen, obs.admission)
                 if held:
                     decision.status = _with_phase(obs, status, QUEUED, held[0], held[1], events)
                 elif spec.suspend:
@@ -277,7 +278,7 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         message = result.get("message") or "the combine Job failed; see its pod"
         decision.status = _with_phase(obs, status, FAILED, reason, message, events, "Warning")
     else:
-        held = None if spec.suspend else held_by_someone_else(comb_name, comb)
+        held = None if spec.suspend else held_by_someone_else(comb_name, comb, obs.admission)
         if held:
             decision.status = _with_phase(obs, status, QUEUED, held[0], held[1], events)
         elif spec.suspend:
@@ -304,16 +305,19 @@ def _apply_suspend_change(decision: Decision, wanted: bool, jobs: dict[str, dict
     decision.status["appliedSuspend"] = wanted
 
 
-def held_by_someone_else(name: str, job: dict) -> tuple[str, str] | None:
+def held_by_someone_else(name: str, job: dict, admission: dict[str, str] | None = None
+                         ) -> tuple[str, str] | None:
     """(reason, message) when an unfinished Job of the run is suspended although spec.suspend
-    is false: Kueue waiting to admit it, or a person or another controller holding it."""
+    is false: Kueue waiting to admit it (with Kueue's own reason when known), or a person or
+    another controller holding it."""
     if not (job.get("spec") or {}).get("suspend") or job_finished(job):
         return None
     queue = ((job.get("metadata") or {}).get("labels") or {}).get(planning.KUEUE_QUEUE_LABEL)
     if queue:
+        why = (admission or {}).get(name)
         return ("WaitingForAdmission",
-                f"Job {name} waits in Kueue queue {queue} for quota; it starts when Kueue admits "
-                f"its workload (kubectl get workloads -n <namespace> shows why)")
+                f"Job {name} waits in Kueue queue {queue}: "
+                + (f"{why}" if why else "not admitted yet (kubectl get workloads shows why)"))
     return ("JobSuspended", f"Job {name} was suspended by someone else; the operator leaves it so "
                             "(resume it with kubectl patch job, or set spec.suspend)")
 

@@ -304,3 +304,26 @@ def test_suspend_while_combining_suspends_the_combine_job():
     held = [job(GEN, completed="0-2", conditions=["Complete"]), job(COMB, suspend=True)]
     queued = decide(observed(status=combining, jobs=held), SETTINGS)
     assert queued.patch_jobs == [] and (queued.status["phase"], queued.status["reason"]) == ("Queued", "JobSuspended")
+
+
+def test_kueues_own_reason_is_the_queued_message():
+    from datasetjob_operator.admission import pending_reasons
+
+    why = "couldn't assign flavors to pod set main: insufficient unused quota for cpu in flavor rf, 150m more needed"
+    workloads = [
+        {"metadata": {"ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": GEN}]},
+         "status": {"conditions": [{"type": "QuotaReserved", "status": "False", "message": why}]}},
+        {"metadata": {"ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "other-gen"}]},
+         "status": {"conditions": [{"type": "QuotaReserved", "status": "True", "message": "reserved"},
+                                   {"type": "Admitted", "status": "True", "message": "admitted"}]}},
+    ]
+    reasons = pending_reasons(workloads)
+    assert reasons == {GEN: why}
+    spec = dict(SPEC, queueName="team-a")
+    start = decide(observed(spec=spec), SETTINGS).status
+    held = job(GEN, suspend=True)
+    held["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "team-a"}
+    o = observed(spec=spec, status=start, jobs=[held])
+    o.admission = reasons
+    d = decide(o, SETTINGS)
+    assert d.status["message"] == f"Job {GEN} waits in Kueue queue team-a: {why}"

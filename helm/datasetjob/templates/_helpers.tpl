@@ -62,6 +62,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]
+# Kueue's Workloads (where Kueue runs): its reason a queued Job waits, for the Queued condition.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["list"]
 # Events on phase changes.
 - apiGroups: [""]
   resources: ["events"]
