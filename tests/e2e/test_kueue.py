@@ -87,9 +87,12 @@ def test_the_second_datasetjob_waits_for_quota_and_runs_after_the_first(cluster,
     queued = _condition(second, "Queued")
     assert (queued.get("status"), queued.get("reason")) == ("True", "WaitingForAdmission"), second["status"]
     # Kueue's own reason, copied from its Workload: the quota is what the second waits for.
-    queued = cluster.wait_for(lambda: "insufficient" in _condition(get(cluster, namespace, "second"), "Queued").get(
-        "message", "") and _condition(get(cluster, namespace, "second"), "Queued"), timeout=30,
-        what="Kueue's reason in the Queued condition", namespace=namespace)
+    def kueues_reason():
+        c = _condition(get(cluster, namespace, "second"), "Queued")
+        return c if "insufficient" in c.get("message", "") else None
+
+    queued = cluster.wait_for(kueues_reason, timeout=30, what="Kueue's reason in the Queued condition",
+                              namespace=namespace)
     assert "team-a" in queued["message"] and "cpu" in queued["message"], queued
     row = next(line.split() for line in cluster.kubectl("get", "dsj", "-n", namespace).stdout.splitlines()
                if line.startswith("second "))
