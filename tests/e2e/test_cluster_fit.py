@@ -9,15 +9,9 @@ import time
 import pytest
 import yaml
 
-from tests.e2e.chart_operator import ChartOperator
 from tests.e2e.test_operator import apply, get, sample, wait_phase
 
 SELECTOR = "datagen.dev/datasetjob"
-
-
-@pytest.fixture(scope="module")
-def operator(cluster):
-    return ChartOperator(cluster).start()
 
 
 def _gen_job(cluster, namespace: str, name: str):

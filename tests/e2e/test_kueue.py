@@ -9,14 +9,8 @@ import pytest
 
 from tests.e2e.harness.kueue import NAMESPACE_LABEL, Kueue, KueueError
 from tests.e2e.test_operator import apply, get, sample, wait_phase
-from tests.e2e.chart_operator import ChartOperator
 
 SELECTOR = "datagen.dev/datasetjob"
-
-
-@pytest.fixture(scope="module")
-def operator(cluster):
-    return ChartOperator(cluster).start()
 
 
 @pytest.fixture(scope="module")
