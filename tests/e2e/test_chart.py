@@ -62,6 +62,8 @@ BAD_VALUES = {
     "externalRedis.url=redis://:secret@host:6379": "at '/externalRedis/url'",
     "defaultOutput.prefix=gs://bucket": "at '/defaultOutput/prefix'",
     "operatr.logLevel=INFO": "additional properties 'operatr' not allowed",
+    "worker.resources.generate.requests.cpu=lots": "at '/worker/resources/generate/requests/cpu'",
+    "worker.resources.combine.request.cpu=1": "additional properties 'request' not allowed",
 }
 
 
