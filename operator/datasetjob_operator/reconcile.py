@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datasetjob.errors import SpecError
-from datasetjob.items import count_items, expand_items, item_ids
+from datasetjob.items import count_items, count_unique_ids, iter_items
 from datasetjob.spec import DatasetJobSpec, run_id as compute_run_id, spec_from_dict
 
 from . import naming, planning
@@ -106,7 +106,9 @@ def checked_item_total(spec: DatasetJobSpec, config_map_text: str | None) -> int
         return None
     if spec.items.range is not None and not spec.items.id_template:
         return count_items(spec.items)  # distinct integers: unique ids by construction
-    return len(item_ids(expand_items(spec.items, None, config_map_text), spec.items.id_template))
+    lines = config_map_text.splitlines() if config_map_text is not None else None
+    # One id per item is kept, never the items themselves.
+    return count_unique_ids(iter_items(spec.items, None, lines), spec.items.id_template)
 
 
 def with_default_output(spec: dict, namespace: str, name: str, settings: Settings) -> dict:
