@@ -236,13 +236,8 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         if comb is None:
             generation_over = tally.finished or job_condition(gen, "Failed") is not None
             if not generation_over:
-                held = None if spec.suspend else held_by_someone_else(gen_name, gen, obs.admission)
-                if held:
-                    decision.status = _with_phase(obs, status, QUEUED, held[0], held[1], events)
-                elif spec.suspend:
-                    decision.status = _with_phase(obs, status, SUSPENDED, "Suspended", "", events)
-                else:
-                    decision.status = _with_phase(obs, status, GENERATING, "Generating", "", events)
+                decision.status = _running_phase(obs, status, spec.suspend, gen_name, gen,
+                                                 GENERATING, "Generating", "", events)
                 return decision
             if tally.finished and len(tally.failed) <= spec.max_failed_shards:
                 decision.create.append(planning.combine_job(run, settings))
@@ -280,15 +275,22 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         message = result.get("message") or "the combine Job failed; see its pod"
         decision.status = _with_phase(obs, status, FAILED, reason, message, events, "Warning")
     else:
-        held = None if spec.suspend else held_by_someone_else(comb_name, comb, obs.admission)
-        if held:
-            decision.status = _with_phase(obs, status, QUEUED, held[0], held[1], events)
-        elif spec.suspend:
-            decision.status = _with_phase(obs, status, SUSPENDED, "Suspended", "", events)
-        else:
-            message = status.get("message") if status.get("phase") == COMBINING else "combining"
-            decision.status = _with_phase(obs, status, COMBINING, "CombineStarted", message or "", events)
+        message = status.get("message") if status.get("phase") == COMBINING else "combining"
+        decision.status = _running_phase(obs, status, spec.suspend, comb_name, comb,
+                                         COMBINING, "CombineStarted", message or "", events)
     return decision
+
+
+def _running_phase(obs: Observed, status: dict, suspend: bool, job_name: str, job: dict, phase: str, reason: str,
+                   message: str, events: list) -> dict:
+    """An unfinished Job's phase: Queued while someone else (Kueue) holds it, Suspended when the
+    spec says so, else `phase`."""
+    held = None if suspend else held_by_someone_else(job_name, job, obs.admission)
+    if held:
+        return _with_phase(obs, status, QUEUED, held[0], held[1], events)
+    if suspend:
+        return _with_phase(obs, status, SUSPENDED, "Suspended", "", events)
+    return _with_phase(obs, status, phase, reason, message, events)
 
 
 def _apply_suspend_change(decision: Decision, wanted: bool, jobs: dict[str, dict | None]) -> None:
