@@ -1,8 +1,7 @@
 """A minimal JSON client for the Kubernetes API (stdlib only).
 
-The process kubelet talks to the API server through this instead of the `kubernetes`
-package so that it keeps working across that package's major versions (whose low-level
-request APIs changed) and so that it handles plain dicts in API (camelCase) form.
+Tests and the harness use it for plain dicts in API (camelCase) form, independent of the
+`kubernetes` package's major versions (whose low-level request APIs changed).
 """
 
 from __future__ import annotations
