@@ -284,19 +284,24 @@ class ShardWorker:
                 log.warning("item %s failed: %s: %s", item_id, type(exc).__name__, exc)
 
     def _run_command(self) -> tuple[str | None, list[dict]]:
-        gen = self.spec.generator
         tmpdir = local_tempdir()
+        staged = None
+        try:
+            staged, failures = self._run_command_in(tmpdir)
+            return staged, failures
+        finally:
+            if staged is None:  # failed or stopped: nothing to commit, nothing to keep
+                shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def _run_command_in(self, tmpdir: str) -> tuple[str | None, list[dict]]:
+        gen = self.spec.generator
         items_file = os.path.join(tmpdir, "items.jsonl")
         with open(items_file, "w", encoding="utf-8") as f:
             for p in self.positions:
                 f.write(json.dumps(self.s.items[p], ensure_ascii=False) + "\n")
-        try:
-            values = shard_values(gen, [self.s.ids[p] for p in self.positions], self.s.index, self.s.run_id,
-                                  items_file)
-            output = output_path(gen, values)
-        except GeneratorConfigError:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-            raise
+        values = shard_values(gen, [self.s.ids[p] for p in self.positions], self.s.index, self.s.run_id,
+                              items_file)
+        output = output_path(gen, values)
         argv = [substitute(a, values) for a in gen.command]
         cwd = work_dir(gen)
         if output.is_file():

@@ -321,11 +321,13 @@ class RealNode:
                     os.killpg(self.process.pid, signal.SIGKILL)
                     self.process.wait(10)
             self.process = None
-        left = remove_cgroups(self.cgroup_root)
-        if self.control_plane.started:
-            self.control_plane.api_delete(f"/api/v1/nodes/{NODE_NAME}")
-        if self.root is not None and self._own_root and not self.keep:
-            shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            left = remove_cgroups(self.cgroup_root)
+            if self.control_plane.started:
+                self.control_plane.api_delete(f"/api/v1/nodes/{NODE_NAME}")
+        finally:
+            if self.root is not None and self._own_root and not self.keep:
+                shutil.rmtree(self.root, ignore_errors=True)
         if left:
             raise NodeError(f"cgroups still in use after the node stopped: {', '.join(map(str, left[:5]))}")
 
