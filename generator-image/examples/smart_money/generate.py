@@ -13,7 +13,9 @@ def example(item: dict, ctx) -> dict:
     symbol, date = item["symbol"], item["date"]
     record_item(symbol, date)
     maybe_crash(symbol, date)
-    closes = ctx.cached(f"prices:{symbol}", lambda: price_history(symbol, DATES))
+    # The key names the whole request (symbol and span): a cached history of another span
+    # (an older sample's) must never answer for this one.
+    closes = ctx.cached(f"prices:{symbol}:{DATES[0]}:{DATES[-1]}", lambda: price_history(symbol, DATES))
     market = ctx.cached(f"market:{date}", lambda: market_data(date))
     flow = ctx.cached(f"flow:{symbol}:{date}", lambda: institutional_flow(symbol, date))
     i = DATES.index(date)

@@ -62,7 +62,7 @@ async function main() {
   const rows = ["symbol,date,close,momentum_3m,market_return,vix,flow,label"];
   for (const id of ids) {
     const [symbol, date] = id.split(":");
-    const closes = await cached(`prices:${symbol}`, () => priceHistory(symbol));
+    const closes = await cached(`prices:${symbol}:${DATES[0]}:${DATES[DATES.length - 1]}`, () => priceHistory(symbol));
     const market = await cached(`market:${date}`, () => marketData(date));
     const flow = await institutionalFlow(symbol, date);
     const i = DATES.indexOf(date);
