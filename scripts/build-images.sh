@@ -35,6 +35,8 @@ CONF_DIR=$SCRIPT_DIR/images
 source "$SCRIPT_DIR/versions.env"
 # shellcheck source=services.env
 source "$SCRIPT_DIR/services.env"
+# shellcheck source=go-env.sh
+source "$SCRIPT_DIR/go-env.sh"
 
 CACHE_DIR=${DSJ_CACHE_DIR:-${DATASETJOB_CACHE_DIR:-$HOME/.cache/datasetjob}}
 IMAGES_DIR=$CACHE_DIR/images
@@ -477,9 +479,8 @@ coredns_binary() {
         log "  go install github.com/coredns/coredns@$COREDNS_VERSION (minutes on 2 cores)"
         stage=$(mktemp -d "$WORK_ROOT/coredns.XXXXXX")
         WORK_DIRS+=("$stage")
-        GOBIN=$stage GOMODCACHE=$CACHE_DIR/go/mod GOCACHE=$CACHE_DIR/go/build GOTOOLCHAIN=local \
-            GOFLAGS="-modcacherw -buildvcs=false" CGO_ENABLED=0 \
-            go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION" >"$STEP_LOG" 2>&1 || {
+        (go_build_env "$CACHE_DIR" && GOBIN=$stage go install -trimpath -ldflags "-s -w" \
+            "github.com/coredns/coredns@$COREDNS_VERSION") >"$STEP_LOG" 2>&1 || {
             tail -n 30 "$STEP_LOG" | sed 's/^/    /' >&2
             die "go install github.com/coredns/coredns@$COREDNS_VERSION failed (log: $STEP_LOG; pick a version the Go module proxy serves in scripts/versions.env)"
         }

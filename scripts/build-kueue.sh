@@ -18,6 +18,8 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$SCRIPT_DIR/versions.env"
+# shellcheck source=go-env.sh
+source "$SCRIPT_DIR/go-env.sh"
 
 CACHE_DIR=${DSJ_CACHE_DIR:-$HOME/.cache/datasetjob}
 KUEUE_BIN=$CACHE_DIR/bin/kueue-$KUEUE_VERSION
@@ -73,13 +75,7 @@ if command -v flock >/dev/null; then
     fi
 fi
 
-export GOMODCACHE=$CACHE_DIR/go/mod
-export GOCACHE=$CACHE_DIR/go/build
-export GOFLAGS="-modcacherw -buildvcs=false"
-export GOTOOLCHAIN=local # never fetch another toolchain behind the user's back
-export CGO_ENABLED=0
-export GO111MODULE=on
-unset GOWORK GOOS GOARCH
+go_build_env "$CACHE_DIR"
 
 WORK=$(mktemp -d "$CACHE_DIR/work/kueue-$KUEUE_VERSION.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
