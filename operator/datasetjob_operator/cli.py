@@ -88,7 +88,7 @@ def cmd_status(args) -> int:
     table = Table(title=f"{ns}/{args.name}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("phase", f"{st.get('phase', 'Pending')}" + (f" ({st['reason']})" if st.get("reason") else ""))
+    table.add_row("phase", f"{st.get('phase', '(not reconciled yet)')}" + (f" ({st['reason']})" if st.get("reason") else ""))
     if st.get("message"):
         table.add_row("message", st["message"])
     table.add_row("run", f"{st.get('runId', '-')} (attempt {st.get('attempt', '0')})")

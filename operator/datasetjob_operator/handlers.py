@@ -1,4 +1,4 @@
-"""Kopf glue: observe (indexes + the object), decide (reconcile.decide), act (kube), once.
+"""Kopf glue: observe (indexes + the object), decide (reconcile.decide), act (apply.apply), once.
 
 All change handlers and the resync timer call the same level-based `reconcile`, so missing
 an event never matters: the next tick sees the whole picture again.
@@ -21,11 +21,13 @@ from datasetjob.spec import cache_namespace
 
 from . import metrics
 from .admission import pending_reasons
+from .apply import Target, apply
 from .crd import PLURAL
 from .kube import Kube, now_rfc3339
 from .naming import LABEL_DATASETJOB
-from .reconcile import GENERATING, TERMINAL, Observed, decide
+from .reconcile import Decision, Observed, decide
 from .settings import Settings
+from .status import DatasetJobStatus, Phase
 
 SETTINGS = Settings.from_env()
 RESOURCE = dict(group=API_GROUP, version=API_VERSION, plural=PLURAL)
@@ -53,7 +55,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     memo.kube = Kube(_api_client())
     memo.locks = {}
     memo.phase_since = {}
-    memo.started = {}
     memo.config_maps = {}
     memo.admission = {}
     metrics.serve(SETTINGS.metrics_port)
@@ -122,8 +123,8 @@ def pods_by_owner(namespace, labels, body, **_):
     return {(namespace, labels[LABEL_DATASETJOB]): _slim(body, keep_spec=False)}
 
 
-def _live_progress(spec: dict, namespace: str, name: str, status: dict) -> dict | None:
-    if status.get("phase") != GENERATING or not status.get("runId"):
+def _live_progress(spec: dict, namespace: str, name: str, status: DatasetJobStatus) -> dict | None:
+    if status.phase != Phase.GENERATING or not status.run_id:
         return None
     spec_url = (spec.get("cache") or {}).get("redisUrl")
     url = SETTINGS.default_redis_url_with_password() if spec_url is None else spec_url
@@ -131,7 +132,7 @@ def _live_progress(spec: dict, namespace: str, name: str, status: dict) -> dict 
         return None
     try:
         # Where the workers write it: the same function decides for both sides.
-        return read_redis_progress(url, cache_namespace(spec.get("cache"), name, namespace), status["runId"])
+        return read_redis_progress(url, cache_namespace(spec.get("cache"), name, namespace), status.run_id)
     except Exception as exc:  # live counts are a nicety; final counts come from pods
         log.debug("no live progress for %s: %s", name, exc)
         return None
@@ -165,26 +166,29 @@ def _admission(memo: kopf.Memo, namespace: str, spec: dict, jobs: list[dict]) ->
     return reasons
 
 
-def _active(status, **_) -> bool:
-    return (status or {}).get("phase") in (None, "Pending", "Generating", "Combining")
+def _followed(status, **_) -> bool:
+    """Followed closely: not reconciled yet, or pods are working."""
+    phase = (status or {}).get("phase")
+    return phase is None or phase in (Phase.GENERATING, Phase.COMBINING)
 
 
 @kopf.on.resume(**RESOURCE)
 @kopf.on.create(**RESOURCE)
 @kopf.on.update(**RESOURCE)
 @kopf.timer(**RESOURCE, interval=SETTINGS.resync_seconds, id="resync")
-@kopf.timer(**RESOURCE, interval=SETTINGS.active_resync_seconds, when=_active, id="follow")
-def reconcile(body, meta, spec, status, uid, name, namespace, patch: kopf.Patch, memo: kopf.Memo,
+@kopf.timer(**RESOURCE, interval=SETTINGS.active_resync_seconds, when=_followed, id="follow")
+def reconcile(meta, spec, status, uid, name, namespace, memo: kopf.Memo,
               jobs_by_owner: kopf.Index, pods_by_owner: kopf.Index, **_):
     lock = memo.locks.setdefault(uid, threading.Lock())
     with lock:  # one reconcile per object at a time (the timer and a change handler may overlap)
         key = (namespace, name)
-        own_status = {k: v for k, v in (status or {}).items() if k not in ("reconcile",)}
+        stored_status = json.loads(json.dumps(dict(status or {})))
+        own_status = DatasetJobStatus.from_dict(stored_status)
         own_jobs = list(jobs_by_owner.get(key, []))
         observed = Observed(
             name=name, namespace=namespace, uid=uid, generation=meta.get("generation", 0),
             spec=json.loads(json.dumps(dict(spec))), annotations=dict(meta.get("annotations") or {}),
-            status=json.loads(json.dumps(own_status)),
+            status=own_status,
             jobs={j["metadata"]["name"]: j for j in own_jobs},
             pods=list(pods_by_owner.get(key, [])),
             now=now_rfc3339(),
@@ -193,46 +197,28 @@ def reconcile(body, meta, spec, status, uid, name, namespace, patch: kopf.Patch,
             admission=_admission(memo, namespace, dict(spec), own_jobs),
         )
         decision = decide(observed, memo.settings)
-        kube: Kube = memo.kube
-        for job_name in decision.delete_jobs:
-            kube.delete_job(namespace, job_name)
-        for obj in decision.create:
-            kube.create(obj)
-        for job_name, job_patch in decision.patch_jobs:
-            kube.patch_job(namespace, job_name, job_patch)
-        started = (decision.status.get("runId"), decision.status.get("attempt"))
-        if any(r in ("RunStarted", "RetryStarted") for _, r, _ in decision.events):
-            if memo.started.get(uid) == started:
-                # An overlapping reconcile saw the status from before our own patch landed:
-                # its creates were 409s, its events would be duplicates.
-                decision.events = []
-            memo.started[uid] = started
-        for type_, reason, message in decision.events:
-            kube.event(namespace, name, uid, type_, reason, message)
-        _observe_metrics(memo, uid, namespace, observed.status, decision)
-        changed = {k: v for k, v in decision.status.items() if observed.status.get(k) != v}
-        for k in observed.status:
-            if k not in decision.status and k != "reconcile":
-                changed[k] = None
-        if changed:
-            patch.status.update(changed)
+        target = Target(namespace=namespace, name=name, uid=uid, resource_version=meta["resourceVersion"],
+                        stored_status=stored_status)
+        if apply(memo.kube, target, decision):
+            _observe_metrics(memo, uid, namespace, own_status.phase, decision)
 
 
-def _observe_metrics(memo, uid: str, namespace: str, old: dict, decision) -> None:
-    old_phase, new_phase = old.get("phase"), decision.phase
-    if old_phase == new_phase and not any(r in ("RunStarted", "RetryStarted") for _, r, _ in decision.events):
+def _observe_metrics(memo, uid: str, namespace: str, old_phase: Phase | None, decision: Decision) -> None:
+    """Counts what a decision changed; called once per decision whose status write landed."""
+    new_phase = decision.phase
+    if old_phase == new_phase and not decision.run_started:
         return
     now = time.monotonic()
     previous = memo.phase_since.get(uid)
     if previous and previous[0] != new_phase:
         metrics.PHASE_SECONDS.labels(previous[0]).observe(now - previous[1])
     memo.phase_since[uid] = (new_phase, now)
-    if any(r in ("RunStarted", "RetryStarted") for _, r, _ in decision.events):
+    if decision.run_started:
         metrics.RUNS_STARTED.labels(namespace).inc()
-    if new_phase in TERMINAL and old_phase not in TERMINAL:
+    if new_phase and new_phase.finished and not (old_phase and old_phase.finished):
         status = decision.status
-        metrics.RUNS_FINISHED.labels(namespace, new_phase, status.get("reason") or "").inc()
-        items = status.get("items") or {}
-        metrics.ITEMS.labels(namespace, "done").inc(items.get("done") or 0)
-        metrics.ITEMS.labels(namespace, "failed").inc(items.get("failed") or 0)
-        metrics.SHARD_FAILURES.labels(namespace).inc((status.get("shards") or {}).get("failed") or 0)
+        metrics.RUNS_FINISHED.labels(namespace, new_phase, status.reason or "").inc()
+        items = status.items
+        metrics.ITEMS.labels(namespace, "done").inc(items.done if items else 0)
+        metrics.ITEMS.labels(namespace, "failed").inc(items.failed if items else 0)
+        metrics.SHARD_FAILURES.labels(namespace).inc(status.shards.failed if status.shards else 0)

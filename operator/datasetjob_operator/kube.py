@@ -15,6 +15,7 @@ from kubernetes.client.rest import ApiException
 
 from datasetjob import API_GROUP, API_VERSION, KIND
 
+from .crd import PLURAL
 from .naming import FIELD_MANAGER
 
 log = logging.getLogger("datasetjob.operator")
@@ -59,6 +60,21 @@ class Kube:
 
     def patch_job(self, namespace: str, name: str, patch: dict) -> None:
         self.batch.patch_namespaced_job(name, namespace, patch, field_manager=FIELD_MANAGER)
+
+    def patch_status(self, namespace: str, name: str, resource_version: str, status_patch: dict) -> bool:
+        """Writes a DatasetJob's status, only if the object is still at `resource_version`.
+
+        False when it is not (409: someone wrote since we read it, so the decision was made
+        from a stale view) or when it is gone (404). The next reconcile decides again."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status_patch}
+        try:
+            client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
+                API_GROUP, API_VERSION, namespace, PLURAL, name, body, field_manager=FIELD_MANAGER)
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
 
     def config_map_key(self, namespace: str, name: str, key: str) -> str | None:
         try:

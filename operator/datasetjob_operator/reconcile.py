@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 from datasetjob.errors import SpecError
 from datasetjob.items import count_items, count_unique_ids, iter_items
 from datasetjob.spec import DatasetJobSpec, run_id as compute_run_id, spec_from_dict
 
 from . import naming, planning
+from .generation_counts import count_generation
+from .job_state import job_condition, job_finished, termination_message
 from .settings import Settings
-from .tally import items_status, job_condition, job_finished, tally_generation, termination_message
-
-GENERATING, COMBINING, SUCCEEDED, FAILED, SUSPENDED, PENDING, QUEUED = (
-    "Generating", "Combining", "Succeeded", "Failed", "Suspended", "Pending", "Queued")
-TERMINAL = (SUCCEEDED, FAILED)
+from .status import CacheCounts, Condition, DatasetJobStatus, ItemCounts, JobNames, Output, Phase, ShardCounts
 
 
 @dataclass
@@ -33,7 +31,7 @@ class Observed:
     generation: int
     spec: dict
     annotations: dict
-    status: dict
+    status: DatasetJobStatus  # as last written
     jobs: dict[str, dict]  # this DatasetJob's Jobs by name
     pods: list[dict]  # this DatasetJob's pods
     now: str  # RFC 3339
@@ -42,58 +40,66 @@ class Observed:
     admission: dict[str, str] | None = None  # Job name -> Kueue's reason it is not admitted yet
 
 
+class Event(NamedTuple):
+    """A core/v1 Event to post on the DatasetJob once its status is written."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
 @dataclass
 class Decision:
-    status: dict
+    status: DatasetJobStatus
     create: list[dict] = field(default_factory=list)
     delete_jobs: list[str] = field(default_factory=list)
     patch_jobs: list[tuple[str, dict]] = field(default_factory=list)
-    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    events: list[Event] = field(default_factory=list)
+    run_started: bool = False  # a run, or a retry of its failed shards, starts with this decision
 
     @property
-    def phase(self) -> str | None:
-        return self.status.get("phase")
+    def phase(self) -> Phase | None:
+        return self.status.phase
 
 
-def _conditions(old: list[dict], phase: str, reason: str, message: str, now: str, generation: int) -> list[dict]:
+def _conditions(old: list[Condition], phase: Phase, reason: str, message: str, now: str,
+                generation: int) -> list[Condition]:
     # Types that kstatus (Flux, kubectl wait) understands: Ready = published, Stalled = failed.
     wanted = {
-        "Ready": phase == SUCCEEDED,
-        "Progressing": phase in (GENERATING, COMBINING, PENDING, QUEUED),
-        "Stalled": phase == FAILED,
-        "Suspended": phase == SUSPENDED,
+        "Ready": phase == Phase.SUCCEEDED,
+        "Progressing": phase in (Phase.GENERATING, Phase.COMBINING, Phase.QUEUED),
+        "Stalled": phase == Phase.FAILED,
+        "Suspended": phase == Phase.SUSPENDED,
         # Held by someone else (Kueue, or a person): the reason and message say who and why.
-        "Queued": phase == QUEUED,
+        "Queued": phase == Phase.QUEUED,
     }
-    previous = {c["type"]: c for c in old or []}
+    previous = {c.type: c for c in old}
     out = []
     for type_, on in wanted.items():
         status = "True" if on else "False"
         before = previous.get(type_)
-        changed = not before or before.get("status") != status
-        out.append({"type": type_, "status": status, "reason": reason if on else "NotApplicable",
-                    "message": message if on else "", "observedGeneration": generation,
-                    "lastTransitionTime": now if changed else before.get("lastTransitionTime", now)})
+        changed = before is None or before.status != status
+        out.append(Condition(type=type_, status=status, reason=reason if on else "NotApplicable",
+                             message=message if on else "", observed_generation=generation,
+                             last_transition_time=now if changed else before.last_transition_time or now))
     return out
 
 
-def _with_phase(obs: Observed, status: dict, phase: str, reason: str, message: str,
-                events: list, event_type: str = "Normal") -> dict:
-    status = dict(status)
-    if status.get("phase") != phase:
-        events.append((event_type, reason, message or phase))
-    status.update(phase=phase, reason=reason, message=message)
-    status["conditions"] = _conditions(obs.status.get("conditions") or [], phase, reason, message, obs.now,
-                                       obs.generation)
-    if phase in TERMINAL and obs.status.get("phase") not in TERMINAL:
-        status["finishedAt"] = obs.now
-    return status
+def _with_phase(obs: Observed, status: DatasetJobStatus, phase: Phase, reason: str, message: str,
+                events: list[Event], event_type: str = "Normal") -> DatasetJobStatus:
+    if status.phase != phase:
+        events.append(Event(event_type, reason, message or phase.value))
+    finished_now = phase.finished and not (obs.status.phase and obs.status.phase.finished)
+    return replace(status, phase=phase, reason=reason, message=message,
+                   conditions=_conditions(obs.status.conditions, phase, reason, message, obs.now, obs.generation),
+                   finished_at=obs.now if finished_now else status.finished_at)
 
 
 def _failed_decision(obs: Observed, reason: str, message: str) -> Decision:
-    events: list = []
-    status = dict(obs.status, observedGeneration=obs.generation)
-    return Decision(status=_with_phase(obs, status, FAILED, reason, message, events, "Warning"), events=events)
+    events: list[Event] = []
+    status = replace(obs.status, observed_generation=obs.generation)
+    return Decision(status=_with_phase(obs, status, Phase.FAILED, reason, message, events, "Warning"),
+                    events=events)
 
 
 def checked_item_total(spec: DatasetJobSpec, config_map_text: str | None) -> int | None:
@@ -145,10 +151,10 @@ def decide(obs: Observed, settings: Settings) -> Decision:
     regenerate = obs.annotations.get(naming.ANNOTATION_REGENERATE)
     retry_token = obs.annotations.get(naming.ANNOTATION_RETRY_FAILED)
     run_id = compute_run_id(spec.raw_spec, regenerate)
-    same_run = obs.status.get("runId") == run_id
-    attempt = obs.status.get("attempt", "0") if same_run else "0"
-    handled_token = obs.status.get("retryToken")
-    retrying = bool(same_run and retry_token and retry_token != handled_token and obs.status.get("phase") in TERMINAL)
+    same_run = obs.status.run_id == run_id
+    attempt = (obs.status.attempt or "0") if same_run else "0"
+    finished = bool(obs.status.phase and obs.status.phase.finished)
+    retrying = bool(same_run and retry_token and retry_token != obs.status.retry_token and finished)
     if retrying:
         attempt = naming.attempt_of(retry_token)
 
@@ -175,31 +181,25 @@ def _start(obs: Observed, run: planning.Run, settings: Settings, total_items: in
     gen_name = naming.generate_job_name(run.name, run.run_id, run.attempt)
     # A new run replaces the old run's unfinished Jobs; finished ones stay until their TTL.
     stale = [name for name, job in obs.jobs.items() if name != gen_name and not job_finished(job)]
-    events: list = []
-    status = {
-        "runId": run.run_id, "attempt": run.attempt, "observedGeneration": obs.generation,
-        "startedAt": obs.now, "finishedAt": None,
-        "jobs": {"generate": gen_name, "combine": None},
-        "shards": {"total": run.spec.shards, "active": 0, "succeeded": 0, "failed": 0,
-                   "succeededIndexes": "", "failedIndexes": "", "progress": f"0/{run.spec.shards}"},
-        "items": items_status(total_items, 0, 0, 0),
-        "cache": {"hits": 0, "misses": 0},
-        "output": None, "failures": None,
-        "retryToken": retry_token,
+    status = replace(
+        obs.status, run_id=run.run_id, attempt=run.attempt, observed_generation=obs.generation,
+        started_at=obs.now, finished_at=None, jobs=JobNames(generate=gen_name),
+        shards=ShardCounts(total=run.spec.shards, progress=f"0/{run.spec.shards}"),
+        items=ItemCounts.of(total_items, 0, 0, 0), cache=CacheCounts(), output=None, failures=None,
+        retry_token=retry_token,
         # The spec.suspend the operator last put on its Jobs: it changes a Job's suspension
         # only when spec.suspend changes, never to undo someone else's (e.g. Kueue's).
-        "appliedSuspend": run.spec.suspend,
-    }
+        applied_suspend=run.spec.suspend)
     if retrying:
         message = f"retrying the failed shards and items of run {run.run_id}"
         reason = "RetryStarted"
     else:
         message = f"run {run.run_id}: {total_items if total_items is not None else 'all'} items in {run.spec.shards} shards"
         reason = "RunStarted"
-    events.append(("Normal", reason, message))
-    phase = SUSPENDED if run.spec.suspend else GENERATING
-    status = _with_phase(obs, dict(obs.status, **status), phase, reason, message, [])
-    return Decision(status=status, create=_run_objects(run, settings), delete_jobs=stale, events=events)
+    phase = Phase.SUSPENDED if run.spec.suspend else Phase.GENERATING
+    status = _with_phase(obs, status, phase, reason, message, [])
+    return Decision(status=status, create=_run_objects(run, settings), delete_jobs=stale,
+                    events=[Event("Normal", reason, message)], run_started=True)
 
 
 def _run_objects(run: planning.Run, settings: Settings) -> list[dict]:
@@ -209,10 +209,10 @@ def _run_objects(run: planning.Run, settings: Settings) -> list[dict]:
 
 def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items: int | None) -> Decision:
     spec = run.spec
-    status = dict(obs.status, observedGeneration=obs.generation)
-    if status.get("phase") in TERMINAL:
+    status = replace(obs.status, observed_generation=obs.generation)
+    if status.phase and status.phase.finished:
         return Decision(status=status)
-    events: list = []
+    events: list[Event] = []
     gen_name = naming.generate_job_name(run.name, run.run_id, run.attempt)
     comb_name = naming.combine_job_name(run.name, run.run_id, run.attempt)
     gen = obs.jobs.get(gen_name)
@@ -226,70 +226,72 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
     if gen is not None:
         gen_pods = [p for p in obs.pods if _pod_job(p) == gen_name]
         live = obs.live_progress if not job_finished(gen) else None
-        tally = tally_generation(gen, gen_pods, live, spec.shards)
+        counts = count_generation(gen, gen_pods, live, spec.shards)
         known_total = total_items if total_items is not None else (
-            tally.items_seen_total if tally.finished else None)
-        status["shards"] = tally.shards_status()
-        status["items"] = items_status(known_total, tally.items_done, tally.items_failed, tally.items_reused)
-        status["cache"] = {"hits": tally.cache_hits, "misses": tally.cache_misses}
-        status["failures"] = tally.failures or None
+            counts.items_seen_total if counts.finished else None)
+        status.shards = counts.shard_counts()
+        status.items = counts.item_counts(known_total)
+        status.cache = counts.cache_counts()
+        status.failures = counts.failures or None
         if comb is None:
-            generation_over = tally.finished or job_condition(gen, "Failed") is not None
+            generation_over = counts.finished or job_condition(gen, "Failed") is not None
             if not generation_over:
                 decision.status = _running_phase(obs, status, spec.suspend, gen_name, gen,
-                                                 GENERATING, "Generating", "", events)
+                                                 Phase.GENERATING, "Generating", "", events)
                 return decision
-            if tally.finished and len(tally.failed) <= spec.max_failed_shards:
+            if counts.finished and len(counts.failed) <= spec.max_failed_shards:
                 decision.create.append(planning.combine_job(run, settings))
-                status["jobs"] = dict(status.get("jobs") or {}, combine=comb_name)
-                gap = f" ({len(tally.failed)} shards failed: {status['shards']['failedIndexes']})" if tally.failed else ""
-                decision.status = _with_phase(obs, status, COMBINING, "CombineStarted",
+                status.jobs = replace(status.jobs or JobNames(), combine=comb_name)
+                gap = f" ({len(counts.failed)} shards failed: {status.shards.failed_indexes})" if counts.failed else ""
+                decision.status = _with_phase(obs, status, Phase.COMBINING, "CombineStarted",
                                               f"all shards finished{gap}; combining", events)
                 return decision
-            first = tally.failures[0]["message"] if tally.failures else ""
-            message = (f"{len(tally.failed)} of {spec.shards} shards failed (indexes "
-                       f"{status['shards']['failedIndexes'] or '?'}), spec.retries.maxFailedShards allows "
+            first = counts.failures[0].message if counts.failures else ""
+            message = (f"{len(counts.failed)} of {spec.shards} shards failed (indexes "
+                       f"{status.shards.failed_indexes or '?'}), spec.retries.maxFailedShards allows "
                        f"{spec.max_failed_shards}" + (f"; first error: {first}" if first else "")
                        + "; annotate datagen.dev/retry-failed to rerun only those shards")
-            decision.status = _with_phase(obs, status, FAILED, "ShardsFailed", message, events, "Warning")
+            decision.status = _with_phase(obs, status, Phase.FAILED, "ShardsFailed", message, events, "Warning")
             return decision
 
     # The combine Job exists.
-    status["jobs"] = dict(status.get("jobs") or {}, combine=comb_name)
+    status.jobs = replace(status.jobs or JobNames(), combine=comb_name)
     comb_pods = [p for p in obs.pods if _pod_job(p) == comb_name]
     if job_condition(comb, "Complete"):
         result = _latest_message(comb_pods, "Succeeded") or {}
-        status["output"] = {"uri": result.get("uri"), "manifestUri": result.get("manifestUri"),
-                            "rows": result.get("rows"), "bytes": result.get("bytes"),
-                            "sha256": result.get("sha256"), "missingShards": result.get("missingShards") or None}
+        status.output = Output(uri=result.get("uri"), manifest_uri=result.get("manifestUri"),
+                               rows=result.get("rows"), bytes=result.get("bytes"), sha256=result.get("sha256"),
+                               missing_shards=result.get("missingShards") or None)
         items = result.get("items") or {}
         if items:
-            status["items"] = items_status(items.get("total", 0), items.get("done", 0), items.get("failed", 0),
-                                           items.get("reused", 0))
-        status["cache"] = result.get("cache") or status.get("cache")
-        decision.status = _with_phase(obs, status, SUCCEEDED, "Published",
+            status.items = ItemCounts.of(items.get("total", 0), items.get("done", 0), items.get("failed", 0),
+                                         items.get("reused", 0))
+        cache = result.get("cache")
+        if cache:
+            status.cache = CacheCounts(hits=int(cache.get("hits", 0)), misses=int(cache.get("misses", 0)))
+        decision.status = _with_phase(obs, status, Phase.SUCCEEDED, "Published",
                                       f"{result.get('rows')} rows published to {result.get('uri')}", events)
     elif job_condition(comb, "Failed"):
         result = _latest_message(comb_pods, "Failed") or {}
         reason = result.get("reason") or "CombineFailed"
         message = result.get("message") or "the combine Job failed; see its pod"
-        decision.status = _with_phase(obs, status, FAILED, reason, message, events, "Warning")
+        decision.status = _with_phase(obs, status, Phase.FAILED, reason, message, events, "Warning")
     else:
-        message = status.get("message") if status.get("phase") == COMBINING else "combining"
+        message = status.message if status.phase == Phase.COMBINING else "combining"
         decision.status = _running_phase(obs, status, spec.suspend, comb_name, comb,
-                                         COMBINING, "CombineStarted", message or "", events)
+                                         Phase.COMBINING, "CombineStarted", message or "", events)
     return decision
 
 
-def _running_phase(obs: Observed, status: dict, suspend: bool, job_name: str, job: dict, phase: str, reason: str,
-                   message: str, events: list) -> dict:
+def _running_phase(obs: Observed, status: DatasetJobStatus, suspend: bool, job_name: str, job: dict,
+                   phase: Phase, reason: str, message: str, events: list[Event]) -> DatasetJobStatus:
     """An unfinished Job's phase: Queued while someone else (Kueue) holds it, Suspended when the
     spec says so, else `phase`."""
     held = None if suspend else held_by_someone_else(job_name, job, obs.admission)
     if held:
-        return _with_phase(obs, status, QUEUED, held[0], held[1], events)
+        return _with_phase(obs, status, Phase.QUEUED, held[0], held[1], events)
     if suspend:
-        return _with_phase(obs, status, SUSPENDED, "Suspended", "", events)
+        return _with_phase(obs, status, Phase.SUSPENDED, "Suspended", "", events)
     return _with_phase(obs, status, phase, reason, message, events)
 
 
@@ -297,16 +299,16 @@ def _apply_suspend_change(decision: Decision, wanted: bool, jobs: dict[str, dict
     """Puts spec.suspend on the run's unfinished Jobs only when it differs from what the
     operator applied last (status.appliedSuspend). A Job's suspension that someone else set
     or lifted (Kueue admits by unsuspending, and holds or preempts by suspending) is theirs."""
-    applied = decision.status.get("appliedSuspend")
+    applied = decision.status.applied_suspend
     if applied is None:  # a run started before this field existed: take the spec as applied
-        decision.status["appliedSuspend"] = wanted
+        decision.status.applied_suspend = wanted
         return
     if applied == wanted:
         return
     for name, job in jobs.items():
         if job is not None and not job_finished(job):
             decision.patch_jobs.append((name, {"spec": {"suspend": wanted}}))
-    decision.status["appliedSuspend"] = wanted
+    decision.status.applied_suspend = wanted
 
 
 def held_by_someone_else(name: str, job: dict, admission: dict[str, str] | None = None

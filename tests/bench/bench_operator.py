@@ -134,6 +134,7 @@ def pure_scale(shards: int = 10_000) -> tuple[int, float]:
     from datasetjob_operator import naming
     from datasetjob_operator.reconcile import Observed, decide
     from datasetjob_operator.settings import Settings
+from datasetjob_operator.status import DatasetJobStatus
 
     spec = {"items": {"range": {"stop": shards * 10}}, "shards": shards, "parallelism": 500,
             "generator": {"function": "m:f"}, "output": {"uri": "s3://b/p"},
@@ -153,14 +154,14 @@ def pure_scale(shards: int = 10_000) -> tuple[int, float]:
                                                                         "message": message}}}]}}
             for i in range(shards)]
     obs = lambda status: Observed(name="big", namespace="ns", uid="u", generation=1, spec=spec, annotations={},
-                                  status=status, jobs={gen: job}, pods=pods, now="2026-01-01T00:00:00Z")
-    start = decide(obs({}), Settings()).status
+                                  status=DatasetJobStatus.from_dict(status), jobs={gen: job}, pods=pods, now="2026-01-01T00:00:00Z")
+    start = decide(obs({}), Settings()).status.to_dict()
     times = []
     for _ in range(5):
         t = time.perf_counter()
         decision = decide(obs(start), Settings())
         times.append(time.perf_counter() - t)
-    return len(json.dumps(decision.status)), statistics.median(times)
+    return len(json.dumps(decision.status.to_dict())), statistics.median(times)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from datasetjob.contract import REGENERATE_TOKEN_ENV
 from datasetjob_operator import naming
 from datasetjob_operator.crd import build_crd
 from datasetjob_operator.reconcile import decide
-from datasetjob_operator.tally import items_status, tally_generation
+from datasetjob_operator.generation_counts import count_generation
 
 from tests.unit.test_operator_planning import COMB, GEN, SETTINGS, job, observed, pod
 
@@ -20,26 +20,26 @@ def worker_message(done, reused, failed=0, total=None):
 def test_generated_and_reused_are_tallied_from_termination_messages_and_live_progress():
     pods = [pod(GEN, 0, "Succeeded", worker_message(done=2, reused=2)),
             pod(GEN, 1, "Succeeded", worker_message(done=2, reused=1, failed=0))]
-    tally = tally_generation(job(GEN, completed="0-1", active=1), pods,
+    counts = count_generation(job(GEN, completed="0-1", active=1), pods,
                              {2: worker_message(done=1, reused=0, total=2)}, shards=3)
-    assert (tally.items_done, tally.items_reused) == (5, 3)
+    assert (counts.items_done, counts.items_reused) == (5, 3)
 
-    start = decide(observed(), SETTINGS).status
+    start = decide(observed(), SETTINGS).status.to_dict()
     assert start["items"] == {"total": 6, "done": 0, "failed": 0, "generated": 0, "reused": 0, "progress": "0/6"}
     obs = observed(status=start, jobs=[job(GEN, completed="0-1", active=1)], pods=pods)
     obs.live_progress = {2: worker_message(done=1, reused=0, total=2)}
-    items = decide(obs, SETTINGS).status["items"]
+    items = decide(obs, SETTINGS).status.to_dict()["items"]
     assert items == {"total": 6, "done": 5, "failed": 0, "generated": 2, "reused": 3, "progress": "5/6"}
 
 
 def test_messages_of_workers_without_reuse_count_as_generated():
     old = {"items": {"total": 2, "done": 2, "failed": 0}, "cache": {"hits": 0, "misses": 0}}
-    tally = tally_generation(job(GEN, completed="0"), [pod(GEN, 0, "Succeeded", old)], None, shards=1)
-    assert items_status(2, tally.items_done, tally.items_failed, tally.items_reused)["generated"] == 2
+    counts = count_generation(job(GEN, completed="0"), [pod(GEN, 0, "Succeeded", old)], None, shards=1)
+    assert counts.item_counts(2).generated == 2
 
 
 def test_published_run_takes_its_counts_from_the_combine_result():
-    start = decide(observed(), SETTINGS).status
+    start = decide(observed(), SETTINGS).status.to_dict()
     combined = {"state": "published", "uri": "s3://bucket/smf/runs/x/combined-dataset.csv", "rows": 6,
                 "sha256": "f" * 64, "items": {"total": 6, "done": 6, "failed": 0, "missing": 0,
                                               "generated": 2, "reused": 4}}
@@ -47,8 +47,8 @@ def test_published_run_takes_its_counts_from_the_combine_result():
                    jobs=[job(GEN, completed="0-2", conditions=["Complete"]), job(COMB, conditions=["Complete"])],
                    pods=[pod(COMB, 0, "Succeeded", combined)])
     d = decide(obs, SETTINGS)
-    assert d.status["phase"] == "Succeeded"
-    assert d.status["items"] == {"total": 6, "done": 6, "failed": 0, "generated": 2, "reused": 4,
+    assert d.status.to_dict()["phase"] == "Succeeded"
+    assert d.status.to_dict()["items"] == {"total": 6, "done": 6, "failed": 0, "generated": 2, "reused": 4,
                                  "progress": "6/6"}
 
 
@@ -74,6 +74,6 @@ def env_of(decision):
 def test_a_regenerated_run_tells_its_workers_the_token():
     assert REGENERATE_TOKEN_ENV not in env_of(decide(observed(), SETTINGS))
     first = decide(observed(), SETTINGS)
-    again = decide(observed(status=dict(first.status, phase="Succeeded"),
+    again = decide(observed(status=dict(first.status.to_dict(), phase="Succeeded"),
                             annotations={naming.ANNOTATION_REGENERATE: "2026-02"}), SETTINGS)
     assert env_of(again)[REGENERATE_TOKEN_ENV] == "2026-02"

@@ -8,6 +8,7 @@ import time
 from datasetjob_operator import naming
 from datasetjob_operator.reconcile import Observed, decide
 from datasetjob_operator.settings import Settings
+from datasetjob_operator.status import DatasetJobStatus
 
 ITEMS = 1_000_000
 SPEC = {
@@ -20,7 +21,7 @@ SPEC = {
 
 def observed(status: dict, jobs=()) -> Observed:
     return Observed(name="big", namespace="ml", uid="uid-1", generation=1, spec=SPEC, annotations={},
-                    status=status, jobs={j["metadata"]["name"]: j for j in jobs}, pods=[],
+                    status=DatasetJobStatus.from_dict(status), jobs={j["metadata"]["name"]: j for j in jobs}, pods=[],
                     now="2026-01-01T00:00:00Z",
                     live_progress={i: {"items": {"done": 10, "failed": 0}} for i in range(100)})
 
@@ -30,15 +31,15 @@ def test_a_tick_on_a_million_item_range_does_not_expand_it(capsys):
     t = time.perf_counter()
     start = decide(observed({}), settings)
     start_ms = (time.perf_counter() - t) * 1000
-    assert start.status["items"]["total"] == ITEMS
-    gen = {"metadata": {"name": naming.generate_job_name("big", start.status["runId"], "0")},
+    assert start.status.to_dict()["items"]["total"] == ITEMS
+    gen = {"metadata": {"name": naming.generate_job_name("big", start.status.to_dict()["runId"], "0")},
            "spec": {"suspend": False}, "status": {"active": 100}}
     samples = []
     for _ in range(50):
         t = time.perf_counter()
-        tick = decide(observed(start.status, [gen]), settings)
+        tick = decide(observed(start.status.to_dict(), [gen]), settings)
         samples.append((time.perf_counter() - t) * 1000)
-    assert tick.status["items"]["total"] == ITEMS and tick.status["items"]["done"] == 1000
+    assert tick.status.to_dict()["items"]["total"] == ITEMS and tick.status.to_dict()["items"]["done"] == 1000
     with capsys.disabled():
         print(f"\n[bench] reconcile tick, range of {ITEMS:,} items, 100 shards: median "
               f"{statistics.median(samples):.2f} ms, max {max(samples):.2f} ms over {len(samples)} ticks "

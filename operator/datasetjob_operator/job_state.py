@@ -1,0 +1,47 @@
+"""What a Job and its pods say: finished or not, conditions, the workers' termination messages. Pure."""
+
+from __future__ import annotations
+
+import json
+
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+
+
+def termination(pod: dict) -> dict | None:
+    """The terminated state of the pod's first container, if it has ended."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    if not statuses:
+        return None
+    return ((statuses[0].get("state") or {}).get("terminated")) or None
+
+
+def termination_message(pod: dict) -> dict | None:
+    """The one-line JSON summary a worker or combine pod leaves (None if absent or not JSON)."""
+    term = termination(pod)
+    if not term or not term.get("message"):
+        return None
+    for line in reversed(term["message"].strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def pod_index(pod: dict) -> int | None:
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(INDEX_ANNOTATION)
+    return int(value) if value is not None and str(value).isdigit() else None
+
+
+def job_condition(job: dict, type_: str) -> dict | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_ and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def job_finished(job: dict) -> bool:
+    return bool(job_condition(job, "Complete") or job_condition(job, "Failed"))

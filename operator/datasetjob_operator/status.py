@@ -1,0 +1,257 @@
+"""A DatasetJob's status, typed: its phases and fields. Pure.
+
+The CRD's status schema is generated from these classes (`status_schema`), and the reconciler
+builds a `DatasetJobStatus` rather than a dict, so the schema, the writer and the readers
+cannot drift apart. Field names are snake_case here and camelCase in the API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Phase(enum.StrEnum):
+    QUEUED = "Queued"  # held by someone else (Kueue, a person) although spec.suspend is false
+    GENERATING = "Generating"
+    COMBINING = "Combining"
+    SUSPENDED = "Suspended"  # spec.suspend is true
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED)
+
+    @property
+    def running(self) -> bool:
+        """Pods may be working: the operator follows these phases closely."""
+        return self in (Phase.GENERATING, Phase.COMBINING)
+
+
+def _field(description: str, default: Any = None, *, factory: Any = None, **schema: Any) -> Any:
+    """A status field with its API description and extra schema keywords."""
+    metadata = {"description": description, "schema": schema}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _count(description: str) -> Any:
+    return _field(description, 0)
+
+
+@dataclass
+class JobNames:
+    generate: str | None = _field("the run's generate Job (Indexed, one completion index per shard)")
+    combine: str | None = _field("the run's combine Job, created when generation has finished")
+
+
+@dataclass
+class ShardCounts:
+    total: int = _count("shards in the run (spec.shards)")
+    active: int = _count("shards whose pod is running now")
+    succeeded: int = _count("shards that committed their output")
+    failed: int = _count("shards that failed after their retries (spec.retries.perShard)")
+    succeeded_indexes: str = _field("indexes of the succeeded shards, as ranges (e.g. 0-3,7)", "")
+    failed_indexes: str = _field("indexes of the failed shards, as ranges (e.g. 4,9)", "")
+    progress: str = _field("succeeded/total, for kubectl get", "")
+
+
+@dataclass
+class ItemCounts:
+    total: int = _count("items in the universe (0 until known, e.g. for spec.items.fromUri)")
+    done: int = _count("items with rows: done = generated + reused")
+    failed: int = _count("items whose generator call failed (recorded with their error)")
+    generated: int = _count("items done by this run's generator calls")
+    reused: int = _count("items done with rows an earlier run produced under the same generator "
+                         "fingerprint (spec.reuse); done = generated + reused")
+    progress: str = _field("done/total, for kubectl get ('?' while the total is unknown)", "")
+
+    @classmethod
+    def of(cls, total: int | None, done: int, failed: int, reused: int) -> ItemCounts:
+        return cls(total=total or 0, done=done, failed=failed, generated=done - reused, reused=reused,
+                   progress=f"{done}/{total if total is not None else '?'}")
+
+
+@dataclass
+class CacheCounts:
+    hits: int = _count("upstream calls answered by the shared cache")
+    misses: int = _count("upstream calls the cache could not answer")
+
+
+@dataclass
+class Output:
+    uri: str | None = _field("where the combined dataset was published")
+    manifest_uri: str | None = _field("the run's manifest.json: shards, item counts, lineage of reused items")
+    rows: int | None = _field("rows in the combined dataset", format="int64")
+    bytes: int | None = _field("size of the combined dataset in bytes", format="int64")
+    sha256: str | None = _field("sha256 of the combined dataset's bytes")
+    missing_shards: str | None = _field("shards left out because they failed (within spec.retries.maxFailedShards)")
+
+
+@dataclass
+class Failure:
+    shard: int = _count("the shard's completion index")
+    exit_code: int = _field("exit code of the shard's last pod", -1, format="int64")
+    message: str = _field("the shard's error, shortened", "")
+
+
+@dataclass
+class Condition:
+    type: str = _field("Ready, Progressing, Stalled, Suspended or Queued", "")
+    status: str = _field("True, False or Unknown", "Unknown", enum=["True", "False", "Unknown"])
+    reason: str | None = _field("why, in one CamelCase word")
+    message: str | None = _field("why, for humans")
+    last_transition_time: str | None = _field("when the status last changed", format="date-time")
+    observed_generation: int | None = _field("the metadata.generation this condition was computed for",
+                                             format="int64")
+
+
+@dataclass
+class DatasetJobStatus:
+    phase: Phase | None = _field("Queued, Generating, Combining, Suspended, Succeeded or Failed")
+    reason: str | None = _field("why the DatasetJob is in its phase, in one CamelCase word")
+    message: str | None = _field("why the DatasetJob is in its phase, for humans")
+    run_id: str | None = _field("the current run: a hash of the spec (and of a regenerate token)")
+    attempt: str | None = _field("the run's attempt: 0, then one per handled datagen.dev/retry-failed token")
+    observed_generation: int | None = _field("the metadata.generation this status was computed for", format="int64")
+    started_at: str | None = _field("when the current run started", format="date-time")
+    finished_at: str | None = _field("when the current run succeeded or failed", format="date-time")
+    jobs: JobNames | None = _field("the Jobs of the current run")
+    shards: ShardCounts | None = _field("shard counts of the current run")
+    items: ItemCounts | None = _field("item counts of the current run")
+    cache: CacheCounts | None = _field("shared-cache counts of the current run")
+    output: Output | None = _field("the published dataset, once the run succeeded")
+    failures: list[Failure] | None = _field("a few shard failures, for humans", maxItems=10)
+    retry_token: str | None = _field("the datagen.dev/retry-failed annotation value last handled")
+    applied_suspend: bool | None = _field("spec.suspend as the operator last applied it to the run's Jobs")
+    conditions: list[Condition] = _field("kstatus conditions: Ready, Progressing, Stalled, Suspended, Queued",
+                                         factory=list, **{"x-kubernetes-list-type": "map",
+                                                          "x-kubernetes-list-map-keys": ["type"]})
+
+    def to_dict(self) -> dict:
+        """The status as the API stores it: camelCase keys, no null fields."""
+        return _to_api(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> DatasetJobStatus:
+        """The status as read from the API; unknown keys and values are dropped (e.g. the
+        phase of an older operator), never an error."""
+        return _from_api(cls, data or {})
+
+
+# -- API form (camelCase dicts) ----------------------------------------------------------------
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _to_api(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        out = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if item is not None:
+                out[camel(f.name)] = _to_api(item)
+        return out
+    if isinstance(value, list):
+        return [_to_api(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)  # evaluates the annotations: once per class
+
+
+def _unwrap_optional(hint: Any) -> Any:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0]
+    return hint
+
+
+def _from_api(hint: Any, data: Any) -> Any:
+    hint = _unwrap_optional(hint)
+    if data is None:
+        return None
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(data, dict):
+            return None
+        hints = _hints(hint)
+        kwargs = {f.name: _from_api(hints[f.name], data[camel(f.name)])
+                  for f in dataclasses.fields(hint) if camel(f.name) in data}
+        return hint(**{k: v for k, v in kwargs.items() if v is not None})
+    if typing.get_origin(hint) is list:
+        (inner,) = typing.get_args(hint)
+        return [v for v in (_from_api(inner, x) for x in data) if v is not None] if isinstance(data, list) else None
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(data)
+        except ValueError:
+            return None
+    if hint is bool:
+        return data if isinstance(data, bool) else None
+    if hint is int:
+        return data if isinstance(data, int) and not isinstance(data, bool) else None
+    return data if isinstance(data, hint) else None
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+def _schema_of(hint: Any) -> dict:
+    hint = _unwrap_optional(hint)
+    if dataclasses.is_dataclass(hint):
+        hints = _hints(hint)
+        properties = {}
+        for f in dataclasses.fields(hint):
+            prop = _schema_of(hints[f.name])
+            prop.update(f.metadata.get("schema") or {})
+            prop["description"] = f.metadata["description"]
+            properties[camel(f.name)] = prop
+        return {"type": "object", "properties": properties}
+    if typing.get_origin(hint) is list:
+        (inner,) = typing.get_args(hint)
+        return {"type": "array", "items": _schema_of(inner)}
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return {"type": "string", "enum": [m.value for m in hint]}
+    if hint is bool:
+        return {"type": "boolean"}
+    if hint is int:
+        return {"type": "integer", "format": "int64"}
+    if hint is str:
+        return {"type": "string"}
+    raise TypeError(f"no schema for {hint!r}")
+
+
+def status_schema() -> dict:
+    """The CRD's status schema (openAPIV3Schema), from the classes above."""
+    schema = _schema_of(DatasetJobStatus)
+    schema["description"] = "What the operator observed: the current run's phase, counts and output."
+    conditions = schema["properties"]["conditions"]
+    conditions["items"]["required"] = ["type", "status"]
+    return schema
+
+
+def merge_patch(old: dict, new: dict) -> dict:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`: only what changed, null
+    for what went away. Lists are replaced whole, as merge patches do."""
+    patch: dict = {key: None for key in old.keys() - new.keys()}
+    for key, value in new.items():
+        before = old.get(key)
+        if key in old and before == value:
+            continue
+        if isinstance(value, dict) and isinstance(before, dict):
+            patch[key] = merge_patch(before, value)
+        else:
+            patch[key] = value
+    return patch
