@@ -7,10 +7,15 @@ CACHE_DIR ?= $(HOME)/.cache/datasetjob
 
 .PHONY: demo test venv services controlplane kueue images cluster cluster-clean unit integration e2e bench manifests clean
 
+# The sample generators are not part of the distribution; a .pth file puts their directory on
+# the venv's import path (as PYTHONPATH=/opt/generators does in the sample image), so the demo,
+# the tests and the benches import smart_money from generator-image/examples.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c 'import sys, sysconfig, pathlib; pathlib.Path(sysconfig.get_path("purelib"), "datasetjob-examples.pth").write_text(sys.argv[1] + "\n")' \
+	    '$(CURDIR)/generator-image/examples'
 	touch $@
 
 venv: $(VENV)/.installed
