@@ -5,12 +5,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CACHE_DIR ?= $(HOME)/.cache/datasetjob
 
-.PHONY: demo test venv services controlplane kueue images cluster cluster-clean unit integration e2e bench manifests clean
+.PHONY: demo test verify venv services controlplane kueue images cluster cluster-clean unit integration e2e bench manifests clean
 
+# The sample generators are not part of the distribution; a .pth file puts their directory on
+# the venv's import path (as PYTHONPATH=/opt/generators does in the sample image), so the demo,
+# the tests and the benches import smart_money from generator-image/examples.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c 'import sys, sysconfig, pathlib; pathlib.Path(sysconfig.get_path("purelib"), "datasetjob-examples.pth").write_text(sys.argv[1] + "\n")' \
+	    '$(CURDIR)/generator-image/examples'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -30,8 +35,15 @@ images: services  ## the node's container images (podman, cached); archives unde
 demo: venv
 	$(VENV)/bin/dsj run manifests/samples/smart-money-flow.yaml --workers 10
 
-test: venv services controlplane kueue images
+test: verify services controlplane kueue images
 	$(VENV)/bin/pytest -q tests/unit tests/integration tests/e2e
+
+verify: venv controlplane  ## lint, formatting, import layers, generated manifests up to date, nothing uncommitted
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(PY) scripts/render-manifests.py --check
+	git diff --stat --exit-code
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit
