@@ -1,7 +1,7 @@
 import pytest
 
 from datasetjob.errors import SpecError
-from datasetjob.items import expand_items, item_ids, parse_item_lines
+from datasetjob.item_source import expand_items, item_ids, parse_item_lines
 from datasetjob.spec import run_id, spec_from_dict, spec_from_document
 
 BASE = {"items": {"values": ["a", "b", "c"]}, "generator": {"function": "m:f"}}

@@ -1,4 +1,5 @@
-"""Expanding a spec's item source into the ordered item stream, with ids. Pure except `read_lines`.
+"""A spec's item source expanded into the ordered item stream, and the items' ids. Pure: the
+lines of a fromUri object or a ConfigMap key are read by the caller (`universe`) and passed in.
 
 Sources are streamed: a fromUri file is parsed line by line and never held as one text, and
 checking ids (`count_unique_ids`) keeps one id per item, not the items.
