@@ -68,7 +68,7 @@ def check_coverage(shards: int, manifests: dict[int, dict], max_failed: int) -> 
     return missing
 
 
-def item_tally(total_items: int, manifests: dict[int, dict]) -> dict:
+def count_manifest_items(total_items: int, manifests: dict[int, dict]) -> dict:
     done = sum(m["items"]["done"] for m in manifests.values())
     failed = sum(m["items"]["failed"] for m in manifests.values())
     reused = sum(m["items"].get("reused", 0) for m in manifests.values())
@@ -251,7 +251,7 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
     declared = dict(combine.columns)
     manifests = _read_manifests(store, run_id, spec.shards)
     missing = check_coverage(spec.shards, manifests, spec.max_failed_shards)
-    items = item_tally(total_items, manifests)
+    items = count_manifest_items(total_items, manifests)
     first_failure = _first_failure(store, run_id, manifests) if items["failed"] else None
     check_success_ratio(items, combine.min_item_success_ratio, first_failure)
     columns = check_columns(manifests, declared)

@@ -27,7 +27,7 @@ from rich.console import Group
 from . import layout
 from .combine import CombineRefused, CombineResult, combine_run
 from .universe import resolve_items
-from .progress import read_file_progress, tally_progress
+from .progress import read_file_progress, sum_shard_progress
 from .sharding import compress_indexes, shard_bounds, shard_name
 from .spec import DatasetJobSpec, run_id as compute_run_id
 from .redaction import CREDENTIALS_ENV, encode_secrets, redact_text, split_credentials
@@ -254,7 +254,7 @@ class LocalRunner:
                     self._reap()
                     self._schedule(first_wave)
                     snap = read_file_progress(self.progress_dir)
-                    totals = tally_progress(snap)["items"]
+                    totals = sum_shard_progress(snap)["items"]
                     done, failed = totals["done"] + totals["failed"], totals["failed"]
                     elapsed = time.monotonic() - started
                     bar.update(task, completed=done, failed=failed, rate=done / elapsed if elapsed else 0)
