@@ -1,7 +1,7 @@
 import pytest
 
-from datasetjob.combine import (CombineRefused, check_columns, check_coverage, check_success_ratio, check_value,
-                                count_manifest_items, sort_key_part)
+from datasetjob.combine_rules import (CombineRefused, check_columns, check_coverage, check_success_ratio,
+                                      check_value, count_manifest_items, sort_key_part)
 
 
 def manifest(done=10, failed=0, rows=10, columns=("a", "b")):
