@@ -9,7 +9,9 @@ KIND = "DatasetJob"
 
 __version__ = "0.1.0"
 
-# The generator SDK: rate-limited upstream calls and 429/503 back-off (see datasetjob.context).
-from .context import Throttled, limited, retry_upstream  # noqa: E402  (stdlib-only imports)
+# The generator SDK: rate-limited upstream calls (datasetjob.context) and 429/503 back-off
+# (datasetjob.backoff).
+from .backoff import Throttled, retry_upstream  # noqa: E402  (stdlib-only imports)
+from .context import limited  # noqa: E402
 
 __all__ = ["API_GROUP", "API_VERSION", "KIND", "Throttled", "limited", "retry_upstream"]

@@ -1,23 +1,23 @@
 """Combine a run's committed shards into one validated, deduplicated dataset, then publish.
 
-Decisions (what to publish, or why not) are pure functions over the shard manifests; the
-rows are streamed shard by shard, so memory does not grow with the number of shards
-(sorting merges per-shard sorted runs; dedupe keeps a set of keys).
+Decisions (what to publish, or why not) are pure functions over the shard manifests, in
+`combine_rules`; the rows are streamed shard by shard, so memory does not grow with the
+number of shards (sorting merges per-shard sorted runs; dedupe keeps a set of keys).
 """
 
 from __future__ import annotations
 
 import heapq
 import json
-import math
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Iterator
 
 from . import layout
-from .reuse import merge_lineage
+from .combine_rules import (CombineRefused, check_columns, check_coverage, check_success_ratio, check_value,
+                            count_manifest_items, run_lineage, sort_key_part)
 from .sharding import compress_indexes, shard_name
 from .redaction import redact
 from .spec import DatasetJobSpec
@@ -25,14 +25,6 @@ from .errors import StorageError
 from .rowtypes import RowValueError, conform_row
 from .storage import Store, local_tempdir
 from .tables import RowWriter, declared_arrow_schema, file_digest, iter_rows, write_rows
-
-
-class CombineRefused(Exception):
-    """The run's data does not meet the spec's bar; `reason` is a CamelCase word for status."""
-
-    def __init__(self, reason: str, message: str):
-        self.reason = reason
-        super().__init__(message)
 
 
 @dataclass
@@ -55,120 +47,6 @@ class CombineResult:
                 "missingShards": compress_indexes(self.missing_shards),
                 "duplicatesDropped": self.duplicates_dropped, "cache": self.cache}
 
-
-# -- pure decisions ---------------------------------------------------------------------------
-
-def check_coverage(shards: int, manifests: dict[int, dict], max_failed: int) -> list[int]:
-    missing = [i for i in range(shards) if i not in manifests]
-    if len(missing) > max_failed:
-        raise CombineRefused(
-            "ShardsFailed",
-            f"{len(missing)} of {shards} shards did not commit (indexes {compress_indexes(missing)}); "
-            f"spec.retries.maxFailedShards allows {max_failed}")
-    return missing
-
-
-def item_tally(total_items: int, manifests: dict[int, dict]) -> dict:
-    done = sum(m["items"]["done"] for m in manifests.values())
-    failed = sum(m["items"]["failed"] for m in manifests.values())
-    reused = sum(m["items"].get("reused", 0) for m in manifests.values())
-    return {"total": total_items, "done": done, "failed": failed,
-            "missing": total_items - done - failed, "generated": done - reused, "reused": reused}
-
-
-def run_lineage(manifests: dict[int, dict]) -> dict:
-    """Where the run's items came from: generated here, or reused from which earlier run."""
-    reused_from = merge_lineage([manifests[i].get("reusedFrom") or {} for i in sorted(manifests)])
-    fingerprints = sorted({m["fingerprint"] for m in manifests.values() if m.get("fingerprint")})
-    return {"fingerprints": fingerprints, "reusedFrom": reused_from}
-
-
-def check_success_ratio(items: dict, minimum: float, first_failure: dict | None = None) -> None:
-    ratio = items["done"] / items["total"] if items["total"] else 1.0
-    if ratio + 1e-12 < minimum:
-        first = (f" First failure: item {first_failure['id']!r}: {first_failure['error']}."
-                 if first_failure else "")
-        raise CombineRefused(
-            "TooFewItems",
-            f"only {items['done']} of {items['total']} items succeeded ({ratio:.2%}), below "
-            f"spec.combine.minItemSuccessRatio {minimum}; {items['failed']} failed "
-            f"(see failures/*.jsonl), {items['missing']} in shards that did not commit.{first} "
-            "Retry the failed items or lower the ratio.")
-
-
-def check_columns(manifests: dict[int, dict], declared: dict[str, str]) -> list[str]:
-    """The dataset's columns: every shard's columns, in first-seen order over the item order.
-
-    The same rule as inside one shard (a row without a column leaves it empty), so the
-    columns never depend on how the items were sharded. Declared columns must match exactly."""
-    seen: dict[str, None] = {}
-    for index in sorted(manifests):
-        if manifests[index]["rows"] == 0:
-            continue
-        for column in manifests[index].get("columns") or []:
-            seen.setdefault(column, None)
-    reference = list(seen) or list(declared)
-    if declared:
-        extra = [c for c in reference if c not in declared]
-        lacking = [c for c in declared if c not in seen] if seen else []
-        if extra or lacking:
-            raise CombineRefused(
-                "SchemaMismatch",
-                "columns do not match spec.combine.columns"
-                + (f"; not declared: {extra}" if extra else "") + (f"; missing: {lacking}" if lacking else ""))
-    return reference
-
-
-_CHECKS = {
-    "int64": lambda v: isinstance(v, int) and not isinstance(v, bool) or (isinstance(v, str) and _is_int(v)),
-    "float64": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) or (isinstance(v, str) and _is_float(v)),
-    "bool": lambda v: isinstance(v, bool) or (isinstance(v, str) and v.lower() in ("true", "false", "0", "1")),
-    "string": lambda v: True,
-}
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def check_value(column: str, kind: str, value: Any, where: str) -> None:
-    if value is None or value == "":
-        return  # missing values are allowed in any column
-    if not _CHECKS[kind](value):
-        raise CombineRefused("SchemaMismatch",
-                             f"column {column!r} in {where}: {value!r} is not {kind} (spec.combine.columns)")
-
-
-def sort_key_part(value: Any, kind: str | None) -> tuple:
-    """Numbers (or numeric text) before text, numerically; the rest as text. A total order."""
-    if value is None or value == "":
-        return (2, "")
-    if kind != "string":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return (0, float(value), "")
-        if isinstance(value, str) and kind in (None, "int64", "float64"):
-            try:
-                number = float(value)
-                if not math.isnan(number):
-                    return (0, number, value)
-            except ValueError:
-                pass
-    return (1, str(value))
-
-
-# -- streaming ----------------------------------------------------------------------------------
 
 def _read_manifests(store: Store, run_id: str, shards: int) -> dict[int, dict]:
     out = {}
@@ -251,7 +129,7 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
     declared = dict(combine.columns)
     manifests = _read_manifests(store, run_id, spec.shards)
     missing = check_coverage(spec.shards, manifests, spec.max_failed_shards)
-    items = item_tally(total_items, manifests)
+    items = count_manifest_items(total_items, manifests)
     first_failure = _first_failure(store, run_id, manifests) if items["failed"] else None
     check_success_ratio(items, combine.min_item_success_ratio, first_failure)
     columns = check_columns(manifests, declared)

@@ -1,4 +1,4 @@
-"""`ctx`: what a generator function gets beside its item, and the SDK helpers for upstream calls.
+"""`ctx`: what a generator function gets beside its item, and `limited` for upstream calls.
 
     def example(item, ctx):
         # shared cache: a miss takes one rate-limit token; a 429/503 answer backs off and retries
@@ -14,24 +14,22 @@
 One token per upstream request: `ctx.cached` misses, `with ctx.limit()` blocks and
 `limited` functions each take one, and they do not stack: a `limited` function called
 inside `ctx.cached` or `ctx.limit()` uses the token already taken. Every retry of
-`ctx.retry` / `retry_upstream` is a new request and takes a new token.
+`ctx.retry` / `retry_upstream` (in `backoff`) is a new request and takes a new token.
 """
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import logging
-import random
 import threading
-import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-T = TypeVar("T")
+from .backoff import retry_upstream
 
-log = logging.getLogger("datasetjob.generator")
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,10 +47,13 @@ class Counters:
                 setattr(self, name, getattr(self, name) + delta)
 
 
-# The worker's limiter and counters (one of each per worker process), for `limited` functions,
-# which are defined at import time, before any ctx exists. Outside a worker both stay None
-# and `limited` functions simply run.
-_active: dict[str, Any] = {"limiter": None, "counters": None}
+# The ItemContext of the item this thread is generating: set when the worker makes the item's
+# ctx, in the thread that runs the generator on it. `limited` functions, defined at import time
+# before any ctx exists, take their token through it. Each thread has its own value, so items
+# of one worker never see each other's ctx; where there is none (outside a worker, e.g. a unit
+# test of the generator, or a thread the generator starts itself unless it runs in
+# `contextvars.copy_context()`), `limited` functions simply run.
+_current: ContextVar["ItemContext | None"] = ContextVar("datasetjob_item_context", default=None)
 _held = threading.local()  # depth of token-holding blocks in this thread
 
 
@@ -92,108 +93,13 @@ def limited(fn: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with _token(_active["limiter"], _active["counters"]):
+        ctx = _current.get()
+        if ctx is None:
+            return fn(*args, **kwargs)
+        with ctx.limit():
             return fn(*args, **kwargs)
 
     return wrapper
-
-
-# --------------------------------------------------------------------------- 429 / 503 back-off
-
-RETRY_STATUSES = frozenset({429, 503})
-
-
-class Throttled(Exception):
-    """Raise from a generator's client code when the upstream says "slow down" in a way
-    `retry_upstream` cannot see on its own (e.g. an error payload inside a 200 response)."""
-
-    def __init__(self, message: str = "upstream throttled the request", retry_after: float | None = None,
-                 status: int = 429):
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.status = status
-
-
-def _status_of(exc: BaseException) -> int | None:
-    """The HTTP status an exception carries, for the common client libraries' exception types."""
-    for holder in (exc, getattr(exc, "response", None)):
-        if holder is None:
-            continue
-        if isinstance(holder, dict):  # botocore ClientError.response
-            code = holder.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if isinstance(code, int):
-                return code
-            continue
-        for attr in ("status_code", "status", "code", "http_status"):
-            code = getattr(holder, attr, None)
-            if isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599:
-                return code
-    return None
-
-
-def _retry_after_of(exc: BaseException) -> float | None:
-    """Seconds from a Retry-After hint (Throttled.retry_after or the response headers)."""
-    if isinstance(exc, Throttled) and exc.retry_after is not None:
-        return float(exc.retry_after)
-    for holder in (exc, getattr(exc, "response", None)):
-        headers = getattr(holder, "headers", None)
-        if headers is None:
-            continue
-        try:
-            value = headers.get("Retry-After") or headers.get("retry-after")
-        except AttributeError:
-            continue
-        if not value:
-            continue
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-                return max(0.0, when.timestamp() - time.time())
-            except (TypeError, ValueError):
-                return None
-    return None
-
-
-def is_throttled(exc: BaseException) -> bool:
-    """True for Throttled and for exceptions carrying HTTP 429 or 503."""
-    return isinstance(exc, Throttled) or _status_of(exc) in RETRY_STATUSES
-
-
-def retry_upstream(fn: Callable[[], T], *, attempts: int = 5, base_delay: float = 0.5,
-                   max_delay: float = 30.0, retryable: Callable[[BaseException], bool] = is_throttled,
-                   before_retry: Callable[[], None] | None = None,
-                   sleep: Callable[[float], None] = time.sleep) -> T:
-    """Call `fn()`; when the upstream answers 429/503, back off and call again.
-
-    Back-off is "full jitter": before retry k (1, 2, ...) sleep a uniform random time in
-    [0, min(max_delay, base_delay * 2**(k-1))], or the upstream's Retry-After if that is
-    longer (capped at max_delay). After `attempts` calls the last error propagates, as does
-    any error `retryable` rejects (by default everything but Throttled and HTTP 429/503,
-    recognised on requests, httpx, urllib, aiohttp and botocore exceptions).
-
-    `before_retry` runs before each retry (ctx.retry uses it to take a rate-limit token).
-    """
-    attempt = 1
-    while True:
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - filtered by `retryable`
-            if attempt >= attempts or not retryable(exc):
-                raise
-            delay = random.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))
-            hint = _retry_after_of(exc)
-            if hint is not None:
-                delay = max(delay, min(hint, max_delay))
-            log.info("upstream throttled (%s); retry %d of %d in %.2fs", exc, attempt, attempts - 1, delay)
-            sleep(delay)
-            if before_retry is not None:
-                before_retry()
-            attempt += 1
-
-
-# --------------------------------------------------------------------------- ctx
 
 
 class ItemContext:
@@ -222,7 +128,7 @@ class ItemContext:
         self._counters = counters
         self._limiter = limiter
         self._default_ttl = default_ttl
-        _active["limiter"], _active["counters"] = limiter, counters
+        _current.set(self)  # this thread's item, for `limited` functions
         base = logger or logging.getLogger("datasetjob.generator")
         self.log = logging.LoggerAdapter(base, {"item_id": item_id, "shard": shard})
 
@@ -261,4 +167,4 @@ class ItemContext:
         return value
 
 
-__all__ = ["Counters", "ItemContext", "Throttled", "is_throttled", "limited", "retry_upstream"]
+__all__ = ["Counters", "ItemContext", "limited"]

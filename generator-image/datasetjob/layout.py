@@ -1,4 +1,8 @@
-"""Object keys under `output.uri` (DESIGN §4). Pure; the one place that spells them."""
+"""Object keys under `output.uri`, the one place that spells them. Pure.
+
+Each run writes under runs/<runId>/ (its spec, lease, shard data and manifests, failures,
+checkpoints, then the combined dataset and its manifest); latest.json names the last published
+run; items/<fingerprint>/ holds item rows any later run may reuse."""
 
 from __future__ import annotations
 

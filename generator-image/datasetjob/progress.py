@@ -84,7 +84,7 @@ def read_redis_cache_stats(url: str, namespace: str, run_id: str) -> dict[str, i
     return {"hits": raw.get("hits", 0), "misses": raw.get("misses", 0)}
 
 
-def tally_progress(snapshots: dict[int, dict]) -> dict:
+def sum_shard_progress(snapshots: dict[int, dict]) -> dict:
     """Totals over shard snapshots: {"items": {"done", "failed", "skipped"}, "rows", "cache": {...}}."""
     items = {"done": 0, "failed": 0, "skipped": 0}
     cache = {"hits": 0, "misses": 0}

@@ -2,7 +2,8 @@
 
 Same worker code, same storage layout, same exit semantics as in a cluster; the local runner
 plays the Job controller (at most `workers` shards at once, per-shard retries, a failure
-budget) and the operator (progress, combine, summary).
+budget) and the operator (progress, combine, summary). What the terminal shows is
+`run_view.RunView`'s business: the runner only reports to it.
 """
 
 from __future__ import annotations
@@ -16,25 +17,23 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from rich.console import Console
-from rich.live import Live
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
-from rich.console import Group
+from typing import TYPE_CHECKING
 
 from . import layout
-from .combine import CombineRefused, CombineResult, combine_run
+from .combine import CombineRefused, combine_run
 from .universe import resolve_items
-from .progress import read_file_progress, tally_progress
-from .sharding import compress_indexes, shard_bounds, shard_name
+from .progress import read_file_progress
+from .sharding import shard_name
 from .spec import DatasetJobSpec, run_id as compute_run_id
-from .redaction import CREDENTIALS_ENV, encode_secrets, redact_text, split_credentials
+from .redaction import CREDENTIALS_ENV, encode_secrets, split_credentials
 from .errors import StorageError
 from .storage import open_store
 from .contract import EXIT_DO_NOT_RETRY, EXIT_RUN_BUSY, PARENT_PID_ENV, RETRY_FAILED_ITEMS_ENV
 from .lease import Lease, LeaseHeld, acquire_lease
+from .run_view import RunView, workers_text
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_INTERRUPTED = 130
 
@@ -90,14 +89,15 @@ def default_output_uri(name: str) -> str:
 
 
 class LocalRunner:
+    """The scheduler of a local run: starts shard processes (at most `workers` at once), reaps
+    and retries them, stops them on Ctrl-C or a lost lease, then combines. Reports to `view`."""
+
     def __init__(self, spec: DatasetJobSpec, opts: LocalRunOptions, console: Console | None = None):
         if opts.output or not spec.output.uri:
             spec = spec.with_output_uri(opts.output or default_output_uri(spec.name))
         self.spec = spec
         self.opts = opts
-        self.console = console or Console(stderr=True, quiet=opts.quiet)
-        # Why a run failed or was refused reaches stderr even with --quiet.
-        self.errors = console or Console(stderr=True)
+        self.view = RunView(console, quiet=opts.quiet)
         self.run_id = compute_run_id(spec.raw_spec)
         self.store = open_store(spec.output.uri, spec.output.endpoint_url, spec.output.region)
         base = Path(opts.workdir) if opts.workdir else Path("datasets", spec.name)
@@ -214,22 +214,18 @@ class LocalRunner:
         try:
             self.lease = acquire_lease(self.store, self.run_id, lease_lock_dir())
         except LeaseHeld as exc:
-            print(f"dsj run: refused: {redact_text(str(exc))}", file=sys.stderr)  # even with --quiet
+            self.view.refused(str(exc))
             return EXIT_RUN_BUSY
         except StorageError as exc:
-            self._error(f"[red bold]Run failed[/]: {escape(redact_text(str(exc)))}")
+            self.view.run_failed(str(exc))
             return 1
         try:
             return self._run()
         except StorageError as exc:  # the output store failed under us (disk full, permissions, ...)
-            self._error(f"[red bold]Run failed[/]: {escape(redact_text(str(exc)))}")
+            self.view.run_failed(str(exc))
             return 1
         finally:
             self.lease.release()
-
-    def _error(self, markup: str) -> None:
-        """Why a run failed or was refused: on stderr even with --quiet."""
-        self.errors.print(markup, highlight=False, soft_wrap=True)
 
     def _run(self) -> int:
         started = time.monotonic()
@@ -237,28 +233,19 @@ class LocalRunner:
         threading.Thread(target=_prewarm_combine, daemon=True).start()
         items, _ = self._prepare()
         total = len(items)
-        self.console.print(f"[bold]{self.spec.name}[/] run [cyan]{self.run_id}[/]: {total} items in "
-                           f"{self.spec.shards} shards, {self._workers_text()} → {redact_text(self.spec.output.uri)}")
-        self.console.print(f"logs: {self.local_dir}/shard-*.log")
-        bar = Progress(TextColumn("[bold]items"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[rate]:>7.1f} items/s"), TextColumn("failed {task.fields[failed]}"),
-                       TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
-        task = bar.add_task("items", total=total, rate=0.0, failed=0)
+        self.view.started(self.spec, self.run_id, total,
+                          workers_text(self.workers, self.workers_capped, self.cpus, self.spec.parallelism),
+                          self.local_dir)
         first_wave = list(range(self.workers))
         previous = signal.signal(signal.SIGINT, self._on_interrupt)
         previous_term = signal.signal(signal.SIGTERM, self._on_interrupt)
         lease_lost = None
         try:
-            with Live(Group(bar), console=self.console, refresh_per_second=4, transient=False) as live:
+            with self.view.live(total, self.spec.shards) as show:
                 while True:
                     self._reap()
                     self._schedule(first_wave)
-                    snap = read_file_progress(self.progress_dir)
-                    totals = tally_progress(snap)["items"]
-                    done, failed = totals["done"] + totals["failed"], totals["failed"]
-                    elapsed = time.monotonic() - started
-                    bar.update(task, completed=done, failed=failed, rate=done / elapsed if elapsed else 0)
-                    live.update(Group(bar, self._shard_table(snap, total)))
+                    show(read_file_progress(self.progress_dir), self.shards, time.monotonic() - started)
                     if all(s.state in ("committed", "failed") for s in self.shards):
                         break
                     if self.lease.lost:
@@ -271,91 +258,36 @@ class LocalRunner:
         finally:
             signal.signal(signal.SIGINT, previous)
             signal.signal(signal.SIGTERM, previous_term)
-        self.console.print()
         if lease_lost:
-            print(f"dsj run: stopped: {lease_lost}", file=sys.stderr)
+            self.view.stopped(lease_lost)
             return 1
         if self.interrupted:
             committed = sum(s.state == "committed" for s in self.shards)
-            self.errors.print(f"[yellow]Interrupted.[/] {committed}/{self.spec.shards} shards committed, "
-                               "finished items checkpointed. Resume with:\n"
-                               f"  dsj run {self.opts.spec_path} --resume"
-                               + (f" --output {self.opts.output}" if self.opts.output else ""), soft_wrap=True)
+            resume = f"dsj run {self.opts.spec_path} --resume"
+            if self.opts.output:
+                resume += f" --output {self.opts.output}"
+            self.view.interrupted(committed, self.spec.shards, resume)
             return EXIT_INTERRUPTED
         return self._finish(total, started)
-
-    def _workers_text(self) -> str:
-        text = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
-        if self.workers_capped:
-            text += (f" (capped at the {self.cpus} CPU{'s' if self.cpus != 1 else ''} of this machine; "
-                     f"spec.parallelism is {self.spec.parallelism}, --workers N overrides)")
-        return text
 
     def _on_interrupt(self, *_):
         self.interrupted = True
 
-    def _shard_table(self, snap: dict, total: int) -> Table:
-        table = Table(box=None, padding=(0, 1), show_edge=False)
-        for col in ("shard", "state", "items", "failed", "rows", "cache hit", "attempt"):
-            table.add_column(col, justify="right" if col not in ("shard", "state") else "left")
-        shown = [s for s in self.shards if s.state == "running"] if self.spec.shards > 20 else self.shards
-        for shard in shown[:20]:
-            s = snap.get(shard.index, {})
-            start, stop = shard_bounds(total, self.spec.shards, shard.index)
-            it = s.get("items", {})
-            cache = s.get("cache", {})
-            lookups = cache.get("hits", 0) + cache.get("misses", 0)
-            color = {"committed": "green", "failed": "red", "running": "cyan"}.get(shard.state, "dim")
-            table.add_row(shard_name(shard.index), f"[{color}]{shard.state}[/]",
-                          f"{it.get('done', 0) + it.get('failed', 0)}/{stop - start}", str(it.get("failed", 0)),
-                          str(s.get("rows", 0)), f"{cache.get('hits', 0) / lookups:.0%}" if lookups else "-",
-                          str(shard.attempts))
-        if self.spec.shards > 20:
-            counts = {st: sum(s.state == st for s in self.shards) for st in ("pending", "committed", "failed")}
-            table.caption = ", ".join(f"{v} {k}" for k, v in counts.items())
-        return table
-
     def _finish(self, total: int, started: float) -> int:
         failed = [s.index for s in self.shards if s.state == "failed"]
         for index in failed:
-            shard = self.shards[index]
-            self._error(f"[red]{shard_name(index)} failed[/] (exit codes {shard.exit_codes}); "
-                        f"log: {escape(str(shard.log_path))}")
+            self.view.shard_failed(self.shards[index])
         try:
             result = combine_run(self.spec, self.run_id, self.store, total)
         except CombineRefused as exc:
-            self._error(f"[red bold]Not published[/] ({exc.reason}): {escape(redact_text(str(exc)))}")
+            self.view.not_published(exc.reason, str(exc))
             return 1
         except OSError as exc:  # the combine's scratch space (TMPDIR) failed, e.g. disk full
-            detail = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-            self._error(f"[red bold]Not published[/]: combine failed: {escape(redact_text(detail))}")
+            self.view.combine_failed(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
             return 1
-        self._summary(result, failed, time.monotonic() - started)
+        self.view.summary(self.spec, result, failed, time.monotonic() - started,
+                          self.store.key_uri(f"{layout.run_prefix(self.run_id)}failures/"))
         return 0
-
-    def _summary(self, result: CombineResult, failed: list[int], wall: float) -> None:
-        it = result.items
-        lookups = result.cache["hits"] + result.cache["misses"]
-        table = Table(title=f"{self.spec.name} · run {self.run_id}", show_header=False)
-        table.add_column(style="bold")
-        table.add_column()
-        table.add_row("shards", f"{self.spec.shards - len(failed)}/{self.spec.shards} committed"
-                      + (f" (failed: {compress_indexes(failed)})" if failed else ""))
-        table.add_row("items", f"{it['done']} done, {it['failed']} failed, {it['missing']} missing of {it['total']}")
-        table.add_row("reuse", f"{it['generated']} generated, {it['reused']} reused from earlier runs"
-                      if self.spec.reuse.enabled else f"off: {it['generated']} generated")
-        table.add_row("rows", f"{result.rows}" + (f" ({result.duplicates_dropped} duplicates dropped)"
-                                                  if result.duplicates_dropped else ""))
-        table.add_row("cache", f"{result.cache['hits']} hits, {result.cache['misses']} misses"
-                      + (f" ({result.cache['hits'] / lookups:.1%} hit rate)" if lookups else ""))
-        table.add_row("time", f"{wall:.1f}s ({total_rate(it, wall):.1f} items/s)")
-        table.add_row("dataset", redact_text(result.uri))
-        table.add_row("sha256", result.sha256)
-        table.add_row("manifest", redact_text(result.manifest_uri))
-        if it["failed"]:
-            table.add_row("failures", redact_text(self.store.key_uri(f"{layout.run_prefix(self.run_id)}failures/")))
-        self.console.print(table)
-        print(redact_text(result.uri))
 
 
 def _prewarm_combine() -> None:
@@ -363,6 +295,3 @@ def _prewarm_combine() -> None:
 
     importlib.import_module("pandas")
 
-
-def total_rate(items: dict, wall: float) -> float:
-    return (items["done"] + items["failed"]) / wall if wall else 0.0

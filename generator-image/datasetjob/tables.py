@@ -13,8 +13,6 @@ import json
 import math
 from typing import Any, Iterable, Iterator
 
-FORMATS = ("csv", "jsonl", "parquet")
-
 
 def format_csv_value(value: Any) -> str:
     if value is None:

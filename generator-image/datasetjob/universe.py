@@ -3,7 +3,8 @@
 Every process expands the items from the spec itself (product/range/values are pure;
 fromUri reads the object; fromConfigMap reads the ConfigMap key mounted into the pod at
 $DSJ_ITEMS_DIR), so no expanded list ever has to be shipped through the API server.
-Item files are streamed line by line, within the byte limits of `limits`.
+Item files are streamed line by line, within the byte limits of `limits`. This module does
+the reading; turning lines into items and ids is `item_source`, which does no I/O.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import BinaryIO, Iterator
 
 from .contract import ITEMS_DIR_ENV
 from .errors import SpecError, StorageError
-from .items import count_unique_ids, item_ids, iter_items
+from .item_source import count_unique_ids, item_ids, iter_items
 from .limits import MAX_ITEM_LINE_BYTES, MAX_ITEM_SOURCE_BYTES, size_text
 from .spec import DatasetJobSpec, range_length
 from .storage import open_uri

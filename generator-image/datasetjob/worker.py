@@ -124,10 +124,12 @@ class ShardWorker:
         self.positions = range(start, stop)
         self.counters = Counters()
         self.summary = ShardSummary(setup.run_id, setup.index, items_total=len(self.positions))
-        self.stopping = threading.Event()
+        self.stopping = threading.Event()  # set on SIGTERM: checkpoint and stop
+        self._done = threading.Event()  # the shard is over: stops the progress ticker
         self._lock = threading.Lock()
         self._reused: dict[int, ItemRecord] = {}
         self._generated: dict[int, list[dict]] = {}
+        self._checkpoint: Checkpoint | None = None  # function mode; flushed or discarded at commit
 
     # -- progress ---------------------------------------------------------------------------
     def _publish(self) -> None:
@@ -152,7 +154,6 @@ class ShardWorker:
             log.info("%s: retrying its %d failed items", shard_name(index), manifest["items"]["failed"])
         log.info("%s of run %s: items %d..%d (%d items), concurrency %d", shard_name(index), run_id,
                  self.positions.start, self.positions.stop - 1, len(self.positions), self.spec.generator.concurrency)
-        self._done = threading.Event()
         ticker = threading.Thread(target=self._progress_loop, daemon=True)
         ticker.start()
         try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from datasetjob.errors import SpecError
-from datasetjob.items import count_items, count_unique_ids, iter_items
+from datasetjob.item_source import count_items, count_unique_ids, iter_items
 from datasetjob.spec import DatasetJobSpec, run_id as compute_run_id, spec_from_dict
 
 from . import naming, planning

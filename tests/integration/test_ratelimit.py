@@ -20,7 +20,8 @@ import pytest
 import redis
 
 from datasetjob.cache.redis_backend import forget_links
-from datasetjob.context import Counters, ItemContext, Throttled, is_throttled, limited, retry_upstream
+from datasetjob.backoff import Throttled, is_throttled, retry_upstream
+from datasetjob.context import Counters, ItemContext, limited
 from datasetjob.ratelimit import InProcessTokenBucket, LocalTokenBucket, bucket_step
 from datasetjob.redis_ratelimit import RedisTokenBucket
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from datasetjob.progress import read_redis_progress, tally_progress
+from datasetjob.progress import read_redis_progress, sum_shard_progress
 from tests.integration.runs import SAMPLE, dsj, published, sha256
 
 NAMESPACE = "smart-money-flow"  # spec.cache.namespace defaults to the DatasetJob name
@@ -123,7 +123,7 @@ def test_a_killed_shard_reruns_skipping_its_checkpointed_items(tmp_path, redis_u
     assert shard3["cache"]["hits"] > 0
     final = read_redis_progress(redis_url, NAMESPACE, run_id)
     assert len(final) == 10 and all(s["state"] == "committed" for s in final.values())
-    assert tally_progress(final)["items"]["done"] == TOTAL_ITEMS
+    assert sum_shard_progress(final)["items"]["done"] == TOTAL_ITEMS
 
 
 def test_redis_killed_mid_run_completes_with_one_warning_per_worker(tmp_path, redis_server, redis_url, reference):
@@ -133,7 +133,7 @@ def test_redis_killed_mid_run_completes_with_one_warning_per_worker(tmp_path, re
     try:
         def a_sixth_done():
             snaps = read_redis_progress(redis_url, NAMESPACE, run_id)
-            return len(snaps) == 10 and tally_progress(snaps)["items"]["done"] >= TOTAL_ITEMS // 6 and snaps
+            return len(snaps) == 10 and sum_shard_progress(snaps)["items"]["done"] >= TOTAL_ITEMS // 6 and snaps
 
         at_kill = wait_for(a_sixth_done, proc, what="a sixth of the items")
         redis_server.kill()

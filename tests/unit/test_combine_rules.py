@@ -1,7 +1,7 @@
 import pytest
 
-from datasetjob.combine import (CombineRefused, check_columns, check_coverage, check_success_ratio, check_value,
-                                item_tally, sort_key_part)
+from datasetjob.combine_rules import (CombineRefused, check_columns, check_coverage, check_success_ratio,
+                                      check_value, count_manifest_items, sort_key_part)
 
 
 def manifest(done=10, failed=0, rows=10, columns=("a", "b")):
@@ -20,7 +20,7 @@ def test_missing_shards_over_budget_refuse_with_reason():
 
 
 def test_success_ratio_counts_missing_shards_as_not_done():
-    items = item_tally(40, {0: manifest(done=9, failed=1), 1: manifest(done=10)})
+    items = count_manifest_items(40, {0: manifest(done=9, failed=1), 1: manifest(done=10)})
     assert items == {"total": 40, "done": 19, "failed": 1, "missing": 20, "generated": 19, "reused": 0}
     with pytest.raises(CombineRefused, match="only 19 of 40 items succeeded") as exc:
         check_success_ratio(items, 0.5)

@@ -1,8 +1,8 @@
 import pytest
 
 from datasetjob.errors import SpecError
-from datasetjob.items import expand_items, item_ids, parse_item_lines
-from datasetjob.spec import run_id, spec_from_dict, spec_from_document
+from datasetjob.item_source import item_ids, iter_items
+from datasetjob.spec import ItemsSpec, run_id, spec_from_dict, spec_from_document
 
 BASE = {"items": {"values": ["a", "b", "c"]}, "generator": {"function": "m:f"}}
 
@@ -10,6 +10,10 @@ BASE = {"items": {"values": ["a", "b", "c"]}, "generator": {"function": "m:f"}}
 def spec(**over):
     raw = {**BASE, **over}
     return spec_from_dict("demo", raw)
+
+
+def expand_items(items: ItemsSpec) -> list:
+    return list(iter_items(items))
 
 
 def test_defaults_are_applied_from_the_schema():
@@ -49,7 +53,10 @@ def test_range_items():
 
 
 def test_item_lines_are_json_or_plain():
-    assert parse_item_lines('AAPL\n{"a": 1}\n\n"quoted"\n[1,2]\n') == ["AAPL", {"a": 1}, "quoted", [1, 2]]
+    text = 'AAPL\n{"a": 1}\n\n"quoted"\n[1,2]\n'
+    source = ItemsSpec(from_uri="file:///items.jsonl")
+    items = list(iter_items(source, read_lines=lambda uri: text.splitlines()))
+    assert items == ["AAPL", {"a": 1}, "quoted", [1, 2]]
 
 
 def test_duplicate_ids_are_listed():

@@ -224,7 +224,7 @@ class RealNode:
                                "x509": {"clientCAFile": str(cp.ca_file)}},
             "authorization": {"mode": "Webhook"},
             "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
-            # What this machine needs (REAL_NODE.md): cgroup v1 through cgroupfs, no swap
+            # What a node on a shared host needs: cgroup v1 through cgroupfs, no swap
             # check, and no eviction or allocatable enforcement on a shared machine.
             "cgroupDriver": "cgroupfs",
             "cgroupRoot": self.cgroup_root,

@@ -1,4 +1,5 @@
-"""Expanding a spec's item source into the ordered item stream, with ids. Pure except `read_lines`.
+"""A spec's item source expanded into the ordered item stream, and the items' ids. Pure: the
+lines of a fromUri object or a ConfigMap key are read by the caller (`universe`) and passed in.
 
 Sources are streamed: a fromUri file is parsed line by line and never held as one text, and
 checking ids (`count_unique_ids`) keeps one id per item, not the items.
@@ -33,12 +34,6 @@ def parse_item_line(line: str) -> Any:
     return line
 
 
-def parse_item_lines(text: str | Iterable[str]) -> list[Any]:
-    """JSON lines, or one plain item per line; blank lines are skipped."""
-    lines = text.splitlines() if isinstance(text, str) else text
-    return [item for item in map(parse_item_line, lines) if item is not _SKIP]
-
-
 def _counted(items: Iterable[Any], field: str) -> Iterator[Any]:
     """Items of a source whose size is only known by reading it, up to MAX_ITEMS."""
     for n, item in enumerate(items, 1):
@@ -70,13 +65,6 @@ def iter_items(items: ItemsSpec, read_lines: Callable[[str], Iterable[str]] | No
         return _counted((i for i in map(parse_item_line, read_lines(items.from_uri)) if i is not _SKIP),
                         "spec.items.fromUri")
     raise SpecError(["spec.items: no item source"])
-
-
-def expand_items(items: ItemsSpec, read_lines: Callable[[str], Iterable[str]] | None = None,
-                 config_map_text: str | Iterable[str] | None = None) -> list[Any]:
-    """The item universe in its defined order, as a list."""
-    lines = config_map_text.splitlines() if isinstance(config_map_text, str) else config_map_text
-    return list(iter_items(items, read_lines, lines))
 
 
 def count_items(items: ItemsSpec, config_map_text: str | None = None) -> int | None:
