@@ -23,7 +23,8 @@ from .storage import open_store
 from .contract import EXIT_DO_NOT_RETRY, EXIT_OK, EXIT_RETRY, IMAGE_DIGEST_ENV, REGENERATE_TOKEN_ENV
 from .fingerprint import fingerprint_inputs, generator_fingerprint, image_digest
 from .item_store import ItemStore
-from .worker import ShardSummary, ShardWorker, WorkerSetup, write_termination_message
+from .shard_summary import ShardSummary, write_termination_message
+from .worker import ShardWorker, WorkerSetup
 
 log = logging.getLogger("datasetjob.worker")
 

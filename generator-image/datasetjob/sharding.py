@@ -1,4 +1,4 @@
-"""Which items a shard owns, and names derived from a shard index. Pure."""
+"""Which items a shard owns, in which order it works on them, and names derived from a shard index. Pure."""
 
 from __future__ import annotations
 
@@ -41,3 +41,19 @@ def expand_indexes(text: str | None) -> list[int]:
         lo, _, hi = part.partition("-")
         out.extend(range(int(lo), int(hi or lo) + 1))
     return out
+
+
+def processing_order(positions: range, index: int) -> list[int]:
+    """The shard's items, rotated by a golden-ratio share of its length per shard index.
+
+    Shards of a product universe tend to need the same shared keys in the same order (every
+    shard wants date 1, then date 2, ...), so without rotation they all miss the same key at
+    the same moment and queue behind one single-flight holder. A low-discrepancy rotation
+    spreads first touches across shards. Only the processing order changes; output order
+    stays the item order.
+    """
+    items = list(positions)
+    if not items:
+        return items
+    offset = int(index * 0.6180339887498949 * len(items)) % len(items)
+    return items[offset:] + items[:offset]

@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import layout
@@ -29,48 +29,15 @@ from .fingerprint import item_digest
 from .generator import json_safe_rows, load_function, normalise_rows, substitute
 from .reuse import ItemRecord, lineage, select_reusable
 from .rowtypes import conform_row, type_conflicts
-from .sharding import shard_bounds, shard_name
+from .sharding import processing_order, shard_bounds, shard_name
 from .spec import DatasetJobSpec
+from .shard_summary import ShardSummary
 from .storage import Store, local_tempdir
 from .tables import count_rows, file_digest, read_columns, write_rows
 
 from .contract import EXIT_OK, EXIT_TERMINATED, RETRY_FAILED_ITEMS_ENV
 
 log = logging.getLogger("datasetjob.worker")
-
-
-@dataclass
-class ShardSummary:
-    run_id: str
-    index: int
-    items_total: int = 0
-    items_done: int = 0
-    items_failed: int = 0
-    items_skipped: int = 0  # done by an earlier attempt (from the checkpoint)
-    items_reused: int = 0  # done by an earlier run: rows taken from the item store
-    rows: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-    upstream_calls: int = 0
-    sha256: str | None = None
-    bytes: int = 0
-    state: str = "running"
-    error: str | None = None
-    columns: list[str] = field(default_factory=list)
-
-    def to_message(self) -> dict:
-        """The one-line termination message (kept well under the 4 KiB limit)."""
-        out = {"runId": self.run_id, "shard": self.index, "state": self.state,
-               "items": {"total": self.items_total, "done": self.items_done,
-                         "failed": self.items_failed, "skipped": self.items_skipped,
-                         "reused": self.items_reused},
-               "rows": self.rows, "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
-               "upstreamCalls": self.upstream_calls}
-        if self.sha256:
-            out["sha256"] = self.sha256
-        if self.error:
-            out["error"] = self.error[:1500]
-        return out
 
 
 @dataclass
@@ -85,34 +52,6 @@ class WorkerSetup:
     progress: Any
     limiter: Any = None
     item_store: Any = None  # an ItemStore when spec.reuse is on (function mode), else None
-
-
-def write_termination_message(summary: ShardSummary | dict) -> None:
-    message = summary.to_message() if isinstance(summary, ShardSummary) else summary
-    path = os.environ.get("DSJ_TERMINATION_LOG") or "/dev/termination-log"
-    if not os.environ.get("DSJ_TERMINATION_LOG") and not os.path.exists(path):
-        return  # not in a pod
-    try:
-        with open(path, "w") as f:
-            f.write(json.dumps(message, separators=(",", ":")) + "\n")
-    except OSError as exc:
-        log.warning("cannot write termination message to %s: %s", path, exc)
-
-
-def processing_order(positions: range, index: int) -> list[int]:
-    """The shard's items, rotated by a golden-ratio share of its length per shard index.
-
-    Shards of a product universe tend to need the same shared keys in the same order (every
-    shard wants date 1, then date 2, ...), so without rotation they all miss the same key at
-    the same moment and queue behind one single-flight holder. A low-discrepancy rotation
-    spreads first touches across shards. Only the processing order changes; output order
-    stays the item order.
-    """
-    items = list(positions)
-    if not items:
-        return items
-    offset = int(index * 0.6180339887498949 * len(items)) % len(items)
-    return items[offset:] + items[:offset]
 
 
 class ShardWorker:
