@@ -145,5 +145,5 @@ def make_limiter(spec):
             "spec.rateLimit without a Redis (spec.cache.redisUrl is empty): this pod limits itself "
             "to requestsPerSecond / parallelism = %.3g requests/s", rl.requests_per_second / share)
         return InProcessTokenBucket(rl.requests_per_second / share, max(1, rl.burst // share))
-    directory = os.environ.get("DSJ_CACHE_DIR") or default_cache_dir()
+    directory = os.environ.get("DSJ_EMBEDDED_CACHE_DIR") or default_cache_dir()
     return LocalTokenBucket(directory, rl.scope, rl.requests_per_second, rl.burst)

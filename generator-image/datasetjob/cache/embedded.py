@@ -20,7 +20,7 @@ SINGLE_FLIGHT_TIMEOUT_SECONDS = 120.0
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("DSJ_CACHE_DIR")
+    env = os.environ.get("DSJ_EMBEDDED_CACHE_DIR")
     if env:
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "datasetjob" / "embedded-cache"

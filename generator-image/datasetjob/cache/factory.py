@@ -25,7 +25,7 @@ def make_cache(spec, run_id: str | None = None):
     if url == "":
         return NullCache()
     if url is None:
-        return EmbeddedCache(os.environ.get("DSJ_CACHE_DIR") or None, namespace=spec.cache.namespace,
+        return EmbeddedCache(os.environ.get("DSJ_EMBEDDED_CACHE_DIR") or None, namespace=spec.cache.namespace,
                              default_ttl=spec.cache.ttl_seconds)
     from .redis_backend import RedisCache
 
