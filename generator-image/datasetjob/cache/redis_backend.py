@@ -42,7 +42,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import CacheValueError, decode_value, encode_value
+from .values import CacheValueError, decode_value, encode_value
 
 log = logging.getLogger("datasetjob.cache")
 
