@@ -105,7 +105,8 @@ def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> 
     worker = None
     try:
         from .cache.factory import make_cache
-        from .progress import FileProgress, NullProgress
+        from .cache.redis_backend import RedisCache
+        from .progress import FileProgress, NullProgress, redis_progress
 
         store = open_output(spec)
         items, ids = resolve_items(spec)
@@ -114,8 +115,8 @@ def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> 
         setup = WorkerSetup(spec=spec, run_id=run, index=index, store=store, items=items, ids=ids,
                             cache=make_cache(spec, run), progress=progress, limiter=_make_limiter(spec),
                             item_store=item_store(spec, store))
-        if hasattr(setup.cache, "progress_sink"):
-            setup.progress = setup.cache.progress_sink(run, index, fallback=progress)
+        if isinstance(setup.cache, RedisCache):
+            setup.progress = redis_progress(setup.cache, run, index, fallback=progress)
         worker = ShardWorker(setup)
         stop_on_sigterm(worker.stopping)
         try:

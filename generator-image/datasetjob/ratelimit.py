@@ -129,7 +129,7 @@ def make_limiter(spec):
     """The bucket of `spec.rateLimit`: in Redis when a Redis is configured, else on local disk
     (shared by the machine's workers), or, in a pod without Redis, the pod's share in-process."""
     from .cache.embedded import default_cache_dir
-    from .cache.factory import effective_redis_url
+    from .redis_link import effective_redis_url
 
     rl = spec.rate_limit
     url = effective_redis_url(spec.cache.redis_url)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from .cache.redis_backend import get_link
+from .redis_link import get_link
 from .ratelimit import InProcessTokenBucket
 
 # KEYS: bucket   ARGV: rate, burst, reserve (1/0)

@@ -19,7 +19,7 @@ import time
 import pytest
 import redis
 
-from datasetjob.cache.redis_backend import forget_links
+from datasetjob.redis_link import forget_links
 from datasetjob.context import Counters, ItemContext, Throttled, is_throttled, limited, retry_upstream
 from datasetjob.ratelimit import InProcessTokenBucket, LocalTokenBucket, bucket_step
 from datasetjob.redis_ratelimit import RedisTokenBucket

@@ -13,8 +13,10 @@ import pytest
 import redis
 
 from datasetjob.cache import CacheValueError
-from datasetjob.cache.redis_backend import RedisCache, forget_links, redact_url
-from datasetjob.progress import FileProgress, read_file_progress, read_redis_cache_stats, read_redis_progress
+from datasetjob.cache.redis_backend import RedisCache
+from datasetjob.progress import (FileProgress, read_file_progress, read_redis_cache_stats, read_redis_progress,
+                                 redis_progress)
+from datasetjob.redis_link import forget_links, redact_url
 
 from tests.fixtures.services import free_port
 
@@ -112,7 +114,7 @@ def test_hits_and_misses_are_counted_per_run(redis_url):
 def test_progress_sink_stores_snapshots_per_shard_and_feeds_the_fallback(redis_url, tmp_path):
     cache = RedisCache(redis_url, namespace="smf", run_id="r1")
     for index in (0, 3):
-        sink = cache.progress_sink("r1", index, fallback=FileProgress(tmp_path, index))
+        sink = redis_progress(cache, "r1", index, fallback=FileProgress(tmp_path, index))
         sink.publish({"shard": index, "state": "running", "items": {"total": 10, "done": index, "failed": 0},
                       "cache": {"hits": 1, "misses": 2}, "rows": index})
     sink.publish({"shard": 3, "state": "committed", "items": {"total": 10, "done": 10, "failed": 0},
@@ -260,7 +262,7 @@ def test_unreachable_redis_at_start_degrades_with_one_warning(caplog):
     cache.set("k0", 1)
     with pytest.raises(CacheValueError, match="'bad'"):  # same contract without Redis
         cache.get_or_compute("bad", lambda: {1})
-    cache.progress_sink("r", 0).publish({"items": {}})
+    redis_progress(cache, "r", 0).publish({"items": {}})
     warned = warnings_in(caplog)
     assert len(warned) == 1, warned
     assert url in warned[0] and "counted as misses" in warned[0]
