@@ -12,10 +12,14 @@ import os
 import sys
 import time
 
+from .cache.factory import make_cache
+from .cache.redis_backend import RedisCache
 from .combine import CombineRefused, combine_run
 from .errors import GeneratorConfigError, SpecError
 from .logtext import OneLineFormatter
 from .lifetime import stop_on_sigterm, stop_with_parent
+from .progress import FileProgress, NullProgress, redis_progress
+from .ratelimit import make_limiter
 from .universe import resolve_items
 from .redaction import CREDENTIALS_ENV, decode_secrets, restore_credentials
 from .spec import DatasetJobSpec, run_id as compute_run_id, spec_from_document
@@ -75,8 +79,6 @@ def open_output(spec: DatasetJobSpec):
 def _make_limiter(spec: DatasetJobSpec):
     if spec.rate_limit is None:
         return None
-    from .ratelimit import make_limiter
-
     return make_limiter(spec)
 
 
@@ -104,10 +106,6 @@ def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> 
 
     worker = None
     try:
-        from .cache.factory import make_cache
-        from .cache.redis_backend import RedisCache
-        from .progress import FileProgress, NullProgress, redis_progress
-
         store = open_output(spec)
         items, ids = resolve_items(spec)
         progress_dir = os.environ.get("DSJ_PROGRESS_DIR")

@@ -43,8 +43,7 @@ def start_redis():
 
 
 def _limiter_worker(kind, target, scope, rate, burst, seconds, barrier, out):
-    from datasetjob.ratelimit import LocalTokenBucket
-    from datasetjob.redis_ratelimit import RedisTokenBucket
+    from datasetjob.ratelimit import LocalTokenBucket, RedisTokenBucket
 
     bucket = (RedisTokenBucket(target, scope, rate, burst, parallelism=PROCESSES) if kind == "redis"
               else LocalTokenBucket(target, scope, rate, burst))

@@ -19,10 +19,9 @@ import time
 import pytest
 import redis
 
-from datasetjob.redis_link import forget_links
 from datasetjob.context import Counters, ItemContext, Throttled, is_throttled, limited, retry_upstream
-from datasetjob.ratelimit import InProcessTokenBucket, LocalTokenBucket, bucket_step
-from datasetjob.redis_ratelimit import RedisTokenBucket
+from datasetjob.ratelimit import InProcessTokenBucket, LocalTokenBucket, RedisTokenBucket, bucket_step
+from datasetjob.redis_link import forget_links
 
 from tests.fixtures.services import free_port
 

@@ -15,23 +15,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..localdirs import embedded_cache_dir
 from .values import decode_value, encode_value
 
 # Past this, a lock holder is presumed stuck and the waiter computes for itself.
 SINGLE_FLIGHT_TIMEOUT_SECONDS = 120.0
 
 
-def default_cache_dir() -> Path:
-    env = os.environ.get("DSJ_EMBEDDED_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "datasetjob" / "embedded-cache"
-
-
 class EmbeddedCache:
     def __init__(self, directory: str | os.PathLike | None = None, namespace: str = "default",
                  default_ttl: int | None = None):
-        self.dir = Path(directory) if directory else default_cache_dir()
+        self.dir = Path(directory) if directory else embedded_cache_dir()
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "locks").mkdir(exist_ok=True)
         self.db_path = self.dir / "cache.sqlite"
