@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-CACHE_DIR ?= $(HOME)/.cache/datasetjob
+# where scripts/ and the test fixtures keep built binaries and images (not the worker's cache)
+DATASETJOB_BUILD_CACHE ?= $(HOME)/.cache/datasetjob
+export DATASETJOB_BUILD_CACHE
 
 .PHONY: demo test verify venv services controlplane kueue images cluster cluster-clean unit integration e2e bench manifests clean
 
@@ -29,7 +31,7 @@ kueue:  ## Kueue's controller for the e2e queueing scenario (built once, cached)
 controlplane:  ## etcd, kube-apiserver, -controller-manager, -scheduler, kubelet, kube-proxy, helm (built once, cached)
 	scripts/build-control-plane.sh
 
-images: services  ## the node's container images (podman, cached); archives under ~/.cache/datasetjob/images
+images: services  ## the node's container images (podman, cached); archives under $(DATASETJOB_BUILD_CACHE)/images
 	scripts/build-images.sh
 
 demo: venv

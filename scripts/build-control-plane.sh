@@ -6,7 +6,7 @@
 #
 # Versions come from scripts/versions.env. Everything is cached, keyed by version:
 #
-#   $DSJ_CACHE_DIR (default ~/.cache/datasetjob)/
+#   $DATASETJOB_BUILD_CACHE (default ~/.cache/datasetjob)/
 #     bin/kubernetes-<v>/kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy
 #     bin/etcd-<v>/etcd
 #     bin/helm-<v>/helm
@@ -28,7 +28,7 @@ source "$SCRIPT_DIR/versions.env"
 # shellcheck source=go-env.sh
 source "$SCRIPT_DIR/go-env.sh"
 
-CACHE_DIR=${DSJ_CACHE_DIR:-$HOME/.cache/datasetjob}
+CACHE_DIR=${DATASETJOB_BUILD_CACHE:-$HOME/.cache/datasetjob}
 BIN_ROOT=$CACHE_DIR/bin
 K8S_BIN=$BIN_ROOT/kubernetes-$KUBERNETES_VERSION
 ETCD_BIN=$BIN_ROOT/etcd-$ETCD_VERSION

@@ -38,7 +38,7 @@ source "$SCRIPT_DIR/services.env"
 # shellcheck source=go-env.sh
 source "$SCRIPT_DIR/go-env.sh"
 
-CACHE_DIR=${DSJ_CACHE_DIR:-${DATASETJOB_CACHE_DIR:-$HOME/.cache/datasetjob}}
+CACHE_DIR=${DATASETJOB_BUILD_CACHE:-$HOME/.cache/datasetjob}
 IMAGES_DIR=$CACHE_DIR/images
 ROOTFS_DIR=$CACHE_DIR/rootfs
 BIN_ROOT=$CACHE_DIR/bin

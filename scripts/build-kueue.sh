@@ -5,7 +5,7 @@
 # The version comes from KUEUE_VERSION in scripts/versions.env. It shares the cache of
 # scripts/build-control-plane.sh:
 #
-#   $DSJ_CACHE_DIR (default ~/.cache/datasetjob)/
+#   $DATASETJOB_BUILD_CACHE (default ~/.cache/datasetjob)/
 #     bin/kueue-<v>/kueue      the controller manager
 #     go/mod, go/build         GOMODCACHE and GOCACHE (Kueue's CRDs and webhook manifests are
 #                              read by the test harness from go/mod/sigs.k8s.io/kueue@<v>/config)
@@ -21,7 +21,7 @@ source "$SCRIPT_DIR/versions.env"
 # shellcheck source=go-env.sh
 source "$SCRIPT_DIR/go-env.sh"
 
-CACHE_DIR=${DSJ_CACHE_DIR:-$HOME/.cache/datasetjob}
+CACHE_DIR=${DATASETJOB_BUILD_CACHE:-$HOME/.cache/datasetjob}
 KUEUE_BIN=$CACHE_DIR/bin/kueue-$KUEUE_VERSION
 KUEUE_SRC=$CACHE_DIR/go/mod/sigs.k8s.io/kueue@$KUEUE_VERSION
 

@@ -2,7 +2,7 @@
 # Installs the local services that the integration tests, e2e tests and benchmarks run:
 #   - redis-server / redis-cli / redis-benchmark (Debian package, via apt-get)
 #   - versitygw, an S3-compatible server (posix backend), built from its Go module into
-#     $DATASETJOB_CACHE_DIR/versitygw-<version>/ (default ~/.cache/datasetjob)
+#     $DATASETJOB_BUILD_CACHE/versitygw-<version>/ (default ~/.cache/datasetjob)
 # Versions are pinned in scripts/services.env. Safe to re-run: it only does work that is missing.
 #
 #   scripts/install-services.sh             both
@@ -13,7 +13,7 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=services.env
 source "$SCRIPT_DIR/services.env"
 
-CACHE_DIR="${DATASETJOB_CACHE_DIR:-$HOME/.cache/datasetjob}"
+CACHE_DIR="${DATASETJOB_BUILD_CACHE:-$HOME/.cache/datasetjob}"
 VERSITYGW_DIR="$CACHE_DIR/versitygw-$VERSITYGW_VERSION"
 VERSITYGW_BIN="$VERSITYGW_DIR/versitygw"
 

@@ -12,10 +12,14 @@ import os
 import sys
 import time
 
+from .cache.factory import make_cache
+from .cache.redis_backend import RedisCache
 from .combine import CombineRefused, combine_run
 from .errors import GeneratorConfigError, SpecError
 from .logtext import OneLineFormatter
 from .lifetime import stop_on_sigterm, stop_with_parent
+from .progress import FileProgress, NullProgress, redis_progress
+from .ratelimit import make_limiter
 from .universe import resolve_items
 from .redaction import CREDENTIALS_ENV, decode_secrets, restore_credentials
 from .spec import DatasetJobSpec, run_id as compute_run_id, spec_from_document
@@ -76,8 +80,6 @@ def open_output(spec: DatasetJobSpec):
 def _make_limiter(spec: DatasetJobSpec):
     if spec.rate_limit is None:
         return None
-    from .ratelimit import make_limiter
-
     return make_limiter(spec)
 
 
@@ -105,9 +107,6 @@ def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> 
 
     worker = None
     try:
-        from .cache.factory import make_cache
-        from .progress import FileProgress, NullProgress
-
         store = open_output(spec)
         items, ids = resolve_items(spec)
         progress_dir = os.environ.get("DSJ_PROGRESS_DIR")
@@ -115,8 +114,8 @@ def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> 
         setup = WorkerSetup(spec=spec, run_id=run, index=index, store=store, items=items, ids=ids,
                             cache=make_cache(spec, run), progress=progress, limiter=_make_limiter(spec),
                             item_store=item_store(spec, store))
-        if hasattr(setup.cache, "progress_sink"):
-            setup.progress = setup.cache.progress_sink(run, index, fallback=progress)
+        if isinstance(setup.cache, RedisCache):
+            setup.progress = redis_progress(setup.cache, run, index, fallback=progress)
         worker = ShardWorker(setup)
         stop_on_sigterm(worker.stopping)
         try:

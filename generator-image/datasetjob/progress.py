@@ -1,7 +1,7 @@
 """Live per-shard progress: the worker publishes snapshots, the local runner (or the operator)
 reads them. Local mode uses one small JSON file per shard, rewritten atomically; with a Redis
 cache the worker also stores each snapshot in the run's hash dsj:progress:{namespace}:{runId}
-(RedisCache.progress_sink), which read_redis_progress reads back."""
+(RedisProgress, made by redis_progress), which read_redis_progress reads back."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ import logging
 import os
 import time
 from pathlib import Path
+
+import redis
+
+from .redis_link import RUN_KEYS_TTL_SECONDS, RedisLink, get_link, progress_key
 
 
 class NullProgress:
@@ -42,12 +46,43 @@ def read_file_progress(directory: str | os.PathLike) -> dict[int, dict]:
     return out
 
 
+class RedisProgress:
+    """Stores a shard's latest snapshot in the run's progress hash (field = shard index) and
+    passes it on to `fallback` (the local file progress), which always gets it."""
+
+    def __init__(self, link: RedisLink, key: str, index: int, fallback=None, on_publish=None):
+        self.link = link
+        self.key = key
+        self.index = int(index)
+        self.fallback = fallback
+        self.on_publish = on_publish
+
+    def publish(self, snapshot: dict) -> None:
+        if self.fallback is not None:
+            self.fallback.publish(snapshot)
+        text = json.dumps(dict(snapshot, updatedAt=time.time()), separators=(",", ":"))
+
+        def op(c):
+            pipe = c.pipeline(transaction=False)
+            pipe.hset(self.key, str(self.index), text)
+            pipe.expire(self.key, RUN_KEYS_TTL_SECONDS)
+            pipe.execute()
+
+        self.link.run(op)
+        if self.on_publish is not None:
+            self.on_publish()
+
+
+def redis_progress(cache, run_id: str, index: int, fallback=None) -> RedisProgress:
+    """Where a worker with a Redis cache publishes its live progress: the run's hash (for the
+    operator) and `fallback`. Each publish also adds the cache's in-process hits to the run's
+    counters (cache.flush_stats)."""
+    return RedisProgress(cache.link, progress_key(cache.namespace, run_id), index, fallback,
+                         on_publish=cache.flush_stats)
+
+
 def _hgetall(url: str, key: str) -> dict:
     """HGETALL over the process's shared client; {} (logged at debug level) if Redis fails."""
-    import redis
-
-    from .cache.redis_backend import get_link
-
     try:
         return get_link(url).client.hgetall(key)
     except (redis.RedisError, OSError) as exc:
@@ -57,14 +92,12 @@ def _hgetall(url: str, key: str) -> dict:
 
 def read_redis_progress(url: str, namespace: str, run_id: str) -> dict[int, dict]:
     """shard index → latest snapshot, from the run's hash dsj:progress:{namespace}:{run_id}
-    (what workers publish through RedisCache.progress_sink). {} when Redis is unreachable.
+    (what workers publish through RedisProgress). {} when Redis is unreachable.
 
     Each snapshot is the shard's termination-message shape plus `index` and `updatedAt`:
     {"runId", "shard", "state", "items": {"total", "done", "failed", "skipped"}, "rows",
      "cache": {"hits", "misses"}, "upstreamCalls", ...}.
     """
-    from .cache.redis_backend import progress_key
-
     raw = _hgetall(url, progress_key(namespace, run_id))
     out: dict[int, dict] = {}
     for field, value in (raw or {}).items():
@@ -73,15 +106,6 @@ def read_redis_progress(url: str, namespace: str, run_id: str) -> dict[int, dict
         except (ValueError, TypeError):
             continue
     return out
-
-
-def read_redis_cache_stats(url: str, namespace: str, run_id: str) -> dict[str, int]:
-    """{"hits", "misses"} of the run's shared-cache lookups so far (dsj:stats:{namespace}:{run_id})."""
-    from .cache.redis_backend import stats_key
-
-    raw = _hgetall(url, stats_key(namespace, run_id))
-    raw = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in (raw or {}).items()}
-    return {"hits": raw.get("hits", 0), "misses": raw.get("misses", 0)}
 
 
 def sum_shard_progress(snapshots: dict[int, dict]) -> dict:

@@ -142,7 +142,7 @@ class LocalRunner:
         env["DSJ_GENERATOR_PATH"] = os.pathsep.join(filter(None, [
             os.getcwd(), str(Path(self.opts.spec_path).resolve().parent), env.get("DSJ_GENERATOR_PATH")]))
         if self.opts.cache_dir:
-            env["DSJ_CACHE_DIR"] = str(Path(self.opts.cache_dir).resolve())
+            env["DSJ_EMBEDDED_CACHE_DIR"] = str(Path(self.opts.cache_dir).resolve())
         if self.opts.redis_url is not None:
             env["DSJ_REDIS_URL"] = self.opts.redis_url
         env.pop("DSJ_TERMINATION_LOG", None)

@@ -90,7 +90,7 @@ def _env(run: Run, settings: Settings) -> list[dict]:
     env = [
         {"name": "DSJ_SPEC_FILE", "value": f"{SPEC_DIR}/{SPEC_FILE}"},
         {"name": "DSJ_RUN_ID", "value": run.run_id},
-        {"name": "DSJ_CACHE_DIR", "value": "/tmp/dsj-cache"},
+        {"name": "DSJ_EMBEDDED_CACHE_DIR", "value": "/tmp/dsj-cache"},
         {"name": "HOME", "value": "/tmp"},
         {"name": "TMPDIR", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},

@@ -39,7 +39,7 @@ def dsj_run(spec: dict, tmp: Path, name: str, workers: int, cache_dir: Path) -> 
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     subprocess.run([sys.executable, "-m", "datasetjob", "run", str(path), "--workers", str(workers),
                     "--output", f"file://{tmp}/out-{name}", "--workdir", str(tmp / f"work-{name}"), "--quiet"],
-                   check=True, cwd=tmp, env=dict(os.environ, DSJ_CACHE_DIR=str(cache_dir)),
+                   check=True, cwd=tmp, env=dict(os.environ, DSJ_EMBEDDED_CACHE_DIR=str(cache_dir)),
                    stdout=subprocess.DEVNULL)
 
 
@@ -50,7 +50,7 @@ def seed_pattern(spec: dict, tmp: Path, cache_dir: Path) -> None:
     items.write_text("\n".join(ids) + "\n")
     out = tmp / "seed-out"
     out.mkdir()
-    env = dict(os.environ, DSJ_CACHE_DIR=str(cache_dir), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env = dict(os.environ, DSJ_EMBEDDED_CACHE_DIR=str(cache_dir), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     subprocess.run(["bash", str(SEED / "generate-parallel.sh"), str(items), str(out), "10"], check=True, env=env)
     subprocess.run([sys.executable, str(SEED / "combine-datasets.py"), str(out)], check=True, env=env,
                    stdout=subprocess.DEVNULL)

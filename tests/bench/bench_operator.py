@@ -121,7 +121,7 @@ def sample_in_cluster_vs_local(cluster: E2ECluster, ns: str) -> tuple[float, flo
         start = time.monotonic()
         proc = subprocess.run([str(REPO / ".venv" / "bin" / "dsj"), "run", str(SAMPLE), "--workers", "10",
                                "--output", f"file://{tmp}/out", "--workdir", tmp, "--quiet"],
-                              cwd=tmp, capture_output=True, text=True, env={"DSJ_CACHE_DIR": f"{tmp}/cache",
+                              cwd=tmp, capture_output=True, text=True, env={"DSJ_EMBEDDED_CACHE_DIR": f"{tmp}/cache",
                                                                              "PATH": "/usr/bin:/bin"})
         local = time.monotonic() - start
         assert proc.returncode == 0, proc.stderr

@@ -43,8 +43,7 @@ def start_redis():
 
 
 def _limiter_worker(kind, target, scope, rate, burst, seconds, barrier, out):
-    from datasetjob.ratelimit import LocalTokenBucket
-    from datasetjob.redis_ratelimit import RedisTokenBucket
+    from datasetjob.ratelimit import LocalTokenBucket, RedisTokenBucket
 
     bucket = (RedisTokenBucket(target, scope, rate, burst, parallelism=PROCESSES) if kind == "redis"
               else LocalTokenBucket(target, scope, rate, burst))
@@ -155,7 +154,7 @@ def sample_run(tmp: Path, name: str, latency_ms: int, redis_url: str | None, cac
            "--output", f"file://{tmp}/out-{name}", "--workdir", str(tmp / f"work-{name}")]
     if redis_url:
         cmd += ["--redis-url", redis_url]
-    env = dict(os.environ, DSJ_CACHE_DIR=str(cache_dir), SMF_LATENCY_MS=str(latency_ms))
+    env = dict(os.environ, DSJ_EMBEDDED_CACHE_DIR=str(cache_dir), SMF_LATENCY_MS=str(latency_ms))
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=tmp, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start

@@ -66,7 +66,7 @@ def dsj_run(spec: dict, tmp: Path, name: str, output: Path) -> tuple[float, int,
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     calls = tmp / f"calls-{name}.log"
-    env = dict(os.environ, DSJ_CACHE_DIR=str(tmp / f"cache-{name}"), SMF_ITEM_LOG=str(calls))
+    env = dict(os.environ, DSJ_EMBEDDED_CACHE_DIR=str(tmp / f"cache-{name}"), SMF_ITEM_LOG=str(calls))
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "datasetjob", "run", str(path), "--workers", "10",
                     "--output", f"file://{output}", "--workdir", str(tmp / f"work-{name}"), "--quiet"],

@@ -83,7 +83,7 @@ def test_sample_succeeds_with_the_local_runners_dataset(cluster, operator, s3_ns
     local = copy.deepcopy(doc)
     local["spec"]["output"] = {"format": "csv"}
     proc = dsj("run", str(write_doc(local, tmp_path / "smf.yaml")), "--output", f"file://{tmp_path}/out",
-               "--workdir", str(tmp_path), cwd=tmp_path, env={"DSJ_CACHE_DIR": str(tmp_path / "cache")})
+               "--workdir", str(tmp_path), cwd=tmp_path, env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
     dataset, _ = published(tmp_path / "out")
     assert s3_sha(s3, st["output"]["uri"]) == sha256(dataset) == st["output"]["sha256"]

@@ -19,7 +19,7 @@ def test_command_generator_produces_the_same_dataset_as_its_sdk_twin(tmp_path):
     for name, doc in (("sdk", sdk), ("cmd", cmd)):
         out = tmp_path / f"out-{name}"
         proc = dsj("run", str(write_doc(doc, tmp_path / f"{name}.yaml")), "--output", f"file://{out}",
-                   "--workdir", str(tmp_path / name), cwd=tmp_path, env={"DSJ_CACHE_DIR": str(tmp_path / name)})
+                   "--workdir", str(tmp_path / name), cwd=tmp_path, env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / name)})
         assert proc.returncode == 0, proc.stderr
         outs[name] = published(out)
     assert sha256(outs["sdk"][0]) == sha256(outs["cmd"][0])

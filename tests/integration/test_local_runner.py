@@ -20,7 +20,7 @@ def run_sample(tmp_path: Path, name: str, doc: dict, *extra: str, env: dict | No
     spec = write_doc(doc, tmp_path / f"{name}.yaml")
     out = tmp_path / f"out-{name}"
     proc = dsj("run", str(spec), "--output", f"file://{out}", "--workdir", str(tmp_path / f"work-{name}"),
-               *extra, cwd=tmp_path, env={"DSJ_CACHE_DIR": str(tmp_path / "cache"), **(env or {})})
+               *extra, cwd=tmp_path, env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache"), **(env or {})})
     return proc, out
 
 
@@ -105,7 +105,7 @@ def test_sigkill_mid_shard_then_resume_gives_the_same_dataset(tmp_path):
 
     spec = write_doc(doc, tmp_path / "crash.yaml")
     out, work = tmp_path / "out-crash", tmp_path / "work-crash"
-    env = dict(os.environ, SMF_LATENCY_MS="15", DSJ_CACHE_DIR=str(tmp_path / "cache-crash"))
+    env = dict(os.environ, SMF_LATENCY_MS="15", DSJ_EMBEDDED_CACHE_DIR=str(tmp_path / "cache-crash"))
     args = [sys.executable, "-m", "datasetjob", "run", str(spec), "--output", f"file://{out}",
             "--workdir", str(work), "--quiet"]
     runner = subprocess.Popen(args, cwd=tmp_path, env=env, start_new_session=True,
@@ -140,7 +140,7 @@ def test_ctrl_c_stops_workers_and_says_how_to_resume(tmp_path):
     doc = sample_doc(symbols=10, dates=12, shards=2)
     spec = write_doc(doc, tmp_path / "int.yaml")
     out, work = tmp_path / "out-int", tmp_path / "work-int"
-    env = dict(os.environ, SMF_LATENCY_MS="30", DSJ_CACHE_DIR=str(tmp_path / "cache"))
+    env = dict(os.environ, SMF_LATENCY_MS="30", DSJ_EMBEDDED_CACHE_DIR=str(tmp_path / "cache"))
     runner = subprocess.Popen([sys.executable, "-m", "datasetjob", "run", str(spec), "--output", f"file://{out}",
                                "--workdir", str(work)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
@@ -164,7 +164,7 @@ def test_retry_failed_reruns_only_the_failed_items(tmp_path):
     spec = write_doc(doc, tmp_path / "flaky.yaml")
     out = tmp_path / "out-flaky"
     common = ["run", str(spec), "--output", f"file://{out}", "--workdir", str(tmp_path / "w")]
-    env = {"DSJ_CACHE_DIR": str(tmp_path / "cache-flaky")}
+    env = {"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache-flaky")}
     first = dsj(*common, cwd=tmp_path, env=dict(env, SMF_FAIL_RATIO="0.05"))
     assert first.returncode == 0, first.stderr
     _, before = published(out)

@@ -32,7 +32,7 @@ def run_odd(tmp_path: Path, name: str, doc: dict, *extra: str):
     spec = write_doc(doc, tmp_path / f"{name}.yaml")
     out = tmp_path / f"out-{name}"
     proc = dsj("run", str(spec), "--output", f"file://{out}", "--workdir", str(tmp_path / f"work-{name}"),
-               "--quiet", *extra, cwd=tmp_path, env={"DSJ_CACHE_DIR": str(tmp_path / "cache")})
+               "--quiet", *extra, cwd=tmp_path, env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache")})
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc, out
 

@@ -19,11 +19,10 @@ import time
 import pytest
 import redis
 
-from datasetjob.cache.redis_backend import forget_links
 from datasetjob.backoff import Throttled, is_throttled, retry_upstream
 from datasetjob.context import Counters, ItemContext, limited
-from datasetjob.ratelimit import InProcessTokenBucket, LocalTokenBucket, bucket_step
-from datasetjob.redis_ratelimit import RedisTokenBucket
+from datasetjob.ratelimit import InProcessTokenBucket, LocalTokenBucket, RedisTokenBucket, bucket_step
+from datasetjob.redis_link import forget_links
 
 from tests.fixtures.services import free_port
 
@@ -366,7 +365,7 @@ def test_make_limiter_picks_the_bucket_for_the_mode(redis_url, tmp_path, monkeyp
     from datasetjob.ratelimit import make_limiter
 
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("DSJ_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("DSJ_EMBEDDED_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("DSJ_REDIS_URL", raising=False)
     assert isinstance(make_limiter(_spec()), LocalTokenBucket)
     monkeypatch.setenv("DSJ_REDIS_URL", redis_url)

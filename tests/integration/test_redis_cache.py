@@ -13,8 +13,10 @@ import pytest
 import redis
 
 from datasetjob.cache import CacheValueError
-from datasetjob.cache.redis_backend import RedisCache, forget_links, redact_url
-from datasetjob.progress import FileProgress, read_file_progress, read_redis_cache_stats, read_redis_progress
+from datasetjob.cache.redis_backend import RedisCache
+from datasetjob.progress import (FileProgress, read_file_progress, read_redis_progress,
+                                 redis_progress)
+from datasetjob.redis_link import forget_links, redact_url, stats_key
 
 from tests.fixtures.services import free_port
 
@@ -95,6 +97,12 @@ def test_keys_are_namespaced_with_the_ttl(redis_url):
     assert not r.keys("dsj:lock:*")
 
 
+def read_redis_cache_stats(url: str, namespace: str, run_id: str) -> dict[str, int]:
+    raw = redis.Redis.from_url(url).hgetall(stats_key(namespace, run_id))
+    raw = {k.decode(): int(v) for k, v in raw.items()}
+    return {"hits": raw.get("hits", 0), "misses": raw.get("misses", 0)}
+
+
 def test_hits_and_misses_are_counted_per_run(redis_url):
     cache = RedisCache(redis_url, namespace="smf", default_ttl=60, run_id="run1")
     other_run = RedisCache(redis_url, namespace="smf", default_ttl=60, run_id="run2")
@@ -109,10 +117,10 @@ def test_hits_and_misses_are_counted_per_run(redis_url):
     assert redis.Redis.from_url(redis_url).ttl("dsj:stats:smf:run1") > 0
 
 
-def test_progress_sink_stores_snapshots_per_shard_and_feeds_the_fallback(redis_url, tmp_path):
+def test_redis_progress_stores_snapshots_per_shard_and_feeds_the_fallback(redis_url, tmp_path):
     cache = RedisCache(redis_url, namespace="smf", run_id="r1")
     for index in (0, 3):
-        sink = cache.progress_sink("r1", index, fallback=FileProgress(tmp_path, index))
+        sink = redis_progress(cache, "r1", index, fallback=FileProgress(tmp_path, index))
         sink.publish({"shard": index, "state": "running", "items": {"total": 10, "done": index, "failed": 0},
                       "cache": {"hits": 1, "misses": 2}, "rows": index})
     sink.publish({"shard": 3, "state": "committed", "items": {"total": 10, "done": 10, "failed": 0},
@@ -260,7 +268,7 @@ def test_unreachable_redis_at_start_degrades_with_one_warning(caplog):
     cache.set("k0", 1)
     with pytest.raises(CacheValueError, match="'bad'"):  # same contract without Redis
         cache.get_or_compute("bad", lambda: {1})
-    cache.progress_sink("r", 0).publish({"items": {}})
+    redis_progress(cache, "r", 0).publish({"items": {}})
     warned = warnings_in(caplog)
     assert len(warned) == 1, warned
     assert url in warned[0] and "counted as misses" in warned[0]

@@ -29,14 +29,14 @@ def reference(tmp_path_factory) -> tuple[str, str]:
     tmp = tmp_path_factory.mktemp("reference")
     out = tmp / "out"
     dsj("run", str(SAMPLE), "--output", f"file://{out}", "--workdir", str(tmp / "work"), "--quiet",
-        cwd=tmp, env={"DSJ_CACHE_DIR": str(tmp / "cache")}, check=True)
+        cwd=tmp, env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp / "cache")}, check=True)
     dataset, manifest = published(out)
     assert manifest["dataset"]["rows"] == TOTAL_ITEMS
     return manifest["runId"], sha256(dataset)
 
 
 def start_run(tmp: Path, redis_url: str, latency_ms: int) -> subprocess.Popen:
-    env = dict(os.environ, SMF_LATENCY_MS=str(latency_ms), DSJ_CACHE_DIR=str(tmp / "unused-cache"))
+    env = dict(os.environ, SMF_LATENCY_MS=str(latency_ms), DSJ_EMBEDDED_CACHE_DIR=str(tmp / "unused-cache"))
     cmd = [sys.executable, "-m", "datasetjob", "run", str(SAMPLE), "--output", f"file://{tmp / 'out'}",
            "--workdir", str(tmp / "work"), "--redis-url", redis_url, "--quiet"]
     return subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

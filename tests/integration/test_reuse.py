@@ -49,7 +49,7 @@ class Runs:
         log = self.tmp / f"items-{n}.log"
         proc = dsj("run", str(write_doc(doc, self.tmp / f"job-{n}.yaml")), "--output", output,
                    "--workdir", str(self.tmp / f"work-{n}"), cwd=self.tmp,
-                   env={"DSJ_CACHE_DIR": str(self.tmp / "cache"), "SMF_ITEM_LOG": str(log),
+                   env={"DSJ_EMBEDDED_CACHE_DIR": str(self.tmp / "cache"), "SMF_ITEM_LOG": str(log),
                         **self.env, **(env or {})})
         assert proc.returncode == 0, proc.stdout + proc.stderr
         self.stderr = proc.stderr

@@ -36,7 +36,7 @@ def run(tmp_path: Path, spec: dict, output: str, *extra: str, env: dict | None =
     (tmp_path / "padded.py").write_text(GENERATOR)
     path = write_doc(spec, tmp_path / "job.yaml")
     proc = dsj("run", str(path), "--output", output, "--workdir", str(tmp_path / "work"), *extra, cwd=tmp_path,
-               env={"DSJ_CACHE_DIR": str(tmp_path / "cache"), **(env or {})})
+               env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache"), **(env or {})})
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 

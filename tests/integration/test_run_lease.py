@@ -117,7 +117,7 @@ def test_resume_takes_over_immediately_after_the_holder_died(tmp_path):
 def test_a_second_run_on_the_same_s3_output_is_refused(tmp_path, s3_server, s3_bucket):
     spec = write_probe(probe_doc(ITEMS, shards=2, output={"endpointUrl": s3_server.endpoint_url}), tmp_path)
     output = f"s3://{s3_bucket}/probe"
-    env = dict(s3_server.env(), DSJ_CACHE_DIR=str(tmp_path / "cache"))
+    env = dict(s3_server.env(), DSJ_EMBEDDED_CACHE_DIR=str(tmp_path / "cache"))
     first = start_run(spec, output, tmp_path / "w1", tmp_path / "calls", env=env)
     try:
         wait_for(lambda: list((tmp_path / "w1").glob("logs/*/.progress/*.json")), "the first run's workers", first)
@@ -146,7 +146,7 @@ def test_an_s3_lease_held_from_another_host_refuses_the_run(tmp_path, s3_server,
     holder = {"pid": 4242, "host": "builder-7", "startedAt": "2026-01-01T00:00:00Z"}
     s3_server.client().put_object(Bucket=s3_bucket, Key=f"probe/runs/{run}/lease.json",
                                   Body=json.dumps(holder).encode())
-    env = dict(s3_server.env(), DSJ_CACHE_DIR=str(tmp_path / "cache"))
+    env = dict(s3_server.env(), DSJ_EMBEDDED_CACHE_DIR=str(tmp_path / "cache"))
     proc = dsj("run", str(spec), "--output", f"s3://{s3_bucket}/probe", "--workdir", str(tmp_path / "w"),
                "--resume", cwd=tmp_path, env=dict(env, PROBE_CALLS=str(tmp_path / "calls")))
     assert proc.returncode == EXIT_RUN_BUSY, proc.stderr
@@ -157,7 +157,7 @@ def test_an_s3_lease_held_from_another_host_refuses_the_run(tmp_path, s3_server,
 def test_resume_on_s3_takes_over_after_the_holder_died(tmp_path, s3_server, s3_bucket):
     spec = write_probe(probe_doc(ITEMS, shards=2, output={"endpointUrl": s3_server.endpoint_url}), tmp_path)
     output, work, calls_file = f"s3://{s3_bucket}/probe", tmp_path / "work", tmp_path / "calls"
-    env = dict(s3_server.env(), DSJ_CACHE_DIR=str(tmp_path / "cache"))
+    env = dict(s3_server.env(), DSJ_EMBEDDED_CACHE_DIR=str(tmp_path / "cache"))
     s3 = s3_server.client()
 
     def checkpointed() -> bool:

@@ -10,7 +10,7 @@ def test_run_to_s3_publishes_the_same_dataset_as_to_disk(tmp_path, s3_server, s3
     doc = sample_doc(symbols=6, dates=6, shards=3)
     doc["spec"]["output"] = {"format": "csv", "endpointUrl": s3_server.endpoint_url}
     spec = write_doc(doc, tmp_path / "job.yaml")
-    env = dict(s3_server.env(), DSJ_CACHE_DIR=str(tmp_path / "cache"))
+    env = dict(s3_server.env(), DSJ_EMBEDDED_CACHE_DIR=str(tmp_path / "cache"))
 
     local = dsj("run", str(spec), "--output", f"file://{tmp_path}/out", "--workdir", str(tmp_path / "w1"),
                 cwd=tmp_path, env=env)
@@ -44,7 +44,7 @@ def test_items_from_an_s3_uri(tmp_path, s3_server, s3_bucket):
     doc["spec"]["items"] = {"fromUri": f"s3://{s3_bucket}/universe.jsonl", "idTemplate": "{symbol}:{date}"}
     doc["spec"]["output"] = {"endpointUrl": s3_server.endpoint_url}
     proc = dsj("run", str(write_doc(doc, tmp_path / "job.yaml")), "--output", f"file://{tmp_path}/out",
-               "--workdir", str(tmp_path / "w"), cwd=tmp_path, env=dict(s3_server.env(), DSJ_CACHE_DIR=str(tmp_path)))
+               "--workdir", str(tmp_path / "w"), cwd=tmp_path, env=dict(s3_server.env(), DSJ_EMBEDDED_CACHE_DIR=str(tmp_path)))
     assert proc.returncode == 0, proc.stderr
     dataset, manifest = published(tmp_path / "out")
     assert manifest["items"]["done"] == 2

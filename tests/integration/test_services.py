@@ -86,7 +86,7 @@ def test_missing_binary_is_an_error_that_says_how_to_install(monkeypatch, tmp_pa
     with pytest.raises(ServiceError, match="make services"):
         RedisServer()
     monkeypatch.delenv("VERSITYGW_BIN", raising=False)
-    monkeypatch.setenv("DATASETJOB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("DATASETJOB_BUILD_CACHE", str(tmp_path))
     with pytest.raises(ServiceError) as err:
         find_versitygw()
     assert INSTALL_HINT in str(err.value)

@@ -15,21 +15,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..localdirs import embedded_cache_dir
+from .values import decode_value, encode_value
+
 # Past this, a lock holder is presumed stuck and the waiter computes for itself.
 SINGLE_FLIGHT_TIMEOUT_SECONDS = 120.0
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("DSJ_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "datasetjob" / "embedded-cache"
 
 
 class EmbeddedCache:
     def __init__(self, directory: str | os.PathLike | None = None, namespace: str = "default",
                  default_ttl: int | None = None):
-        self.dir = Path(directory) if directory else default_cache_dir()
+        self.dir = Path(directory) if directory else embedded_cache_dir()
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "locks").mkdir(exist_ok=True)
         self.db_path = self.dir / "cache.sqlite"
@@ -57,8 +53,6 @@ class EmbeddedCache:
         return f"{self.namespace}:{key}"
 
     def get(self, key: str) -> tuple[bool, Any]:
-        from . import decode_value
-
         row = self._conn.execute("SELECT value, expires FROM entries WHERE key = ?",
                                  (self._full(key),)).fetchone()
         if row is None or (row[1] is not None and row[1] < time.time()):
@@ -66,8 +60,6 @@ class EmbeddedCache:
         return True, decode_value(row[0])
 
     def set(self, key: str, value: Any, ttl: int | None = None) -> None:
-        from . import encode_value
-
         text = encode_value(key, value)
         ttl = self.default_ttl if ttl is None else ttl
         expires = time.time() + ttl if ttl else None
@@ -97,9 +89,6 @@ class EmbeddedCache:
             if "locked" in locals() and locked:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
-
-    def clear(self) -> None:
-        self._conn.execute("DELETE FROM entries WHERE key LIKE ?", (f"{self.namespace}:%",))
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

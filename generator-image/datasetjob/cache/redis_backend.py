@@ -1,18 +1,17 @@
 """The shared cache of a cluster: Redis, used by every pod of every DatasetJob that names it.
 
-Keys
+Keys (named in datasetjob.redis_link)
 ----
 dsj:cache:{namespace}:{key}        the value, JSON text (never pickle), with the TTL
 dsj:lock:{namespace}:{key}         single-flight lock: SET NX PX, owned by a random token,
                                    renewed while its holder computes, so a killed pod's lock
                                    expires within seconds
 dsj:stats:{namespace}:{runId}      hash: hits / misses of the run (HINCRBY)
-dsj:progress:{namespace}:{runId}   hash: shard index -> the shard's latest progress snapshot
 
-Single-flight: a lookup is one Lua script that returns the value, or takes the lock, or says
-"someone else is computing". Waiters poll with a short growing delay (a few ms at first),
-and compute for themselves when the lock disappears without a value (the holder failed) or
-after `wait_timeout` seconds.
+Single-flight: a lookup is one Lua script (redis_scripts) that returns the value, or takes the
+lock, or says "someone else is computing". Waiters poll with a short growing delay (a few ms at
+first), and compute for themselves when the lock disappears without a value (the holder
+failed) or after `wait_timeout` seconds.
 
 Values a process has read are also kept in a small in-process table (L1_ENTRIES, at most
 L1_SECONDS and never past the call's TTL) as JSON text, decoded afresh on every hit: a shard
@@ -20,239 +19,32 @@ asks for the same few keys (a symbol's history, a date's market data) over and o
 those repeats cost no round trip. Hits served there are added to the run's counters with
 the next lookup or progress publish.
 
-Degradation: Redis is a speed-up, never a single point of failure. If it is unreachable at
-start or lost mid-run, the process logs ONE warning, computes directly (lookups count as
-misses, except repeats the in-process table serves), and tries Redis again every
-DSJ_REDIS_RECONNECT_SECONDS (30 s).
+Degradation: if Redis is unreachable at start or lost mid-run, the link (redis_link) logs ONE
+warning, lookups compute directly (counted as misses, except repeats the in-process table
+serves), and Redis is tried again every DSJ_REDIS_RECONNECT_SECONDS (30 s).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any, Callable, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Callable
 
-import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
-
-from . import CacheValueError, decode_value, encode_value
+from ..redis_link import RUN_KEYS_TTL_SECONDS, cache_key_prefix, get_link, lock_key_prefix, stats_key
+from .redis_scripts import FILL, LOOKUP, RELEASE, RENEW
+from .values import decode_value, encode_value
 
 log = logging.getLogger("datasetjob.cache")
 
-T = TypeVar("T")
-
-CONNECT_TIMEOUT_SECONDS = 2.0
-COMMAND_TIMEOUT_SECONDS = 5.0
 LOCK_MS = 10_000                      # single-flight lock lifetime; renewed every LOCK_MS / 3
 SINGLE_FLIGHT_TIMEOUT_SECONDS = 120.0  # a waiter computes for itself after this long
 POLL_MIN_SECONDS = 0.002
 POLL_MAX_SECONDS = 0.025
-RUN_KEYS_TTL_SECONDS = 7 * 86400      # stats and progress hashes of a run
 L1_ENTRIES = 4096                     # values kept in-process per cache
 L1_SECONDS = 60.0
-
-
-def reconnect_seconds() -> float:
-    return float(os.environ.get("DSJ_REDIS_RECONNECT_SECONDS", "30"))
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable redis url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
-
-
-# --------------------------------------------------------------------------------- the link
-
-_warned_pid: int | None = None
-_warn_lock = threading.Lock()
-
-
-def _warn_once(safe_url: str, exc: BaseException) -> None:
-    """The one warning per process that the shared Redis is not in use."""
-    global _warned_pid
-    with _warn_lock:
-        if _warned_pid == os.getpid():
-            log.debug("Redis at %s still unavailable: %s: %s", safe_url, type(exc).__name__, exc)
-            return
-        _warned_pid = os.getpid()
-    log.warning(
-        "shared Redis at %s is unavailable (%s: %s); continuing without it: cache lookups compute "
-        "directly (counted as misses) and rate limits fall back to this pod's share "
-        "(requestsPerSecond / parallelism). Retrying the connection every %.0fs; "
-        "this warning is shown once.", safe_url, type(exc).__name__, exc, reconnect_seconds())
-
-
-class RedisLink:
-    """One redis-py client per URL per process, and whether that Redis is usable right now.
-
-    Shared by the cache, the rate limiter and the progress sink of a worker, so a lost Redis
-    costs one connection attempt per DSJ_REDIS_RECONNECT_SECONDS, not one per lookup.
-    """
-
-    def __init__(self, url: str):
-        self.url = url
-        self.safe_url = redact_url(url)
-        self.client = redis.Redis.from_url(
-            url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, socket_timeout=COMMAND_TIMEOUT_SECONDS,
-            # one quick retry covers a pooled connection the server closed; more would stall
-            # every in-flight item when Redis is really gone
-            retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1), client_name="datasetjob")
-        self._lock = threading.Lock()
-        self._down = False
-        self._retry_at = 0.0
-        self._scripts: dict[str, Any] = {}
-
-    @property
-    def down(self) -> bool:
-        return self._down
-
-    def usable(self) -> bool:
-        return not self._down or time.monotonic() >= self._retry_at
-
-    def script(self, lua: str):
-        found = self._scripts.get(lua)
-        if found is None:
-            found = self._scripts[lua] = self.client.register_script(lua)
-        return found
-
-    def run(self, op: Callable[[redis.Redis], T]) -> tuple[bool, T | None]:
-        """(True, result) or (False, None) when Redis is down (now or in its back-off window)."""
-        if not self.usable():
-            return False, None
-        try:
-            result = op(self.client)
-        except (redis.RedisError, OSError) as exc:
-            self.failed(exc)
-            return False, None
-        if self._down:
-            self._recovered()
-        return True, result
-
-    def check(self) -> bool:
-        """PING now (used at start, so an unreachable Redis is reported before the first item)."""
-        ok, _ = self.run(lambda c: c.ping())
-        return ok
-
-    def failed(self, exc: BaseException) -> None:
-        with self._lock:
-            self._down = True
-            self._retry_at = time.monotonic() + reconnect_seconds()
-        _warn_once(self.safe_url, exc)
-
-    def _recovered(self) -> None:
-        with self._lock:
-            if not self._down:
-                return
-            self._down = False
-        log.info("shared Redis at %s is reachable again; using it for the cache and rate limits", self.safe_url)
-
-
-_links: dict[tuple[int, str], RedisLink] = {}
-_links_lock = threading.Lock()
-
-
-def get_link(url: str) -> RedisLink:
-    """The process's link to `url` (a forked child gets its own)."""
-    key = (os.getpid(), url)
-    with _links_lock:
-        link = _links.get(key)
-        if link is None:
-            link = _links[key] = RedisLink(url)
-        return link
-
-
-def forget_links() -> None:
-    """Drop every link and the warned-once flag (for tests that restart servers in-process)."""
-    global _warned_pid
-    with _links_lock:
-        links = list(_links.values())
-        _links.clear()
-    for link in links:
-        try:
-            link.client.close()
-        except Exception:  # noqa: BLE001 - closing a dead connection pool
-            pass
-    with _warn_lock:
-        _warned_pid = None
-
-
-# --------------------------------------------------------------------------------- scripts
-
-# KEYS: value, lock[, stats]   ARGV: token, lock_ms, stats_ttl, earlier hits to add
-# -> {1, value} hit | {2} we hold the lock, compute | {0} another caller is computing
-LOOKUP = """
-local v = redis.call('GET', KEYS[1])
-if #KEYS > 2 then
-  local hits = tonumber(ARGV[4])
-  if v then
-    hits = hits + 1
-  end
-  if hits > 0 then
-    redis.call('HINCRBY', KEYS[3], 'hits', hits)
-    redis.call('EXPIRE', KEYS[3], ARGV[3])
-  end
-end
-if v then
-  return {1, v}
-end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {2}
-end
-return {0}
-"""
-
-# KEYS: value, lock[, stats]   ARGV: json, ttl_seconds (0 = none), token, stats_ttl
-FILL = """
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-if redis.call('GET', KEYS[2]) == ARGV[3] then
-  redis.call('DEL', KEYS[2])
-end
-if #KEYS > 2 then
-  redis.call('HINCRBY', KEYS[3], 'misses', 1)
-  redis.call('EXPIRE', KEYS[3], ARGV[4])
-end
-return 1
-"""
-
-# KEYS: lock   ARGV: token
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-# KEYS: lock   ARGV: token, lock_ms
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-
-# --------------------------------------------------------------------------------- the cache
 
 
 class RedisCache:
@@ -277,9 +69,9 @@ class RedisCache:
         self.wait_timeout = float(wait_timeout)
         self.local_entries = max(0, int(local_entries))
         self.link = get_link(url)
-        self._prefix = f"dsj:cache:{namespace}:"
-        self._lock_prefix = f"dsj:lock:{namespace}:"
-        self._stats_key = f"dsj:stats:{namespace}:{run_id}" if run_id else None
+        self._prefix = cache_key_prefix(namespace)
+        self._lock_prefix = lock_key_prefix(namespace)
+        self._stats_key = stats_key(namespace, run_id) if run_id else None
         self._lookup = self.link.script(LOOKUP)
         self._fill = self.link.script(FILL)
         self._release = self.link.script(RELEASE)
@@ -299,10 +91,6 @@ class RedisCache:
 
     def lock_key(self, key: str) -> str:
         return self._lock_prefix + key
-
-    @property
-    def stats_key(self) -> str | None:
-        return self._stats_key
 
     def _ttl(self, ttl: int | None) -> int:
         ttl = self.default_ttl if ttl is None else ttl
@@ -502,12 +290,6 @@ class RedisCache:
 
             self.link.run(op)
 
-    # -- progress --------------------------------------------------------------------------------
-    def progress_sink(self, run_id: str, index: int, fallback=None) -> "RedisProgress":
-        """Where the worker publishes its live progress: Redis (for the operator) and `fallback`."""
-        return RedisProgress(self.link, progress_key(self.namespace, run_id), index, fallback,
-                             on_publish=self.flush_stats)
-
     def close(self) -> None:
         self._closing.set()
         self.flush_stats()
@@ -518,40 +300,4 @@ class RedisCache:
             self.link.run(lambda c, lock=lock, token=token: self._release(keys=[lock], args=[token]))
 
 
-def progress_key(namespace: str, run_id: str) -> str:
-    return f"dsj:progress:{namespace}:{run_id}"
-
-
-def stats_key(namespace: str, run_id: str) -> str:
-    return f"dsj:stats:{namespace}:{run_id}"
-
-
-class RedisProgress:
-    """Stores a shard's latest snapshot in the run's progress hash (field = shard index) and
-    passes it on to `fallback` (the local file progress), which always gets it."""
-
-    def __init__(self, link: RedisLink, key: str, index: int, fallback=None, on_publish=None):
-        self.link = link
-        self.key = key
-        self.index = int(index)
-        self.fallback = fallback
-        self.on_publish = on_publish
-
-    def publish(self, snapshot: dict) -> None:
-        if self.fallback is not None:
-            self.fallback.publish(snapshot)
-        text = json.dumps(dict(snapshot, updatedAt=time.time()), separators=(",", ":"))
-
-        def op(c):
-            pipe = c.pipeline(transaction=False)
-            pipe.hset(self.key, str(self.index), text)
-            pipe.expire(self.key, RUN_KEYS_TTL_SECONDS)
-            pipe.execute()
-
-        self.link.run(op)
-        if self.on_publish is not None:
-            self.on_publish()
-
-
-__all__ = ["RedisCache", "RedisLink", "RedisProgress", "CacheValueError", "get_link", "forget_links",
-           "progress_key", "stats_key", "redact_url"]
+__all__ = ["RedisCache"]

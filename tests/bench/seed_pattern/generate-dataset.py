@@ -17,7 +17,7 @@ def main():
     p.add_argument("--name", required=True)
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    cache = EmbeddedCache(os.environ.get("DSJ_CACHE_DIR"), namespace="smart-money-flow")
+    cache = EmbeddedCache(os.environ.get("DSJ_EMBEDDED_CACHE_DIR"), namespace="smart-money-flow")
     rows = []
     for item_id in args.items.split(","):
         symbol, date = item_id.split(":")

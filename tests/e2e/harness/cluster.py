@@ -1,7 +1,7 @@
 """etcd + kube-apiserver + kube-controller-manager + kube-scheduler as local processes.
 
 The binaries come from `scripts/build-control-plane.sh` (cached under
-`$DSJ_CACHE_DIR`, default `~/.cache/datasetjob`, keyed by the versions pinned in
+`$DATASETJOB_BUILD_CACHE`, default `~/.cache/datasetjob`, keyed by the versions pinned in
 `scripts/versions.env`). Everything a run creates lives in one temporary directory that
 `stop()` removes: etcd data, certificates, the service-account key, the static token file,
 the admin kubeconfig and one log file per component.
@@ -75,7 +75,7 @@ def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DSJ_CACHE_DIR") or Path.home() / ".cache" / "datasetjob")
+    return Path(os.environ.get("DATASETJOB_BUILD_CACHE") or Path.home() / ".cache" / "datasetjob")
 
 
 def binary_paths(versions: dict[str, str] | None = None) -> dict[str, Path]:

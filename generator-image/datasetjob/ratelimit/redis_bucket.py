@@ -11,10 +11,9 @@ limit; Redis is tried again every DSJ_REDIS_RECONNECT_SECONDS.
 
 from __future__ import annotations
 
-import time
-
-from .cache.redis_backend import get_link
-from .ratelimit import InProcessTokenBucket
+from ..redis_link import get_link, ratelimit_key
+from .base import TokenBucket
+from .local import InProcessTokenBucket
 
 # KEYS: bucket   ARGV: rate, burst, reserve (1/0)
 # -> {wait, slot}: wait = seconds to wait ("0": a token was taken; with reserve the token of
@@ -55,7 +54,7 @@ return {string.format('%.17g', wait), string.format('%.17g', at + wait)}
 """
 
 
-class RedisTokenBucket:
+class RedisTokenBucket(TokenBucket):
     """`requests_per_second` sustained, `burst` at once, across every pod naming `scope`.
 
     acquire()      block until a token is ours; returns its slot (epoch seconds, Redis clock)
@@ -67,7 +66,7 @@ class RedisTokenBucket:
             raise ValueError("requests_per_second must be > 0")
         self.url = url
         self.scope = scope
-        self.key = f"dsj:ratelimit:{scope}"
+        self.key = ratelimit_key(scope)
         self.rate = float(requests_per_second)
         self.burst = max(1, int(burst))
         self.parallelism = max(1, int(parallelism))
@@ -84,26 +83,13 @@ class RedisTokenBucket:
         """True while Redis is unreachable and the per-pod share is in force."""
         return self.link.down
 
-    def _eval(self, args) -> tuple[float, float] | None:
+    def step(self, reserve: bool) -> tuple[float, float]:
+        """The script's decision, or the per-pod fallback's while Redis is unreachable."""
+        args = self._args_reserve if reserve else self._args_try
         ok, reply = self.link.run(lambda c: self._script(keys=[self.key], args=args))
         if not ok:
-            return None
+            return self.fallback.step(reserve)
         return float(reply[0]), float(reply[1])
-
-    def try_acquire(self) -> float:
-        decided = self._eval(self._args_try)
-        if decided is None:
-            return self.fallback.try_acquire()
-        return decided[0]
-
-    def acquire(self) -> float:
-        decided = self._eval(self._args_reserve)
-        if decided is None:
-            return self.fallback.acquire()
-        wait, slot = decided
-        if wait > 0:
-            time.sleep(wait)
-        return slot
 
 
 __all__ = ["RedisTokenBucket", "TOKEN_BUCKET"]

@@ -1,0 +1,207 @@
+"""The worker's connection to the shared Redis (one per URL per process) and the names of its keys.
+
+Keys
+----
+dsj:cache:{namespace}:{key}        a cached value (datasetjob.cache.redis_backend)
+dsj:lock:{namespace}:{key}         its single-flight lock
+dsj:stats:{namespace}:{runId}      hash: hits / misses of the run
+dsj:progress:{namespace}:{runId}   hash: shard index -> the shard's latest progress snapshot
+dsj:ratelimit:{scope}              hash: a token bucket (datasetjob.ratelimit.redis_bucket)
+
+Degradation: Redis is a speed-up, never a single point of failure. If it is unreachable at
+start or lost mid-run, the process logs ONE warning, its users carry on without it, and the
+link tries Redis again every DSJ_REDIS_RECONNECT_SECONDS (30 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+# the logger these messages always had: they are mostly about the cache
+log = logging.getLogger("datasetjob.cache")
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_SECONDS = 2.0
+COMMAND_TIMEOUT_SECONDS = 5.0
+RUN_KEYS_TTL_SECONDS = 7 * 86400      # stats and progress hashes of a run
+
+
+# --------------------------------------------------------------------------------- keys
+
+def cache_key_prefix(namespace: str) -> str:
+    return f"dsj:cache:{namespace}:"
+
+
+def lock_key_prefix(namespace: str) -> str:
+    return f"dsj:lock:{namespace}:"
+
+
+def stats_key(namespace: str, run_id: str) -> str:
+    return f"dsj:stats:{namespace}:{run_id}"
+
+
+def progress_key(namespace: str, run_id: str) -> str:
+    return f"dsj:progress:{namespace}:{run_id}"
+
+
+def ratelimit_key(scope: str) -> str:
+    return f"dsj:ratelimit:{scope}"
+
+
+# --------------------------------------------------------------------------------- URLs
+
+def effective_redis_url(spec_redis_url: str | None) -> str | None:
+    """DSJ_REDIS_URL (set by `dsj run --redis-url` or the operator) overrides an absent spec value."""
+    override = os.environ.get("DSJ_REDIS_URL")
+    if spec_redis_url is None and override is not None:
+        return override
+    return spec_redis_url
+
+
+def reconnect_seconds() -> float:
+    return float(os.environ.get("DSJ_REDIS_RECONNECT_SECONDS", "30"))
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable redis url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+# --------------------------------------------------------------------------------- the link
+
+_warned_pid: int | None = None
+_warn_lock = threading.Lock()
+
+
+def _warn_once(safe_url: str, exc: BaseException) -> None:
+    """The one warning per process that the shared Redis is not in use."""
+    global _warned_pid
+    with _warn_lock:
+        if _warned_pid == os.getpid():
+            log.debug("Redis at %s still unavailable: %s: %s", safe_url, type(exc).__name__, exc)
+            return
+        _warned_pid = os.getpid()
+    log.warning(
+        "shared Redis at %s is unavailable (%s: %s); continuing without it: cache lookups compute "
+        "directly (counted as misses) and rate limits fall back to this pod's share "
+        "(requestsPerSecond / parallelism). Retrying the connection every %.0fs; "
+        "this warning is shown once.", safe_url, type(exc).__name__, exc, reconnect_seconds())
+
+
+class RedisLink:
+    """One redis-py client per URL per process, and whether that Redis is usable right now.
+
+    Shared by the cache, the rate limiter and the progress sink of a worker, so a lost Redis
+    costs one connection attempt per DSJ_REDIS_RECONNECT_SECONDS, not one per lookup.
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self.safe_url = redact_url(url)
+        self.client = redis.Redis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, socket_timeout=COMMAND_TIMEOUT_SECONDS,
+            # one quick retry covers a pooled connection the server closed; more would stall
+            # every in-flight item when Redis is really gone
+            retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1), client_name="datasetjob")
+        self._lock = threading.Lock()
+        self._down = False
+        self._retry_at = 0.0
+        self._scripts: dict[str, Any] = {}
+
+    @property
+    def down(self) -> bool:
+        return self._down
+
+    def usable(self) -> bool:
+        return not self._down or time.monotonic() >= self._retry_at
+
+    def script(self, lua: str):
+        found = self._scripts.get(lua)
+        if found is None:
+            found = self._scripts[lua] = self.client.register_script(lua)
+        return found
+
+    def run(self, op: Callable[[redis.Redis], T]) -> tuple[bool, T | None]:
+        """(True, result) or (False, None) when Redis is down (now or in its back-off window)."""
+        if not self.usable():
+            return False, None
+        try:
+            result = op(self.client)
+        except (redis.RedisError, OSError) as exc:
+            self.failed(exc)
+            return False, None
+        if self._down:
+            self._recovered()
+        return True, result
+
+    def check(self) -> bool:
+        """PING now (used at start, so an unreachable Redis is reported before the first item)."""
+        ok, _ = self.run(lambda c: c.ping())
+        return ok
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._down = True
+            self._retry_at = time.monotonic() + reconnect_seconds()
+        _warn_once(self.safe_url, exc)
+
+    def _recovered(self) -> None:
+        with self._lock:
+            if not self._down:
+                return
+            self._down = False
+        log.info("shared Redis at %s is reachable again; using it for the cache and rate limits", self.safe_url)
+
+
+_links: dict[tuple[int, str], RedisLink] = {}
+_links_lock = threading.Lock()
+
+
+def get_link(url: str) -> RedisLink:
+    """The process's link to `url` (a forked child gets its own)."""
+    key = (os.getpid(), url)
+    with _links_lock:
+        link = _links.get(key)
+        if link is None:
+            link = _links[key] = RedisLink(url)
+        return link
+
+
+def forget_links() -> None:
+    """Drop every link and the warned-once flag (for tests that restart servers in-process)."""
+    global _warned_pid
+    with _links_lock:
+        links = list(_links.values())
+        _links.clear()
+    for link in links:
+        try:
+            link.client.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection pool
+            pass
+    with _warn_lock:
+        _warned_pid = None
+
+
+__all__ = ["RedisLink", "get_link", "forget_links", "redact_url", "effective_redis_url", "reconnect_seconds",
+           "cache_key_prefix", "lock_key_prefix", "stats_key", "progress_key", "ratelimit_key",
+           "RUN_KEYS_TTL_SECONDS"]
