@@ -134,7 +134,7 @@ def pure_scale(shards: int = 10_000) -> tuple[int, float]:
     from datasetjob_operator import naming
     from datasetjob_operator.reconcile import Observed, decide
     from datasetjob_operator.settings import Settings
-from datasetjob_operator.status import DatasetJobStatus
+    from datasetjob_operator.status import DatasetJobStatus
 
     spec = {"items": {"range": {"stop": shards * 10}}, "shards": shards, "parallelism": 500,
             "generator": {"function": "m:f"}, "output": {"uri": "s3://b/p"},
@@ -153,8 +153,10 @@ from datasetjob_operator.status import DatasetJobStatus
                         "containerStatuses": [{"state": {"terminated": {"exitCode": 1 if i in failed else 0,
                                                                         "message": message}}}]}}
             for i in range(shards)]
-    obs = lambda status: Observed(name="big", namespace="ns", uid="u", generation=1, spec=spec, annotations={},
-                                  status=DatasetJobStatus.from_dict(status), jobs={gen: job}, pods=pods, now="2026-01-01T00:00:00Z")
+    def obs(status: dict) -> Observed:
+        return Observed(name="big", namespace="ns", uid="u", generation=1, spec=spec, annotations={},
+                        status=DatasetJobStatus.from_dict(status), jobs={gen: job}, pods=pods,
+                        now="2026-01-01T00:00:00Z")
     start = decide(obs({}), Settings()).status.to_dict()
     times = []
     for _ in range(5):
