@@ -42,23 +42,46 @@ def helm_binary() -> str:
 
 def install_text() -> str:
     rendered = subprocess.run(
-        [helm_binary(), "template", RELEASE, str(REPO / "helm" / "datasetjob"), "--namespace", NAMESPACE,
-         *RENDER_VALUES], check=True, capture_output=True, text=True).stdout
-    namespace = yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace",
-                                "metadata": {"name": NAMESPACE, "labels": {"app.kubernetes.io/name": "datasetjob"}}})
-    secret_note = (f"# Before applying: kubectl -n {NAMESPACE} create secret generic datasetjob-redis "
-                   "--from-literal=password=$(openssl rand -hex 16)\n")
+        [
+            helm_binary(),
+            "template",
+            RELEASE,
+            str(REPO / "helm" / "datasetjob"),
+            "--namespace",
+            NAMESPACE,
+            *RENDER_VALUES,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    namespace = yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": NAMESPACE, "labels": {"app.kubernetes.io/name": "datasetjob"}},
+        }
+    )
+    secret_note = (
+        f"# Before applying: kubectl -n {NAMESPACE} create secret generic datasetjob-redis "
+        "--from-literal=password=$(openssl rand -hex 16)\n"
+    )
     return HEADER.format(source="helm/datasetjob with default values") + secret_note + "---\n" + namespace + rendered
 
 
 def argocd_patch_text() -> str:
     lua = (REPO / "gitops" / "argocd" / "health-datasetjob.lua").read_text()
-    patch = {"apiVersion": "v1", "kind": "ConfigMap",
-             "metadata": {"name": "argocd-cm", "namespace": "argocd"},
-             "data": {"resource.customizations.health.datagen.dev_DatasetJob": lua}}
-    return (HEADER.format(source="gitops/argocd/health-datasetjob.lua")
-            + "# kubectl -n argocd patch configmap argocd-cm --type merge --patch-file gitops/argocd/argocd-cm-patch.yaml\n"
-            + yaml.safe_dump(patch, sort_keys=False, width=200))
+    patch = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "argocd-cm", "namespace": "argocd"},
+        "data": {"resource.customizations.health.datagen.dev_DatasetJob": lua},
+    }
+    return (
+        HEADER.format(source="gitops/argocd/health-datasetjob.lua")
+        + "# kubectl -n argocd patch configmap argocd-cm --type merge --patch-file gitops/argocd/argocd-cm-patch.yaml\n"
+        + yaml.safe_dump(patch, sort_keys=False, width=200)
+    )
 
 
 def targets() -> dict[Path, str]:

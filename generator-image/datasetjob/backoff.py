@@ -10,7 +10,8 @@ import email.utils
 import logging
 import random
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -23,8 +24,9 @@ class Throttled(Exception):
     """Raise from a generator's client code when the upstream says "slow down" in a way
     `retry_upstream` cannot see on its own (e.g. an error payload inside a 200 response)."""
 
-    def __init__(self, message: str = "upstream throttled the request", retry_after: float | None = None,
-                 status: int = 429):
+    def __init__(
+        self, message: str = "upstream throttled the request", retry_after: float | None = None, status: int = 429
+    ):
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
@@ -77,10 +79,16 @@ def is_throttled(exc: BaseException) -> bool:
     return isinstance(exc, Throttled) or _status_of(exc) in RETRY_STATUSES
 
 
-def retry_upstream(fn: Callable[[], T], *, attempts: int = 5, base_delay: float = 0.5,
-                   max_delay: float = 30.0, retryable: Callable[[BaseException], bool] = is_throttled,
-                   before_retry: Callable[[], None] | None = None,
-                   sleep: Callable[[float], None] = time.sleep) -> T:
+def retry_upstream(
+    fn: Callable[[], T],
+    *,
+    attempts: int = 5,
+    base_delay: float = 0.5,
+    max_delay: float = 30.0,
+    retryable: Callable[[BaseException], bool] = is_throttled,
+    before_retry: Callable[[], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """Call `fn()`; when the upstream answers 429/503, back off and call again.
 
     Back-off is "full jitter": before retry k (1, 2, ...) sleep a uniform random time in

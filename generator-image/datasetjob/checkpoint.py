@@ -16,8 +16,9 @@ from .storage import Store
 
 
 class Checkpoint:
-    def __init__(self, store: Store, run_id: str, index: int, flush_every_items: int = 25,
-                 flush_every_seconds: float = 5.0):
+    def __init__(
+        self, store: Store, run_id: str, index: int, flush_every_items: int = 25, flush_every_seconds: float = 5.0
+    ):
         self.store = store
         self.prefix = layout.checkpoint_prefix(run_id, index)
         self.flush_every_items = flush_every_items
@@ -37,8 +38,10 @@ class Checkpoint:
 
     def record(self, position: int, item_id: str, rows: list[dict]) -> None:
         self._pending.append({"position": position, "id": item_id, "rows": rows})
-        if (len(self._pending) >= self.flush_every_items
-                or time.monotonic() - self._last_flush >= self.flush_every_seconds):
+        if (
+            len(self._pending) >= self.flush_every_items
+            or time.monotonic() - self._last_flush >= self.flush_every_seconds
+        ):
             self.flush()
 
     def flush(self) -> None:
@@ -47,8 +50,9 @@ class Checkpoint:
             return
         body = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in self._pending)
         self._pending = []
-        self.store.put_bytes(f"{self.prefix}part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl",
-                             body.encode("utf-8"))
+        self.store.put_bytes(
+            f"{self.prefix}part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl", body.encode("utf-8")
+        )
 
     def discard(self) -> None:
         self.store.delete_prefix(self.prefix)

@@ -39,9 +39,12 @@ def _notes(spec) -> None:
     raw = spec.raw_spec["items"]
     product = raw.get("product") or {}
     if len(product) > 1 and "productOrder" not in raw and list(product) != sorted(product):
-        print(f"note: spec.items.product keys run in the written order {list(product)} here, but a "
-              f"Kubernetes API server sorts them ({sorted(product)}); add productOrder: "
-              f"[{', '.join(product)}] to keep this order in a cluster too", file=sys.stderr)
+        print(
+            f"note: spec.items.product keys run in the written order {list(product)} here, but a "
+            f"Kubernetes API server sorts them ({sorted(product)}); add productOrder: "
+            f"[{', '.join(product)}] to keep this order in a cluster too",
+            file=sys.stderr,
+        )
 
 
 def _print_problems(exc: Exception, path: str) -> int:
@@ -103,10 +106,17 @@ def cmd_run(args) -> int:
         spec = _spec(args.file)
         _check_run_options(args)
         _check_generator(spec, args.file)
-        opts = LocalRunOptions(workers=args.workers, output=args.output, resume=args.resume,
-                               retry_failed=args.retry_failed,
-                               cache_dir=args.cache_dir, redis_url=args.redis_url, workdir=args.workdir,
-                               quiet=args.quiet, spec_path=args.file)
+        opts = LocalRunOptions(
+            workers=args.workers,
+            output=args.output,
+            resume=args.resume,
+            retry_failed=args.retry_failed,
+            cache_dir=args.cache_dir,
+            redis_url=args.redis_url,
+            workdir=args.workdir,
+            quiet=args.quiet,
+            spec_path=args.file,
+        )
         runner = LocalRunner(spec, opts)
         _check_universe(runner.spec, runner.run_id)  # fail on bad items before anything is written
         from .storage import check_writable
@@ -153,8 +163,9 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="shards at once (default: spec.parallelism, at most one per CPU)")
     p.add_argument("--output", help="output URI (file:// or s3://; default: spec.output.uri or ./datasets/NAME)")
     p.add_argument("--resume", action="store_true", help="reuse committed shards and checkpointed items")
-    p.add_argument("--retry-failed", action="store_true",
-                   help="like --resume, and rerun the failed items of committed shards")
+    p.add_argument(
+        "--retry-failed", action="store_true", help="like --resume, and rerun the failed items of committed shards"
+    )
     p.add_argument("--cache-dir", help="embedded cache directory (default: ~/.cache/datasetjob/embedded-cache)")
     p.add_argument("--redis-url", help="use this Redis as the shared cache")
     p.add_argument("--workdir", help="where logs go (default: ./datasets/NAME)")

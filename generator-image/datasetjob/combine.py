@@ -12,17 +12,25 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from . import layout
-from .combine_rules import (CombineRefused, check_columns, check_coverage, check_success_ratio, check_value,
-                            count_manifest_items, run_lineage, sort_key_part)
-from .sharding import compress_indexes, shard_name
-from .redaction import redact
-from .spec import DatasetJobSpec
+from .combine_rules import (
+    CombineRefused,
+    check_columns,
+    check_coverage,
+    check_success_ratio,
+    check_value,
+    count_manifest_items,
+    run_lineage,
+    sort_key_part,
+)
 from .errors import StorageError
+from .redaction import redact
 from .rowtypes import RowValueError, conform_row
+from .sharding import compress_indexes, shard_name
+from .spec import DatasetJobSpec
 from .storage import Store, local_tempdir
 from .tables import RowWriter, declared_arrow_schema, file_digest, iter_rows, write_rows
 
@@ -41,11 +49,19 @@ class CombineResult:
     cache: dict = field(default_factory=dict)
 
     def to_message(self) -> dict:
-        return {"state": "published", "runId": self.run_id, "uri": self.uri,
-                "manifestUri": self.manifest_uri, "rows": self.rows, "bytes": self.bytes,
-                "sha256": self.sha256, "items": self.items,
-                "missingShards": compress_indexes(self.missing_shards),
-                "duplicatesDropped": self.duplicates_dropped, "cache": self.cache}
+        return {
+            "state": "published",
+            "runId": self.run_id,
+            "uri": self.uri,
+            "manifestUri": self.manifest_uri,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "items": self.items,
+            "missingShards": compress_indexes(self.missing_shards),
+            "duplicatesDropped": self.duplicates_dropped,
+            "cache": self.cache,
+        }
 
 
 def _read_manifests(store: Store, run_id: str, shards: int) -> dict[int, dict]:
@@ -87,8 +103,9 @@ def _shard_rows(store: Store, run_id: str, index: int, fmt: str, tmpdir: str) ->
         os.unlink(path)
 
 
-def _arrow_schema(store: Store, run_id: str, indexes: list[int], tmpdir: str, columns: list[str],
-                  declared: dict[str, str]):
+def _arrow_schema(
+    store: Store, run_id: str, indexes: list[int], tmpdir: str, columns: list[str], declared: dict[str, str]
+):
     """Declared types when there are any (values are converted to them); otherwise the shards'
     types unified, refusing (naming the column) a column that is a number in one shard and
     text in another."""
@@ -111,15 +128,19 @@ def _arrow_schema(store: Store, run_id: str, indexes: list[int], tmpdir: str, co
                 continue
             seen_type, seen_index = first.setdefault(f.name, (f.type, index))
             try:
-                pa.unify_schemas([pa.schema([pa.field(f.name, seen_type)]), pa.schema([f])],
-                                 promote_options="permissive")
+                pa.unify_schemas(
+                    [pa.schema([pa.field(f.name, seen_type)]), pa.schema([f])], promote_options="permissive"
+                )
             except (pa.ArrowTypeError, pa.ArrowInvalid):
                 raise CombineRefused(
                     "SchemaMismatch",
                     f"column {f.name!r} is {seen_type} in {shard_name(seen_index)} but {f.type} in "
-                    f"{shard_name(index)}; declare its type in spec.combine.columns to convert") from None
-    raise CombineRefused("SchemaMismatch", "the shards' Parquet schemas cannot be merged; "
-                         "declare the column types in spec.combine.columns")
+                    f"{shard_name(index)}; declare its type in spec.combine.columns to convert",
+                ) from None
+    raise CombineRefused(
+        "SchemaMismatch",
+        "the shards' Parquet schemas cannot be merged; declare the column types in spec.combine.columns",
+    )
 
 
 def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: int) -> CombineResult:
@@ -160,7 +181,7 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
             kinds = [declared.get(c) for c in combine.sort_by]
 
             def key(row):
-                return tuple(sort_key_part(row.get(c), k) for c, k in zip(combine.sort_by, kinds))
+                return tuple(sort_key_part(row.get(c), k) for c, k in zip(combine.sort_by, kinds, strict=True))
 
             runs = []
             for index in with_rows:  # one shard in memory at a time, spilled sorted to disk
@@ -191,31 +212,54 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
 
         sha, size = file_digest(out_path)
         store.put_file(layout.combined_key(run_id, fmt), out_path)
-        cache = {"hits": sum(m["cache"]["hits"] for m in manifests.values()),
-                 "misses": sum(m["cache"]["misses"] for m in manifests.values())}
+        cache = {
+            "hits": sum(m["cache"]["hits"] for m in manifests.values()),
+            "misses": sum(m["cache"]["misses"] for m in manifests.values()),
+        }
         manifest = {
-            "runId": run_id, "name": spec.name, "specHash": run_id,
-            "image": spec.generator.image, "format": fmt,
-            "dataset": {"uri": store.key_uri(layout.combined_key(run_id, fmt)),
-                        "rows": writer.rows, "bytes": size, "sha256": sha, "columns": columns},
+            "runId": run_id,
+            "name": spec.name,
+            "specHash": run_id,
+            "image": spec.generator.image,
+            "format": fmt,
+            "dataset": {
+                "uri": store.key_uri(layout.combined_key(run_id, fmt)),
+                "rows": writer.rows,
+                "bytes": size,
+                "sha256": sha,
+                "columns": columns,
+            },
             "items": items,
-            "coverage": {"shards": spec.shards, "committed": len(manifests),
-                         "missing": compress_indexes(missing),
-                         "itemSuccessRatio": items["done"] / items["total"] if items["total"] else 1.0},
+            "coverage": {
+                "shards": spec.shards,
+                "committed": len(manifests),
+                "missing": compress_indexes(missing),
+                "itemSuccessRatio": items["done"] / items["total"] if items["total"] else 1.0,
+            },
             "duplicatesDropped": dropped,
             "cache": cache,
             "lineage": run_lineage(manifests),
-            "shards": {shard_name(i): {"rows": m["rows"], "sha256": m.get("sha256"),
-                                        "items": m["items"]} for i, m in sorted(manifests.items())},
+            "shards": {
+                shard_name(i): {"rows": m["rows"], "sha256": m.get("sha256"), "items": m["items"]}
+                for i, m in sorted(manifests.items())
+            },
             "spec": spec.raw_spec,
             "publishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         manifest = redact(manifest)  # the spec may name a Redis with its password
         store.put_bytes(layout.manifest_key(run_id), json.dumps(manifest, indent=1).encode())
-        result = CombineResult(run_id=run_id, uri=manifest["dataset"]["uri"],
-                               manifest_uri=store.key_uri(layout.manifest_key(run_id)),
-                               rows=writer.rows, bytes=size, sha256=sha, items=items,
-                               missing_shards=missing, duplicates_dropped=dropped, cache=cache)
+        result = CombineResult(
+            run_id=run_id,
+            uri=manifest["dataset"]["uri"],
+            manifest_uri=store.key_uri(layout.manifest_key(run_id)),
+            rows=writer.rows,
+            bytes=size,
+            sha256=sha,
+            items=items,
+            missing_shards=missing,
+            duplicates_dropped=dropped,
+            cache=cache,
+        )
         latest = {k: manifest[k] for k in ("runId", "name", "publishedAt")}
         latest.update(dataset=manifest["dataset"], manifestUri=result.manifest_uri)
         store.put_bytes(layout.LATEST_KEY, json.dumps(latest, indent=1).encode())  # last

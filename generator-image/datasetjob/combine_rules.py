@@ -26,7 +26,8 @@ def check_coverage(shards: int, manifests: dict[int, dict], max_failed: int) -> 
         raise CombineRefused(
             "ShardsFailed",
             f"{len(missing)} of {shards} shards did not commit (indexes {compress_indexes(missing)}); "
-            f"spec.retries.maxFailedShards allows {max_failed}")
+            f"spec.retries.maxFailedShards allows {max_failed}",
+        )
     return missing
 
 
@@ -36,8 +37,14 @@ def count_manifest_items(total_items: int, manifests: dict[int, dict]) -> dict:
     done = sum(m["items"]["done"] for m in manifests.values())
     failed = sum(m["items"]["failed"] for m in manifests.values())
     reused = sum(m["items"].get("reused", 0) for m in manifests.values())
-    return {"total": total_items, "done": done, "failed": failed,
-            "missing": total_items - done - failed, "generated": done - reused, "reused": reused}
+    return {
+        "total": total_items,
+        "done": done,
+        "failed": failed,
+        "missing": total_items - done - failed,
+        "generated": done - reused,
+        "reused": reused,
+    }
 
 
 def run_lineage(manifests: dict[int, dict]) -> dict:
@@ -50,14 +57,14 @@ def run_lineage(manifests: dict[int, dict]) -> dict:
 def check_success_ratio(items: dict, minimum: float, first_failure: dict | None = None) -> None:
     ratio = items["done"] / items["total"] if items["total"] else 1.0
     if ratio + 1e-12 < minimum:
-        first = (f" First failure: item {first_failure['id']!r}: {first_failure['error']}."
-                 if first_failure else "")
+        first = f" First failure: item {first_failure['id']!r}: {first_failure['error']}." if first_failure else ""
         raise CombineRefused(
             "TooFewItems",
             f"only {items['done']} of {items['total']} items succeeded ({ratio:.2%}), below "
             f"spec.combine.minItemSuccessRatio {minimum}; {items['failed']} failed "
             f"(see failures/*.jsonl), {items['missing']} in shards that did not commit.{first} "
-            "Retry the failed items or lower the ratio.")
+            "Retry the failed items or lower the ratio.",
+        )
 
 
 def check_columns(manifests: dict[int, dict], declared: dict[str, str]) -> list[str]:
@@ -79,13 +86,17 @@ def check_columns(manifests: dict[int, dict], declared: dict[str, str]) -> list[
             raise CombineRefused(
                 "SchemaMismatch",
                 "columns do not match spec.combine.columns"
-                + (f"; not declared: {extra}" if extra else "") + (f"; missing: {lacking}" if lacking else ""))
+                + (f"; not declared: {extra}" if extra else "")
+                + (f"; missing: {lacking}" if lacking else ""),
+            )
     return reference
 
 
 _CHECKS = {
     "int64": lambda v: isinstance(v, int) and not isinstance(v, bool) or (isinstance(v, str) and _is_int(v)),
-    "float64": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) or (isinstance(v, str) and _is_float(v)),
+    "float64": lambda v: (
+        isinstance(v, (int, float)) and not isinstance(v, bool) or (isinstance(v, str) and _is_float(v))
+    ),
     "bool": lambda v: isinstance(v, bool) or (isinstance(v, str) and v.lower() in ("true", "false", "0", "1")),
     "string": lambda v: True,
 }
@@ -111,8 +122,9 @@ def check_value(column: str, kind: str, value: Any, where: str) -> None:
     if value is None or value == "":
         return  # missing values are allowed in any column
     if not _CHECKS[kind](value):
-        raise CombineRefused("SchemaMismatch",
-                             f"column {column!r} in {where}: {value!r} is not {kind} (spec.combine.columns)")
+        raise CombineRefused(
+            "SchemaMismatch", f"column {column!r} in {where}: {value!r} is not {kind} (spec.combine.columns)"
+        )
 
 
 def sort_key_part(value: Any, kind: str | None) -> tuple:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .errors import GeneratorConfigError
 from .generator import substitute
@@ -39,13 +39,19 @@ def items_value(gen: GeneratorSpec, ids: Sequence[str]) -> str:
         if ITEMS_SEPARATOR in item_id:
             raise GeneratorConfigError(
                 f"{field}: item id {item_id!r} contains {ITEMS_SEPARATOR!r}, the separator of {{items}}, "
-                "so the list would be ambiguous; use {items_file} instead (a file with one JSON item per line)")
+                "so the list would be ambiguous; use {items_file} instead (a file with one JSON item per line)"
+            )
     return ITEMS_SEPARATOR.join(ids)
 
 
 def shard_values(gen: GeneratorSpec, ids: Sequence[str], index: int, run_id: str, items_file: str) -> dict[str, str]:
-    return {"items": items_value(gen, ids), "items_file": items_file, "shard": shard_name(index),
-            "index": str(index), "run_id": run_id}
+    return {
+        "items": items_value(gen, ids),
+        "items_file": items_file,
+        "shard": shard_name(index),
+        "index": str(index),
+        "run_id": run_id,
+    }
 
 
 def work_dir(gen: GeneratorSpec) -> Path:
@@ -62,7 +68,8 @@ def output_path(gen: GeneratorSpec, values: dict[str, str]) -> Path:
         raise GeneratorConfigError(
             f"spec.generator.outputFile: {written!r} resolves to {str(target)!r}, outside the shard's "
             f"working directory {str(base)!r}; name a file inside it (a relative path, no '..', "
-            "no symlink that leads out)")
+            "no symlink that leads out)"
+        )
     return target
 
 

@@ -22,10 +22,11 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .backoff import retry_upstream
 
@@ -53,7 +54,7 @@ class Counters:
 # of one worker never see each other's ctx; where there is none (outside a worker, e.g. a unit
 # test of the generator, or a thread the generator starts itself unless it runs in
 # `contextvars.copy_context()`), `limited` functions simply run.
-_current: ContextVar["ItemContext | None"] = ContextVar("datasetjob_item_context", default=None)
+_current: ContextVar[ItemContext | None] = ContextVar("datasetjob_item_context", default=None)
 _held = threading.local()  # depth of token-holding blocks in this thread
 
 
@@ -116,9 +117,20 @@ class ItemContext:
     ctx.item_id, ctx.shard, ctx.index, ctx.run_id
     """
 
-    def __init__(self, *, item: Any, item_id: str, shard: str, index: int, run_id: str,
-                 cache, counters: Counters, limiter=None, default_ttl: int | None = None,
-                 logger: logging.Logger | None = None):
+    def __init__(
+        self,
+        *,
+        item: Any,
+        item_id: str,
+        shard: str,
+        index: int,
+        run_id: str,
+        cache,
+        counters: Counters,
+        limiter=None,
+        default_ttl: int | None = None,
+        logger: logging.Logger | None = None,
+    ):
         self.item = item
         self.item_id = item_id
         self.shard = shard

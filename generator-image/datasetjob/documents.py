@@ -18,14 +18,19 @@ def read_spec_text(path: str | Path, max_bytes: int = MAX_SPEC_BYTES) -> str:
     except OSError as exc:
         raise SpecError([f"{path}: cannot read: {exc.strerror}"]) from None
     if len(data) > max_bytes:
-        raise SpecError([f"{path}: larger than {size_text(max_bytes)} (the spec size limit); put large "
-                         "item lists in a file and use spec.items.fromUri"])
+        raise SpecError(
+            [
+                f"{path}: larger than {size_text(max_bytes)} (the spec size limit); put large "
+                "item lists in a file and use spec.items.fromUri"
+            ]
+        )
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise SpecError([f"{path}: not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} "
-                         f"(line {line})"]) from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError(
+            [f"{path}: not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} (line {line})"]
+        ) from None
 
 
 def load_document(path: str | Path, max_bytes: int = MAX_SPEC_BYTES) -> dict:
@@ -44,5 +49,4 @@ def load_document(path: str | Path, max_bytes: int = MAX_SPEC_BYTES) -> dict:
 def load_spec_file(path: str | Path, rules: bool = True) -> DatasetJobSpec:
     """A user's spec (rules=True), or one dsj wrote for a worker or combine (rules=False: checked
     in full before it was written, and allowed to be larger as indented JSON)."""
-    return spec_from_document(load_document(path, MAX_SPEC_BYTES if rules else MAX_WRITTEN_SPEC_BYTES),
-                              rules=rules)
+    return spec_from_document(load_document(path, MAX_SPEC_BYTES if rules else MAX_WRITTEN_SPEC_BYTES), rules=rules)

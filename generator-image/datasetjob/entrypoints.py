@@ -15,19 +15,20 @@ import time
 from .cache.factory import make_cache
 from .cache.redis_backend import RedisCache
 from .combine import CombineRefused, combine_run
-from .errors import GeneratorConfigError, SpecError
-from .logtext import OneLineFormatter
-from .lifetime import stop_on_sigterm, stop_with_parent
-from .progress import FileProgress, NullProgress, redis_progress
-from .ratelimit import make_limiter
-from .universe import resolve_items
-from .redaction import CREDENTIALS_ENV, decode_secrets, restore_credentials
-from .spec import DatasetJobSpec, run_id as compute_run_id, spec_from_document
-from .storage import open_store
 from .contract import EXIT_DO_NOT_RETRY, EXIT_OK, EXIT_RETRY, IMAGE_DIGEST_ENV, REGENERATE_TOKEN_ENV
+from .errors import GeneratorConfigError, SpecError
 from .fingerprint import fingerprint_inputs, generator_fingerprint, image_digest
 from .item_store import ItemStore
+from .lifetime import stop_on_sigterm, stop_with_parent
+from .logtext import OneLineFormatter
+from .progress import FileProgress, NullProgress, redis_progress
+from .ratelimit import make_limiter
+from .redaction import CREDENTIALS_ENV, decode_secrets, restore_credentials
 from .shard_summary import ShardSummary, write_termination_message
+from .spec import DatasetJobSpec, spec_from_document
+from .spec import run_id as compute_run_id
+from .storage import open_store
+from .universe import resolve_items
 from .worker import ShardWorker, WorkerSetup
 
 log = logging.getLogger("datasetjob.worker")
@@ -57,8 +58,7 @@ def with_credentials(spec: DatasetJobSpec) -> DatasetJobSpec:
 
 
 def resolve_run_id(spec: DatasetJobSpec, given: str | None) -> str:
-    return given or os.environ.get("DSJ_RUN_ID") or compute_run_id(
-        spec.raw_spec, os.environ.get(REGENERATE_TOKEN_ENV))
+    return given or os.environ.get("DSJ_RUN_ID") or compute_run_id(spec.raw_spec, os.environ.get(REGENERATE_TOKEN_ENV))
 
 
 def item_store(spec: DatasetJobSpec, store) -> ItemStore | None:
@@ -111,9 +111,18 @@ def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> 
         items, ids = resolve_items(spec)
         progress_dir = os.environ.get("DSJ_PROGRESS_DIR")
         progress = FileProgress(progress_dir, index) if progress_dir else NullProgress()
-        setup = WorkerSetup(spec=spec, run_id=run, index=index, store=store, items=items, ids=ids,
-                            cache=make_cache(spec, run), progress=progress, limiter=_make_limiter(spec),
-                            item_store=item_store(spec, store))
+        setup = WorkerSetup(
+            spec=spec,
+            run_id=run,
+            index=index,
+            store=store,
+            items=items,
+            ids=ids,
+            cache=make_cache(spec, run),
+            progress=progress,
+            limiter=_make_limiter(spec),
+            item_store=item_store(spec, store),
+        )
         if isinstance(setup.cache, RedisCache):
             setup.progress = redis_progress(setup.cache, run, index, fallback=progress)
         worker = ShardWorker(setup)
@@ -124,8 +133,13 @@ def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> 
             setup.cache.close()  # releases single-flight locks still held (e.g. when stopping)
         summary = worker.summary
         if code == EXIT_OK:
-            log.info("shard %d committed: %d items done, %d failed, %d rows", index,
-                     summary.items_done, summary.items_failed, summary.rows)
+            log.info(
+                "shard %d committed: %d items done, %d failed, %d rows",
+                index,
+                summary.items_done,
+                summary.items_failed,
+                summary.rows,
+            )
         else:
             summary.state = "stopped"
         write_termination_message(summary)
@@ -154,13 +168,18 @@ def combine_main(spec: DatasetJobSpec, run_id: str | None) -> int:
         result = combine_run(spec, run, store, len(items))
     except CombineRefused as exc:
         log.error("not published: %s", exc)
-        write_termination_message({"state": "refused", "runId": run, "reason": exc.reason,
-                                   "message": str(exc)[:2000]})
+        write_termination_message({"state": "refused", "runId": run, "reason": exc.reason, "message": str(exc)[:2000]})
         return EXIT_DO_NOT_RETRY
     except Exception as exc:
         log.exception("combine failed")
-        write_termination_message({"state": "failed", "runId": run, "reason": "CombineError",
-                                   "message": f"{type(exc).__name__}: {exc}"[:2000]})
+        write_termination_message(
+            {
+                "state": "failed",
+                "runId": run,
+                "reason": "CombineError",
+                "message": f"{type(exc).__name__}: {exc}"[:2000],
+            }
+        )
         return EXIT_RETRY
     log.info("published %s: %d rows, sha256 %s", result.uri, result.rows, result.sha256)
     write_termination_message(result.to_message())

@@ -30,8 +30,7 @@ def image_digest(image: str | None, known: str | None = None) -> str | None:
     return known or None
 
 
-def fingerprint_inputs(spec: DatasetJobSpec, digest: str | None = None,
-                       regenerate_token: str | None = None) -> dict:
+def fingerprint_inputs(spec: DatasetJobSpec, digest: str | None = None, regenerate_token: str | None = None) -> dict:
     """Everything the fingerprint covers, as a JSON document (also stored for humans)."""
     gen = spec.generator
     return {

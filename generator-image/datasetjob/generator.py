@@ -5,17 +5,20 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import GeneratorConfigError
+
 
 def load_function(ref: str) -> Callable[[Any, Any], Any]:
     module_name, _, attr = ref.partition(":")
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # an import can raise anything; all mean "bad generator config"
-        raise GeneratorConfigError(f"spec.generator.function: cannot import module {module_name!r}: "
-                                   f"{type(exc).__name__}: {exc}") from None
+        raise GeneratorConfigError(
+            f"spec.generator.function: cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
     target: Any = module
     for part in attr.split("."):
         target = getattr(target, part, None)

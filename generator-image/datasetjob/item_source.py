@@ -11,7 +11,8 @@ import itertools
 import json
 import math
 from collections import Counter
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from .errors import SpecError
 from .limits import MAX_ITEMS
@@ -42,28 +43,37 @@ def _counted(items: Iterable[Any], field: str) -> Iterator[Any]:
         yield item
 
 
-def iter_items(items: ItemsSpec, read_lines: Callable[[str], Iterable[str]] | None = None,
-               config_map_lines: Iterable[str] | None = None) -> Iterator[Any]:
+def iter_items(
+    items: ItemsSpec,
+    read_lines: Callable[[str], Iterable[str]] | None = None,
+    config_map_lines: Iterable[str] | None = None,
+) -> Iterator[Any]:
     """The item universe in its defined order, one item at a time."""
     if items.values is not None:
         return iter(items.values)
     if items.product is not None:
         keys = [k for k, _ in items.product]
-        return (dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in items.product)))
+        return (dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in items.product)))
     if items.range is not None:
         return iter(range(*items.range))
     if items.from_config_map is not None:
         if config_map_lines is None:
             name, key = items.from_config_map
-            raise SpecError([f"spec.items.fromConfigMap: ConfigMap {name}/{key} can only be read in a "
-                             "cluster; locally use fromUri (file:// or s3://) or values"])
-        return _counted((i for i in map(parse_item_line, config_map_lines) if i is not _SKIP),
-                        "spec.items.fromConfigMap")
+            raise SpecError(
+                [
+                    f"spec.items.fromConfigMap: ConfigMap {name}/{key} can only be read in a "
+                    "cluster; locally use fromUri (file:// or s3://) or values"
+                ]
+            )
+        return _counted(
+            (i for i in map(parse_item_line, config_map_lines) if i is not _SKIP), "spec.items.fromConfigMap"
+        )
     if items.from_uri is not None:
         if read_lines is None:
             raise SpecError(["spec.items.fromUri: no reader for this URI"])
-        return _counted((i for i in map(parse_item_line, read_lines(items.from_uri)) if i is not _SKIP),
-                        "spec.items.fromUri")
+        return _counted(
+            (i for i in map(parse_item_line, read_lines(items.from_uri)) if i is not _SKIP), "spec.items.fromUri"
+        )
     raise SpecError(["spec.items: no item source"])
 
 
@@ -102,8 +112,12 @@ def item_id(item: Any, template: str | None) -> str:
 def _duplicates_error(dupes: list[str], template: str | None) -> SpecError:
     shown = ", ".join(repr(d) for d in dupes[:5])
     more = f" and {len(dupes) - 5} more" if len(dupes) > 5 else ""
-    return SpecError([f"spec.items: item ids must be unique; duplicated: {shown}{more}"
-                      + ("" if template else " (set spec.items.idTemplate to build ids from fields)")])
+    return SpecError(
+        [
+            f"spec.items: item ids must be unique; duplicated: {shown}{more}"
+            + ("" if template else " (set spec.items.idTemplate to build ids from fields)")
+        ]
+    )
 
 
 def item_ids(items: Iterable[Any], template: str | None) -> list[str]:
@@ -122,7 +136,8 @@ def count_unique_ids(items: Iterable[Any], template: str | None) -> int:
     seen: set[str] = set()
     dupes: dict[str, None] = {}
     n = 0
-    for n, item in enumerate(items, 1):
+    for item in items:
+        n += 1
         ident = item_id(item, template)
         if ident in seen:
             dupes[ident] = None

@@ -36,8 +36,8 @@ class ItemStore:
         if not records:
             return
         token = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        self.store.put_bytes(layout.item_segment_key(self.fingerprint, run_id, index, token),
-                             segment_body(records))
+        self.store.put_bytes(layout.item_segment_key(self.fingerprint, run_id, index, token), segment_body(records))
         # What the fingerprint stands for, for people browsing the store (same bytes every time).
-        self.store.put_bytes(layout.fingerprint_key(self.fingerprint),
-                             json.dumps(self.inputs, indent=1, sort_keys=True).encode("utf-8"))
+        self.store.put_bytes(
+            layout.fingerprint_key(self.fingerprint), json.dumps(self.inputs, indent=1, sort_keys=True).encode("utf-8")
+        )

@@ -45,11 +45,11 @@ class Holder:
     startedAt: str
 
     @classmethod
-    def this_process(cls) -> "Holder":
+    def this_process(cls) -> Holder:
         return cls(os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     @classmethod
-    def parse(cls, data: bytes) -> "Holder | None":
+    def parse(cls, data: bytes) -> Holder | None:
         try:
             raw = json.loads(data)
             return cls(int(raw["pid"]), str(raw["host"]), str(raw["startedAt"]))
@@ -80,11 +80,15 @@ class LeaseHeld(Exception):
         self.holder = holder
         who = holder.describe() if holder else "holder unknown"
         if workers_left:
-            super().__init__(f"{where} is still in use by the workers of a dsj run that died ({who}); they did "
-                             f"not exit within {DEAD_HOLDER_WORKERS_SECONDS:.0f}s. Stop them, then rerun with --resume.")
+            super().__init__(
+                f"{where} is still in use by the workers of a dsj run that died ({who}); they did "
+                f"not exit within {DEAD_HOLDER_WORKERS_SECONDS:.0f}s. Stop them, then rerun with --resume."
+            )
         else:
-            super().__init__(f"{where} is in use by another dsj run ({who}). Wait for it to finish, "
-                             "or stop it (Ctrl-C) and rerun with --resume to continue its work.")
+            super().__init__(
+                f"{where} is in use by another dsj run ({who}). Wait for it to finish, "
+                "or stop it (Ctrl-C) and rerun with --resume to continue its work."
+            )
 
 
 class LeaseLost(Exception):
@@ -148,8 +152,11 @@ class S3Lease:
         try:
             self.etag = self.store.create_if_absent(self.key, self.holder.to_json())
         except ConditionalWritesUnsupported:
-            log.warning("%s: this S3 server does not support conditional writes; the run lease is "
-                        "best effort (two runs started at the same moment could both proceed)", self.store.uri)
+            log.warning(
+                "%s: this S3 server does not support conditional writes; the run lease is "
+                "best effort (two runs started at the same moment could both proceed)",
+                self.store.uri,
+            )
             self.conditional = False
             self.etag = None if self.store.exists(self.key) else self._put()
         if self.etag is not None:
@@ -160,13 +167,13 @@ class S3Lease:
         body, etag, age = current
         other = Holder.parse(body)
         # On the holder's host we hold the host lock, so its runner and workers are gone.
-        dead = (other is not None and other.host == self.holder.host and same_host_is_dead) \
-            or age > STALE_AFTER_SECONDS
+        dead = (other is not None and other.host == self.holder.host and same_host_is_dead) or age > STALE_AFTER_SECONDS
         if not dead:
             raise LeaseHeld(where, other)
         log.info("taking over the lease of a run that stopped (%s)", other.describe() if other else "unknown")
-        self.etag = self.store.replace_if_unchanged(self.key, self.holder.to_json(), etag) \
-            if self.conditional else self._put()
+        self.etag = (
+            self.store.replace_if_unchanged(self.key, self.holder.to_json(), etag) if self.conditional else self._put()
+        )
         if self.etag is None:
             now = self.store.read_versioned(self.key)
             raise LeaseHeld(where, Holder.parse(now[0]) if now else None)

@@ -77,8 +77,9 @@ def redis_progress(cache, run_id: str, index: int, fallback=None) -> RedisProgre
     """Where a worker with a Redis cache publishes its live progress: the run's hash (for the
     operator) and `fallback`. Each publish also adds the cache's in-process hits to the run's
     counters (cache.flush_stats)."""
-    return RedisProgress(cache.link, progress_key(cache.namespace, run_id), index, fallback,
-                         on_publish=cache.flush_stats)
+    return RedisProgress(
+        cache.link, progress_key(cache.namespace, run_id), index, fallback, on_publish=cache.flush_stats
+    )
 
 
 def _hgetall(url: str, key: str) -> dict:

@@ -19,7 +19,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -33,10 +34,11 @@ T = TypeVar("T")
 
 CONNECT_TIMEOUT_SECONDS = 2.0
 COMMAND_TIMEOUT_SECONDS = 5.0
-RUN_KEYS_TTL_SECONDS = 7 * 86400      # stats and progress hashes of a run
+RUN_KEYS_TTL_SECONDS = 7 * 86400  # stats and progress hashes of a run
 
 
 # --------------------------------------------------------------------------------- keys
+
 
 def cache_key_prefix(namespace: str) -> str:
     return f"dsj:cache:{namespace}:"
@@ -59,6 +61,7 @@ def ratelimit_key(scope: str) -> str:
 
 
 # --------------------------------------------------------------------------------- URLs
+
 
 def effective_redis_url(spec_redis_url: str | None) -> str | None:
     """DSJ_REDIS_URL (set by `dsj run --redis-url` or the operator) overrides an absent spec value."""
@@ -105,7 +108,12 @@ def _warn_once(safe_url: str, exc: BaseException) -> None:
         "shared Redis at %s is unavailable (%s: %s); continuing without it: cache lookups compute "
         "directly (counted as misses) and rate limits fall back to this pod's share "
         "(requestsPerSecond / parallelism). Retrying the connection every %.0fs; "
-        "this warning is shown once.", safe_url, type(exc).__name__, exc, reconnect_seconds())
+        "this warning is shown once.",
+        safe_url,
+        type(exc).__name__,
+        exc,
+        reconnect_seconds(),
+    )
 
 
 class RedisLink:
@@ -119,10 +127,14 @@ class RedisLink:
         self.url = url
         self.safe_url = redact_url(url)
         self.client = redis.Redis.from_url(
-            url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, socket_timeout=COMMAND_TIMEOUT_SECONDS,
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            socket_timeout=COMMAND_TIMEOUT_SECONDS,
             # one quick retry covers a pooled connection the server closed; more would stall
             # every in-flight item when Redis is really gone
-            retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1), client_name="datasetjob")
+            retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),
+            client_name="datasetjob",
+        )
         self._lock = threading.Lock()
         self._down = False
         self._retry_at = 0.0
@@ -202,6 +214,17 @@ def forget_links() -> None:
         _warned_pid = None
 
 
-__all__ = ["RedisLink", "get_link", "forget_links", "redact_url", "effective_redis_url", "reconnect_seconds",
-           "cache_key_prefix", "lock_key_prefix", "stats_key", "progress_key", "ratelimit_key",
-           "RUN_KEYS_TTL_SECONDS"]
+__all__ = [
+    "RedisLink",
+    "get_link",
+    "forget_links",
+    "redact_url",
+    "effective_redis_url",
+    "reconnect_seconds",
+    "cache_key_prefix",
+    "lock_key_prefix",
+    "stats_key",
+    "progress_key",
+    "ratelimit_key",
+    "RUN_KEYS_TTL_SECONDS",
+]

@@ -19,13 +19,23 @@ class ItemRecord:
     generated_at: float  # seconds since the epoch
 
     def to_json(self) -> dict:
-        return {"id": self.id, "item": self.item_digest, "rows": self.rows, "runId": self.run_id,
-                "generatedAt": self.generated_at}
+        return {
+            "id": self.id,
+            "item": self.item_digest,
+            "rows": self.rows,
+            "runId": self.run_id,
+            "generatedAt": self.generated_at,
+        }
 
     @classmethod
-    def from_json(cls, value: dict) -> "ItemRecord":
-        return cls(id=value["id"], item_digest=value["item"], rows=value["rows"], run_id=value["runId"],
-                   generated_at=float(value["generatedAt"]))
+    def from_json(cls, value: dict) -> ItemRecord:
+        return cls(
+            id=value["id"],
+            item_digest=value["item"],
+            rows=value["rows"],
+            run_id=value["runId"],
+            generated_at=float(value["generatedAt"]),
+        )
 
 
 _ID_FIRST = '{"id": '  # to_json puts the id first, so a reader can skip a line after its id
@@ -51,8 +61,9 @@ def parse_segment(text: str, ids: set[str] | None = None) -> list[ItemRecord]:
     return out
 
 
-def select_reusable(records: list[ItemRecord], wanted: dict[int, tuple[str, str]], now: float,
-                    max_age_seconds: int | None) -> dict[int, ItemRecord]:
+def select_reusable(
+    records: list[ItemRecord], wanted: dict[int, tuple[str, str]], now: float, max_age_seconds: int | None
+) -> dict[int, ItemRecord]:
     """position → the record to reuse, for the wanted (position → (id, item digest)) that have
     one: the newest record of the same item that is not older than max_age_seconds."""
     newest: dict[tuple[str, str], ItemRecord] = {}

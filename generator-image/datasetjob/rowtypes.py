@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .limits import INT64_MAX, INT64_MIN
 
@@ -100,8 +101,12 @@ def conform_value(column: str, kind: str | None, value: Any, fmt: str) -> Any:
         value = _CONVERT[kind](column, value)
     if isinstance(value, float) and math.isinf(value) and fmt == "jsonl":
         raise _refuse(column, value, "cannot be written to JSON lines (JSON has no Infinity)")
-    if (isinstance(value, int) and not isinstance(value, bool) and fmt == "parquet"
-            and not INT64_MIN <= value <= INT64_MAX):
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and fmt == "parquet"
+        and not INT64_MIN <= value <= INT64_MAX
+    ):
         raise _refuse(column, value, "is outside the int64 range Parquet stores")
     if isinstance(value, (dict, list)) and fmt != "parquet":
         try:
@@ -141,6 +146,8 @@ def type_conflicts(rows_by_position: Iterable[tuple[int, list[dict]]], declared:
                     continue
                 seen = first.setdefault(column, (kind, position))
                 if seen[0] != kind and position not in out:
-                    out[position] = (f"column {column!r}: {value!r:.80} is a {kind} but earlier items hold a "
-                                     f"{seen[0]} there; declare its type in spec.combine.columns to convert")
+                    out[position] = (
+                        f"column {column!r}: {value!r:.80} is a {kind} but earlier items hold a "
+                        f"{seen[0]} there; declare its type in spec.combine.columns to convert"
+                    )
     return out

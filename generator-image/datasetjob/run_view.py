@@ -9,9 +9,10 @@ reaches stderr even with --quiet; the dataset's URI is the one line on stdout.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -35,8 +36,10 @@ TABLE_ROWS = 20
 def workers_text(workers: int, capped: bool, cpus: int, parallelism: int) -> str:
     text = f"{workers} worker{'s' if workers != 1 else ''}"
     if capped:
-        text += (f" (capped at the {cpus} CPU{'s' if cpus != 1 else ''} of this machine; "
-                 f"spec.parallelism is {parallelism}, --workers N overrides)")
+        text += (
+            f" (capped at the {cpus} CPU{'s' if cpus != 1 else ''} of this machine; "
+            f"spec.parallelism is {parallelism}, --workers N overrides)"
+        )
     return text
 
 
@@ -58,8 +61,10 @@ class RunView:
         self._error(f"[red bold]Run failed[/]: {escape(redact_text(reason))}")
 
     def started(self, spec: DatasetJobSpec, run_id: str, total: int, workers: str, log_dir: Path) -> None:
-        self.console.print(f"[bold]{spec.name}[/] run [cyan]{run_id}[/]: {total} items in "
-                           f"{spec.shards} shards, {workers} → {redact_text(spec.output.uri)}")
+        self.console.print(
+            f"[bold]{spec.name}[/] run [cyan]{run_id}[/]: {total} items in "
+            f"{spec.shards} shards, {workers} → {redact_text(spec.output.uri)}"
+        )
         self.console.print(f"logs: {log_dir}/shard-*.log")
 
     # -- while shards run -----------------------------------------------------------------------
@@ -67,12 +72,20 @@ class RunView:
     def live(self, total: int, shards: int) -> Iterator[Callable[[dict, list, float], None]]:
         """A function to call on every tick with (progress snapshots by shard index, the shard
         processes, seconds since the run started); the bar and the table redraw from them."""
-        bar = Progress(TextColumn("[bold]items"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[rate]:>7.1f} items/s"), TextColumn("failed {task.fields[failed]}"),
-                       TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
+        bar = Progress(
+            TextColumn("[bold]items"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>7.1f} items/s"),
+            TextColumn("failed {task.fields[failed]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
         task = bar.add_task("items", total=total, rate=0.0, failed=0)
 
         with Live(Group(bar), console=self.console, refresh_per_second=4, transient=False) as live:
+
             def show(snapshots: dict, processes: list, elapsed: float) -> None:
                 totals = sum_shard_progress(snapshots)["items"]
                 done, failed = totals["done"] + totals["failed"], totals["failed"]
@@ -87,12 +100,17 @@ class RunView:
         print(f"dsj run: stopped: {reason}", file=sys.stderr)
 
     def interrupted(self, committed: int, shards: int, resume: str) -> None:
-        self.errors.print(f"[yellow]Interrupted.[/] {committed}/{shards} shards committed, "
-                          f"finished items checkpointed. Resume with:\n  {resume}", soft_wrap=True)
+        self.errors.print(
+            f"[yellow]Interrupted.[/] {committed}/{shards} shards committed, "
+            f"finished items checkpointed. Resume with:\n  {resume}",
+            soft_wrap=True,
+        )
 
     def shard_failed(self, shard: ShardProcess) -> None:
-        self._error(f"[red]{shard_name(shard.index)} failed[/] (exit codes {shard.exit_codes}); "
-                    f"log: {escape(str(shard.log_path))}")
+        self._error(
+            f"[red]{shard_name(shard.index)} failed[/] (exit codes {shard.exit_codes}); "
+            f"log: {escape(str(shard.log_path))}"
+        )
 
     def not_published(self, reason: str, message: str) -> None:
         self._error(f"[red bold]Not published[/] ({reason}): {escape(redact_text(message))}")
@@ -100,22 +118,36 @@ class RunView:
     def combine_failed(self, detail: str) -> None:
         self._error(f"[red bold]Not published[/]: combine failed: {escape(redact_text(detail))}")
 
-    def summary(self, spec: DatasetJobSpec, result: CombineResult, failed: list[int], wall: float,
-                failures_uri: str) -> None:
+    def summary(
+        self, spec: DatasetJobSpec, result: CombineResult, failed: list[int], wall: float, failures_uri: str
+    ) -> None:
         it = result.items
         lookups = result.cache["hits"] + result.cache["misses"]
         table = Table(title=f"{spec.name} · run {result.run_id}", show_header=False)
         table.add_column(style="bold")
         table.add_column()
-        table.add_row("shards", f"{spec.shards - len(failed)}/{spec.shards} committed"
-                      + (f" (failed: {compress_indexes(failed)})" if failed else ""))
+        table.add_row(
+            "shards",
+            f"{spec.shards - len(failed)}/{spec.shards} committed"
+            + (f" (failed: {compress_indexes(failed)})" if failed else ""),
+        )
         table.add_row("items", f"{it['done']} done, {it['failed']} failed, {it['missing']} missing of {it['total']}")
-        table.add_row("reuse", f"{it['generated']} generated, {it['reused']} reused from earlier runs"
-                      if spec.reuse.enabled else f"off: {it['generated']} generated")
-        table.add_row("rows", f"{result.rows}" + (f" ({result.duplicates_dropped} duplicates dropped)"
-                                                  if result.duplicates_dropped else ""))
-        table.add_row("cache", f"{result.cache['hits']} hits, {result.cache['misses']} misses"
-                      + (f" ({result.cache['hits'] / lookups:.1%} hit rate)" if lookups else ""))
+        table.add_row(
+            "reuse",
+            f"{it['generated']} generated, {it['reused']} reused from earlier runs"
+            if spec.reuse.enabled
+            else f"off: {it['generated']} generated",
+        )
+        table.add_row(
+            "rows",
+            f"{result.rows}"
+            + (f" ({result.duplicates_dropped} duplicates dropped)" if result.duplicates_dropped else ""),
+        )
+        table.add_row(
+            "cache",
+            f"{result.cache['hits']} hits, {result.cache['misses']} misses"
+            + (f" ({result.cache['hits'] / lookups:.1%} hit rate)" if lookups else ""),
+        )
         table.add_row("time", f"{wall:.1f}s ({total_rate(it, wall):.1f} items/s)")
         table.add_row("dataset", redact_text(result.uri))
         table.add_row("sha256", result.sha256)
@@ -142,10 +174,15 @@ def shard_table(snapshots: dict, processes: list, total: int, shards: int) -> Ta
         cache = s.get("cache", {})
         lookups = cache.get("hits", 0) + cache.get("misses", 0)
         color = {"committed": "green", "failed": "red", "running": "cyan"}.get(shard.state, "dim")
-        table.add_row(shard_name(shard.index), f"[{color}]{shard.state}[/]",
-                      f"{it.get('done', 0) + it.get('failed', 0)}/{stop - start}", str(it.get("failed", 0)),
-                      str(s.get("rows", 0)), f"{cache.get('hits', 0) / lookups:.0%}" if lookups else "-",
-                      str(shard.attempts))
+        table.add_row(
+            shard_name(shard.index),
+            f"[{color}]{shard.state}[/]",
+            f"{it.get('done', 0) + it.get('failed', 0)}/{stop - start}",
+            str(it.get("failed", 0)),
+            str(s.get("rows", 0)),
+            f"{cache.get('hits', 0) / lookups:.0%}" if lookups else "-",
+            str(shard.attempts),
+        )
     if shards > TABLE_ROWS:
         counts = {st: sum(s.state == st for s in processes) for st in ("pending", "committed", "failed")}
         table.caption = ", ".join(f"{v} {k}" for k, v in counts.items())

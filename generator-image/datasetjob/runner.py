@@ -21,16 +21,17 @@ from typing import TYPE_CHECKING
 
 from . import layout
 from .combine import CombineRefused, combine_run
-from .universe import resolve_items
-from .progress import read_file_progress
-from .sharding import shard_name
-from .spec import DatasetJobSpec, run_id as compute_run_id
-from .redaction import CREDENTIALS_ENV, encode_secrets, split_credentials
-from .errors import StorageError
-from .storage import open_store
 from .contract import EXIT_DO_NOT_RETRY, EXIT_RUN_BUSY, PARENT_PID_ENV, RETRY_FAILED_ITEMS_ENV
+from .errors import StorageError
 from .lease import Lease, LeaseHeld, acquire_lease
+from .progress import read_file_progress
+from .redaction import CREDENTIALS_ENV, encode_secrets, split_credentials
 from .run_view import RunView, workers_text
+from .sharding import shard_name
+from .spec import DatasetJobSpec
+from .spec import run_id as compute_run_id
+from .storage import open_store
+from .universe import resolve_items
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -136,11 +137,17 @@ class LocalRunner:
         return items, ids
 
     def _env(self, index: int, slot: int) -> dict:
-        env = dict(os.environ, JOB_COMPLETION_INDEX=str(index), DSJ_RUN_ID=self.run_id,
-                   DSJ_PROGRESS_DIR=str(self.progress_dir), DSJ_STAGGER_SLOT=str(slot),
-                   PYTHONUNBUFFERED="1")
-        env["DSJ_GENERATOR_PATH"] = os.pathsep.join(filter(None, [
-            os.getcwd(), str(Path(self.opts.spec_path).resolve().parent), env.get("DSJ_GENERATOR_PATH")]))
+        env = dict(
+            os.environ,
+            JOB_COMPLETION_INDEX=str(index),
+            DSJ_RUN_ID=self.run_id,
+            DSJ_PROGRESS_DIR=str(self.progress_dir),
+            DSJ_STAGGER_SLOT=str(slot),
+            PYTHONUNBUFFERED="1",
+        )
+        env["DSJ_GENERATOR_PATH"] = os.pathsep.join(
+            filter(None, [os.getcwd(), str(Path(self.opts.spec_path).resolve().parent), env.get("DSJ_GENERATOR_PATH")])
+        )
         if self.opts.cache_dir:
             env["DSJ_EMBEDDED_CACHE_DIR"] = str(Path(self.opts.cache_dir).resolve())
         if self.opts.redis_url is not None:
@@ -160,14 +167,29 @@ class LocalRunner:
         log = open(shard.log_path, "a")
         log.write(f"--- attempt {shard.attempts} at {time.strftime('%H:%M:%S')} ---\n")
         log.flush()
-        cmd = [sys.executable, "-m", "datasetjob", "worker", "--spec", str(self.spec_file),
-               "--index", str(shard.index), "--run-id", self.run_id]
+        cmd = [
+            sys.executable,
+            "-m",
+            "datasetjob",
+            "worker",
+            "--spec",
+            str(self.spec_file),
+            "--index",
+            str(shard.index),
+            "--run-id",
+            self.run_id,
+        ]
         # Its own session, so a Ctrl-C reaches only the runner, which stops workers in order; the
         # worker stops by itself when the runner dies (PARENT_PID_ENV), and holds the run's lease
         # descriptor, so no other run starts while it is still saving its checkpoint.
-        shard.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                      env=self._env(shard.index, slot), start_new_session=True,
-                                      pass_fds=(self.lease.inheritable_fd,))
+        shard.proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self._env(shard.index, slot),
+            start_new_session=True,
+            pass_fds=(self.lease.inheritable_fd,),
+        )
         log.close()
         shard.state = "running"
 
@@ -233,9 +255,13 @@ class LocalRunner:
         threading.Thread(target=_prewarm_combine, daemon=True).start()
         items, _ = self._prepare()
         total = len(items)
-        self.view.started(self.spec, self.run_id, total,
-                          workers_text(self.workers, self.workers_capped, self.cpus, self.spec.parallelism),
-                          self.local_dir)
+        self.view.started(
+            self.spec,
+            self.run_id,
+            total,
+            workers_text(self.workers, self.workers_capped, self.cpus, self.spec.parallelism),
+            self.local_dir,
+        )
         first_wave = list(range(self.workers))
         previous = signal.signal(signal.SIGINT, self._on_interrupt)
         previous_term = signal.signal(signal.SIGTERM, self._on_interrupt)
@@ -285,8 +311,13 @@ class LocalRunner:
         except OSError as exc:  # the combine's scratch space (TMPDIR) failed, e.g. disk full
             self.view.combine_failed(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
             return 1
-        self.view.summary(self.spec, result, failed, time.monotonic() - started,
-                          self.store.key_uri(f"{layout.run_prefix(self.run_id)}failures/"))
+        self.view.summary(
+            self.spec,
+            result,
+            failed,
+            time.monotonic() - started,
+            self.store.key_uri(f"{layout.run_prefix(self.run_id)}failures/"),
+        )
         return 0
 
 
@@ -294,4 +325,3 @@ def _prewarm_combine() -> None:
     import importlib
 
     importlib.import_module("pandas")
-

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
@@ -63,16 +64,19 @@ class _Loader(yaml.SafeLoader):
             if isinstance(parent, MappingNode) and index is not None:
                 self._check_key(parent, index)
             if len(self._path) > MAX_DEPTH + 1:
-                raise self._refuse(f"nested deeper than {MAX_DEPTH} levels (the nesting depth limit)",
-                                   self.peek_event().start_mark)
+                raise self._refuse(
+                    f"nested deeper than {MAX_DEPTH} levels (the nesting depth limit)", self.peek_event().start_mark
+                )
             alias = self.check_event(yaml.AliasEvent)
             mark = self.peek_event().start_mark
             node = super().compose_node(parent, index)
             self._expanded += self._size(node, mark) if alias else 1
             if self._expanded > MAX_EXPANDED_NODES:
-                raise self._refuse(f"YAML aliases expand to more than {MAX_EXPANDED_NODES} values (the alias "
-                                   "expansion limit); write the values out, or put items in spec.items.fromUri",
-                                   mark)
+                raise self._refuse(
+                    f"YAML aliases expand to more than {MAX_EXPANDED_NODES} values (the alias "
+                    "expansion limit); write the values out, or put items in spec.items.fromUri",
+                    mark,
+                )
             if not alias:
                 self._check_node(node)
             return node
@@ -84,8 +88,12 @@ class _Loader(yaml.SafeLoader):
             return
         if not isinstance(key, ScalarNode) or key.tag != _STR:
             shown = key.value if isinstance(key, ScalarNode) else "a " + type(key).__name__.replace("Node", "").lower()
-            raise SpecError([f"{_join(self._path[:-1])}: mapping key {shown!r} is not a string (line "
-                             f"{key.start_mark.line + 1}); quote it"])
+            raise SpecError(
+                [
+                    f"{_join(self._path[:-1])}: mapping key {shown!r} is not a string (line "
+                    f"{key.start_mark.line + 1}); quote it"
+                ]
+            )
         seen = self._keys.setdefault(id(mapping), {})
         if key.value in seen:
             raise self._refuse(f"duplicate key (first at line {seen[key.value]})", key.start_mark)

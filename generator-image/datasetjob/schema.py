@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Iterator
 from importlib import resources
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -86,7 +87,7 @@ def _describe(error) -> tuple[list, str]:
         missing = [p for p in arg if p not in (error.instance or {})]
         return parts + [missing[0] if missing else "?"], "is required"
     if v == "additionalProperties":
-        known = set((error.schema.get("properties") or {}))
+        known = set(error.schema.get("properties") or {})
         unknown = sorted(k for k in error.instance if k not in known)
         allowed = ", ".join(sorted(known))
         return parts + [unknown[0] if unknown else "?"], f"unknown field (known fields: {allowed})"

@@ -32,18 +32,26 @@ class ShardSummary:
 
     def to_message(self) -> dict:
         """The one-line termination message (kept well under the 4 KiB limit)."""
-        out = {"runId": self.run_id, "shard": self.index, "state": self.state,
-               "items": {"total": self.items_total, "done": self.items_done,
-                         "failed": self.items_failed, "skipped": self.items_skipped,
-                         "reused": self.items_reused},
-               "rows": self.rows, "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
-               "upstreamCalls": self.upstream_calls}
+        out = {
+            "runId": self.run_id,
+            "shard": self.index,
+            "state": self.state,
+            "items": {
+                "total": self.items_total,
+                "done": self.items_done,
+                "failed": self.items_failed,
+                "skipped": self.items_skipped,
+                "reused": self.items_reused,
+            },
+            "rows": self.rows,
+            "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
+            "upstreamCalls": self.upstream_calls,
+        }
         if self.sha256:
             out["sha256"] = self.sha256
         if self.error:
             out["error"] = self.error[:1500]
         return out
-
 
 
 def write_termination_message(summary: ShardSummary | dict) -> None:

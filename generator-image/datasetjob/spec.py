@@ -21,10 +21,20 @@ _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # concurrency, rate limits, cache location, reuse) only change how it is produced.
 _SEMANTIC_FIELDS = ("items", "shards", "generator", "output", "combine")
 _OPERATIONAL_GENERATOR_FIELDS = (
-    "concurrency", "startupStaggerSeconds", "resources", "nodeSelector",
-    "tolerations", "serviceAccountName", "imagePullPolicy", "imagePullSecrets",
-    "affinity", "topologySpreadConstraints", "priorityClassName", "runtimeClassName",
-    "podLabels", "podAnnotations",
+    "concurrency",
+    "startupStaggerSeconds",
+    "resources",
+    "nodeSelector",
+    "tolerations",
+    "serviceAccountName",
+    "imagePullPolicy",
+    "imagePullSecrets",
+    "affinity",
+    "topologySpreadConstraints",
+    "priorityClassName",
+    "runtimeClassName",
+    "podLabels",
+    "podAnnotations",
 )
 # Pod settings of the combine step: where and how it runs, not what it produces.
 _OPERATIONAL_COMBINE_FIELDS = ("resources",)
@@ -121,7 +131,7 @@ class DatasetJobSpec:
     raw_spec: dict = field(compare=False, repr=False)
     reuse: ReuseSpec = ReuseSpec()
 
-    def with_output_uri(self, uri: str) -> "DatasetJobSpec":
+    def with_output_uri(self, uri: str) -> DatasetJobSpec:
         raw = dict(self.raw_spec, output=dict(self.raw_spec.get("output") or {}, uri=uri))
         return spec_from_dict(self.name, raw, self.namespace)
 
@@ -129,8 +139,7 @@ class DatasetJobSpec:
         meta = {"name": self.name}
         if self.namespace:
             meta["namespace"] = self.namespace
-        return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND,
-                "metadata": meta, "spec": self.raw_spec}
+        return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": meta, "spec": self.raw_spec}
 
 
 def _items(raw: dict) -> ItemsSpec:
@@ -140,8 +149,9 @@ def _items(raw: dict) -> ItemsSpec:
         raise SpecError(["spec.items.productOrder: productOrder is only meaningful with product"])
     if product and order:
         if sorted(order) != sorted(product):
-            raise SpecError([f"spec.items.productOrder: must list the product keys {sorted(product)} "
-                             f"once each, got {order}"])
+            raise SpecError(
+                [f"spec.items.productOrder: must list the product keys {sorted(product)} once each, got {order}"]
+            )
         product = {k: product[k] for k in order}
     rng = raw.get("range")
     cm = raw.get("fromConfigMap")
@@ -189,8 +199,10 @@ def range_length(start: int, stop: int, step: int) -> int:
 def _check_item_counts(items: ItemsSpec) -> list[str]:
     """Sources whose size is known from the spec alone, checked before anything is expanded."""
     if items.values is not None and len(items.values) > MAX_INLINE_ITEMS:
-        return [f"spec.items.values: {len(items.values)} items exceed the inline limit of {MAX_INLINE_ITEMS}; "
-                "put them in a file (one JSON item per line) and use spec.items.fromUri"]
+        return [
+            f"spec.items.values: {len(items.values)} items exceed the inline limit of {MAX_INLINE_ITEMS}; "
+            "put them in a file (one JSON item per line) and use spec.items.fromUri"
+        ]
     if items.range is not None:
         n = range_length(*items.range)
         if n > MAX_ITEMS:
@@ -214,8 +226,10 @@ def _check_combine_columns(combine: dict) -> list[str]:
     for field_name in ("sortBy", "dedupeBy"):
         for i, column in enumerate(combine.get(field_name) or ()):
             if column not in declared:
-                problems.append(f"spec.combine.{field_name}[{i}]: column {column!r} is not in spec.combine.columns "
-                                f"({', '.join(declared)})")
+                problems.append(
+                    f"spec.combine.{field_name}[{i}]: column {column!r} is not in spec.combine.columns "
+                    f"({', '.join(declared)})"
+                )
     return problems
 
 
@@ -225,7 +239,8 @@ def spec_from_dict(name: str, spec: Any, namespace: str | None = None, rules: bo
     if not isinstance(name, str) or not _NAME_RE.match(name or "") or len(name) > MAX_NAME_LENGTH:
         problems.append(
             f"metadata.name: {name!r} must be a DNS label (lowercase letters, digits, '-') "
-            f"of at most {MAX_NAME_LENGTH} characters")
+            f"of at most {MAX_NAME_LENGTH} characters"
+        )
     try:
         raw = validate_spec(spec, rules=rules)
     except SpecError as exc:
@@ -274,7 +289,9 @@ def spec_from_dict(name: str, spec: Any, namespace: str | None = None, rules: bo
             requests_per_second=float(rl["requestsPerSecond"]),
             burst=int(rl.get("burst") or max(1, round(rl["requestsPerSecond"]))),
             scope=rl.get("scope") or name,
-        ) if rl else None,
+        )
+        if rl
+        else None,
         output=OutputSpec(
             uri=out.get("uri"),
             format=out.get("format", "csv"),
@@ -295,8 +312,10 @@ def spec_from_dict(name: str, spec: Any, namespace: str | None = None, rules: bo
         queue_name=raw.get("queueName"),
         workload_priority_class=raw.get("workloadPriorityClassName"),
         raw_spec=raw,
-        reuse=ReuseSpec(enabled=(raw.get("reuse") or {}).get("enabled", True),
-                        max_age_seconds=(raw.get("reuse") or {}).get("maxAgeSeconds")),
+        reuse=ReuseSpec(
+            enabled=(raw.get("reuse") or {}).get("enabled", True),
+            max_age_seconds=(raw.get("reuse") or {}).get("maxAgeSeconds"),
+        ),
     )
 
 
@@ -342,6 +361,7 @@ def run_id(raw_spec: dict, regenerate_token: str | None = None) -> str:
     # canonical_json sorts keys, but the order of product keys decides the item order: keep it.
     items = raw_spec.get("items") or {}
     order = items.get("productOrder") or list(items.get("product") or {})
-    payload = canonical_json({"spec": semantic_spec(raw_spec), "regenerate": regenerate_token or "",
-                              "productOrder": order})
+    payload = canonical_json(
+        {"spec": semantic_spec(raw_spec), "regenerate": regenerate_token or "", "productOrder": order}
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:8]

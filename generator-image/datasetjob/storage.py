@@ -147,8 +147,11 @@ class S3Store(Store):
             response_checksum_validation="when_required",
         )
         self.client = boto3.client(
-            "s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
-            region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1", config=config)
+            "s3",
+            endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+            region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            config=config,
+        )
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -202,7 +205,8 @@ class S3Store(Store):
         strip = len(self.prefix) + 1 if self.prefix else 0
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(
-                    Bucket=self.bucket, Prefix=self._key(prefix)):
+                Bucket=self.bucket, Prefix=self._key(prefix)
+            ):
                 out.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
         except Exception as exc:
             raise self._wrap(exc, prefix) from exc
@@ -211,9 +215,10 @@ class S3Store(Store):
     def delete_prefix(self, prefix: str, keep: frozenset[str] = frozenset()) -> None:
         keys = [k for k in self.list(prefix) if k not in keep]
         for i in range(0, len(keys), 1000):
-            self.client.delete_objects(Bucket=self.bucket, Delete={
-                "Objects": [{"Key": self._key(k)} for k in keys[i:i + 1000]], "Quiet": True})
-
+            self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": self._key(k)} for k in keys[i : i + 1000]], "Quiet": True},
+            )
 
     # -- conditional writes (the run lease) ---------------------------------------------------
     def _conditional_put(self, key: str, data: bytes, **condition) -> str | None:
@@ -241,8 +246,9 @@ class S3Store(Store):
 
     def read_versioned(self, key: str) -> tuple[bytes, str, float] | None:
         """(body, ETag, seconds since it was written by the server's clock), or None if absent."""
-        from botocore.exceptions import ClientError
         from email.utils import parsedate_to_datetime
+
+        from botocore.exceptions import ClientError
 
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))

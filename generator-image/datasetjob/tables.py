@@ -11,7 +11,8 @@ import csv
 import hashlib
 import json
 import math
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 
 def format_csv_value(value: Any) -> str:
@@ -40,8 +41,9 @@ def columns_of(rows: Iterable[dict]) -> list[str]:
     return list(seen)
 
 
-def write_rows(rows: list[dict], path: str, fmt: str, columns: list[str] | None = None,
-               strict_json: bool = True) -> list[str]:
+def write_rows(
+    rows: list[dict], path: str, fmt: str, columns: list[str] | None = None, strict_json: bool = True
+) -> list[str]:
     """Write `rows` to `path`; returns the column list. Zero rows → an empty file.
     `strict_json=False` is for scratch files only (Parquet floats may be infinite)."""
     columns = columns if columns is not None else columns_of(rows)
@@ -60,8 +62,7 @@ def write_rows(rows: list[dict], path: str, fmt: str, columns: list[str] | None 
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows]) if rows \
-            else pa.table({})
+        table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows]) if rows else pa.table({})
         pq.write_table(table, path)
     else:
         raise ValueError(f"unknown format {fmt!r}")
@@ -97,8 +98,7 @@ def iter_rows(path: str, fmt: str, chunk_rows: int = 50_000) -> Iterator[dict]:
         import pandas as pd
 
         try:
-            reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
-                                 chunksize=chunk_rows)
+            reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, chunksize=chunk_rows)
         except pd.errors.EmptyDataError:
             return
         with reader:
@@ -171,8 +171,7 @@ class RowWriter:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows],
-                                         schema=self._schema)
+            table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows], schema=self._schema)
             if self._pq is None:
                 self._schema = table.schema
                 self._pq = pq.ParquetWriter(self.path, self._schema)

@@ -10,8 +10,9 @@ the reading; turning lines into items and ids is `item_source`, which does no I/
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from .contract import ITEMS_DIR_ENV
 from .errors import SpecError, StorageError
@@ -32,23 +33,29 @@ def capped_lines(stream: BinaryIO, field: str, source: str) -> Iterator[str]:
             break
         total += len(chunk)
         if total > MAX_ITEM_SOURCE_BYTES:
-            raise SpecError([f"{field}: {source} is larger than {size_text(MAX_ITEM_SOURCE_BYTES)} "
-                             "(the item source size limit)"])
+            raise SpecError(
+                [f"{field}: {source} is larger than {size_text(MAX_ITEM_SOURCE_BYTES)} (the item source size limit)"]
+            )
         *lines, pending = (pending + chunk).split(b"\n")
         for raw in lines:
             number += 1
             yield _decode(raw, field, source, number)
         if len(pending) > MAX_ITEM_LINE_BYTES:
-            raise SpecError([f"{field}: {source} line {number + 1} is longer than "
-                             f"{size_text(MAX_ITEM_LINE_BYTES)} (the item line limit)"])
+            raise SpecError(
+                [
+                    f"{field}: {source} line {number + 1} is longer than "
+                    f"{size_text(MAX_ITEM_LINE_BYTES)} (the item line limit)"
+                ]
+            )
     if pending:
         yield _decode(pending, field, source, number + 1)
 
 
 def _decode(raw: bytes, field: str, source: str, number: int) -> str:
     if len(raw) > MAX_ITEM_LINE_BYTES:
-        raise SpecError([f"{field}: {source} line {number} is longer than {size_text(MAX_ITEM_LINE_BYTES)} "
-                         "(the item line limit)"])
+        raise SpecError(
+            [f"{field}: {source} line {number} is longer than {size_text(MAX_ITEM_LINE_BYTES)} (the item line limit)"]
+        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -78,14 +85,14 @@ def _config_map_lines(spec: DatasetJobSpec) -> Iterator[str] | None:
         return None
     name, key = spec.items.from_config_map
     path = Path(os.environ[ITEMS_DIR_ENV], key)
-    return _stream_lines(lambda: open(path, "rb"), "spec.items.fromConfigMap",
-                         f"key {key!r} of ConfigMap {name!r}")
+    return _stream_lines(lambda: open(path, "rb"), "spec.items.fromConfigMap", f"key {key!r} of ConfigMap {name!r}")
 
 
 def _items(spec: DatasetJobSpec) -> Iterator:
     def read_lines(uri: str) -> Iterator[str]:
-        return _stream_lines(lambda: open_uri(uri, spec.output.endpoint_url, spec.output.region),
-                             "spec.items.fromUri", uri)
+        return _stream_lines(
+            lambda: open_uri(uri, spec.output.endpoint_url, spec.output.region), "spec.items.fromUri", uri
+        )
 
     return iter_items(spec.items, read_lines, _config_map_lines(spec))
 

@@ -24,18 +24,17 @@ from . import layout
 from .checkpoint import Checkpoint
 from .command import output_path, shard_values, work_dir
 from .context import Counters, ItemContext
+from .contract import EXIT_OK, EXIT_TERMINATED, RETRY_FAILED_ITEMS_ENV
 from .errors import GeneratorConfigError
 from .fingerprint import item_digest
 from .generator import json_safe_rows, load_function, normalise_rows, substitute
 from .reuse import ItemRecord, lineage, select_reusable
 from .rowtypes import conform_row, type_conflicts
+from .shard_summary import ShardSummary
 from .sharding import processing_order, shard_bounds, shard_name
 from .spec import DatasetJobSpec
-from .shard_summary import ShardSummary
 from .storage import Store, local_tempdir
 from .tables import count_rows, file_digest, read_columns, write_rows
-
-from .contract import EXIT_OK, EXIT_TERMINATED, RETRY_FAILED_ITEMS_ENV
 
 log = logging.getLogger("datasetjob.worker")
 
@@ -91,8 +90,15 @@ class ShardWorker:
                 self._from_manifest(manifest)
                 return EXIT_OK
             log.info("%s: retrying its %d failed items", shard_name(index), manifest["items"]["failed"])
-        log.info("%s of run %s: items %d..%d (%d items), concurrency %d", shard_name(index), run_id,
-                 self.positions.start, self.positions.stop - 1, len(self.positions), self.spec.generator.concurrency)
+        log.info(
+            "%s of run %s: items %d..%d (%d items), concurrency %d",
+            shard_name(index),
+            run_id,
+            self.positions.start,
+            self.positions.stop - 1,
+            len(self.positions),
+            self.spec.generator.concurrency,
+        )
         ticker = threading.Thread(target=self._progress_loop, daemon=True)
         ticker.start()
         try:
@@ -116,8 +122,9 @@ class ShardWorker:
         results = {p: r for p, r in results.items() if p in self.positions}
         self.summary.items_skipped = len(results)
         if results:
-            log.info("%s: %d items already done by an earlier attempt, skipping them",
-                     shard_name(self.s.index), len(results))
+            log.info(
+                "%s: %d items already done by an earlier attempt, skipping them", shard_name(self.s.index), len(results)
+            )
         self._reused = self._reusable(results)
         results.update((p, record.rows) for p, record in self._reused.items())
         self.summary.items_reused = len(self._reused)
@@ -129,10 +136,17 @@ class ShardWorker:
 
         def one(position: int):
             item, item_id = self.s.items[position], self.s.ids[position]
-            ctx = ItemContext(item=item, item_id=item_id, shard=shard_name(self.s.index),
-                              index=self.s.index, run_id=self.s.run_id, cache=self.s.cache,
-                              counters=self.counters, limiter=self.s.limiter,
-                              default_ttl=self.spec.cache.ttl_seconds)
+            ctx = ItemContext(
+                item=item,
+                item_id=item_id,
+                shard=shard_name(self.s.index),
+                index=self.s.index,
+                run_id=self.s.run_id,
+                cache=self.s.cache,
+                counters=self.counters,
+                limiter=self.s.limiter,
+                default_ttl=self.spec.cache.ttl_seconds,
+            )
             rows = json_safe_rows(normalise_rows(fn(item, ctx)), item_id)
             # A value its column or the format cannot hold fails this item, not the shard.
             return [conform_row(row, declared, self.fmt) for row in rows]
@@ -155,8 +169,12 @@ class ShardWorker:
                     self._record(position, fut, results, failures, checkpoint)
         if self.stopping.is_set() and len(results) + len(failures) < len(self.positions):
             checkpoint.flush()
-            log.warning("%s: stopped after %d of %d items; checkpoint saved",
-                        shard_name(self.s.index), len(results), len(self.positions))
+            log.warning(
+                "%s: stopped after %d of %d items; checkpoint saved",
+                shard_name(self.s.index),
+                len(results),
+                len(self.positions),
+            )
             return None, failures
         if self.fmt == "parquet":
             self._fail_type_conflicts(results, failures, declared)
@@ -176,10 +194,14 @@ class ShardWorker:
         if not wanted:
             return {}
         records = self.s.item_store.load({item_id for item_id, _ in wanted.values()})
-        reused = select_reusable(records, wanted, time.time(),
-                                 self.spec.reuse.max_age_seconds)
-        log.info("%s: %d of %d items reused from earlier runs (fingerprint %s)", shard_name(self.s.index),
-                 len(reused), len(self.positions), self.s.item_store.fingerprint)
+        reused = select_reusable(records, wanted, time.time(), self.spec.reuse.max_age_seconds)
+        log.info(
+            "%s: %d of %d items reused from earlier runs (fingerprint %s)",
+            shard_name(self.s.index),
+            len(reused),
+            len(self.positions),
+            self.s.item_store.fingerprint,
+        )
         return reused
 
     def _save_generated(self) -> None:
@@ -188,8 +210,10 @@ class ShardWorker:
         if self.s.item_store is None or not self._generated:
             return
         now = time.time()
-        records = [ItemRecord(self.s.ids[p], item_digest(self.s.items[p]), rows, self.s.run_id, now)
-                   for p, rows in sorted(self._generated.items())]
+        records = [
+            ItemRecord(self.s.ids[p], item_digest(self.s.items[p]), rows, self.s.run_id, now)
+            for p, rows in sorted(self._generated.items())
+        ]
         self.s.item_store.save(self.s.run_id, self.s.index, records)
 
     def _fail_type_conflicts(self, results: dict, failures: list[dict], declared: dict) -> None:
@@ -201,8 +225,9 @@ class ShardWorker:
             self.summary.items_done -= 1
             self.summary.items_failed += 1
             self.summary.rows -= len(rows)
-            failures.append({"id": self.s.ids[position], "position": position,
-                             "error": f"RowValueError: {why}", "where": ""})
+            failures.append(
+                {"id": self.s.ids[position], "position": position, "error": f"RowValueError: {why}", "where": ""}
+            )
             log.warning("item %s failed: %s", self.s.ids[position], why)
 
     def _record(self, position, fut, results, failures, checkpoint) -> None:
@@ -219,8 +244,9 @@ class ShardWorker:
                 self.summary.items_failed += 1
                 tb = traceback.extract_tb(exc.__traceback__)
                 where = f"{tb[-1].filename}:{tb[-1].lineno}" if tb else ""
-                failures.append({"id": item_id, "position": position,
-                                 "error": f"{type(exc).__name__}: {exc}", "where": where})
+                failures.append(
+                    {"id": item_id, "position": position, "error": f"{type(exc).__name__}: {exc}", "where": where}
+                )
                 log.warning("item %s failed: %s: %s", item_id, type(exc).__name__, exc)
 
     def _run_command(self) -> tuple[str | None, list[dict]]:
@@ -239,8 +265,7 @@ class ShardWorker:
         with open(items_file, "w", encoding="utf-8") as f:
             for p in self.positions:
                 f.write(json.dumps(self.s.items[p], ensure_ascii=False) + "\n")
-        values = shard_values(gen, [self.s.ids[p] for p in self.positions], self.s.index, self.s.run_id,
-                              items_file)
+        values = shard_values(gen, [self.s.ids[p] for p in self.positions], self.s.index, self.s.run_id, items_file)
         output = output_path(gen, values)
         argv = [substitute(a, values) for a in gen.command]
         cwd = work_dir(gen)
@@ -280,13 +305,17 @@ class ShardWorker:
         self._save_generated()
         self.summary.state = "committed"
         self._publish_counters()
-        manifest = dict(self.summary.to_message(), format=self.fmt, bytes=size,
-                        columns=self.summary.columns, positions=[self.positions.start, self.positions.stop],
-                        fingerprint=self.s.item_store.fingerprint if self.s.item_store else None,
-                        reusedFrom=lineage(self._reused),
-                        committedAt=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        store.put_bytes(layout.shard_manifest_key(run_id, index),
-                        json.dumps(manifest, indent=1).encode("utf-8"))
+        manifest = dict(
+            self.summary.to_message(),
+            format=self.fmt,
+            bytes=size,
+            columns=self.summary.columns,
+            positions=[self.positions.start, self.positions.stop],
+            fingerprint=self.s.item_store.fingerprint if self.s.item_store else None,
+            reusedFrom=lineage(self._reused),
+            committedAt=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        store.put_bytes(layout.shard_manifest_key(run_id, index), json.dumps(manifest, indent=1).encode("utf-8"))
         if self._checkpoint is not None:
             if failures:  # kept, so a retry-failed attempt reruns only the failed items
                 self._checkpoint.flush()

@@ -18,11 +18,20 @@ def pending_reasons(workloads: list[dict]) -> dict[str, str]:
     """Job name -> Kueue's message for each workload that waits for admission."""
     out = {}
     for wl in workloads:
-        owners = [o["name"] for o in (wl.get("metadata") or {}).get("ownerReferences") or []
-                  if o.get("kind") == "Job" and o.get("apiVersion", "").startswith("batch/")]
+        owners = [
+            o["name"]
+            for o in (wl.get("metadata") or {}).get("ownerReferences") or []
+            if o.get("kind") == "Job" and o.get("apiVersion", "").startswith("batch/")
+        ]
         conditions = {c.get("type"): c for c in (wl.get("status") or {}).get("conditions") or []}
-        waiting = next((conditions[t] for t in ("QuotaReserved", "Admitted")
-                        if conditions.get(t, {}).get("status") == "False" and conditions[t].get("message")), None)
+        waiting = next(
+            (
+                conditions[t]
+                for t in ("QuotaReserved", "Admitted")
+                if conditions.get(t, {}).get("status") == "False" and conditions[t].get("message")
+            ),
+            None,
+        )
         if waiting is None or conditions.get("Admitted", {}).get("status") == "True":
             continue
         for job in owners:

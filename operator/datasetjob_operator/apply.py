@@ -40,10 +40,10 @@ def apply(kube: Kube, target: Target, decision: Decision) -> bool:
     for job_name, job_patch in decision.patch_jobs:
         kube.patch_job(target.namespace, job_name, job_patch)
     status_patch = merge_patch(target.stored_status, decision.status.to_dict())
-    if status_patch and not kube.patch_status(target.namespace, target.name, target.resource_version,
-                                              status_patch):
-        log.debug("status of %s/%s changed since it was read; deciding again on the next tick",
-                  target.namespace, target.name)
+    if status_patch and not kube.patch_status(target.namespace, target.name, target.resource_version, status_patch):
+        log.debug(
+            "status of %s/%s changed since it was read; deciding again on the next tick", target.namespace, target.name
+        )
         return False
     for event in decision.events:
         kube.event(target.namespace, target.name, target.uid, event.type, event.reason, event.message)

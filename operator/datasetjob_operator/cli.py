@@ -20,32 +20,41 @@ from .naming import ANNOTATION_REGENERATE, ANNOTATION_RETRY_FAILED, LABEL_DATASE
 
 def operator_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="dsj operator", description="Run the DatasetJob operator.")
-    parser.add_argument("--namespace", "-n", action="append", default=[],
-                        help="watch only these namespaces (default: $DSJ_WATCH_NAMESPACES, else all)")
-    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
-                        help="liveness endpoint URL ('' to disable)")
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only these namespaces (default: $DSJ_WATCH_NAMESPACES, else all)",
+    )
+    parser.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' to disable)"
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     import logging
+    import os
+    import socket
 
     import kopf
 
     from . import handlers  # noqa: F401  (registers the handlers)
 
-    import os
-    import socket
-
     level = "DEBUG" if args.verbose else os.environ.get("DSJ_LOG_LEVEL", "INFO")
-    logging.basicConfig(level=level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # a line per timer tick says nothing; keep Kopf's warnings and errors
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = args.namespace or list(handlers.SETTINGS.namespaces)
     # Kopf derives its identity from the login name by default, which a non-root container
     # user without a passwd entry does not have; the host (pod) name identifies us anyway.
     identity = f"{socket.gethostname()}/{os.getpid()}"
-    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
-             liveness_endpoint=args.liveness or None, identity=identity)
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=args.liveness or None,
+        identity=identity,
+    )
     return 0
 
 
@@ -88,13 +97,18 @@ def cmd_status(args) -> int:
     table = Table(title=f"{ns}/{args.name}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("phase", f"{st.get('phase', '(not reconciled yet)')}" + (f" ({st['reason']})" if st.get("reason") else ""))
+    table.add_row(
+        "phase", f"{st.get('phase', '(not reconciled yet)')}" + (f" ({st['reason']})" if st.get("reason") else "")
+    )
     if st.get("message"):
         table.add_row("message", st["message"])
     table.add_row("run", f"{st.get('runId', '-')} (attempt {st.get('attempt', '0')})")
-    table.add_row("shards", f"{shards.get('succeeded', 0)}/{shards.get('total', 0)} succeeded, "
-                            f"{shards.get('active', 0)} active, {shards.get('failed', 0)} failed"
-                            + (f" [{shards['failedIndexes']}]" if shards.get("failedIndexes") else ""))
+    table.add_row(
+        "shards",
+        f"{shards.get('succeeded', 0)}/{shards.get('total', 0)} succeeded, "
+        f"{shards.get('active', 0)} active, {shards.get('failed', 0)} failed"
+        + (f" [{shards['failedIndexes']}]" if shards.get("failedIndexes") else ""),
+    )
     table.add_row("items", f"{items.get('done', 0)}/{items.get('total', 0)} done, {items.get('failed', 0)} failed")
     table.add_row("reuse", f"{items.get('generated', 0)} generated, {items.get('reused', 0)} reused from earlier runs")
     table.add_row("cache", f"{cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses")
@@ -112,13 +126,16 @@ def cmd_status(args) -> int:
 def cmd_logs(args) -> int:
     custom, core, _ = _clients(args)
     ns = _namespace(args)
-    st = (_get(custom, ns, args.name).get("status") or {})
+    st = _get(custom, ns, args.name).get("status") or {}
     selector = f"{LABEL_DATASETJOB}={args.name},{API_GROUP}/run-id={st.get('runId')}"
     selector += f",{LABEL_ROLE}={'combine' if args.combine else 'generate'}"
     pods = core.list_namespaced_pod(ns, label_selector=selector).items
     if args.shard is not None:
-        pods = [p for p in pods if (p.metadata.annotations or {}).get(
-            "batch.kubernetes.io/job-completion-index") == str(args.shard)]
+        pods = [
+            p
+            for p in pods
+            if (p.metadata.annotations or {}).get("batch.kubernetes.io/job-completion-index") == str(args.shard)
+        ]
     if not pods:
         print("no pods found", file=sys.stderr)
         return 1
@@ -132,14 +149,16 @@ def _annotate(args, key: str) -> int:
     custom, _, _ = _clients(args)
     ns = _namespace(args)
     token = args.token or f"{int(time.time())}-{uuid.uuid4().hex[:6]}"
-    custom.patch_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, args.name,
-                                          {"metadata": {"annotations": {key: token}}})
+    custom.patch_namespaced_custom_object(
+        API_GROUP, API_VERSION, ns, PLURAL, args.name, {"metadata": {"annotations": {key: token}}}
+    )
     print(f"{ns}/{args.name}: {key}={token}")
     return 0
 
 
 def register(sub) -> None:
     """Add the cluster commands to `dsj`'s subparsers."""
+
     def common(p):
         p.add_argument("name")
         p.add_argument("-n", "--namespace")

@@ -32,10 +32,15 @@ class GenerationCounts:
         return self.active == 0 and len(self.succeeded) + len(self.failed) == self.total
 
     def shard_counts(self) -> ShardCounts:
-        return ShardCounts(total=self.total, active=self.active, succeeded=len(self.succeeded),
-                           failed=len(self.failed), succeeded_indexes=compress_indexes(self.succeeded),
-                           failed_indexes=compress_indexes(self.failed),
-                           progress=f"{len(self.succeeded)}/{self.total}")
+        return ShardCounts(
+            total=self.total,
+            active=self.active,
+            succeeded=len(self.succeeded),
+            failed=len(self.failed),
+            succeeded_indexes=compress_indexes(self.succeeded),
+            failed_indexes=compress_indexes(self.failed),
+            progress=f"{len(self.succeeded)}/{self.total}",
+        )
 
     def item_counts(self, total: int | None) -> ItemCounts:
         return ItemCounts.of(total, self.items_done, self.items_failed, self.items_reused)
@@ -66,8 +71,10 @@ def count_generation(job: dict, pods: list[dict], live: dict[int, dict] | None, 
             term = termination(pod) or {}
             stamp = term.get("finishedAt") or ""
             if index not in last_failure or stamp >= last_failure[index][0]:
-                last_failure[index] = (stamp, Failure(shard=index, exit_code=term.get("exitCode", -1),
-                                                   message=_failure_text(term, message)))
+                last_failure[index] = (
+                    stamp,
+                    Failure(shard=index, exit_code=term.get("exitCode", -1), message=_failure_text(term, message)),
+                )
     done_set = set(succeeded)
     for index, message in final.items():
         if index in done_set:

@@ -41,7 +41,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     # Kopf's own bookkeeping under our group, not kopf.zalando.org.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=API_GROUP, key="last-handled-configuration")
+        prefix=API_GROUP, key="last-handled-configuration"
+    )
     settings.persistence.finalizer = f"{API_GROUP}/finalizer"
     # Events are ours to post (phase changes); not one per handler log line.
     settings.posting.level = logging.ERROR
@@ -76,10 +77,13 @@ def login(**kwargs):
     folder = _service_account_dir()
     if folder is None:
         return kopf.login_via_client(**kwargs)
-    return kopf.ConnectionInfo(server=_api_server(), ca_path=str(folder / "ca.crt"), scheme="Bearer",
-                               token=(folder / "token").read_text().strip(),
-                               default_namespace=(folder / "namespace").read_text().strip()
-                               if (folder / "namespace").exists() else None)
+    return kopf.ConnectionInfo(
+        server=_api_server(),
+        ca_path=str(folder / "ca.crt"),
+        scheme="Bearer",
+        token=(folder / "token").read_text().strip(),
+        default_namespace=(folder / "namespace").read_text().strip() if (folder / "namespace").exists() else None,
+    )
 
 
 def _api_client():
@@ -90,10 +94,14 @@ def _api_client():
     configuration = client.Configuration()
     if folder is not None:
         configuration.host = _api_server()
-        InClusterConfigLoader(token_filename=str(folder / "token"), cert_filename=str(folder / "ca.crt"),
-                              environ={"KUBERNETES_SERVICE_HOST": os.environ["KUBERNETES_SERVICE_HOST"],
-                                       "KUBERNETES_SERVICE_PORT": os.environ.get("KUBERNETES_SERVICE_PORT", "443")}
-                              ).load_and_set(configuration)
+        InClusterConfigLoader(
+            token_filename=str(folder / "token"),
+            cert_filename=str(folder / "ca.crt"),
+            environ={
+                "KUBERNETES_SERVICE_HOST": os.environ["KUBERNETES_SERVICE_HOST"],
+                "KUBERNETES_SERVICE_PORT": os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
+            },
+        ).load_and_set(configuration)
         return client.ApiClient(configuration)
     try:
         config.load_incluster_config()
@@ -105,9 +113,12 @@ def _api_client():
 def _slim(body, keep_spec: bool) -> dict:
     """What the reconciler needs of a child, copied out of Kopf's live body."""
     meta = body.get("metadata", {})
-    out = {"metadata": {k: json.loads(json.dumps(meta.get(k))) for k in
-                        ("name", "labels", "annotations", "creationTimestamp")},
-           "status": json.loads(json.dumps(body.get("status") or {}))}
+    out = {
+        "metadata": {
+            k: json.loads(json.dumps(meta.get(k))) for k in ("name", "labels", "annotations", "creationTimestamp")
+        },
+        "status": json.loads(json.dumps(body.get("status") or {})),
+    }
     if keep_spec:
         out["spec"] = {"suspend": (body.get("spec") or {}).get("suspend", False)}
     return out
@@ -177,8 +188,9 @@ def _followed(status, **_) -> bool:
 @kopf.on.update(**RESOURCE)
 @kopf.timer(**RESOURCE, interval=SETTINGS.resync_seconds, id="resync")
 @kopf.timer(**RESOURCE, interval=SETTINGS.active_resync_seconds, when=_followed, id="follow")
-def reconcile(meta, spec, status, uid, name, namespace, memo: kopf.Memo,
-              jobs_by_owner: kopf.Index, pods_by_owner: kopf.Index, **_):
+def reconcile(
+    meta, spec, status, uid, name, namespace, memo: kopf.Memo, jobs_by_owner: kopf.Index, pods_by_owner: kopf.Index, **_
+):
     lock = memo.locks.setdefault(uid, threading.Lock())
     with lock:  # one reconcile per object at a time (the timer and a change handler may overlap)
         key = (namespace, name)
@@ -186,8 +198,12 @@ def reconcile(meta, spec, status, uid, name, namespace, memo: kopf.Memo,
         own_status = DatasetJobStatus.from_dict(stored_status)
         own_jobs = list(jobs_by_owner.get(key, []))
         observed = Observed(
-            name=name, namespace=namespace, uid=uid, generation=meta.get("generation", 0),
-            spec=json.loads(json.dumps(dict(spec))), annotations=dict(meta.get("annotations") or {}),
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            generation=meta.get("generation", 0),
+            spec=json.loads(json.dumps(dict(spec))),
+            annotations=dict(meta.get("annotations") or {}),
             status=own_status,
             jobs={j["metadata"]["name"]: j for j in own_jobs},
             pods=list(pods_by_owner.get(key, [])),
@@ -197,8 +213,13 @@ def reconcile(meta, spec, status, uid, name, namespace, memo: kopf.Memo,
             admission=_admission(memo, namespace, dict(spec), own_jobs),
         )
         decision = decide(observed, memo.settings)
-        target = Target(namespace=namespace, name=name, uid=uid, resource_version=meta["resourceVersion"],
-                        stored_status=stored_status)
+        target = Target(
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            resource_version=meta["resourceVersion"],
+            stored_status=stored_status,
+        )
         if apply(memo.kube, target, decision):
             _observe_metrics(memo, uid, namespace, own_status.phase, decision)
 

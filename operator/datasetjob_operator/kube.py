@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -22,7 +22,7 @@ log = logging.getLogger("datasetjob.operator")
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Kube:
@@ -69,7 +69,8 @@ class Kube:
         body = {"metadata": {"resourceVersion": resource_version}, "status": status_patch}
         try:
             client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
-                API_GROUP, API_VERSION, namespace, PLURAL, name, body, field_manager=FIELD_MANAGER)
+                API_GROUP, API_VERSION, namespace, PLURAL, name, body, field_manager=FIELD_MANAGER
+            )
         except ApiException as exc:
             if exc.status in (404, 409):
                 return False
@@ -90,8 +91,12 @@ class Kube:
         from .admission import KUEUE_GROUP, KUEUE_VERSION, WORKLOADS
 
         try:
-            return client.CustomObjectsApi(self.api).list_namespaced_custom_object(
-                KUEUE_GROUP, KUEUE_VERSION, namespace, WORKLOADS).get("items") or []
+            return (
+                client.CustomObjectsApi(self.api)
+                .list_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, namespace, WORKLOADS)
+                .get("items")
+                or []
+            )
         except ApiException as exc:
             if exc.status in (403, 404):
                 return []
@@ -99,15 +104,22 @@ class Kube:
 
     def event(self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the DatasetJob (what `kubectl describe` shows)."""
-        stamp = datetime.now(timezone.utc)
+        stamp = datetime.now(UTC)
         body = client.CoreV1Event(
             metadata=client.V1ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:12]}", namespace=namespace),
-            involved_object=client.V1ObjectReference(api_version=f"{API_GROUP}/{API_VERSION}", kind=KIND,
-                                                     name=name, namespace=namespace, uid=uid),
-            type=type_, reason=reason, message=message[:1024], count=1,
-            first_timestamp=stamp, last_timestamp=stamp,
-            source=client.V1EventSource(component=FIELD_MANAGER), reporting_component=FIELD_MANAGER,
-            reporting_instance=FIELD_MANAGER)
+            involved_object=client.V1ObjectReference(
+                api_version=f"{API_GROUP}/{API_VERSION}", kind=KIND, name=name, namespace=namespace, uid=uid
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            count=1,
+            first_timestamp=stamp,
+            last_timestamp=stamp,
+            source=client.V1EventSource(component=FIELD_MANAGER),
+            reporting_component=FIELD_MANAGER,
+            reporting_instance=FIELD_MANAGER,
+        )
         try:
             self.core.create_namespaced_event(namespace, body)
         except ApiException as exc:  # an event is worth a log line, never a failed reconcile

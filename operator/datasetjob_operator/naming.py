@@ -23,7 +23,7 @@ ROLE_COMBINE = "combine"
 
 
 def attempt_of(retry_token: str | None) -> str:
-    """"0" for a fresh run; a short hash for each retry-failed token."""
+    """ "0" for a fresh run; a short hash for each retry-failed token."""
     if not retry_token:
         return "0"
     return "r" + hashlib.sha256(retry_token.encode()).hexdigest()[:5]

@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass
 
 from datasetjob import API_GROUP, API_VERSION, KIND
-from datasetjob.spec import DatasetJobSpec
 from datasetjob.contract import EXIT_DO_NOT_RETRY, ITEMS_DIR_ENV, REGENERATE_TOKEN_ENV, RETRY_FAILED_ITEMS_ENV
+from datasetjob.spec import DatasetJobSpec
 
 from . import naming
 from .settings import Settings, with_password
@@ -23,8 +23,16 @@ COMBINE_CONTAINER = "combine"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 # Pod spec fields taken as they are from spec.generator (the schema checks their shape).
-_POD_FIELDS = ("nodeSelector", "tolerations", "serviceAccountName", "affinity", "topologySpreadConstraints",
-               "imagePullSecrets", "priorityClassName", "runtimeClassName")
+_POD_FIELDS = (
+    "nodeSelector",
+    "tolerations",
+    "serviceAccountName",
+    "affinity",
+    "topologySpreadConstraints",
+    "imagePullSecrets",
+    "priorityClassName",
+    "runtimeClassName",
+)
 
 
 @dataclass(frozen=True)
@@ -41,13 +49,22 @@ class Run:
 
     @property
     def owner_reference(self) -> dict:
-        return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": self.name,
-                "uid": self.uid, "controller": True, "blockOwnerDeletion": True}
+        return {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
 
     def metadata(self, name: str, role: str | None = None) -> dict:
-        return {"name": name, "namespace": self.namespace,
-                "labels": naming.labels(self.name, self.run_id, self.attempt, role),
-                "ownerReferences": [self.owner_reference]}
+        return {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": naming.labels(self.name, self.run_id, self.attempt, role),
+            "ownerReferences": [self.owner_reference],
+        }
 
     def job_metadata(self, name: str, role: str) -> dict:
         """A Job's metadata: ours, plus the labels Kueue admits it by (spec.queueName, ...)."""
@@ -67,9 +84,12 @@ def spec_document(run: Run) -> str:
 
 
 def config_map(run: Run) -> dict:
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": run.metadata(naming.config_map_name(run.name, run.run_id, run.attempt)),
-            "data": {SPEC_FILE: spec_document(run)}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": run.metadata(naming.config_map_name(run.name, run.run_id, run.attempt)),
+        "data": {SPEC_FILE: spec_document(run)},
+    }
 
 
 def uses_default_redis(run: Run, settings: Settings) -> bool:
@@ -81,9 +101,13 @@ def redis_secret(run: Run, settings: Settings) -> dict | None:
     reference Secrets of their own namespace); owned by the DatasetJob, so it goes with it."""
     if not (uses_default_redis(run, settings) and settings.default_redis_password):
         return None
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": run.metadata(naming.redis_secret_name(run.name, run.run_id, run.attempt)),
-            "stringData": {"password": settings.default_redis_password}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": run.metadata(naming.redis_secret_name(run.name, run.run_id, run.attempt)),
+        "stringData": {"password": settings.default_redis_password},
+    }
 
 
 def _env(run: Run, settings: Settings) -> list[dict]:
@@ -97,11 +121,21 @@ def _env(run: Run, settings: Settings) -> list[dict]:
     ]
     if uses_default_redis(run, settings):
         if settings.default_redis_password:
-            env.append({"name": "DSJ_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {
-                "name": naming.redis_secret_name(run.name, run.run_id, run.attempt), "key": "password"}}})
+            env.append(
+                {
+                    "name": "DSJ_REDIS_PASSWORD",
+                    "valueFrom": {
+                        "secretKeyRef": {
+                            "name": naming.redis_secret_name(run.name, run.run_id, run.attempt),
+                            "key": "password",
+                        }
+                    },
+                }
+            )
             # $(VAR) is expanded by the kubelet: the password never appears in the Job spec.
-            env.append({"name": "DSJ_REDIS_URL",
-                        "value": with_password(settings.default_redis_url, "$(DSJ_REDIS_PASSWORD)")})
+            env.append(
+                {"name": "DSJ_REDIS_URL", "value": with_password(settings.default_redis_url, "$(DSJ_REDIS_PASSWORD)")}
+            )
         else:
             env.append({"name": "DSJ_REDIS_URL", "value": settings.default_redis_url})
     if run.spec.items.from_config_map:
@@ -125,8 +159,10 @@ def _pod_template(run: Run, settings: Settings, role: str, args: list[str]) -> d
         "command": list(settings.worker_command),
         "args": args,
         "env": _env(run, settings),
-        "volumeMounts": [{"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
-                         {"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [
+            {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "runAsNonRoot": True,
@@ -142,8 +178,10 @@ def _pod_template(run: Run, settings: Settings, role: str, args: list[str]) -> d
     container["resources"] = _resources(run, settings, role)
     if gen.working_dir:
         container["workingDir"] = gen.working_dir
-    volumes = [{"name": "spec", "configMap": {"name": naming.config_map_name(run.name, run.run_id, run.attempt)}},
-               {"name": "tmp", "emptyDir": {}}]
+    volumes = [
+        {"name": "spec", "configMap": {"name": naming.config_map_name(run.name, run.run_id, run.attempt)}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
     if run.spec.items.from_config_map:
         cm_name, key = run.spec.items.from_config_map
         volumes.append({"name": "items", "configMap": {"name": cm_name, "items": [{"key": key, "path": key}]}})
@@ -152,9 +190,13 @@ def _pod_template(run: Run, settings: Settings, role: str, args: list[str]) -> d
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": settings.run_as_user,
-                            "runAsGroup": settings.run_as_user, "fsGroup": settings.run_as_user,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "runAsGroup": settings.run_as_user,
+            "fsGroup": settings.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [container],
         "volumes": volumes,
     }
@@ -172,7 +214,7 @@ def _pod_template(run: Run, settings: Settings, role: str, args: list[str]) -> d
 def _resources(run: Run, settings: Settings, role: str) -> dict:
     """The spec's resources for this role as given, else the installation's default: a whole
     replacement, never a merge (a merged default request could exceed the user's limit)."""
-    own = (run.spec.generator.raw if role == naming.ROLE_GENERATE else run.spec.raw_spec.get("combine") or {})
+    own = run.spec.generator.raw if role == naming.ROLE_GENERATE else run.spec.raw_spec.get("combine") or {}
     if "resources" in own:
         return copy.deepcopy(own["resources"])
     default = settings.generate_resources if role == naming.ROLE_GENERATE else settings.combine_resources
@@ -187,9 +229,9 @@ def _ttl(run: Run) -> dict:
 def generate_job(run: Run, settings: Settings) -> dict:
     spec = run.spec
     return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": run.job_metadata(naming.generate_job_name(run.name, run.run_id, run.attempt),
-                                     naming.ROLE_GENERATE),
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": run.job_metadata(naming.generate_job_name(run.name, run.run_id, run.attempt), naming.ROLE_GENERATE),
         "spec": {
             "completionMode": "Indexed",
             "completions": spec.shards,
@@ -197,13 +239,17 @@ def generate_job(run: Run, settings: Settings) -> dict:
             "backoffLimitPerIndex": spec.per_shard_retries,
             "maxFailedIndexes": spec.max_failed_shards,
             "suspend": spec.suspend,
-            "podFailurePolicy": {"rules": [
-                # A broken generator config fails the same way on every retry: stop at once.
-                {"action": "FailIndex", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
-                                                        "values": [EXIT_DO_NOT_RETRY]}},
-                # Evictions and preemptions are not the shard's fault: retry without counting.
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-            ]},
+            "podFailurePolicy": {
+                "rules": [
+                    # A broken generator config fails the same way on every retry: stop at once.
+                    {
+                        "action": "FailIndex",
+                        "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_DO_NOT_RETRY]},
+                    },
+                    # Evictions and preemptions are not the shard's fault: retry without counting.
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                ]
+            },
             **_ttl(run),
             "template": _pod_template(run, settings, naming.ROLE_GENERATE, ["worker"]),
         },
@@ -212,19 +258,27 @@ def generate_job(run: Run, settings: Settings) -> dict:
 
 def combine_job(run: Run, settings: Settings) -> dict:
     return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": run.job_metadata(naming.combine_job_name(run.name, run.run_id, run.attempt),
-                                     naming.ROLE_COMBINE),
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": run.job_metadata(naming.combine_job_name(run.name, run.run_id, run.attempt), naming.ROLE_COMBINE),
         "spec": {
             "completions": 1,
             "parallelism": 1,
             "backoffLimit": 2,
-            "podFailurePolicy": {"rules": [
-                # Refused data (too few items, schema mismatch) will not change on a retry.
-                {"action": "FailJob", "onExitCodes": {"containerName": COMBINE_CONTAINER, "operator": "In",
-                                                      "values": [EXIT_DO_NOT_RETRY]}},
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-            ]},
+            "podFailurePolicy": {
+                "rules": [
+                    # Refused data (too few items, schema mismatch) will not change on a retry.
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": COMBINE_CONTAINER,
+                            "operator": "In",
+                            "values": [EXIT_DO_NOT_RETRY],
+                        },
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                ]
+            },
             **_ttl(run),
             "template": _pod_template(run, settings, naming.ROLE_COMBINE, ["combine"]),
         },

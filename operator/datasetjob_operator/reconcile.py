@@ -14,7 +14,8 @@ from typing import Any, NamedTuple
 
 from datasetjob.errors import SpecError
 from datasetjob.item_source import count_items, count_unique_ids, iter_items
-from datasetjob.spec import DatasetJobSpec, run_id as compute_run_id, spec_from_dict
+from datasetjob.spec import DatasetJobSpec, spec_from_dict
+from datasetjob.spec import run_id as compute_run_id
 
 from . import naming, planning
 from .generation_counts import count_generation
@@ -62,8 +63,9 @@ class Decision:
         return self.status.phase
 
 
-def _conditions(old: list[Condition], phase: Phase, reason: str, message: str, now: str,
-                generation: int) -> list[Condition]:
+def _conditions(
+    old: list[Condition], phase: Phase, reason: str, message: str, now: str, generation: int
+) -> list[Condition]:
     # Types that kstatus (Flux, kubectl wait) understands: Ready = published, Stalled = failed.
     wanted = {
         "Ready": phase == Phase.SUCCEEDED,
@@ -79,27 +81,45 @@ def _conditions(old: list[Condition], phase: Phase, reason: str, message: str, n
         status = "True" if on else "False"
         before = previous.get(type_)
         changed = before is None or before.status != status
-        out.append(Condition(type=type_, status=status, reason=reason if on else "NotApplicable",
-                             message=message if on else "", observed_generation=generation,
-                             last_transition_time=now if changed else before.last_transition_time or now))
+        out.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason if on else "NotApplicable",
+                message=message if on else "",
+                observed_generation=generation,
+                last_transition_time=now if changed else before.last_transition_time or now,
+            )
+        )
     return out
 
 
-def _with_phase(obs: Observed, status: DatasetJobStatus, phase: Phase, reason: str, message: str,
-                events: list[Event], event_type: str = "Normal") -> DatasetJobStatus:
+def _with_phase(
+    obs: Observed,
+    status: DatasetJobStatus,
+    phase: Phase,
+    reason: str,
+    message: str,
+    events: list[Event],
+    event_type: str = "Normal",
+) -> DatasetJobStatus:
     if status.phase != phase:
         events.append(Event(event_type, reason, message or phase.value))
     finished_now = phase.finished and not (obs.status.phase and obs.status.phase.finished)
-    return replace(status, phase=phase, reason=reason, message=message,
-                   conditions=_conditions(obs.status.conditions, phase, reason, message, obs.now, obs.generation),
-                   finished_at=obs.now if finished_now else status.finished_at)
+    return replace(
+        status,
+        phase=phase,
+        reason=reason,
+        message=message,
+        conditions=_conditions(obs.status.conditions, phase, reason, message, obs.now, obs.generation),
+        finished_at=obs.now if finished_now else status.finished_at,
+    )
 
 
 def _failed_decision(obs: Observed, reason: str, message: str) -> Decision:
     events: list[Event] = []
     status = replace(obs.status, observed_generation=obs.generation)
-    return Decision(status=_with_phase(obs, status, Phase.FAILED, reason, message, events, "Warning"),
-                    events=events)
+    return Decision(status=_with_phase(obs, status, Phase.FAILED, reason, message, events, "Warning"), events=events)
 
 
 def checked_item_total(spec: DatasetJobSpec, config_map_text: str | None) -> int | None:
@@ -140,11 +160,18 @@ def _parsed_spec(name: str, namespace: str, spec_json: str) -> DatasetJobSpec:
 def decide(obs: Observed, settings: Settings) -> Decision:
     try:
         # Key order kept (not canonical JSON): the order of product keys is the item order.
-        spec = _parsed_spec(obs.name, obs.namespace, json.dumps(
-            with_default_output(obs.spec, obs.namespace, obs.name, settings), separators=(",", ":")))
+        spec = _parsed_spec(
+            obs.name,
+            obs.namespace,
+            json.dumps(with_default_output(obs.spec, obs.namespace, obs.name, settings), separators=(",", ":")),
+        )
         if not spec.output.uri:
-            raise SpecError(["spec.output.uri: required in a cluster (s3://bucket/prefix), unless the "
-                             "installation sets a default output location"])
+            raise SpecError(
+                [
+                    "spec.output.uri: required in a cluster (s3://bucket/prefix), unless the "
+                    "installation sets a default output location"
+                ]
+            )
     except SpecError as exc:
         return _failed_decision(obs, "InvalidSpec", "; ".join(exc.problems))
 
@@ -170,36 +197,60 @@ def decide(obs: Observed, settings: Settings) -> Decision:
     return _progress(obs, run, settings, count_items(spec.items, obs.config_map_items))
 
 
-def _start(obs: Observed, run: planning.Run, settings: Settings, total_items: int | None,
-           retry_token: str | None, retrying: bool) -> Decision:
+def _start(
+    obs: Observed,
+    run: planning.Run,
+    settings: Settings,
+    total_items: int | None,
+    retry_token: str | None,
+    retrying: bool,
+) -> Decision:
     config_map = planning.config_map(run)
     size = sum(len(v) for v in config_map["data"].values())
     if size > settings.max_config_map_bytes:
-        return _failed_decision(obs, "SpecTooLarge",
-                                f"the spec is {size} bytes, more than a ConfigMap holds; move inline "
-                                "items to spec.items.fromUri")
+        return _failed_decision(
+            obs,
+            "SpecTooLarge",
+            f"the spec is {size} bytes, more than a ConfigMap holds; move inline items to spec.items.fromUri",
+        )
     gen_name = naming.generate_job_name(run.name, run.run_id, run.attempt)
     # A new run replaces the old run's unfinished Jobs; finished ones stay until their TTL.
     stale = [name for name, job in obs.jobs.items() if name != gen_name and not job_finished(job)]
     status = replace(
-        obs.status, run_id=run.run_id, attempt=run.attempt, observed_generation=obs.generation,
-        started_at=obs.now, finished_at=None, jobs=JobNames(generate=gen_name),
+        obs.status,
+        run_id=run.run_id,
+        attempt=run.attempt,
+        observed_generation=obs.generation,
+        started_at=obs.now,
+        finished_at=None,
+        jobs=JobNames(generate=gen_name),
         shards=ShardCounts(total=run.spec.shards, progress=f"0/{run.spec.shards}"),
-        items=ItemCounts.of(total_items, 0, 0, 0), cache=CacheCounts(), output=None, failures=None,
+        items=ItemCounts.of(total_items, 0, 0, 0),
+        cache=CacheCounts(),
+        output=None,
+        failures=None,
         retry_token=retry_token,
         # The spec.suspend the operator last put on its Jobs: it changes a Job's suspension
         # only when spec.suspend changes, never to undo someone else's (e.g. Kueue's).
-        applied_suspend=run.spec.suspend)
+        applied_suspend=run.spec.suspend,
+    )
     if retrying:
         message = f"retrying the failed shards and items of run {run.run_id}"
         reason = "RetryStarted"
     else:
-        message = f"run {run.run_id}: {total_items if total_items is not None else 'all'} items in {run.spec.shards} shards"
+        message = (
+            f"run {run.run_id}: {total_items if total_items is not None else 'all'} items in {run.spec.shards} shards"
+        )
         reason = "RunStarted"
     phase = Phase.SUSPENDED if run.spec.suspend else Phase.GENERATING
     status = _with_phase(obs, status, phase, reason, message, [])
-    return Decision(status=status, create=_run_objects(run, settings), delete_jobs=stale,
-                    events=[Event("Normal", reason, message)], run_started=True)
+    return Decision(
+        status=status,
+        create=_run_objects(run, settings),
+        delete_jobs=stale,
+        events=[Event("Normal", reason, message)],
+        run_started=True,
+    )
 
 
 def _run_objects(run: planning.Run, settings: Settings) -> list[dict]:
@@ -227,8 +278,7 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         gen_pods = [p for p in obs.pods if _pod_job(p) == gen_name]
         live = obs.live_progress if not job_finished(gen) else None
         counts = count_generation(gen, gen_pods, live, spec.shards)
-        known_total = total_items if total_items is not None else (
-            counts.items_seen_total if counts.finished else None)
+        known_total = total_items if total_items is not None else (counts.items_seen_total if counts.finished else None)
         status.shards = counts.shard_counts()
         status.items = counts.item_counts(known_total)
         status.cache = counts.cache_counts()
@@ -236,21 +286,26 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         if comb is None:
             generation_over = counts.finished or job_condition(gen, "Failed") is not None
             if not generation_over:
-                decision.status = _running_phase(obs, status, spec.suspend, gen_name, gen,
-                                                 Phase.GENERATING, "Generating", "", events)
+                decision.status = _running_phase(
+                    obs, status, spec.suspend, gen_name, gen, Phase.GENERATING, "Generating", "", events
+                )
                 return decision
             if counts.finished and len(counts.failed) <= spec.max_failed_shards:
                 decision.create.append(planning.combine_job(run, settings))
                 status.jobs = replace(status.jobs or JobNames(), combine=comb_name)
                 gap = f" ({len(counts.failed)} shards failed: {status.shards.failed_indexes})" if counts.failed else ""
-                decision.status = _with_phase(obs, status, Phase.COMBINING, "CombineStarted",
-                                              f"all shards finished{gap}; combining", events)
+                decision.status = _with_phase(
+                    obs, status, Phase.COMBINING, "CombineStarted", f"all shards finished{gap}; combining", events
+                )
                 return decision
             first = counts.failures[0].message if counts.failures else ""
-            message = (f"{len(counts.failed)} of {spec.shards} shards failed (indexes "
-                       f"{status.shards.failed_indexes or '?'}), spec.retries.maxFailedShards allows "
-                       f"{spec.max_failed_shards}" + (f"; first error: {first}" if first else "")
-                       + "; annotate datagen.dev/retry-failed to rerun only those shards")
+            message = (
+                f"{len(counts.failed)} of {spec.shards} shards failed (indexes "
+                f"{status.shards.failed_indexes or '?'}), spec.retries.maxFailedShards allows "
+                f"{spec.max_failed_shards}"
+                + (f"; first error: {first}" if first else "")
+                + "; annotate datagen.dev/retry-failed to rerun only those shards"
+            )
             decision.status = _with_phase(obs, status, Phase.FAILED, "ShardsFailed", message, events, "Warning")
             return decision
 
@@ -259,18 +314,30 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
     comb_pods = [p for p in obs.pods if _pod_job(p) == comb_name]
     if job_condition(comb, "Complete"):
         result = _latest_message(comb_pods, "Succeeded") or {}
-        status.output = Output(uri=result.get("uri"), manifest_uri=result.get("manifestUri"),
-                               rows=result.get("rows"), bytes=result.get("bytes"), sha256=result.get("sha256"),
-                               missing_shards=result.get("missingShards") or None)
+        status.output = Output(
+            uri=result.get("uri"),
+            manifest_uri=result.get("manifestUri"),
+            rows=result.get("rows"),
+            bytes=result.get("bytes"),
+            sha256=result.get("sha256"),
+            missing_shards=result.get("missingShards") or None,
+        )
         items = result.get("items") or {}
         if items:
-            status.items = ItemCounts.of(items.get("total", 0), items.get("done", 0), items.get("failed", 0),
-                                         items.get("reused", 0))
+            status.items = ItemCounts.of(
+                items.get("total", 0), items.get("done", 0), items.get("failed", 0), items.get("reused", 0)
+            )
         cache = result.get("cache")
         if cache:
             status.cache = CacheCounts(hits=int(cache.get("hits", 0)), misses=int(cache.get("misses", 0)))
-        decision.status = _with_phase(obs, status, Phase.SUCCEEDED, "Published",
-                                      f"{result.get('rows')} rows published to {result.get('uri')}", events)
+        decision.status = _with_phase(
+            obs,
+            status,
+            Phase.SUCCEEDED,
+            "Published",
+            f"{result.get('rows')} rows published to {result.get('uri')}",
+            events,
+        )
     elif job_condition(comb, "Failed"):
         result = _latest_message(comb_pods, "Failed") or {}
         reason = result.get("reason") or "CombineFailed"
@@ -278,13 +345,23 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         decision.status = _with_phase(obs, status, Phase.FAILED, reason, message, events, "Warning")
     else:
         message = status.message if status.phase == Phase.COMBINING else "combining"
-        decision.status = _running_phase(obs, status, spec.suspend, comb_name, comb,
-                                         Phase.COMBINING, "CombineStarted", message or "", events)
+        decision.status = _running_phase(
+            obs, status, spec.suspend, comb_name, comb, Phase.COMBINING, "CombineStarted", message or "", events
+        )
     return decision
 
 
-def _running_phase(obs: Observed, status: DatasetJobStatus, suspend: bool, job_name: str, job: dict,
-                   phase: Phase, reason: str, message: str, events: list[Event]) -> DatasetJobStatus:
+def _running_phase(
+    obs: Observed,
+    status: DatasetJobStatus,
+    suspend: bool,
+    job_name: str,
+    job: dict,
+    phase: Phase,
+    reason: str,
+    message: str,
+    events: list[Event],
+) -> DatasetJobStatus:
     """An unfinished Job's phase: Queued while someone else (Kueue) holds it, Suspended when the
     spec says so, else `phase`."""
     held = None if suspend else held_by_someone_else(job_name, job, obs.admission)
@@ -311,8 +388,7 @@ def _apply_suspend_change(decision: Decision, wanted: bool, jobs: dict[str, dict
     decision.status.applied_suspend = wanted
 
 
-def held_by_someone_else(name: str, job: dict, admission: dict[str, str] | None = None
-                         ) -> tuple[str, str] | None:
+def held_by_someone_else(name: str, job: dict, admission: dict[str, str] | None = None) -> tuple[str, str] | None:
     """(reason, message) when an unfinished Job of the run is suspended although spec.suspend
     is false: Kueue waiting to admit it (with Kueue's own reason when known), or a person or
     another controller holding it."""
@@ -321,11 +397,16 @@ def held_by_someone_else(name: str, job: dict, admission: dict[str, str] | None 
     queue = ((job.get("metadata") or {}).get("labels") or {}).get(planning.KUEUE_QUEUE_LABEL)
     if queue:
         why = (admission or {}).get(name)
-        return ("WaitingForAdmission",
-                f"Job {name} waits in Kueue queue {queue}: "
-                + (f"{why}" if why else "not admitted yet (kubectl get workloads shows why)"))
-    return ("JobSuspended", f"Job {name} was suspended by someone else; the operator leaves it so "
-                            "(resume it with kubectl patch job, or set spec.suspend)")
+        return (
+            "WaitingForAdmission",
+            f"Job {name} waits in Kueue queue {queue}: "
+            + (f"{why}" if why else "not admitted yet (kubectl get workloads shows why)"),
+        )
+    return (
+        "JobSuspended",
+        f"Job {name} was suspended by someone else; the operator leaves it so "
+        "(resume it with kubectl patch job, or set spec.suspend)",
+    )
 
 
 def _pod_job(pod: dict) -> str | None:

@@ -55,7 +55,7 @@ class Settings:
         return with_password(self.default_redis_url, self.default_redis_password)
 
     @classmethod
-    def from_env(cls, env: dict | None = None) -> "Settings":
+    def from_env(cls, env: dict | None = None) -> Settings:
         env = os.environ if env is None else env
         return cls(
             worker_image=env.get("DSJ_WORKER_IMAGE", cls.worker_image),

@@ -69,14 +69,22 @@ class ItemCounts:
     done: int = _count("items with rows: done = generated + reused")
     failed: int = _count("items whose generator call failed (recorded with their error)")
     generated: int = _count("items done by this run's generator calls")
-    reused: int = _count("items done with rows an earlier run produced under the same generator "
-                         "fingerprint (spec.reuse); done = generated + reused")
+    reused: int = _count(
+        "items done with rows an earlier run produced under the same generator "
+        "fingerprint (spec.reuse); done = generated + reused"
+    )
     progress: str = _field("done/total, for kubectl get ('?' while the total is unknown)", "")
 
     @classmethod
     def of(cls, total: int | None, done: int, failed: int, reused: int) -> ItemCounts:
-        return cls(total=total or 0, done=done, failed=failed, generated=done - reused, reused=reused,
-                   progress=f"{done}/{total if total is not None else '?'}")
+        return cls(
+            total=total or 0,
+            done=done,
+            failed=failed,
+            generated=done - reused,
+            reused=reused,
+            progress=f"{done}/{total if total is not None else '?'}",
+        )
 
 
 @dataclass
@@ -109,8 +117,7 @@ class Condition:
     reason: str | None = _field("why, in one CamelCase word")
     message: str | None = _field("why, for humans")
     last_transition_time: str | None = _field("when the status last changed", format="date-time")
-    observed_generation: int | None = _field("the metadata.generation this condition was computed for",
-                                             format="int64")
+    observed_generation: int | None = _field("the metadata.generation this condition was computed for", format="int64")
 
 
 @dataclass
@@ -131,9 +138,11 @@ class DatasetJobStatus:
     failures: list[Failure] | None = _field("a few shard failures, for humans", maxItems=10)
     retry_token: str | None = _field("the datagen.dev/retry-failed annotation value last handled")
     applied_suspend: bool | None = _field("spec.suspend as the operator last applied it to the run's Jobs")
-    conditions: list[Condition] = _field("kstatus conditions: Ready, Progressing, Stalled, Suspended, Queued",
-                                         factory=list, **{"x-kubernetes-list-type": "map",
-                                                          "x-kubernetes-list-map-keys": ["type"]})
+    conditions: list[Condition] = _field(
+        "kstatus conditions: Ready, Progressing, Stalled, Suspended, Queued",
+        factory=list,
+        **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
 
     def to_dict(self) -> dict:
         """The status as the API stores it: camelCase keys, no null fields."""
@@ -147,6 +156,7 @@ class DatasetJobStatus:
 
 
 # -- API form (camelCase dicts) ----------------------------------------------------------------
+
 
 def camel(name: str) -> str:
     head, *rest = name.split("_")
@@ -188,8 +198,11 @@ def _from_api(hint: Any, data: Any) -> Any:
         if not isinstance(data, dict):
             return None
         hints = _hints(hint)
-        kwargs = {f.name: _from_api(hints[f.name], data[camel(f.name)])
-                  for f in dataclasses.fields(hint) if camel(f.name) in data}
+        kwargs = {
+            f.name: _from_api(hints[f.name], data[camel(f.name)])
+            for f in dataclasses.fields(hint)
+            if camel(f.name) in data
+        }
         return hint(**{k: v for k, v in kwargs.items() if v is not None})
     if typing.get_origin(hint) is list:
         (inner,) = typing.get_args(hint)
@@ -207,6 +220,7 @@ def _from_api(hint: Any, data: Any) -> Any:
 
 
 # -- schema ------------------------------------------------------------------------------------
+
 
 def _schema_of(hint: Any) -> dict:
     hint = _unwrap_optional(hint)

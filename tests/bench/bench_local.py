@@ -37,10 +37,26 @@ def timed(fn) -> float:
 def dsj_run(spec: dict, tmp: Path, name: str, workers: int, cache_dir: Path) -> None:
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    subprocess.run([sys.executable, "-m", "datasetjob", "run", str(path), "--workers", str(workers),
-                    "--output", f"file://{tmp}/out-{name}", "--workdir", str(tmp / f"work-{name}"), "--quiet"],
-                   check=True, cwd=tmp, env=dict(os.environ, DSJ_EMBEDDED_CACHE_DIR=str(cache_dir)),
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datasetjob",
+            "run",
+            str(path),
+            "--workers",
+            str(workers),
+            "--output",
+            f"file://{tmp}/out-{name}",
+            "--workdir",
+            str(tmp / f"work-{name}"),
+            "--quiet",
+        ],
+        check=True,
+        cwd=tmp,
+        env=dict(os.environ, DSJ_EMBEDDED_CACHE_DIR=str(cache_dir)),
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def seed_pattern(spec: dict, tmp: Path, cache_dir: Path) -> None:
@@ -50,10 +66,13 @@ def seed_pattern(spec: dict, tmp: Path, cache_dir: Path) -> None:
     items.write_text("\n".join(ids) + "\n")
     out = tmp / "seed-out"
     out.mkdir()
-    env = dict(os.environ, DSJ_EMBEDDED_CACHE_DIR=str(cache_dir), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env = dict(
+        os.environ, DSJ_EMBEDDED_CACHE_DIR=str(cache_dir), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    )
     subprocess.run(["bash", str(SEED / "generate-parallel.sh"), str(items), str(out), "10"], check=True, env=env)
-    subprocess.run([sys.executable, str(SEED / "combine-datasets.py"), str(out)], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(SEED / "combine-datasets.py"), str(out)], check=True, env=env, stdout=subprocess.DEVNULL
+    )
 
 
 def thread_pool_baseline(spec: dict) -> None:
@@ -118,11 +137,18 @@ def main() -> None:
 
         ideal_b = unique_calls * latency / 10
         ideal_e = unique_calls * latency / 80
-        print(f"\nsmart-money sample: {n_items} items, {unique_calls} unique upstream calls, "
-              f"{args.latency_ms:g} ms latency, {os.cpu_count()} CPUs\n")
-        labels = {"a": "1 worker, no cache", "b": "10 workers, cold cache", "c": "10 workers, warm cache",
-                  "d": "bash pattern, 10 procs, cold cache", "e": "10 workers x concurrency 8, cold",
-                  "f": "1 process, ThreadPoolExecutor(80), dict cache"}
+        print(
+            f"\nsmart-money sample: {n_items} items, {unique_calls} unique upstream calls, "
+            f"{args.latency_ms:g} ms latency, {os.cpu_count()} CPUs\n"
+        )
+        labels = {
+            "a": "1 worker, no cache",
+            "b": "10 workers, cold cache",
+            "c": "10 workers, warm cache",
+            "d": "bash pattern, 10 procs, cold cache",
+            "e": "10 workers x concurrency 8, cold",
+            "f": "1 process, ThreadPoolExecutor(80), dict cache",
+        }
         for key, label in labels.items():
             if key in t:
                 print(f"  ({key}) {label:<48} {t[key]:8.2f} s")

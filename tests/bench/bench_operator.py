@@ -77,8 +77,9 @@ def run_operator(cluster: E2ECluster, ns: str, doc: dict) -> float:
 
 def job_templates(cluster: E2ECluster, ns: str, name: str) -> list[dict]:
     """The operator's generate and combine Jobs of `name`, as creatable copies (generate first)."""
-    jobs = cluster.rest.get(f"/apis/batch/v1/namespaces/{ns}/jobs",
-                            labelSelector=f"datagen.dev/datasetjob={name}")["items"]
+    jobs = cluster.rest.get(f"/apis/batch/v1/namespaces/{ns}/jobs", labelSelector=f"datagen.dev/datasetjob={name}")[
+        "items"
+    ]
     out = []
     for job in sorted(jobs, key=lambda j: j["metadata"]["name"].endswith("-combine")):
         spec = copy.deepcopy(job["spec"])
@@ -97,8 +98,12 @@ def run_by_hand(cluster: E2ECluster, ns: str, templates: list[dict]) -> float:
     for job in templates:
         cluster.batch.create_namespaced_job(ns, job)
         jn = job["metadata"]["name"]
-        wait(lambda: any(c.type in ("Complete", "Failed") and c.status == "True" for c in
-                         (cluster.batch.read_namespaced_job_status(jn, ns).status.conditions or [])))
+        wait(
+            lambda: any(
+                c.type in ("Complete", "Failed") and c.status == "True"
+                for c in (cluster.batch.read_namespaced_job_status(jn, ns).status.conditions or [])
+            )
+        )
     return time.monotonic() - start
 
 
@@ -107,7 +112,7 @@ def pod_start_latencies(cluster: E2ECluster, ns: str) -> list[float]:
     out = []
     for p in cluster.core.list_namespaced_pod(ns, label_selector="datagen.dev/role=generate").items:
         for cs in p.status.container_statuses or []:
-            started = (cs.state.terminated or cs.state.running)
+            started = cs.state.terminated or cs.state.running
             if started is not None and started.started_at:
                 out.append((started.started_at - p.metadata.creation_timestamp).total_seconds())
     return out
@@ -119,10 +124,24 @@ def sample_in_cluster_vs_local(cluster: E2ECluster, ns: str) -> tuple[float, flo
     in_cluster = run_operator(cluster, ns, doc)
     with tempfile.TemporaryDirectory(prefix="dsj-bench-local-") as tmp:
         start = time.monotonic()
-        proc = subprocess.run([str(REPO / ".venv" / "bin" / "dsj"), "run", str(SAMPLE), "--workers", "10",
-                               "--output", f"file://{tmp}/out", "--workdir", tmp, "--quiet"],
-                              cwd=tmp, capture_output=True, text=True, env={"DSJ_EMBEDDED_CACHE_DIR": f"{tmp}/cache",
-                                                                             "PATH": "/usr/bin:/bin"})
+        proc = subprocess.run(
+            [
+                str(REPO / ".venv" / "bin" / "dsj"),
+                "run",
+                str(SAMPLE),
+                "--workers",
+                "10",
+                "--output",
+                f"file://{tmp}/out",
+                "--workdir",
+                tmp,
+                "--quiet",
+            ],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            env={"DSJ_EMBEDDED_CACHE_DIR": f"{tmp}/cache", "PATH": "/usr/bin:/bin"},
+        )
         local = time.monotonic() - start
         assert proc.returncode == 0, proc.stderr
     return in_cluster, local
@@ -136,27 +155,60 @@ def pure_scale(shards: int = 10_000) -> tuple[int, float]:
     from datasetjob_operator.settings import Settings
     from datasetjob_operator.status import DatasetJobStatus
 
-    spec = {"items": {"range": {"stop": shards * 10}}, "shards": shards, "parallelism": 500,
-            "generator": {"function": "m:f"}, "output": {"uri": "s3://b/p"},
-            "retries": {"maxFailedShards": 100}}
+    spec = {
+        "items": {"range": {"stop": shards * 10}},
+        "shards": shards,
+        "parallelism": 500,
+        "generator": {"function": "m:f"},
+        "output": {"uri": "s3://b/p"},
+        "retries": {"maxFailedShards": 100},
+    }
     rid = run_id(spec_from_dict("big", spec).raw_spec)
     gen = naming.generate_job_name("big", rid, "0")
     failed = set(range(7, shards, 997))
     done = [i for i in range(shards) if i not in failed]
-    job = {"metadata": {"name": gen}, "spec": {"suspend": False},
-           "status": {"completedIndexes": compress_indexes(done), "failedIndexes": compress_indexes(sorted(failed)),
-                      "active": 0, "conditions": [{"type": "Failed", "status": "True"}]}}
+    job = {
+        "metadata": {"name": gen},
+        "spec": {"suspend": False},
+        "status": {
+            "completedIndexes": compress_indexes(done),
+            "failedIndexes": compress_indexes(sorted(failed)),
+            "active": 0,
+            "conditions": [{"type": "Failed", "status": "True"}],
+        },
+    }
     message = json.dumps({"items": {"total": 10, "done": 9, "failed": 1}, "cache": {"hits": 5, "misses": 3}})
-    pods = [{"metadata": {"name": f"p{i}", "labels": {"batch.kubernetes.io/job-name": gen},
-                          "annotations": {"batch.kubernetes.io/job-completion-index": str(i)}},
-             "status": {"phase": "Failed" if i in failed else "Succeeded",
-                        "containerStatuses": [{"state": {"terminated": {"exitCode": 1 if i in failed else 0,
-                                                                        "message": message}}}]}}
-            for i in range(shards)]
+    pods = [
+        {
+            "metadata": {
+                "name": f"p{i}",
+                "labels": {"batch.kubernetes.io/job-name": gen},
+                "annotations": {"batch.kubernetes.io/job-completion-index": str(i)},
+            },
+            "status": {
+                "phase": "Failed" if i in failed else "Succeeded",
+                "containerStatuses": [
+                    {"state": {"terminated": {"exitCode": 1 if i in failed else 0, "message": message}}}
+                ],
+            },
+        }
+        for i in range(shards)
+    ]
+
     def obs(status: dict) -> Observed:
-        return Observed(name="big", namespace="ns", uid="u", generation=1, spec=spec, annotations={},
-                        status=DatasetJobStatus.from_dict(status), jobs={gen: job}, pods=pods,
-                        now="2026-01-01T00:00:00Z")
+        return Observed(
+            name="big",
+            namespace="ns",
+            uid="u",
+            generation=1,
+            spec=spec,
+            annotations={},
+            status=DatasetJobStatus.from_dict(status),
+            jobs={gen: job},
+            pods=pods,
+            now="2026-01-01T00:00:00Z",
+        )
+
     start = decide(obs({}), Settings()).status.to_dict()
     times = []
     for _ in range(5):
@@ -176,8 +228,11 @@ def main() -> None:
 
     t = time.monotonic()
     local = LocalCluster().start()
-    print(f"local cluster up in {time.monotonic() - t:.1f}s {json.dumps({k: round(v, 1) for k, v in local.timings.items()})}",
-          flush=True)
+    print(
+        f"local cluster up in {time.monotonic() - t:.1f}s "
+        f"{json.dumps({k: round(v, 1) for k, v in local.timings.items()})}",
+        flush=True,
+    )
     cluster = E2ECluster(local)
     med = statistics.median
     try:
@@ -192,22 +247,26 @@ def main() -> None:
             hands.append(run_by_hand(cluster, ns, job_templates(cluster, ns, "noop")))
             print(f"  round {r}: operator {ops[-1]:.2f}s, by hand {hands[-1]:.2f}s", flush=True)
         print(f"\napply -> Succeeded, 10 shards of no-op items on the real node ({args.rounds} rounds, median):")
-        print(f"  operator                     {med(ops):6.2f} s   {['%.2f' % x for x in ops]}")
-        print(f"  hand-written Jobs            {med(hands):6.2f} s   {['%.2f' % x for x in hands]}")
+        print(f"  operator                     {med(ops):6.2f} s   {[f'{x:.2f}' for x in ops]}")
+        print(f"  hand-written Jobs            {med(hands):6.2f} s   {[f'{x:.2f}' for x in hands]}")
         print(f"  ratio operator / by hand     {med(ops) / med(hands):6.2f}    (goal <= 1.2)")
         latencies.sort()
-        print(f"pod start latency (created -> container started), {len(latencies)} pods: "
-              f"median {med(latencies):.2f}s, max {latencies[-1]:.2f}s")
+        print(
+            f"pod start latency (created -> container started), {len(latencies)} pods: "
+            f"median {med(latencies):.2f}s, max {latencies[-1]:.2f}s"
+        )
         if not args.skip_sample:
             cluster.kubectl("create", "namespace", "bench-sample")
             local.addons.add_credentials("bench-sample")
             in_cluster, on_host = sample_in_cluster_vs_local(cluster, "bench-sample")
-            print(f"full sample (3,600 items, 10 shards): cluster {in_cluster:.1f}s, `dsj run` {on_host:.1f}s, "
-                  f"ratio {in_cluster / on_host:.2f}")
+            print(
+                f"full sample (3,600 items, 10 shards): cluster {in_cluster:.1f}s, `dsj run` {on_host:.1f}s, "
+                f"ratio {in_cluster / on_host:.2f}"
+            )
     finally:
         cluster.close()
         local.stop()
-    print(f"\n(measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC)")
+    print(f"\n(measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC)")
 
 
 if __name__ == "__main__":

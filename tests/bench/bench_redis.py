@@ -45,8 +45,11 @@ def start_redis():
 def _limiter_worker(kind, target, scope, rate, burst, seconds, barrier, out):
     from datasetjob.ratelimit import LocalTokenBucket, RedisTokenBucket
 
-    bucket = (RedisTokenBucket(target, scope, rate, burst, parallelism=PROCESSES) if kind == "redis"
-              else LocalTokenBucket(target, scope, rate, burst))
+    bucket = (
+        RedisTokenBucket(target, scope, rate, burst, parallelism=PROCESSES)
+        if kind == "redis"
+        else LocalTokenBucket(target, scope, rate, burst)
+    )
     seen = []
     barrier.wait()
     end = time.time() + seconds
@@ -64,8 +67,10 @@ def limiter_accuracy(kind: str, target: str, rate: float, seconds: float) -> tup
     barrier = CTX.Barrier(PROCESSES)
     out = CTX.Queue()
     scope = f"bench-{kind}-{rate:g}-{time.time_ns()}"
-    procs = [CTX.Process(target=_limiter_worker, args=(kind, target, scope, rate, burst, seconds, barrier, out))
-             for _ in range(PROCESSES)]
+    procs = [
+        CTX.Process(target=_limiter_worker, args=(kind, target, scope, rate, burst, seconds, barrier, out))
+        for _ in range(PROCESSES)
+    ]
     for p in procs:
         p.start()
     times = sorted(t for _ in procs for t in out.get(timeout=seconds + 120))
@@ -83,8 +88,9 @@ def _cache_worker(url, mode, seconds, worker, barrier, out):
     from datasetjob.cache.redis_backend import RedisCache
 
     # local_entries=0: every operation goes to Redis (no in-process table of values read)
-    cache = RedisCache(url, namespace="bench", default_ttl=3600, run_id="bench",
-                       local_entries=1000 if mode == "hit-local" else 0)
+    cache = RedisCache(
+        url, namespace="bench", default_ttl=3600, run_id="bench", local_entries=1000 if mode == "hit-local" else 0
+    )
     keys = [f"w{worker}:k{i}" for i in range(1000)]
     cache.set_many({k: "abc" for k in keys})
     batch = 100
@@ -111,12 +117,12 @@ def _cache_worker(url, mode, seconds, worker, barrier, out):
             ops += 100
         elif mode == "get_many":
             j = (i * batch) % 1000
-            cache.get_many(keys[j:j + batch])
+            cache.get_many(keys[j : j + batch])
             i += 1
             ops += batch
         elif mode == "set_many":
             j = (i * batch) % 1000
-            cache.set_many({k: "abc" for k in keys[j:j + batch]})
+            cache.set_many({k: "abc" for k in keys[j : j + batch]})
             i += 1
             ops += batch
     out.put(ops / (time.perf_counter() - start))
@@ -138,8 +144,12 @@ def redis_benchmark(port: int, pipeline: int = 1) -> dict[str, float]:
     exe = shutil.which("redis-benchmark")
     if not exe:
         return {}
-    proc = subprocess.run([exe, "-h", "127.0.0.1", "-p", str(port), "-t", "get,set", "-n", "200000", "-q",
-                           "-P", str(pipeline)], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [exe, "-h", "127.0.0.1", "-p", str(port), "-t", "get,set", "-n", "200000", "-q", "-P", str(pipeline)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     found = {}
     for name, value in re.findall(r"(GET|SET): ([\d.]+) requests per second", proc.stdout.replace("\r", "\n")):
         found[name.lower()] = float(value)
@@ -150,8 +160,20 @@ def redis_benchmark(port: int, pipeline: int = 1) -> dict[str, float]:
 
 
 def sample_run(tmp: Path, name: str, latency_ms: int, redis_url: str | None, cache_dir: Path) -> float:
-    cmd = [sys.executable, "-m", "datasetjob", "run", str(SAMPLE), "--workers", "10", "--quiet",
-           "--output", f"file://{tmp}/out-{name}", "--workdir", str(tmp / f"work-{name}")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "datasetjob",
+        "run",
+        str(SAMPLE),
+        "--workers",
+        "10",
+        "--quiet",
+        "--output",
+        f"file://{tmp}/out-{name}",
+        "--workdir",
+        str(tmp / f"work-{name}"),
+    ]
     if redis_url:
         cmd += ["--redis-url", redis_url]
     env = dict(os.environ, DSJ_EMBEDDED_CACHE_DIR=str(cache_dir), SMF_LATENCY_MS=str(latency_ms))
@@ -166,10 +188,10 @@ def sample_run(tmp: Path, name: str, latency_ms: int, redis_url: str | None, cac
 def table(title: str, header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     print(f"\n{title}")
-    print("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("  " + "  ".join("-" * w for w in widths))
     for r in rows:
-        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
 def main() -> int:
@@ -188,42 +210,74 @@ def main() -> int:
         for rate in (20.0, 200.0, 2000.0):
             for kind, target in (("redis", server.url), ("file", str(tmp / "buckets"))):
                 n, achieved = limiter_accuracy(kind, target, rate, args.seconds)
-                rows.append([kind, f"{rate:g}", str(n), f"{achieved:.1f}", f"{achieved / rate:.3f}",
-                             "ok" if abs(achieved / rate - 1) <= 0.05 else "OFF"])
-        table("1. Limiter accuracy (burst = rate/10, steady state after the burst)",
-              ["bucket", "configured/s", "calls", "achieved/s", "ratio", "±5%"], rows)
+                rows.append(
+                    [
+                        kind,
+                        f"{rate:g}",
+                        str(n),
+                        f"{achieved:.1f}",
+                        f"{achieved / rate:.3f}",
+                        "ok" if abs(achieved / rate - 1) <= 0.05 else "OFF",
+                    ]
+                )
+        table(
+            "1. Limiter accuracy (burst = rate/10, steady state after the burst)",
+            ["bucket", "configured/s", "calls", "achieved/s", "ratio", "±5%"],
+            rows,
+        )
 
         base = redis_benchmark(server.port)
         piped = redis_benchmark(server.port, pipeline=100)
         rows = []
-        for mode, ref in (("get", "get"), ("set", "set"), ("hit", "get"), ("get_many", "get"),
-                          ("set_many", "set"), ("hit-local", "get")):
+        for mode, ref in (
+            ("get", "get"),
+            ("set", "set"),
+            ("hit", "get"),
+            ("get_many", "get"),
+            ("set_many", "set"),
+            ("hit-local", "get"),
+        ):
             ops = cache_throughput(server.url, mode, args.seconds)
             ratio = ops / base[ref] if base.get(ref) else float("nan")
-            label = {"get": "get (1 key/round trip)", "set": "set (1 key/round trip)",
-                     "hit": "get_or_compute hit (Lua, counted)", "get_many": "get_many (MGET, 100 keys)",
-                     "set_many": "set_many (pipeline, 100 keys)",
-                     "hit-local": "get_or_compute hit, repeat key (in-process)"}[mode]
+            label = {
+                "get": "get (1 key/round trip)",
+                "set": "set (1 key/round trip)",
+                "hit": "get_or_compute hit (Lua, counted)",
+                "get_many": "get_many (MGET, 100 keys)",
+                "set_many": "set_many (pipeline, 100 keys)",
+                "hit-local": "get_or_compute hit, repeat key (in-process)",
+            }[mode]
             rows.append([label, f"{ops:,.0f}", f"{base.get(ref, float('nan')):,.0f}", f"{ratio:.2f}"])
-        table(f"2. Cache throughput from {PROCESSES} processes vs redis-benchmark -t get,set "
-              f"(50 clients; with -P 100: GET {piped.get('get', 0):,.0f}/s, SET {piped.get('set', 0):,.0f}/s)",
-              ["operation", "ops/s", "redis-benchmark ops/s", "ratio"], rows)
+        table(
+            f"2. Cache throughput from {PROCESSES} processes vs redis-benchmark -t get,set "
+            f"(50 clients; with -P 100: GET {piped.get('get', 0):,.0f}/s, SET {piped.get('set', 0):,.0f}/s)",
+            ["operation", "ops/s", "redis-benchmark ops/s", "ratio"],
+            rows,
+        )
 
         if not args.skip_sample:
             times: dict[str, list[float]] = {"emb-cold": [], "emb-warm": [], "redis-cold": [], "redis-warm": []}
             for rep in range(args.repeats):  # alternated, so background load hits both alike
                 server.flushall()
                 emb_cache = tmp / f"emb-cache-{rep}"
-                for name, url, cache in (("emb-cold", None, emb_cache), ("redis-cold", server.url, tmp / "unused"),
-                                         ("emb-warm", None, emb_cache), ("redis-warm", server.url, tmp / "unused")):
+                for name, url, cache in (
+                    ("emb-cold", None, emb_cache),
+                    ("redis-cold", server.url, tmp / "unused"),
+                    ("emb-warm", None, emb_cache),
+                    ("redis-warm", server.url, tmp / "unused"),
+                ):
                     times[name].append(sample_run(tmp, name, args.latency_ms, url, cache))
-            emb_cold, emb_warm, red_cold, red_warm = (statistics.median(times[k]) for k in
-                                                      ("emb-cold", "emb-warm", "redis-cold", "redis-warm"))
-            table(f"3. Sample run (3,600 items, 10 workers, SMF_LATENCY_MS={args.latency_ms}; "
-                  f"median of {args.repeats})",
-                  ["cache", "embedded s", "redis s", "redis / embedded"],
-                  [["cold", f"{emb_cold:.2f}", f"{red_cold:.2f}", f"{red_cold / emb_cold:.2f}"],
-                   ["warm", f"{emb_warm:.2f}", f"{red_warm:.2f}", f"{red_warm / emb_warm:.2f}"]])
+            emb_cold, emb_warm, red_cold, red_warm = (
+                statistics.median(times[k]) for k in ("emb-cold", "emb-warm", "redis-cold", "redis-warm")
+            )
+            table(
+                f"3. Sample run (3,600 items, 10 workers, SMF_LATENCY_MS={args.latency_ms}; median of {args.repeats})",
+                ["cache", "embedded s", "redis s", "redis / embedded"],
+                [
+                    ["cold", f"{emb_cold:.2f}", f"{red_cold:.2f}", f"{red_cold / emb_cold:.2f}"],
+                    ["warm", f"{emb_warm:.2f}", f"{red_warm:.2f}", f"{red_warm / emb_warm:.2f}"],
+                ],
+            )
     finally:
         server.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -68,9 +68,26 @@ def dsj_run(spec: dict, tmp: Path, name: str, output: Path) -> tuple[float, int,
     calls = tmp / f"calls-{name}.log"
     env = dict(os.environ, DSJ_EMBEDDED_CACHE_DIR=str(tmp / f"cache-{name}"), SMF_ITEM_LOG=str(calls))
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "datasetjob", "run", str(path), "--workers", "10",
-                    "--output", f"file://{output}", "--workdir", str(tmp / f"work-{name}"), "--quiet"],
-                   check=True, cwd=tmp, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datasetjob",
+            "run",
+            str(path),
+            "--workers",
+            "10",
+            "--output",
+            f"file://{output}",
+            "--workdir",
+            str(tmp / f"work-{name}"),
+            "--quiet",
+        ],
+        check=True,
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - start
     return wall, len(calls.read_text().split()) if calls.exists() else 0, shard_phase(tmp / f"work-{name}")
 
@@ -96,14 +113,17 @@ def main() -> None:
         t_floor, calls_floor, p_floor = dsj_run(grown, tmp, "floor", tmp / "out")
         same = published_sha(tmp / "out") == published_sha(tmp / "out-full")
 
-        print(f"\nsmart-money sample + 1 month-end: 3,700 items, {args.latency_ms:g} ms per upstream call, "
-              f"10 workers, concurrency {month['spec']['generator']['concurrency']}, {os.cpu_count()} CPUs\n")
+        print(
+            f"\nsmart-money sample + 1 month-end: 3,700 items, {args.latency_ms:g} ms per upstream call, "
+            f"10 workers, concurrency {month['spec']['generator']['concurrency']}, {os.cpu_count()} CPUs\n"
+        )
         print(f"{'':45} {'wall':>8} {'shards':>8} {'generator calls':>16}")
         for label, t, p, calls in (
-                ("(full)  grown universe from scratch", t_full, p_full, calls_full),
-                ("        (last month's run, 3,600 items)", t_last, p_last, calls_last),
-                ("(month) appended month, reusing last month", t_month, p_month, calls_month),
-                ("(floor) nothing new: every item reused", t_floor, p_floor, calls_floor)):
+            ("(full)  grown universe from scratch", t_full, p_full, calls_full),
+            ("        (last month's run, 3,600 items)", t_last, p_last, calls_last),
+            ("(month) appended month, reusing last month", t_month, p_month, calls_month),
+            ("(floor) nothing new: every item reused", t_floor, p_floor, calls_floor),
+        ):
             print(f"  {label:<43} {t:7.2f}s {p:7.2f}s {calls:16d}")
         print()
         print(f"  month / full, wall             {t_month / t_full:7.1%}   (goal <= 5%)")

@@ -20,8 +20,10 @@ from pathlib import Path
 
 HEADER = "apiVersion: datagen.dev/v1alpha1\nkind: DatasetJob\nmetadata: {name: bench}\nspec:\n"
 GENERATOR = "  shards: 10\n  generator: {function: 'json:dumps'}\n"
-EXPAND = ("import sys; from datasetjob.documents import load_spec_file; from datasetjob.universe import resolve_items; "
-          "items, ids = resolve_items(load_spec_file(sys.argv[1])); print(len(ids))")
+EXPAND = (
+    "import sys; from datasetjob.documents import load_spec_file; from datasetjob.universe import resolve_items; "
+    "items, ids = resolve_items(load_spec_file(sys.argv[1])); print(len(ids))"
+)
 
 
 def measure(cmd: list[str]) -> tuple[float, float, str]:
@@ -49,7 +51,9 @@ def universes(tmp: Path, n: int) -> dict[str, Path]:
     specs = {
         f"range (10^{len(str(n)) - 1})": f"  items:\n    range: {{stop: {n}}}\n",
         "fromUri, plain lines": f"  items:\n    fromUri: file://{plain}\n",
-        "fromUri, JSON lines + idTemplate": f"  items:\n    fromUri: file://{objects}\n    idTemplate: '{{symbol}}:{{date}}'\n",
+        "fromUri, JSON lines + idTemplate": (
+            f"  items:\n    fromUri: file://{objects}\n    idTemplate: '{{symbol}}:{{date}}'\n"
+        ),
     }
     out = {}
     for i, (name, items) in enumerate(specs.items()):

@@ -36,10 +36,11 @@ class ChartOperator:
         failure. The Deployment starts a new one."""
         name = self.pod_name()
         self._killed.add(name)
-        self.cluster.kubectl("delete", "pod", name, "-n", SYSTEM_NAMESPACE, "--grace-period=0", "--force",
-                             "--wait=false")
+        self.cluster.kubectl(
+            "delete", "pod", name, "-n", SYSTEM_NAMESPACE, "--grace-period=0", "--force", "--wait=false"
+        )
 
-    def start(self) -> "ChartOperator":
+    def start(self) -> ChartOperator:
         """Waits until a (new) operator pod is ready."""
         self.pod_name()
         return self

@@ -60,9 +60,11 @@ def cluster():
     except (ControlPlaneError, ImagesMissing, NetworkError, AddonError) as exc:
         problem = str(exc)
     if problem:
-        pytest.fail(f"the local cluster did not start:\n{problem}\n"
-                    "The e2e tier needs `make controlplane images` and a machine that runs containers.",
-                    pytrace=False)
+        pytest.fail(
+            f"the local cluster did not start:\n{problem}\n"
+            "The e2e tier needs `make controlplane images` and a machine that runs containers.",
+            pytrace=False,
+        )
     c = E2ECluster(local)
     try:
         yield c
@@ -93,8 +95,9 @@ def redis(cluster) -> ClusterRedis:
     secret = cluster.core.read_namespaced_secret(name, SYSTEM_NAMESPACE)
     password = base64.b64decode(secret.data["password"]).decode()
     ip = cluster.core.read_namespaced_service(name, SYSTEM_NAMESPACE).spec.cluster_ip
-    return ClusterRedis(url=f"redis://:{password}@{name}.{SYSTEM_NAMESPACE}.svc:6379/1",
-                        host_url=f"redis://:{password}@{ip}:6379/1")
+    return ClusterRedis(
+        url=f"redis://:{password}@{name}.{SYSTEM_NAMESPACE}.svc:6379/1", host_url=f"redis://:{password}@{ip}:6379/1"
+    )
 
 
 @pytest.fixture
@@ -102,10 +105,14 @@ def namespace(request, cluster):
     """A fresh namespace named after the test, holding the default output credentials."""
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{base}-{uuid.uuid4().hex[:5]}"
-    cluster.rest.post("/api/v1/namespaces", {
-        "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": name, "labels": {"datagen.dev/e2e": "true"}},
-    })
+    cluster.rest.post(
+        "/api/v1/namespaces",
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"datagen.dev/e2e": "true"}},
+        },
+    )
     cluster.local.addons.add_credentials(name)
     request.node._e2e_namespace = name
     yield name

@@ -6,17 +6,16 @@ images on the real node, under the chart's RBAC and security settings."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.e2e.chart_operator import ChartOperator
-from tests.e2e.harness.addons import BUCKET, REPO_ROOT as REPO
+from tests.e2e.harness.addons import BUCKET
+from tests.e2e.harness.addons import REPO_ROOT as REPO
 
 CHART = REPO / "helm" / "datasetjob"
 GROUP, VERSION, PLURAL = "datagen.dev", "v1alpha1", "datasetjobs"
@@ -28,18 +27,35 @@ def test_helm_lint(cluster):
 
 
 def test_rendered_manifests_are_up_to_date():
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "render-manifests.py"), "--check"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "render-manifests.py"), "--check"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("values", [
-    [],
-    ["--set", "watchNamespaces={team-a,team-b}", "--set", "redis.enabled=false",
-     "--set", "externalRedis.url=redis://redis.example:6379/0",
-     "--set", "operator.resources.limits.memory=1Gi", "--set", "operator.resources.requests.cpu=200m",
-     "--set", "metrics.enabled=false", "--set", "defaultOutput.prefix=s3://ml-datasets"],
-], ids=["defaults", "namespaced-no-redis-custom-resources"])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [
+            "--set",
+            "watchNamespaces={team-a,team-b}",
+            "--set",
+            "redis.enabled=false",
+            "--set",
+            "externalRedis.url=redis://redis.example:6379/0",
+            "--set",
+            "operator.resources.limits.memory=1Gi",
+            "--set",
+            "operator.resources.requests.cpu=200m",
+            "--set",
+            "metrics.enabled=false",
+            "--set",
+            "defaultOutput.prefix=s3://ml-datasets",
+        ],
+    ],
+    ids=["defaults", "namespaced-no-redis-custom-resources"],
+)
 def test_rendered_chart_passes_server_side_dry_run(cluster, values):
     for ns in ("datasetjob-system", "team-a", "team-b"):
         cluster.kubectl("create", "namespace", ns, check=False)
@@ -76,10 +92,18 @@ def test_values_schema_rejects_bad_values(cluster, setting):
 
 def test_cluster_role_is_least_privilege_and_explained():
     rendered = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.path.insert(0, 'scripts'); "
-         "import importlib.util as u; s = u.spec_from_file_location('r', 'scripts/render-manifests.py'); "
-         "m = u.module_from_spec(s); s.loader.exec_module(m); print(m.install_text())"],
-        capture_output=True, text=True, cwd=REPO, check=True).stdout
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, 'scripts'); "
+            "import importlib.util as u; s = u.spec_from_file_location('r', 'scripts/render-manifests.py'); "
+            "m = u.module_from_spec(s); s.loader.exec_module(m); print(m.install_text())",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    ).stdout
     roles = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in ("ClusterRole", "Role")]
     assert roles
     for role in roles:
@@ -89,7 +113,9 @@ def test_cluster_role_is_least_privilege_and_explained():
     lines = source.splitlines()
     for i, line in enumerate(lines):
         if line.strip().startswith("- apiGroups:"):
-            assert lines[i - 1].strip().startswith("#"), f"rule without a comment: {line.strip()} after {lines[i-1]!r}"
+            assert lines[i - 1].strip().startswith("#"), (
+                f"rule without a comment: {line.strip()} after {lines[i - 1]!r}"
+            )
 
 
 def wait_succeeded(cluster, namespace: str, name: str, timeout: float = 900) -> dict:
@@ -99,8 +125,13 @@ def wait_succeeded(cluster, namespace: str, name: str, timeout: float = 900) -> 
         assert phase != "Failed", json.dumps(obj.get("status"), indent=1)
         return obj if phase == "Succeeded" else None
 
-    return cluster.wait_for(published, timeout=timeout, what=f"{name} Succeeded", namespace=namespace,
-                            objects=[f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"])
+    return cluster.wait_for(
+        published,
+        timeout=timeout,
+        what=f"{name} Succeeded",
+        namespace=namespace,
+        objects=[f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"],
+    )
 
 
 def test_the_unmodified_sample_succeeds_under_the_installed_chart(cluster, namespace, s3):
@@ -113,8 +144,11 @@ def test_the_unmodified_sample_succeeds_under_the_installed_chart(cluster, names
     body = s3.client().get_object(Bucket=BUCKET, Key=uri.removeprefix(f"s3://{BUCKET}/"))["Body"].read()
     assert len(body.decode().splitlines()) == 3600 + 1  # header + rows
 
-    shard = next(p.metadata.name for p in cluster.core.list_namespaced_pod(
-        namespace, label_selector="datagen.dev/role=generate").items if p.status.phase == "Succeeded")
+    shard = next(
+        p.metadata.name
+        for p in cluster.core.list_namespaced_pod(namespace, label_selector="datagen.dev/role=generate").items
+        if p.status.phase == "Succeeded"
+    )
     assert "committed" in cluster.kubectl("logs", "-n", namespace, shard).stdout
     log = ChartOperator(cluster).log_tail(400)
     assert "Forbidden" not in log and " 403" not in log, log[-2000:]
@@ -144,23 +178,46 @@ def test_generator_pods_run_non_root_with_a_read_only_root(cluster, namespace):
     doc = yaml.safe_load((REPO / "manifests" / "samples" / "smart-money-flow.yaml").read_text())
     doc["spec"]["suspend"] = True  # the Job and its template exist, no pods run
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
-    job = cluster.wait_for(lambda: next(iter(cluster.rest.get(
-        f"/apis/batch/v1/namespaces/{namespace}/jobs", labelSelector="datagen.dev/role=generate")["items"]), None),
-        timeout=60, what="the generate Job", namespace=namespace)
+    job = cluster.wait_for(
+        lambda: next(
+            iter(
+                cluster.rest.get(
+                    f"/apis/batch/v1/namespaces/{namespace}/jobs", labelSelector="datagen.dev/role=generate"
+                )["items"]
+            ),
+            None,
+        ),
+        timeout=60,
+        what="the generate Job",
+        namespace=namespace,
+    )
     template = job["spec"]["template"]
     template["spec"]["containers"][0]["command"] = ["python", "-c", WRITE_PROBE]
     template["spec"]["containers"][0].pop("args", None)
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"},
-           "spec": {**template["spec"], "restartPolicy": "Never"}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe"},
+        "spec": {**template["spec"], "restartPolicy": "Never"},
+    }
     cluster.rest.post(f"/api/v1/namespaces/{namespace}/pods", pod)
-    done = cluster.wait_for_object(f"/api/v1/namespaces/{namespace}/pods/probe",
-                                   lambda p: p["status"].get("phase") in ("Succeeded", "Failed"), timeout=120)
+    done = cluster.wait_for_object(
+        f"/api/v1/namespaces/{namespace}/pods/probe",
+        lambda p: p["status"].get("phase") in ("Succeeded", "Failed"),
+        timeout=120,
+    )
     log = cluster.pod_log(namespace, "probe")
     assert done["status"]["phase"] == "Succeeded", log
     report = json.loads(log.strip().splitlines()[-1])
-    assert report == {"uid": 65532, "gid": 65532, "/probe": "Read-only file system",
-                      "/opt/datasetjob/probe": "Read-only file system", "/tmp/probe": "written",
-                      "cap_eff": "0000000000000000", "no_new_privs": "1"}
+    assert report == {
+        "uid": 65532,
+        "gid": 65532,
+        "/probe": "Read-only file system",
+        "/opt/datasetjob/probe": "Read-only file system",
+        "/tmp/probe": "written",
+        "cap_eff": "0000000000000000",
+        "no_new_privs": "1",
+    }
 
 
 def test_a_second_release_installs_and_uninstalls_cleanly(cluster, namespace):
@@ -168,8 +225,20 @@ def test_a_second_release_installs_and_uninstalls_cleanly(cluster, namespace):
     `helm uninstall` removes its objects but keeps the CRD."""
     system = f"dsj-second-{namespace[-5:]}"
     values = {"watchNamespaces": [namespace], "redis": {"enabled": False}, "metrics": {"enabled": False}}
-    cluster.helm("install", "second", str(CHART), "--namespace", system, "--create-namespace", "--wait",
-                 "--timeout", "180s", "-f", "-", input=yaml.safe_dump(values))
+    cluster.helm(
+        "install",
+        "second",
+        str(CHART),
+        "--namespace",
+        system,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "180s",
+        "-f",
+        "-",
+        input=yaml.safe_dump(values),
+    )
     try:
         pods = cluster.core.list_namespaced_pod(system, label_selector="app.kubernetes.io/component=operator").items
         assert len(pods) == 1 and pods[0].status.phase == "Running"
@@ -177,12 +246,19 @@ def test_a_second_release_installs_and_uninstalls_cleanly(cluster, namespace):
         assert cluster.rbac.list_namespaced_role(namespace, label_selector="app.kubernetes.io/instance=second").items
     finally:
         cluster.helm("uninstall", "second", "--namespace", system, "--wait", "--timeout", "120s", check=False)
-    cluster.wait_for(lambda: not cluster.apps.list_namespaced_deployment(system).items
-                     and not cluster.core.list_namespaced_pod(system).items, timeout=120,
-                     what="release removed", namespace=system)
+    cluster.wait_for(
+        lambda: (
+            not cluster.apps.list_namespaced_deployment(system).items
+            and not cluster.core.list_namespaced_pod(system).items
+        ),
+        timeout=120,
+        what="release removed",
+        namespace=system,
+    )
     assert not cluster.rbac.list_namespaced_role(namespace, label_selector="app.kubernetes.io/instance=second").items
-    assert not [s for s in cluster.core.list_namespaced_service_account(system).items
-                if s.metadata.name.startswith("second")]
+    assert not [
+        s for s in cluster.core.list_namespaced_service_account(system).items if s.metadata.name.startswith("second")
+    ]
     assert cluster.apiext.read_custom_resource_definition("datasetjobs.datagen.dev")  # CRDs stay
     # The cluster's own operator is untouched.
     assert ChartOperator(cluster).pod_name()

@@ -73,13 +73,15 @@ def indexed_job(name: str, data_dir: Path, *, fail_code: int | None = None, **sp
                     "restartPolicy": "Never",
                     "terminationGracePeriodSeconds": 5,
                     "securityContext": AS_ROOT,
-                    "containers": [{
-                        "name": "main",
-                        "image": WORKER_IMAGE,
-                        "command": ["python", "-c", INDEX_SCRIPT],
-                        "env": env,
-                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                    }],
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": WORKER_IMAGE,
+                            "command": ["python", "-c", INDEX_SCRIPT],
+                            "env": env,
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        }
+                    ],
                     "volumes": [{"name": "data", "hostPath": {"path": str(data_dir), "type": "Directory"}}],
                 }
             },
@@ -105,7 +107,8 @@ def test_indexed_job_retries_only_the_failed_index(cluster, namespace, tmp_path)
     job = cluster.wait_for_object(
         f"/apis/batch/v1/namespaces/{namespace}/jobs/indexed",
         lambda j: condition_true(j, "Complete") or condition_true(j, "Failed"),
-        timeout=180, what="Job indexed to finish",
+        timeout=180,
+        what="Job indexed to finish",
     )
     assert condition_true(job, "Complete"), condition(job, "Failed")
     assert job["status"]["completedIndexes"] == "0-4"
@@ -119,7 +122,9 @@ def test_indexed_job_retries_only_the_failed_index(cluster, namespace, tmp_path)
     by_index: dict[str, list[tuple[str, int]]] = {}
     for p in pods:
         t = terminated(p)
-        by_index.setdefault(p["metadata"]["annotations"][INDEX_ANNOTATION], []).append((p["status"]["phase"], t["exitCode"]))
+        by_index.setdefault(p["metadata"]["annotations"][INDEX_ANNOTATION], []).append(
+            (p["status"]["phase"], t["exitCode"])
+        )
         assert t["message"] == f"index {p['metadata']['annotations'][INDEX_ANNOTATION]}"
         assert t["reason"] == ("Completed" if t["exitCode"] == 0 else "Error")
         assert t["startedAt"] and t["finishedAt"]
@@ -132,18 +137,26 @@ def test_indexed_job_retries_only_the_failed_index(cluster, namespace, tmp_path)
 
 def test_pod_failure_policy_fails_the_index_without_retry(cluster, namespace, tmp_path):
     job = indexed_job(
-        "pfp", tmp_path, fail_code=42, maxFailedIndexes=1,
-        podFailurePolicy={"rules": [{
-            "action": "FailIndex",
-            "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]},
-        }]},
+        "pfp",
+        tmp_path,
+        fail_code=42,
+        maxFailedIndexes=1,
+        podFailurePolicy={
+            "rules": [
+                {
+                    "action": "FailIndex",
+                    "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]},
+                }
+            ]
+        },
     )
     cluster.batch.create_namespaced_job(namespace, job)
 
     job = cluster.wait_for_object(
         f"/apis/batch/v1/namespaces/{namespace}/jobs/pfp",
         lambda j: condition_true(j, "Failed") or condition_true(j, "Complete"),
-        timeout=180, what="Job pfp to finish",
+        timeout=180,
+        what="Job pfp to finish",
     )
     assert condition_true(job, "Failed")
     assert condition(job, "Failed")["reason"] == "FailedIndexes"
@@ -178,33 +191,54 @@ def test_background_deletion_removes_the_pods(cluster, namespace, tmp_path):
             "completionMode": "Indexed",
             "completions": 2,
             "parallelism": 2,
-            "template": {"spec": {
-                "restartPolicy": "Never",
-                "terminationGracePeriodSeconds": 5,
-                "securityContext": AS_ROOT,
-                "containers": [{"name": "main", "image": WORKER_IMAGE, "command": ["python", "-c", sleeper],
-                                "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-                                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
-                "volumes": [{"name": "data", "hostPath": {"path": str(tmp_path), "type": "Directory"}}],
-            }},
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": 5,
+                    "securityContext": AS_ROOT,
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": WORKER_IMAGE,
+                            "command": ["python", "-c", sleeper],
+                            "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        }
+                    ],
+                    "volumes": [{"name": "data", "hostPath": {"path": str(tmp_path), "type": "Directory"}}],
+                }
+            },
         },
     }
     cluster.batch.create_namespaced_job(namespace, job)
     pods = cluster.wait_for(
         lambda: (lambda ps: ps if len(ps) == 2 and all(p["status"].get("phase") == "Running" for p in ps) else None)(
-            job_pods(cluster, namespace, "sleepers")),
-        timeout=60, what="2 running pods of Job sleepers", namespace=namespace,
+            job_pods(cluster, namespace, "sleepers")
+        ),
+        timeout=60,
+        what="2 running pods of Job sleepers",
+        namespace=namespace,
     )
     names = sorted(p["metadata"]["name"] for p in pods)
-    cluster.wait_for(lambda: all("sleeping" in cluster.pod_log(namespace, n) for n in names),
-                     timeout=30, what="the pods' processes to start", namespace=namespace)
+    cluster.wait_for(
+        lambda: all("sleeping" in cluster.pod_log(namespace, n) for n in names),
+        timeout=30,
+        what="the pods' processes to start",
+        namespace=namespace,
+    )
 
-    cluster.rest.delete(f"/apis/batch/v1/namespaces/{namespace}/jobs/sleepers",
-                        {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"})
+    cluster.rest.delete(
+        f"/apis/batch/v1/namespaces/{namespace}/jobs/sleepers",
+        {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"},
+    )
 
     cluster.wait_gone(f"/apis/batch/v1/namespaces/{namespace}/jobs/sleepers", timeout=30)
-    cluster.wait_for(lambda: not job_pods(cluster, namespace, "sleepers"), timeout=90,
-                     what="the garbage collector to remove the Job's pods", namespace=namespace)
+    cluster.wait_for(
+        lambda: not job_pods(cluster, namespace, "sleepers"),
+        timeout=90,
+        what="the garbage collector to remove the Job's pods",
+        namespace=namespace,
+    )
     for n in names:  # the kubelet stopped each container gracefully
         assert (tmp_path / n).read_text() == "SIGTERM received"
 
@@ -250,23 +284,35 @@ spec:
 
 
 def widget(name: str, **spec) -> str:
-    return yaml.safe_dump({"apiVersion": "e2e.datagen.dev/v1", "kind": "Widget",
-                           "metadata": {"name": name}, "spec": spec})
+    return yaml.safe_dump(
+        {"apiVersion": "e2e.datagen.dev/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec}
+    )
 
 
 def test_crd_schema_cel_and_printer_columns(cluster, namespace):
     cluster.kubectl("apply", "-f", "-", input=WIDGET_CRD)
     try:
-        cluster.wait_for_object("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.e2e.datagen.dev",
-                                lambda crd: condition_true(crd, "Established"), timeout=60)
+        cluster.wait_for_object(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.e2e.datagen.dev",
+            lambda crd: condition_true(crd, "Established"),
+            timeout=60,
+        )
         # kubectl's discovery cache may need a moment to see the new kind.
         cluster.wait_for(
-            lambda: cluster.kubectl("-n", namespace, "apply", "-f", "-", input=widget("good", size="small", replicas=3),
-                                    check=False).returncode == 0,
-            timeout=60, what="a valid Widget to be accepted", namespace=namespace)
+            lambda: (
+                cluster.kubectl(
+                    "-n", namespace, "apply", "-f", "-", input=widget("good", size="small", replicas=3), check=False
+                ).returncode
+                == 0
+            ),
+            timeout=60,
+            what="a valid Widget to be accepted",
+            namespace=namespace,
+        )
 
-        bad = cluster.kubectl("-n", namespace, "apply", "-f", "-", check=False,
-                              input=widget("too-many", size="small", replicas=50))
+        bad = cluster.kubectl(
+            "-n", namespace, "apply", "-f", "-", check=False, input=widget("too-many", size="small", replicas=50)
+        )
         assert bad.returncode != 0
         assert "spec.replicas" in bad.stderr, bad.stderr
 
@@ -274,8 +320,15 @@ def test_crd_schema_cel_and_printer_columns(cluster, namespace):
         assert bad.returncode != 0
         assert "spec.size" in bad.stderr and "Unsupported value" in bad.stderr, bad.stderr
 
-        bad = cluster.kubectl("-n", namespace, "apply", "-f", "-", check=False,
-                              input=widget("inverted", size="large", minReplicas=5, maxReplicas=2))
+        bad = cluster.kubectl(
+            "-n",
+            namespace,
+            "apply",
+            "-f",
+            "-",
+            check=False,
+            input=widget("inverted", size="large", minReplicas=5, maxReplicas=2),
+        )
         assert bad.returncode != 0
         assert "spec.minReplicas" in bad.stderr, bad.stderr
         assert "minReplicas must not exceed maxReplicas" in bad.stderr, bad.stderr
@@ -291,20 +344,37 @@ def test_crd_schema_cel_and_printer_columns(cluster, namespace):
 
 def test_rbac_is_enforced_for_a_service_account_token(cluster, namespace):
     rest = cluster.rest
-    rest.post(f"/api/v1/namespaces/{namespace}/serviceaccounts",
-              {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}})
-    rest.post(f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "pod-reader"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
-    })
-    rest.post(f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "reader"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
-    })
-    _, tr = rest.post(f"/api/v1/namespaces/{namespace}/serviceaccounts/reader/token", {
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600},
-    })
+    rest.post(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}},
+    )
+    rest.post(
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "pod-reader"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
+        },
+    )
+    rest.post(
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+        },
+    )
+    _, tr = rest.post(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/reader/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 600},
+        },
+    )
     token = tr["status"]["token"]
 
     from kubernetes import client
@@ -312,13 +382,17 @@ def test_rbac_is_enforced_for_a_service_account_token(cluster, namespace):
 
     core = client.CoreV1Api(cluster.client_for_token(token))
     # RBAC is evaluated against the cache of bindings: wait until the binding is in effect.
-    cluster.wait_for(lambda: core.list_namespaced_pod(namespace) is not None, timeout=30,
-                     what="the reader binding to take effect", namespace=namespace)
+    cluster.wait_for(
+        lambda: core.list_namespaced_pod(namespace) is not None,
+        timeout=30,
+        what="the reader binding to take effect",
+        namespace=namespace,
+    )
 
     with pytest.raises(ApiException) as exc:
         core.create_namespaced_config_map(namespace, {"metadata": {"name": "nope"}, "data": {"a": "b"}})
     assert exc.value.status == 403
-    assert "system:serviceaccount:%s:reader" % namespace in exc.value.body
+    assert f"system:serviceaccount:{namespace}:reader" in exc.value.body
     with pytest.raises(ApiException) as exc:
         core.delete_collection_namespaced_pod(namespace)
     assert exc.value.status == 403
@@ -327,8 +401,9 @@ def test_rbac_is_enforced_for_a_service_account_token(cluster, namespace):
     assert exc.value.status == 403
 
     # kubectl with a kubeconfig for that token agrees.
-    kc = cluster.control_plane.write_kubeconfig(cluster.control_plane.root / f"reader-{namespace}.kubeconfig",
-                                                user="reader", token=token, namespace=namespace)
+    kc = cluster.control_plane.write_kubeconfig(
+        cluster.control_plane.root / f"reader-{namespace}.kubeconfig", user="reader", token=token, namespace=namespace
+    )
     assert cluster.kubectl("auth", "can-i", "list", "pods", kubeconfig=kc, check=False).stdout.strip() == "yes"
     assert cluster.kubectl("auth", "can-i", "create", "configmaps", kubeconfig=kc, check=False).stdout.strip() == "no"
     denied = cluster.kubectl("get", "secrets", kubeconfig=kc, check=False)
@@ -343,15 +418,18 @@ def test_helm_installs_a_chart_with_a_kube_version_constraint(cluster, namespace
     chart = tmp_path / "probe"
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text(
-        f'apiVersion: v2\nname: probe\nversion: 0.1.0\nkubeVersion: ">={major}.{minor}.0-0"\n')
-    (chart / "templates" / "cm.yaml").write_text(textwrap.dedent("""
+        f'apiVersion: v2\nname: probe\nversion: 0.1.0\nkubeVersion: ">={major}.{minor}.0-0"\n'
+    )
+    (chart / "templates" / "cm.yaml").write_text(
+        textwrap.dedent("""
         apiVersion: v1
         kind: ConfigMap
         metadata:
           name: {{ .Release.Name }}-probe
         data:
           kube: "{{ .Capabilities.KubeVersion.Version }}"
-        """))
+        """)
+    )
     cluster.helm("install", "probe", str(chart), "--namespace", namespace, "--wait", "--timeout", "60s")
     cm = cluster.rest.get(f"/api/v1/namespaces/{namespace}/configmaps/probe-probe")
     assert cm["data"]["kube"] == version["gitVersion"]
@@ -387,50 +465,74 @@ ENV_SCRIPT = textwrap.dedent(
 
 def test_pod_env_volumes_dns_security_and_termination_message(cluster, namespace):
     rest = cluster.rest
-    rest.post(f"/api/v1/namespaces/{namespace}/configmaps", {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"},
-        "data": {"color": "blue", "settings.json": '{"a": 1}'},
-    })
-    rest.post(f"/api/v1/namespaces/{namespace}/secrets", {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
-        "stringData": {"password": "hunter2"},
-    })
+    rest.post(
+        f"/api/v1/namespaces/{namespace}/configmaps",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "app"},
+            "data": {"color": "blue", "settings.json": '{"a": 1}'},
+        },
+    )
+    rest.post(
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "creds"},
+            "stringData": {"password": "hunter2"},
+        },
+    )
     pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "env-check"},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "env-check"},
         "spec": {
             "restartPolicy": "Never",
             "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
-            "containers": [{
-                "name": "main", "image": WORKER_IMAGE,
-                "command": ["python", "-c", ENV_SCRIPT],
-                "envFrom": [{"configMapRef": {"name": "app"}, "prefix": "CM_"}],
-                "env": [
-                    {"name": "WHO", "value": "world"},
-                    {"name": "GREETING", "value": "hello $(WHO) $$(WHO) $(UNDEFINED)"},
-                    {"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "color"}}},
-                    {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
-                    {"name": "POD_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                    {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
-                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                    {"name": "CPU_LIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
-                ],
-                "resources": {"limits": {"cpu": "1500m"}},
-                "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]}},
-                "volumeMounts": [
-                    {"name": "config", "mountPath": "/etc/app"},
-                    {"name": "creds", "mountPath": "/etc/creds", "readOnly": True},
-                ],
-            }],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": WORKER_IMAGE,
+                    "command": ["python", "-c", ENV_SCRIPT],
+                    "envFrom": [{"configMapRef": {"name": "app"}, "prefix": "CM_"}],
+                    "env": [
+                        {"name": "WHO", "value": "world"},
+                        {"name": "GREETING", "value": "hello $(WHO) $$(WHO) $(UNDEFINED)"},
+                        {"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "color"}}},
+                        {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                        {"name": "POD_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                        {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+                        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                        {"name": "CPU_LIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+                    ],
+                    "resources": {"limits": {"cpu": "1500m"}},
+                    "securityContext": {
+                        "readOnlyRootFilesystem": True,
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                    "volumeMounts": [
+                        {"name": "config", "mountPath": "/etc/app"},
+                        {"name": "creds", "mountPath": "/etc/creds", "readOnly": True},
+                    ],
+                }
+            ],
             "volumes": [
-                {"name": "config", "configMap": {"name": "app", "items": [{"key": "settings.json", "path": "settings.json"}]}},
+                {
+                    "name": "config",
+                    "configMap": {"name": "app", "items": [{"key": "settings.json", "path": "settings.json"}]},
+                },
                 {"name": "creds", "secret": {"secretName": "creds"}},
             ],
         },
     }
     _, created = rest.post(f"/api/v1/namespaces/{namespace}/pods", pod)
-    done = cluster.wait_for_object(f"/api/v1/namespaces/{namespace}/pods/env-check",
-                                   lambda p: p["status"].get("phase") in ("Succeeded", "Failed"), timeout=120)
+    done = cluster.wait_for_object(
+        f"/api/v1/namespaces/{namespace}/pods/env-check",
+        lambda p: p["status"].get("phase") in ("Succeeded", "Failed"),
+        timeout=120,
+    )
     log = cluster.pod_log(namespace, "env-check")
     assert done["status"]["phase"] == "Succeeded", log
     assert json.loads(terminated(done)["message"]) == {"ok": True}
@@ -460,19 +562,41 @@ def test_pod_env_volumes_dns_security_and_termination_message(cluster, namespace
 
 def test_missing_image_and_fallback_to_logs(cluster, namespace):
     rest = cluster.rest
-    rest.post(f"/api/v1/namespaces/{namespace}/pods", {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "no-image"},
-        "spec": {"restartPolicy": "Never",
-                 "containers": [{"name": "main", "image": "datasetjob/not-built:1.0", "imagePullPolicy": "Never"}]},
-    })
-    rest.post(f"/api/v1/namespaces/{namespace}/pods", {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crash"},
-        "spec": {"restartPolicy": "Never", "containers": [{
-            "name": "main", "image": WORKER_IMAGE,
-            "command": ["python", "-c", "import sys; print('boom: bad config', file=sys.stderr); sys.exit(3)"],
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-        }]},
-    })
+    rest.post(
+        f"/api/v1/namespaces/{namespace}/pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "no-image"},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "main", "image": "datasetjob/not-built:1.0", "imagePullPolicy": "Never"}],
+            },
+        },
+    )
+    rest.post(
+        f"/api/v1/namespaces/{namespace}/pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "crash"},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": WORKER_IMAGE,
+                        "command": [
+                            "python",
+                            "-c",
+                            "import sys; print('boom: bad config', file=sys.stderr); sys.exit(3)",
+                        ],
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
+                    }
+                ],
+            },
+        },
+    )
 
     def waiting_reason(p):
         statuses = p["status"].get("containerStatuses") or []
@@ -480,8 +604,9 @@ def test_missing_image_and_fallback_to_logs(cluster, namespace):
 
     cluster.wait_for_object(f"/api/v1/namespaces/{namespace}/pods/no-image", waiting_reason, timeout=60)
 
-    crash = cluster.wait_for_object(f"/api/v1/namespaces/{namespace}/pods/crash",
-                                    lambda p: p["status"].get("phase") == "Failed", timeout=120)
+    crash = cluster.wait_for_object(
+        f"/api/v1/namespaces/{namespace}/pods/crash", lambda p: p["status"].get("phase") == "Failed", timeout=120
+    )
     t = terminated(crash)
     assert (t["exitCode"], t["reason"]) == (3, "Error")
     assert "boom: bad config" in t["message"]
@@ -491,13 +616,24 @@ def test_missing_image_and_fallback_to_logs(cluster, namespace):
 
 def test_service_account_token_kubeconfig_works_for_rest_client(cluster, namespace):
     """KubeRest (the tests' small client) also works with a limited identity."""
-    cluster.rest.post(f"/api/v1/namespaces/{namespace}/serviceaccounts",
-                      {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "nobody"}})
-    _, tr = cluster.rest.post(f"/api/v1/namespaces/{namespace}/serviceaccounts/nobody/token", {
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600},
-    })
-    kc = cluster.control_plane.write_kubeconfig(cluster.control_plane.root / f"nobody-{namespace}.kubeconfig",
-                                                user="nobody", token=tr["status"]["token"], namespace=namespace)
+    cluster.rest.post(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "nobody"}},
+    )
+    _, tr = cluster.rest.post(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/nobody/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 600},
+        },
+    )
+    kc = cluster.control_plane.write_kubeconfig(
+        cluster.control_plane.root / f"nobody-{namespace}.kubeconfig",
+        user="nobody",
+        token=tr["status"]["token"],
+        namespace=namespace,
+    )
     nobody = KubeRest.from_kubeconfig(kc)
     try:
         with pytest.raises(ApiError) as exc:

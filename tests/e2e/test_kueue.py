@@ -31,16 +31,36 @@ def queue(cluster, kueue, namespace):
     cluster.rest.patch(f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": {key: value}}})
     flavor, cq = f"rf-{namespace}"[:63], f"cq-{namespace}"[:63]
     kueue.create({"kind": "ResourceFlavor", "metadata": {"name": flavor}})
-    kueue.create({"kind": "ClusterQueue", "metadata": {"name": cq}, "spec": {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-        "queueingStrategy": "StrictFIFO",
-        "resourceGroups": [{"coveredResources": ["cpu", "memory"], "flavors": [{
-            "name": flavor, "resources": [{"name": "cpu", "nominalQuota": "250m"},
-                                          {"name": "memory", "nominalQuota": "1Gi"}]}]}]}})
-    kueue.create({"kind": "LocalQueue", "metadata": {"name": "team-a", "namespace": namespace},
-                  "spec": {"clusterQueue": cq}})
-    cluster.wait_for(lambda: _queue_active(cluster, namespace), timeout=60, what="LocalQueue team-a active",
-                     namespace=namespace)
+    kueue.create(
+        {
+            "kind": "ClusterQueue",
+            "metadata": {"name": cq},
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "queueingStrategy": "StrictFIFO",
+                "resourceGroups": [
+                    {
+                        "coveredResources": ["cpu", "memory"],
+                        "flavors": [
+                            {
+                                "name": flavor,
+                                "resources": [
+                                    {"name": "cpu", "nominalQuota": "250m"},
+                                    {"name": "memory", "nominalQuota": "1Gi"},
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            },
+        }
+    )
+    kueue.create(
+        {"kind": "LocalQueue", "metadata": {"name": "team-a", "namespace": namespace}, "spec": {"clusterQueue": cq}}
+    )
+    cluster.wait_for(
+        lambda: _queue_active(cluster, namespace), timeout=60, what="LocalQueue team-a active", namespace=namespace
+    )
     return "team-a"
 
 
@@ -69,33 +89,44 @@ def _job(cluster, namespace: str, name: str):
     return cluster.batch.read_namespaced_job(name, namespace)
 
 
-def test_the_second_datasetjob_waits_for_quota_and_runs_after_the_first(cluster, operator, kueue, queue,
-                                                                        namespace, s3, bucket):
+def test_the_second_datasetjob_waits_for_quota_and_runs_after_the_first(
+    cluster, operator, kueue, queue, namespace, s3, bucket
+):
     apply(cluster, namespace, queued_sample(bucket, s3, "first", queue))
     first_run = wait_phase(cluster, operator, namespace, "first", ("Generating", "Queued"))["status"]
-    cluster.wait_for(lambda: _job(cluster, namespace, first_run["jobs"]["generate"]).spec.suspend is False,
-                     timeout=60, what="Kueue admits the first DatasetJob's generate Job", namespace=namespace)
+    cluster.wait_for(
+        lambda: _job(cluster, namespace, first_run["jobs"]["generate"]).spec.suspend is False,
+        timeout=60,
+        what="Kueue admits the first DatasetJob's generate Job",
+        namespace=namespace,
+    )
     apply(cluster, namespace, queued_sample(bucket, s3, "second", queue))
     second = wait_phase(cluster, operator, namespace, "second", "Queued", timeout=60)
 
     queued = _condition(second, "Queued")
     assert (queued.get("status"), queued.get("reason")) == ("True", "WaitingForAdmission"), second["status"]
+
     # Kueue's own reason, copied from its Workload: the quota is what the second waits for.
     def kueues_reason():
         c = _condition(get(cluster, namespace, "second"), "Queued")
         return c if "insufficient" in c.get("message", "") else None
 
-    queued = cluster.wait_for(kueues_reason, timeout=30, what="Kueue's reason in the Queued condition",
-                              namespace=namespace)
+    queued = cluster.wait_for(
+        kueues_reason, timeout=30, what="Kueue's reason in the Queued condition", namespace=namespace
+    )
     assert "team-a" in queued["message"] and "cpu" in queued["message"], queued
-    row = next(line.split() for line in cluster.kubectl("get", "dsj", "-n", namespace).stdout.splitlines()
-               if line.startswith("second "))
+    row = next(
+        line.split()
+        for line in cluster.kubectl("get", "dsj", "-n", namespace).stdout.splitlines()
+        if line.startswith("second ")
+    )
     assert row[1] == "Queued", row
     assert get(cluster, namespace, "first")["status"]["phase"] == "Generating"
     assert cluster.core.list_namespaced_pod(namespace, label_selector=f"{SELECTOR}=second").items == []
     wl = [w for w in kueue.workloads(namespace) if w["metadata"]["name"].startswith("job-second-")]
-    assert wl and not any(c["type"] == "QuotaReserved" and c["status"] == "True"
-                          for c in wl[0].get("status", {}).get("conditions", [])), wl
+    assert wl and not any(
+        c["type"] == "QuotaReserved" and c["status"] == "True" for c in wl[0].get("status", {}).get("conditions", [])
+    ), wl
 
     first = wait_phase(cluster, operator, namespace, "first", "Succeeded")["status"]
     second = wait_phase(cluster, operator, namespace, "second", "Succeeded")["status"]
@@ -106,13 +137,14 @@ def test_the_second_datasetjob_waits_for_quota_and_runs_after_the_first(cluster,
     assert second_gen.status.start_time >= first_gen.status.completion_time
     for j in (first_gen, second_gen):
         assert j.metadata.labels["kueue.x-k8s.io/queue-name"] == "team-a"
-    events = [e.reason for e in cluster.core.list_namespaced_event(
-        namespace, field_selector="involvedObject.name=second").items]
+    events = [
+        e.reason
+        for e in cluster.core.list_namespaced_event(namespace, field_selector="involvedObject.name=second").items
+    ]
     assert "WaitingForAdmission" in events
 
 
-def test_deleting_a_queued_datasetjob_leaves_nothing_behind(cluster, operator, kueue, queue, namespace, s3,
-                                                            bucket):
+def test_deleting_a_queued_datasetjob_leaves_nothing_behind(cluster, operator, kueue, queue, namespace, s3, bucket):
     big = queued_sample(bucket, s3, "big", queue)
     big["spec"]["generator"]["resources"] = {"requests": {"cpu": "1", "memory": "128Mi"}}  # over the quota
     apply(cluster, namespace, big)
@@ -122,14 +154,17 @@ def test_deleting_a_queued_datasetjob_leaves_nothing_behind(cluster, operator, k
 
     def gone():
         selector = f"{SELECTOR}=big"
-        return not (cluster.batch.list_namespaced_job(namespace, label_selector=selector).items
-                    or cluster.core.list_namespaced_pod(namespace, label_selector=selector).items
-                    or cluster.core.list_namespaced_config_map(namespace, label_selector=selector).items
-                    or cluster.core.list_namespaced_secret(namespace, label_selector=selector).items
-                    or kueue.workloads(namespace))
+        return not (
+            cluster.batch.list_namespaced_job(namespace, label_selector=selector).items
+            or cluster.core.list_namespaced_pod(namespace, label_selector=selector).items
+            or cluster.core.list_namespaced_config_map(namespace, label_selector=selector).items
+            or cluster.core.list_namespaced_secret(namespace, label_selector=selector).items
+            or kueue.workloads(namespace)
+        )
 
-    cluster.wait_for(gone, timeout=120, what="the queued DatasetJob's Jobs, objects and workload gone",
-                     namespace=namespace)
+    cluster.wait_for(
+        gone, timeout=120, what="the queued DatasetJob's Jobs, objects and workload gone", namespace=namespace
+    )
 
 
 def test_kueue_never_loses_a_fight_with_the_operator(cluster, operator, kueue, queue, namespace, s3, bucket):

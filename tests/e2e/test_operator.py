@@ -10,7 +10,6 @@ import json
 import time
 import uuid
 
-
 import pytest
 import yaml
 
@@ -30,8 +29,12 @@ def sample(bucket: str, s3, name="smf", symbols=6, dates=6, shards=3, **spec_ove
     spec["generator"]["env"] = [{"name": "SMF_LATENCY_MS", "value": "1"}]
     spec["retries"] = {"perShard": 1, "maxFailedShards": 0}
     spec["cache"] = {"namespace": f"{name}-{uuid.uuid4().hex[:8]}"}  # no warm cache from other tests
-    spec["output"] = {"uri": f"s3://{bucket}/{name}", "format": "csv", "endpointUrl": s3.endpoint_url,
-                      "credentialsSecret": "s3-credentials"}
+    spec["output"] = {
+        "uri": f"s3://{bucket}/{name}",
+        "format": "csv",
+        "endpointUrl": s3.endpoint_url,
+        "credentialsSecret": "s3-credentials",
+    }
     spec.update(spec_over)
     return doc
 
@@ -44,8 +47,9 @@ def get(cluster, namespace: str, name: str) -> dict:
     return cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
 
 
-def wait_phase(cluster, operator, namespace: str, name: str, phases, timeout: float = 240,
-               not_run: str | None = None) -> dict:
+def wait_phase(
+    cluster, operator, namespace: str, name: str, phases, timeout: float = 240, not_run: str | None = None
+) -> dict:
     phases = (phases,) if isinstance(phases, str) else tuple(phases)
 
     def ready(obj):
@@ -55,8 +59,11 @@ def wait_phase(cluster, operator, namespace: str, name: str, phases, timeout: fl
     try:
         return cluster.wait_for(
             lambda: ready(get(cluster, namespace, name)),
-            timeout=timeout, what=f"{name} in phase {phases}", namespace=namespace,
-            objects=[f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"])
+            timeout=timeout,
+            what=f"{name} in phase {phases}",
+            namespace=namespace,
+            objects=[f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"],
+        )
     except WaitTimeout as exc:
         raise WaitTimeout(f"{exc}\n--- operator log ---\n{operator.log_tail(80)}") from None
 
@@ -75,15 +82,28 @@ def test_sample_succeeds_with_the_local_runners_dataset(cluster, operator, s3_ns
     apply(cluster, s3_ns, doc)
     obj = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")
     st = obj["status"]
-    assert st["shards"]["progress"] == "3/3" and st["items"] == {"total": 36, "done": 36, "failed": 0,
-                                                                  "generated": 36, "reused": 0,
-                                                                  "progress": "36/36"}
+    assert st["shards"]["progress"] == "3/3" and st["items"] == {
+        "total": 36,
+        "done": 36,
+        "failed": 0,
+        "generated": 36,
+        "reused": 0,
+        "progress": "36/36",
+    }
     assert st["output"]["rows"] == 36 and st["cache"]["misses"] == 6 + 6 + 36
 
     local = copy.deepcopy(doc)
     local["spec"]["output"] = {"format": "csv"}
-    proc = dsj("run", str(write_doc(local, tmp_path / "smf.yaml")), "--output", f"file://{tmp_path}/out",
-               "--workdir", str(tmp_path), cwd=tmp_path, env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache")})
+    proc = dsj(
+        "run",
+        str(write_doc(local, tmp_path / "smf.yaml")),
+        "--output",
+        f"file://{tmp_path}/out",
+        "--workdir",
+        str(tmp_path),
+        cwd=tmp_path,
+        env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache")},
+    )
     assert proc.returncode == 0, proc.stderr
     dataset, _ = published(tmp_path / "out")
     assert s3_sha(s3, st["output"]["uri"]) == sha256(dataset) == st["output"]["sha256"]
@@ -92,8 +112,9 @@ def test_sample_succeeds_with_the_local_runners_dataset(cluster, operator, s3_ns
     header = table.splitlines()[0].split()
     assert header == ["NAME", "PHASE", "SHARDS", "ITEMS", "ROWS", "AGE"], table
     assert table.splitlines()[1].split()[:5] == ["smf", "Succeeded", "3/3", "36/36", "36"], table
-    reasons = [e.reason for e in cluster.core.list_namespaced_event(
-        s3_ns, field_selector="involvedObject.name=smf").items]
+    reasons = [
+        e.reason for e in cluster.core.list_namespaced_event(s3_ns, field_selector="involvedObject.name=smf").items
+    ]
     assert {"RunStarted", "CombineStarted", "Published"} <= set(reasons)
 
 
@@ -177,15 +198,20 @@ def test_operator_killed_during_generation_and_combine(cluster, operator, s3_ns,
 
     def live():  # item counts move while shards run: they come from the workers' Redis progress
         st = get(cluster, s3_ns, "smf").get("status") or {}
-        return (st.get("phase") == "Generating" and st["shards"]["succeeded"] == 0
-                and 0 < st["items"]["done"] < 120 and st)
+        return (
+            st.get("phase") == "Generating" and st["shards"]["succeeded"] == 0 and 0 < st["items"]["done"] < 120 and st
+        )
 
     cluster.wait_for(live, timeout=120, interval=0.1, what="live item progress", namespace=s3_ns)
     operator.kill()
     time.sleep(1)
     operator.start()
-    cluster.wait_for(lambda: any(n.endswith("-combine") for n in jobs(cluster, s3_ns)), timeout=240,
-                     what="combine Job", namespace=s3_ns)
+    cluster.wait_for(
+        lambda: any(n.endswith("-combine") for n in jobs(cluster, s3_ns)),
+        timeout=240,
+        what="combine Job",
+        namespace=s3_ns,
+    )
     operator.kill()  # as soon as the combine Job exists
     time.sleep(2)
     operator.start()
@@ -219,15 +245,19 @@ def test_retry_failed_reruns_only_the_failed_shards(cluster, operator, s3_ns, s3
 def test_deleting_the_datasetjob_collects_its_children(cluster, operator, s3_ns, s3, bucket):
     apply(cluster, s3_ns, sample(bucket, s3))
     wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")
-    assert jobs(cluster, s3_ns) and cluster.core.list_namespaced_config_map(
-        s3_ns, label_selector="datagen.dev/datasetjob=smf").items
+    assert (
+        jobs(cluster, s3_ns)
+        and cluster.core.list_namespaced_config_map(s3_ns, label_selector="datagen.dev/datasetjob=smf").items
+    )
     cluster.kubectl("delete", "dsj", "smf", "-n", s3_ns, "--wait=true")
 
     def gone():
         selector = "datagen.dev/datasetjob=smf"
-        return not (cluster.batch.list_namespaced_job(s3_ns, label_selector=selector).items
-                    or cluster.core.list_namespaced_pod(s3_ns, label_selector=selector).items
-                    or cluster.core.list_namespaced_config_map(s3_ns, label_selector=selector).items)
+        return not (
+            cluster.batch.list_namespaced_job(s3_ns, label_selector=selector).items
+            or cluster.core.list_namespaced_pod(s3_ns, label_selector=selector).items
+            or cluster.core.list_namespaced_config_map(s3_ns, label_selector=selector).items
+        )
 
     cluster.wait_for(gone, timeout=120, what="children garbage-collected", namespace=s3_ns)
     assert s3_keys(s3, bucket, "smf/latest.json")  # the data stays
@@ -239,28 +269,44 @@ MALFORMED = {
     "shards 0": (lambda s: s.update(shards=0), "spec.shards: Invalid value: 0"),
     "unknown format": (lambda s: s["output"].update(format="xlsx"), "spec.output.format: Unsupported value"),
     "unknown field": (lambda s: s.update(shardz=3), 'unknown field "spec.shardz"'),
-    "command without outputFile": (lambda s: s.update(generator={"command": ["x"]}),
-                                   "spec.generator.outputFile: Invalid value"),
-    "function and command": (lambda s: s["generator"].update(command=["x"]),
-                             "exactly one of function and command must be set"),
+    "command without outputFile": (
+        lambda s: s.update(generator={"command": ["x"]}),
+        "spec.generator.outputFile: Invalid value",
+    ),
+    "function and command": (
+        lambda s: s["generator"].update(command=["x"]),
+        "exactly one of function and command must be set",
+    ),
     "negative TTL": (lambda s: s.update(cache={"ttlSeconds": -1}), "spec.cache.ttlSeconds: Invalid value: -1"),
     "parallelism over shards": (lambda s: s.update(parallelism=9), "spec.parallelism: Invalid value"),
     "empty product list": (lambda s: s["items"]["product"].update(date=[]), "spec.items.product.date: Invalid value"),
-    "range stop before start": (lambda s: s.update(items={"range": {"start": 5, "stop": 1}}),
-                                "stop must be greater than start"),
-    "maxFailedShards too high": (lambda s: s.update(retries={"maxFailedShards": 3}),
-                                 "spec.retries.maxFailedShards: Invalid value"),
+    "range stop before start": (
+        lambda s: s.update(items={"range": {"start": 5, "stop": 1}}),
+        "stop must be greater than start",
+    ),
+    "maxFailedShards too high": (
+        lambda s: s.update(retries={"maxFailedShards": 3}),
+        "spec.retries.maxFailedShards: Invalid value",
+    ),
     "http output": (lambda s: s["output"].update(uri="http://x"), "spec.output.uri: Invalid value"),
     "zero concurrency": (lambda s: s["generator"].update(concurrency=0), "spec.generator.concurrency: Invalid value"),
-    "zero rate": (lambda s: s.update(rateLimit={"requestsPerSecond": 0}),
-                  "spec.rateLimit.requestsPerSecond: Invalid value"),
+    "zero rate": (
+        lambda s: s.update(rateLimit={"requestsPerSecond": 0}),
+        "spec.rateLimit.requestsPerSecond: Invalid value",
+    ),
     "string shards": (lambda s: s.update(shards="ten"), "spec.shards: Invalid value"),
-    "unknown column type": (lambda s: s["combine"].update(columns={"a": "decimal"}),
-                            "spec.combine.columns.a: Unsupported value"),
-    "ratio over one": (lambda s: s["combine"].update(minItemSuccessRatio=2),
-                       "spec.combine.minItemSuccessRatio: Invalid value"),
-    "bad function reference": (lambda s: s["generator"].update(function="not a ref"),
-                               "spec.generator.function: Invalid value"),
+    "unknown column type": (
+        lambda s: s["combine"].update(columns={"a": "decimal"}),
+        "spec.combine.columns.a: Unsupported value",
+    ),
+    "ratio over one": (
+        lambda s: s["combine"].update(minItemSuccessRatio=2),
+        "spec.combine.minItemSuccessRatio: Invalid value",
+    ),
+    "bad function reference": (
+        lambda s: s["generator"].update(function="not a ref"),
+        "spec.generator.function: Invalid value",
+    ),
 }
 
 
@@ -269,8 +315,9 @@ def test_malformed_datasetjobs_are_rejected_by_the_api_server(cluster, operator,
     for case, (change, expected) in MALFORMED.items():
         doc = sample("bucket", s3, name="bad")
         change(doc["spec"])
-        res = cluster.kubectl("apply", "-n", namespace, "--validate=strict", "-f", "-",
-                              input=yaml.safe_dump(doc), check=False)
+        res = cluster.kubectl(
+            "apply", "-n", namespace, "--validate=strict", "-f", "-", input=yaml.safe_dump(doc), check=False
+        )
         rejected[case] = (res.returncode != 0 and expected in res.stderr, res.stderr.strip()[-300:])
     failures = {k: v[1] for k, v in rejected.items() if not v[0]}
     assert not failures, json.dumps(failures, indent=1)
@@ -308,8 +355,13 @@ def test_cluster_cli_status_logs_and_regenerate(cluster, operator, s3_ns, s3, bu
     env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), COLUMNS="200")
 
     def dsj_cli(*args):
-        proc = subprocess.run([sys.executable, "-m", "datasetjob", *args, "-n", s3_ns], env=env,
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "datasetjob", *args, "-n", s3_ns],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
@@ -323,8 +375,10 @@ def test_cluster_cli_status_logs_and_regenerate(cluster, operator, s3_ns, s3, bu
     again = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded", not_run=first["runId"])["status"]
     assert again["output"]["sha256"] == first["output"]["sha256"]  # same spec, same data, new run
 
-    expected = ['datasetjob_runs_started_total{namespace="%s"} 2.0' % s3_ns,
-                'datasetjob_runs_finished_total{namespace="%s",phase="Succeeded",reason="Published"} 2.0' % s3_ns]
+    expected = [
+        f'datasetjob_runs_started_total{{namespace="{s3_ns}"}} 2.0',
+        f'datasetjob_runs_finished_total{{namespace="{s3_ns}",phase="Succeeded",reason="Published"}} 2.0',
+    ]
 
     def counted():  # the counters move right after the status write that we saw
         metrics = urllib.request.urlopen(operator.metrics_url, timeout=5).read().decode()
@@ -335,11 +389,14 @@ def test_cluster_cli_status_logs_and_regenerate(cluster, operator, s3_ns, s3, bu
 
 def test_items_from_a_configmap(cluster, operator, s3_ns, s3, bucket):
     lines = [json.dumps({"symbol": s, "date": d}) for s in ("AAA", "ABH", "ACO") for d in ("2023-01-31", "2023-02-28")]
-    cluster.core.create_namespaced_config_map(s3_ns, {"metadata": {"name": "universe"},
-                                                      "data": {"items.jsonl": "\n".join(lines) + "\n"}})
+    cluster.core.create_namespaced_config_map(
+        s3_ns, {"metadata": {"name": "universe"}, "data": {"items.jsonl": "\n".join(lines) + "\n"}}
+    )
     doc = sample(bucket, s3, shards=2)
-    doc["spec"]["items"] = {"fromConfigMap": {"name": "universe", "key": "items.jsonl"},
-                            "idTemplate": "{symbol}:{date}"}
+    doc["spec"]["items"] = {
+        "fromConfigMap": {"name": "universe", "key": "items.jsonl"},
+        "idTemplate": "{symbol}:{date}",
+    }
     apply(cluster, s3_ns, doc)
     st = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded")["status"]
     assert st["items"]["total"] == 6 and st["items"]["done"] == 6 and st["output"]["rows"] == 6

@@ -29,8 +29,7 @@ def generated(redis, key: str) -> Counter:
 
 def test_appended_month_generates_only_the_new_items(cluster, operator, s3_ns, s3, bucket, redis):
     calls = f"items-{s3_ns}"
-    doc = shared_state(redis, sample(bucket, s3, symbols=SYMBOLS, dates=DATES, shards=SHARDS),
-                       SMF_ITEM_LOG_KEY=calls)
+    doc = shared_state(redis, sample(bucket, s3, symbols=SYMBOLS, dates=DATES, shards=SHARDS), SMF_ITEM_LOG_KEY=calls)
     apply(cluster, s3_ns, doc)
     first = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded", timeout=600)["status"]
     total = SYMBOLS * DATES
@@ -42,17 +41,23 @@ def test_appended_month_generates_only_the_new_items(cluster, operator, s3_ns, s
     grown["spec"]["items"]["product"]["date"].append(NEW_DATE)
     apply(cluster, s3_ns, grown)  # what a GitOps sync of the appended spec does
     st = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded", timeout=600, not_run=first["runId"])["status"]
-    assert st["items"] == {"total": total + SYMBOLS, "done": total + SYMBOLS, "failed": 0,
-                           "generated": SYMBOLS, "reused": total,
-                           "progress": f"{total + SYMBOLS}/{total + SYMBOLS}"}
+    assert st["items"] == {
+        "total": total + SYMBOLS,
+        "done": total + SYMBOLS,
+        "failed": 0,
+        "generated": SYMBOLS,
+        "reused": total,
+        "progress": f"{total + SYMBOLS}/{total + SYMBOLS}",
+    }
     assert generated(redis, calls) == Counter(i for i in ids(grown) if i.endswith(NEW_DATE))
 
-    manifest = json.loads(s3.client().get_object(
-        Bucket=bucket, Key=f"smf/runs/{st['runId']}/manifest.json")["Body"].read())
+    manifest = json.loads(
+        s3.client().get_object(Bucket=bucket, Key=f"smf/runs/{st['runId']}/manifest.json")["Body"].read()
+    )
     assert {run: len(items) for run, items in manifest["lineage"]["reusedFrom"].items()} == {first["runId"]: total}
 
     wide = cluster.kubectl("get", "dsj", "smf", "-n", s3_ns, "-o", "wide").stdout.splitlines()
-    row = dict(zip(wide[0].split(), wide[1].split()))
+    row = dict(zip(wide[0].split(), wide[1].split(), strict=False))
     assert (row["GENERATED"], row["REUSED"]) == (str(SYMBOLS), str(total)), wide
 
     # The same bytes as a full regeneration of the grown spec (reuse off, another prefix).

@@ -9,11 +9,18 @@ from datasetjob_operator.reconcile import Decision, Event
 from datasetjob_operator.status import DatasetJobStatus
 from tests.e2e.test_operator import GROUP, PLURAL, VERSION, get, wait_phase
 
-INVALID = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DatasetJob", "metadata": {"name": "stale"},
-           # Valid for the API server, refused by the operator (duplicate item ids): it fails
-           # once, creates nothing and stays quiet.
-           "spec": {"items": {"product": {"symbol": ["A", "B"], "date": ["d1", "d2"]}, "idTemplate": "{symbol}"},
-                    "shards": 1, "generator": {"image": "datasetjob/worker:0.1.0", "function": "m:f"}}}
+INVALID = {
+    "apiVersion": f"{GROUP}/{VERSION}",
+    "kind": "DatasetJob",
+    "metadata": {"name": "stale"},
+    # Valid for the API server, refused by the operator (duplicate item ids): it fails
+    # once, creates nothing and stays quiet.
+    "spec": {
+        "items": {"product": {"symbol": ["A", "B"], "date": ["d1", "d2"]}, "idTemplate": "{symbol}"},
+        "shards": 1,
+        "generator": {"image": "datasetjob/worker:0.1.0", "function": "m:f"},
+    },
+}
 
 
 def _events(cluster, namespace: str, reason: str) -> list[dict]:

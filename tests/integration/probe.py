@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.integration.runs import write_doc
 
-PROBE_SOURCE = '''
+PROBE_SOURCE = """
 import json, os, time
 
 def generate(item, ctx):
@@ -20,16 +20,18 @@ def generate(item, ctx):
     if ctx.item_id.startswith("fail"):
         raise ValueError("cannot make " + ctx.item_id)
     return {"id": ctx.item_id, "size": len(ctx.item_id)}
-'''
+"""
 
 
 def probe_doc(values: list, shards: int = 2, **spec_over) -> dict:
-    spec = {"items": {"values": values}, "shards": shards,
-            "generator": {"function": "probe_gen:generate", "concurrency": 2},
-            "combine": {"minItemSuccessRatio": 0.0}}
+    spec = {
+        "items": {"values": values},
+        "shards": shards,
+        "generator": {"function": "probe_gen:generate", "concurrency": 2},
+        "combine": {"minItemSuccessRatio": 0.0},
+    }
     spec.update(spec_over)
-    return {"apiVersion": "datagen.dev/v1alpha1", "kind": "DatasetJob", "metadata": {"name": "probe"},
-            "spec": spec}
+    return {"apiVersion": "datagen.dev/v1alpha1", "kind": "DatasetJob", "metadata": {"name": "probe"}, "spec": spec}
 
 
 def write_probe(doc: dict, folder: Path, name: str = "probe.yaml") -> Path:

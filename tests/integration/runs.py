@@ -34,8 +34,9 @@ def write_doc(doc: dict, path: Path) -> Path:
     return path
 
 
-def dsj(*args: str, cwd: Path, env: dict | None = None, check: bool = False, timeout: int = 300,
-        **popen) -> subprocess.CompletedProcess:
+def dsj(
+    *args: str, cwd: Path, env: dict | None = None, check: bool = False, timeout: int = 300, **popen
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "SMF_LATENCY_MS": "1", **(env or {})}
     cmd = [sys.executable, "-m", "datasetjob", *args]
     proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, **popen)

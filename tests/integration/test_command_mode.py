@@ -12,14 +12,24 @@ def test_command_generator_produces_the_same_dataset_as_its_sdk_twin(tmp_path):
     sdk = sample_doc(symbols=8, dates=9, shards=3)
     cmd = sample_doc(symbols=8, dates=9, shards=3)
     # Exactly the original interface: --items "$ITEM_LIST" --name "$DATASET_NAME".
-    cmd["spec"]["generator"] = {"image": "node:20", "command": ["node", str(SCRIPT), "--items", "{items}",
-                                                                "--name", "{shard}"],
-                                "outputFile": "data/training/smart-money-flow/{shard}.csv"}
+    cmd["spec"]["generator"] = {
+        "image": "node:20",
+        "command": ["node", str(SCRIPT), "--items", "{items}", "--name", "{shard}"],
+        "outputFile": "data/training/smart-money-flow/{shard}.csv",
+    }
     outs = {}
     for name, doc in (("sdk", sdk), ("cmd", cmd)):
         out = tmp_path / f"out-{name}"
-        proc = dsj("run", str(write_doc(doc, tmp_path / f"{name}.yaml")), "--output", f"file://{out}",
-                   "--workdir", str(tmp_path / name), cwd=tmp_path, env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / name)})
+        proc = dsj(
+            "run",
+            str(write_doc(doc, tmp_path / f"{name}.yaml")),
+            "--output",
+            f"file://{out}",
+            "--workdir",
+            str(tmp_path / name),
+            cwd=tmp_path,
+            env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / name)},
+        )
         assert proc.returncode == 0, proc.stderr
         outs[name] = published(out)
     assert sha256(outs["sdk"][0]) == sha256(outs["cmd"][0])
@@ -33,8 +43,15 @@ def test_a_failing_command_is_retried_then_reported(tmp_path):
     doc["spec"]["retries"] = {"perShard": 1, "maxFailedShards": 0}
     doc["spec"]["generator"] = {"command": ["sh", "-c", "exit 3"], "outputFile": "x-{shard}.csv"}
     out = tmp_path / "out"
-    proc = dsj("run", str(write_doc(doc, tmp_path / "fail.yaml")), "--output", f"file://{out}",
-               "--workdir", str(tmp_path / "w"), cwd=tmp_path)
+    proc = dsj(
+        "run",
+        str(write_doc(doc, tmp_path / "fail.yaml")),
+        "--output",
+        f"file://{out}",
+        "--workdir",
+        str(tmp_path / "w"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     assert "shard-00000 failed (exit codes [1, 1])" in proc.stderr
     assert "ShardsFailed" in proc.stderr
@@ -45,7 +62,14 @@ def test_a_failing_command_is_retried_then_reported(tmp_path):
 def test_a_missing_command_is_not_retried(tmp_path):
     doc = sample_doc(symbols=2, dates=2, shards=1)
     doc["spec"]["generator"] = {"command": ["no-such-binary-xyz"], "outputFile": "x.csv"}
-    proc = dsj("run", str(write_doc(doc, tmp_path / "f.yaml")), "--output", f"file://{tmp_path}/out",
-               "--workdir", str(tmp_path / "w"), cwd=tmp_path)
+    proc = dsj(
+        "run",
+        str(write_doc(doc, tmp_path / "f.yaml")),
+        "--output",
+        f"file://{tmp_path}/out",
+        "--workdir",
+        str(tmp_path / "w"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     assert "exit codes [78]" in proc.stderr

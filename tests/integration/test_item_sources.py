@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from tests.integration.runs import dsj, sample_doc, write_doc
-
 from datasetjob import limits
+from tests.integration.runs import dsj, sample_doc, write_doc
 
 
 def validate_from(tmp_path, s3_server, uri: str):
@@ -15,8 +14,9 @@ def validate_from(tmp_path, s3_server, uri: str):
 
 
 def test_an_s3_item_line_over_the_line_limit_is_refused_naming_it(tmp_path, s3_server, s3_bucket):
-    s3_server.client().put_object(Bucket=s3_bucket, Key="endless.txt",
-                                  Body=b"A\nB\n" + b"x" * (limits.MAX_ITEM_LINE_BYTES + 10))
+    s3_server.client().put_object(
+        Bucket=s3_bucket, Key="endless.txt", Body=b"A\nB\n" + b"x" * (limits.MAX_ITEM_LINE_BYTES + 10)
+    )
     proc = validate_from(tmp_path, s3_server, f"s3://{s3_bucket}/endless.txt")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "spec.items.fromUri" in proc.stderr and "line 3 is longer than 1 MiB" in proc.stderr, proc.stderr

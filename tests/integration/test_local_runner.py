@@ -13,14 +13,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.runs import REPO, dsj, published, sample_doc, sha256, write_doc
+from tests.integration.runs import dsj, published, sample_doc, sha256, write_doc
 
 
 def run_sample(tmp_path: Path, name: str, doc: dict, *extra: str, env: dict | None = None):
     spec = write_doc(doc, tmp_path / f"{name}.yaml")
     out = tmp_path / f"out-{name}"
-    proc = dsj("run", str(spec), "--output", f"file://{out}", "--workdir", str(tmp_path / f"work-{name}"),
-               *extra, cwd=tmp_path, env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache"), **(env or {})})
+    proc = dsj(
+        "run",
+        str(spec),
+        "--output",
+        f"file://{out}",
+        "--workdir",
+        str(tmp_path / f"work-{name}"),
+        *extra,
+        cwd=tmp_path,
+        env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache"), **(env or {})},
+    )
     return proc, out
 
 
@@ -45,7 +54,9 @@ def test_failing_items_are_recorded_and_the_ratio_gates_publishing(tmp_path):
     from smart_money.api import _unit
 
     doc = sample_doc(symbols=20, dates=36, shards=5)
-    ids = [f"{s}:{d}" for s in doc["spec"]["items"]["product"]["symbol"] for d in doc["spec"]["items"]["product"]["date"]]
+    ids = [
+        f"{s}:{d}" for s in doc["spec"]["items"]["product"]["symbol"] for d in doc["spec"]["items"]["product"]["date"]
+    ]
     failing = {i for i in ids if _unit("fail", *i.split(":")) < 0.02 * 1_000_000}
     assert 0 < len(failing) < 0.03 * len(ids)
 
@@ -53,16 +64,22 @@ def test_failing_items_are_recorded_and_the_ratio_gates_publishing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     dataset, manifest = published(out)
     run_dir = out / "runs" / manifest["runId"]
-    recorded = [json.loads(line) for f in sorted((run_dir / "failures").glob("*.jsonl"))
-                for line in f.read_text().splitlines()]
+    recorded = [
+        json.loads(line) for f in sorted((run_dir / "failures").glob("*.jsonl")) for line in f.read_text().splitlines()
+    ]
     assert {r["id"] for r in recorded} == failing
     assert all("ConnectionError: upstream returned 502" in r["error"] for r in recorded)
     rows = Counter(tuple(line.split(",")[:2]) for line in dataset.read_text().splitlines()[1:])
     assert set(f"{s}:{d}" for s, d in rows) == set(ids) - failing
     assert set(rows.values()) == {1}
-    assert manifest["items"] == {"total": len(ids), "done": len(ids) - len(failing),
-                                 "failed": len(failing), "missing": 0,
-                                 "generated": len(ids) - len(failing), "reused": 0}
+    assert manifest["items"] == {
+        "total": len(ids),
+        "done": len(ids) - len(failing),
+        "failed": len(failing),
+        "missing": 0,
+        "generated": len(ids) - len(failing),
+        "reused": 0,
+    }
     assert f"{len(ids) - len(failing)} done, {len(failing)} failed" in proc.stderr
 
     doc["spec"]["combine"]["minItemSuccessRatio"] = 0.99
@@ -106,10 +123,21 @@ def test_sigkill_mid_shard_then_resume_gives_the_same_dataset(tmp_path):
     spec = write_doc(doc, tmp_path / "crash.yaml")
     out, work = tmp_path / "out-crash", tmp_path / "work-crash"
     env = dict(os.environ, SMF_LATENCY_MS="15", DSJ_EMBEDDED_CACHE_DIR=str(tmp_path / "cache-crash"))
-    args = [sys.executable, "-m", "datasetjob", "run", str(spec), "--output", f"file://{out}",
-            "--workdir", str(work), "--quiet"]
-    runner = subprocess.Popen(args, cwd=tmp_path, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        sys.executable,
+        "-m",
+        "datasetjob",
+        "run",
+        str(spec),
+        "--output",
+        f"file://{out}",
+        "--workdir",
+        str(work),
+        "--quiet",
+    ]
+    runner = subprocess.Popen(
+        args, cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while not list(out.glob("runs/*/checkpoints/*/part-*.jsonl")):
         assert time.monotonic() < deadline and runner.poll() is None, "no checkpoint appeared"
@@ -124,8 +152,14 @@ def test_sigkill_mid_shard_then_resume_gives_the_same_dataset(tmp_path):
         assert data.with_suffix(".json").exists()
     assert not list((run_dir / "shards").glob("*.part"))
 
-    resumed = subprocess.run(args[:-1] + ["--resume"], cwd=tmp_path, env=dict(env, SMF_LATENCY_MS="1"),
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        args[:-1] + ["--resume"],
+        cwd=tmp_path,
+        env=dict(env, SMF_LATENCY_MS="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     dataset, manifest = published(out)
     ref_dataset, _ = published(ref_out)
@@ -141,9 +175,14 @@ def test_ctrl_c_stops_workers_and_says_how_to_resume(tmp_path):
     spec = write_doc(doc, tmp_path / "int.yaml")
     out, work = tmp_path / "out-int", tmp_path / "work-int"
     env = dict(os.environ, SMF_LATENCY_MS="30", DSJ_EMBEDDED_CACHE_DIR=str(tmp_path / "cache"))
-    runner = subprocess.Popen([sys.executable, "-m", "datasetjob", "run", str(spec), "--output", f"file://{out}",
-                               "--workdir", str(work)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "datasetjob", "run", str(spec), "--output", f"file://{out}", "--workdir", str(work)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not list(work.glob("logs/*/.progress/*.json")):
         assert time.monotonic() < deadline

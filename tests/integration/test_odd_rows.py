@@ -11,19 +11,25 @@ import pytest
 from tests.integration.runs import dsj, published, sha256, write_doc
 
 # Items say which value each column gets; tokens stand for what a spec cannot hold.
-GENERATOR = '''
+GENERATOR = """
 def generate(item, ctx):
     tokens = {"=nan": float("nan"), "=inf": float("inf"), "=big": 2 ** 70}
     return {k: tokens.get(v, v) if isinstance(v, str) else v for k, v in item.items()}
-'''
+"""
 
 
 def odd_doc(items: list[dict], shards: int, fmt: str, **combine) -> dict:
     return {
-        "apiVersion": "datagen.dev/v1alpha1", "kind": "DatasetJob", "metadata": {"name": "odd-rows"},
-        "spec": {"items": {"values": items, "idTemplate": "{id}"}, "shards": shards,
-                 "generator": {"function": "oddrows:generate"}, "output": {"format": fmt},
-                 "combine": combine},
+        "apiVersion": "datagen.dev/v1alpha1",
+        "kind": "DatasetJob",
+        "metadata": {"name": "odd-rows"},
+        "spec": {
+            "items": {"values": items, "idTemplate": "{id}"},
+            "shards": shards,
+            "generator": {"function": "oddrows:generate"},
+            "output": {"format": fmt},
+            "combine": combine,
+        },
     }
 
 
@@ -31,20 +37,32 @@ def run_odd(tmp_path: Path, name: str, doc: dict, *extra: str):
     (tmp_path / "oddrows.py").write_text(GENERATOR)
     spec = write_doc(doc, tmp_path / f"{name}.yaml")
     out = tmp_path / f"out-{name}"
-    proc = dsj("run", str(spec), "--output", f"file://{out}", "--workdir", str(tmp_path / f"work-{name}"),
-               "--quiet", *extra, cwd=tmp_path, env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache")})
+    proc = dsj(
+        "run",
+        str(spec),
+        "--output",
+        f"file://{out}",
+        "--workdir",
+        str(tmp_path / f"work-{name}"),
+        "--quiet",
+        *extra,
+        cwd=tmp_path,
+        env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache")},
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc, out
 
 
 def failures(out: Path) -> list[dict]:
-    return [json.loads(line) for f in sorted(out.glob("runs/*/failures/*.jsonl"))
-            for line in f.read_text().splitlines()]
+    return [
+        json.loads(line) for f in sorted(out.glob("runs/*/failures/*.jsonl")) for line in f.read_text().splitlines()
+    ]
 
 
 def strict_json(line: str):
     def refuse(name):
         raise ValueError(f"{name} is not JSON")
+
     return json.loads(line, parse_constant=refuse)
 
 

@@ -23,7 +23,6 @@ from datasetjob.backoff import Throttled, is_throttled, retry_upstream
 from datasetjob.context import Counters, ItemContext, limited
 from datasetjob.ratelimit import InProcessTokenBucket, LocalTokenBucket, RedisTokenBucket, bucket_step
 from datasetjob.redis_link import forget_links
-
 from tests.fixtures.services import free_port
 
 SPAWN = mp.get_context("spawn")
@@ -105,8 +104,11 @@ def test_file_bucket_shared_by_8_processes_never_exceeds_rate_t_plus_burst(tmp_p
 
 
 def test_try_acquire_takes_the_burst_then_reports_the_wait(redis_url, tmp_path):
-    for bucket in (RedisTokenBucket(redis_url, "try", 2.0, 3), LocalTokenBucket(tmp_path, "try", 2.0, 3),
-                   InProcessTokenBucket(2.0, 3)):
+    for bucket in (
+        RedisTokenBucket(redis_url, "try", 2.0, 3),
+        LocalTokenBucket(tmp_path, "try", 2.0, 3),
+        InProcessTokenBucket(2.0, 3),
+    ):
         assert [bucket.try_acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
         waits = [bucket.try_acquire() for _ in range(3)]
         assert all(0 < w <= 0.5 for w in waits)  # nothing reserved: the wait does not grow
@@ -125,9 +127,14 @@ def test_scopes_are_separate_and_shared_by_name(redis_url):
 def test_the_bucket_uses_the_redis_clock(redis_url):
     """Slots come from Redis TIME: they match the server's clock, not a client's."""
     bucket = RedisTokenBucket(redis_url, "clock", 1000.0, 5)
-    server_before = float("%d.%06d" % redis.Redis.from_url(redis_url).time())
+
+    def server_time() -> float:
+        seconds, micros = redis.Redis.from_url(redis_url).time()
+        return seconds + micros / 1e6
+
+    server_before = server_time()
     slot = bucket.acquire()
-    server_after = float("%d.%06d" % redis.Redis.from_url(redis_url).time())
+    server_after = server_time()
     assert server_before <= slot <= server_after
 
 
@@ -208,8 +215,16 @@ class DictCache:
 
 
 def make_ctx(limiter, cache=None):
-    return ItemContext(item={}, item_id="x", shard="shard-00000", index=0, run_id="r",
-                       cache=cache or DictCache(), counters=Counters(), limiter=limiter)
+    return ItemContext(
+        item={},
+        item_id="x",
+        shard="shard-00000",
+        index=0,
+        run_id="r",
+        cache=cache or DictCache(),
+        counters=Counters(),
+        limiter=limiter,
+    )
 
 
 def test_limit_decorators_take_one_token_per_call_without_stacking():
@@ -265,19 +280,24 @@ def test_retry_backs_off_with_full_jitter_on_429_and_503():
     assert retry_upstream(call, attempts=5, base_delay=1.0, max_delay=3.0, sleep=sleeps.append) == "ok"
     assert len(sleeps) == 4
     for k, delay in enumerate(sleeps):
-        assert 0 <= delay <= min(3.0, 1.0 * 2 ** k)
+        assert 0 <= delay <= min(3.0, 1.0 * 2**k)
 
 
 def test_retry_honours_retry_after_and_gives_up():
     sleeps = []
     with pytest.raises(HTTPError):
-        retry_upstream(lambda: (_ for _ in ()).throw(HTTPError(429, {"Retry-After": "2"})),
-                       attempts=3, base_delay=0.01, sleep=sleeps.append)
+        retry_upstream(
+            lambda: (_ for _ in ()).throw(HTTPError(429, {"Retry-After": "2"})),
+            attempts=3,
+            base_delay=0.01,
+            sleep=sleeps.append,
+        )
     assert sleeps == [2.0, 2.0]
     sleeps.clear()
     with pytest.raises(Throttled):
-        retry_upstream(lambda: (_ for _ in ()).throw(Throttled(retry_after=100)), attempts=2,
-                       max_delay=5, sleep=sleeps.append)
+        retry_upstream(
+            lambda: (_ for _ in ()).throw(Throttled(retry_after=100)), attempts=2, max_delay=5, sleep=sleeps.append
+        )
     assert sleeps == [5]
 
 
@@ -313,7 +333,7 @@ def test_ctx_retry_takes_a_new_token_per_retry():
 
 # --------------------------------------------------------------------------- through `dsj run`
 
-RATED_GENERATOR = '''
+RATED_GENERATOR = """
 import os
 import time
 
@@ -323,7 +343,7 @@ def call(item, ctx):
         with open(os.environ["CALLS_FILE"], "a") as f:
             f.write(f"{time.time()!r}\\n")
     return {"symbol": item["symbol"], "date": item["date"], "shard": ctx.shard}
-'''
+"""
 
 
 @pytest.mark.parametrize("bucket", ["redis", "file"])
@@ -337,9 +357,19 @@ def test_workers_of_a_run_share_the_spec_rate_limit(tmp_path, redis_url, bucket)
     del doc["spec"]["combine"]["columns"]
     calls = tmp_path / "calls.txt"
     extra = ["--redis-url", redis_url] if bucket == "redis" else []
-    proc = dsj("run", str(write_doc(doc, tmp_path / "rated.yaml")), "--output", f"file://{tmp_path / 'out'}",
-               "--workdir", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache"), *extra,
-               cwd=tmp_path, env={"CALLS_FILE": str(calls)})
+    proc = dsj(
+        "run",
+        str(write_doc(doc, tmp_path / "rated.yaml")),
+        "--output",
+        f"file://{tmp_path / 'out'}",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *extra,
+        cwd=tmp_path,
+        env={"CALLS_FILE": str(calls)},
+    )
     assert proc.returncode == 0, proc.stderr
     _, manifest = published(tmp_path / "out")
     assert manifest["items"]["done"] == 120

@@ -14,10 +14,8 @@ import redis
 
 from datasetjob.cache import CacheValueError
 from datasetjob.cache.redis_backend import RedisCache
-from datasetjob.progress import (FileProgress, read_file_progress, read_redis_progress,
-                                 redis_progress)
+from datasetjob.progress import FileProgress, read_file_progress, read_redis_progress, redis_progress
 from datasetjob.redis_link import forget_links, redact_url, stats_key
-
 from tests.fixtures.services import free_port
 
 SPAWN = mp.get_context("spawn")
@@ -34,14 +32,26 @@ def fresh_links(monkeypatch):
 
 
 def warnings_in(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.levelno == logging.WARNING and WARNING in r.getMessage()]
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and WARNING in r.getMessage()]
 
 
 # --------------------------------------------------------------------------- values and keys
 
-VALUES = ["text", "ünïcödé 日本語 🚀", 0, -3, 2**60, 2.5, 0.1, True, None, [], {},
-          [1, "a", [2, [3, {"x": None}]]], {"nested": {"list": [1.5, "ß", {"deep": [True]}]}}]
+VALUES = [
+    "text",
+    "ünïcödé 日本語 🚀",
+    0,
+    -3,
+    2**60,
+    2.5,
+    0.1,
+    True,
+    None,
+    [],
+    {},
+    [1, "a", [2, [3, {"x": None}]]],
+    {"nested": {"list": [1.5, "ß", {"deep": [True]}]}},
+]
 
 
 def test_values_round_trip(redis_url):
@@ -121,10 +131,24 @@ def test_redis_progress_stores_snapshots_per_shard_and_feeds_the_fallback(redis_
     cache = RedisCache(redis_url, namespace="smf", run_id="r1")
     for index in (0, 3):
         sink = redis_progress(cache, "r1", index, fallback=FileProgress(tmp_path, index))
-        sink.publish({"shard": index, "state": "running", "items": {"total": 10, "done": index, "failed": 0},
-                      "cache": {"hits": 1, "misses": 2}, "rows": index})
-    sink.publish({"shard": 3, "state": "committed", "items": {"total": 10, "done": 10, "failed": 0},
-                  "cache": {"hits": 1, "misses": 2}, "rows": 10})
+        sink.publish(
+            {
+                "shard": index,
+                "state": "running",
+                "items": {"total": 10, "done": index, "failed": 0},
+                "cache": {"hits": 1, "misses": 2},
+                "rows": index,
+            }
+        )
+    sink.publish(
+        {
+            "shard": 3,
+            "state": "committed",
+            "items": {"total": 10, "done": 10, "failed": 0},
+            "cache": {"hits": 1, "misses": 2},
+            "rows": 10,
+        }
+    )
     got = read_redis_progress(redis_url, "smf", "r1")
     assert set(got) == {0, 3}
     assert got[3]["state"] == "committed" and got[3]["items"]["done"] == 10 and "updatedAt" in got[3]
@@ -156,8 +180,10 @@ def test_ten_processes_missing_the_same_key_make_one_upstream_call(redis_url):
     n = 10
     barrier = SPAWN.Barrier(n)
     results = SPAWN.Queue()
-    procs = [SPAWN.Process(target=_ask_same_key, args=(redis_url, "sf", "upstream-calls", barrier, results, 0.5))
-             for _ in range(n)]
+    procs = [
+        SPAWN.Process(target=_ask_same_key, args=(redis_url, "sf", "upstream-calls", barrier, results, 0.5))
+        for _ in range(n)
+    ]
     for p in procs:
         p.start()
     got = [results.get(timeout=120) for _ in range(n)]
@@ -316,8 +342,7 @@ def test_password_url_works(redis_server_factory, caplog):
 @pytest.mark.parametrize("which", ["wrong", "missing"])
 def test_wrong_or_missing_password_degrades_with_the_warning(redis_server_factory, caplog, which):
     server = redis_server_factory(password="right-password")
-    url = (f"redis://:wrong-password@{server.host}:{server.port}/0" if which == "wrong"
-           else server.url_without_password)
+    url = f"redis://:wrong-password@{server.host}:{server.port}/0" if which == "wrong" else server.url_without_password
     caplog.set_level(logging.WARNING, logger="datasetjob")
     cache = RedisCache(url, namespace="auth")
     assert cache.get_or_compute("k", lambda: 1) == (1, False)

@@ -28,8 +28,18 @@ def reference(tmp_path_factory) -> tuple[str, str]:
     """(run id, sha256) of the sample's dataset made without Redis (the embedded cache)."""
     tmp = tmp_path_factory.mktemp("reference")
     out = tmp / "out"
-    dsj("run", str(SAMPLE), "--output", f"file://{out}", "--workdir", str(tmp / "work"), "--quiet",
-        cwd=tmp, env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp / "cache")}, check=True)
+    dsj(
+        "run",
+        str(SAMPLE),
+        "--output",
+        f"file://{out}",
+        "--workdir",
+        str(tmp / "work"),
+        "--quiet",
+        cwd=tmp,
+        env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp / "cache")},
+        check=True,
+    )
     dataset, manifest = published(out)
     assert manifest["dataset"]["rows"] == TOTAL_ITEMS
     return manifest["runId"], sha256(dataset)
@@ -37,8 +47,20 @@ def reference(tmp_path_factory) -> tuple[str, str]:
 
 def start_run(tmp: Path, redis_url: str, latency_ms: int) -> subprocess.Popen:
     env = dict(os.environ, SMF_LATENCY_MS=str(latency_ms), DSJ_EMBEDDED_CACHE_DIR=str(tmp / "unused-cache"))
-    cmd = [sys.executable, "-m", "datasetjob", "run", str(SAMPLE), "--output", f"file://{tmp / 'out'}",
-           "--workdir", str(tmp / "work"), "--redis-url", redis_url, "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "datasetjob",
+        "run",
+        str(SAMPLE),
+        "--output",
+        f"file://{tmp / 'out'}",
+        "--workdir",
+        str(tmp / "work"),
+        "--redis-url",
+        redis_url,
+        "--quiet",
+    ]
     return subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -72,8 +94,12 @@ def worker_pid(workdir: Path, index: int) -> int | None:
         except OSError:
             continue
         args = [a.decode(errors="replace") for a in argv]
-        if ("worker" in args and "--index" in args and args[args.index("--index") + 1] == str(index)
-                and any(a.startswith(str(workdir)) for a in args)):
+        if (
+            "worker" in args
+            and "--index" in args
+            and args[args.index("--index") + 1] == str(index)
+            and any(a.startswith(str(workdir)) for a in args)
+        ):
             return int(entry.name)
     return None
 
@@ -96,6 +122,7 @@ def test_a_killed_shard_reruns_skipping_its_checkpointed_items(tmp_path, redis_u
     workdir = tmp_path / "work"
     proc = start_run(tmp_path, redis_url, latency_ms=40)
     try:
+
         def shard3_midway():
             snap = read_redis_progress(redis_url, NAMESPACE, run_id).get(3)
             return snap and 100 <= snap["items"]["done"] < 300 and snap
@@ -131,6 +158,7 @@ def test_redis_killed_mid_run_completes_with_one_warning_per_worker(tmp_path, re
     workdir = tmp_path / "work"
     proc = start_run(tmp_path, redis_url, latency_ms=40)
     try:
+
         def a_sixth_done():
             snaps = read_redis_progress(redis_url, NAMESPACE, run_id)
             return len(snaps) == 10 and sum_shard_progress(snaps)["items"]["done"] >= TOTAL_ITEMS // 6 and snaps

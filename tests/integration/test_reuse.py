@@ -47,10 +47,21 @@ class Runs:
         self.count += 1
         n = self.count
         log = self.tmp / f"items-{n}.log"
-        proc = dsj("run", str(write_doc(doc, self.tmp / f"job-{n}.yaml")), "--output", output,
-                   "--workdir", str(self.tmp / f"work-{n}"), cwd=self.tmp,
-                   env={"DSJ_EMBEDDED_CACHE_DIR": str(self.tmp / "cache"), "SMF_ITEM_LOG": str(log),
-                        **self.env, **(env or {})})
+        proc = dsj(
+            "run",
+            str(write_doc(doc, self.tmp / f"job-{n}.yaml")),
+            "--output",
+            output,
+            "--workdir",
+            str(self.tmp / f"work-{n}"),
+            cwd=self.tmp,
+            env={
+                "DSJ_EMBEDDED_CACHE_DIR": str(self.tmp / "cache"),
+                "SMF_ITEM_LOG": str(log),
+                **self.env,
+                **(env or {}),
+            },
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         self.stderr = proc.stderr
         return Counter(log.read_text().split()) if log.exists() else Counter()
@@ -66,8 +77,9 @@ def test_appended_date_on_s3_generates_only_the_new_items(tmp_path, s3_server, s
 
     def latest(prefix: str) -> tuple[dict, str]:
         pointer = json.loads(s3.get_object(Bucket=s3_bucket, Key=f"{prefix}/latest.json")["Body"].read())
-        manifest = json.loads(s3.get_object(Bucket=s3_bucket, Key=f"{prefix}/runs/{pointer['runId']}/manifest.json")
-                              ["Body"].read())
+        manifest = json.loads(
+            s3.get_object(Bucket=s3_bucket, Key=f"{prefix}/runs/{pointer['runId']}/manifest.json")["Body"].read()
+        )
         body = s3.get_object(Bucket=s3_bucket, Key=pointer["dataset"]["uri"].removeprefix(f"s3://{s3_bucket}/"))
         return manifest, hashlib.sha256(body["Body"].read()).hexdigest()
 
@@ -80,8 +92,14 @@ def test_appended_date_on_s3_generates_only_the_new_items(tmp_path, s3_server, s
     second = runs.run(grown, output)
     assert second == Counter(new_ids) and len(new_ids) == 100
     manifest, incremental_sha = latest("smf")
-    assert manifest["items"] == {"total": 3700, "done": 3700, "failed": 0, "missing": 0,
-                                 "generated": 100, "reused": 3600}
+    assert manifest["items"] == {
+        "total": 3700,
+        "done": 3700,
+        "failed": 0,
+        "missing": 0,
+        "generated": 100,
+        "reused": 3600,
+    }
     reused_from = manifest["lineage"]["reusedFrom"]
     assert list(reused_from) == [first_manifest["runId"]] and len(reused_from[first_manifest["runId"]]) == 3600
     assert "100 generated, 3600 reused from earlier runs" in runs.stderr
@@ -100,7 +118,9 @@ def test_appended_date_on_s3_generates_only_the_new_items(tmp_path, s3_server, s
 
     layout = {o["Key"].split("/")[1] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="smf/")["Contents"]}
     assert layout == {"items", "runs", "latest.json"}
-    fingerprints = {o["Key"].split("/")[2] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="smf/items/")["Contents"]}
+    fingerprints = {
+        o["Key"].split("/")[2] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="smf/items/")["Contents"]
+    }
     assert len(fingerprints) == 2  # the first version's rows and the bumped version's
 
 
@@ -149,8 +169,7 @@ def test_failed_items_are_generated_again_whatever_the_shard_layout(tmp_path, re
     grown = with_spec(appended(doc), shards=5, parallelism=5)  # another shard layout, same fingerprint
     second = runs.run(grown, out)
     assert second == Counter([broken] + [i for i in item_ids(grown) if i.endswith(NEW_DATE)])
-    assert manifest()["items"] == {"total": 80, "done": 80, "failed": 0, "missing": 0,
-                                   "generated": 21, "reused": 59}
+    assert manifest()["items"] == {"total": 80, "done": 80, "failed": 0, "missing": 0, "generated": 21, "reused": 59}
 
 
 def test_reuse_off_generates_everything_again(tmp_path):

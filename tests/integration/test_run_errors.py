@@ -14,29 +14,44 @@ import pytest
 
 from tests.integration.runs import dsj, write_doc
 
-GENERATOR = '''
+GENERATOR = """
 def generate(item, ctx):
     if item == "bad":
         raise ValueError("upstream said no")
     return {"id": item, "pad": "x" * 50_000}
-'''
+"""
 
 
 def doc(values: list[str], shards: int, **combine) -> dict:
     return {
-        "apiVersion": "datagen.dev/v1alpha1", "kind": "DatasetJob", "metadata": {"name": "run-errors"},
-        "spec": {"items": {"values": values}, "shards": shards, "generator": {"function": "padded:generate"},
-                 "combine": combine,
-                 # Rows stored for reuse would take as much room again: the sizes below leave them out.
-                 "reuse": {"enabled": False}},
+        "apiVersion": "datagen.dev/v1alpha1",
+        "kind": "DatasetJob",
+        "metadata": {"name": "run-errors"},
+        "spec": {
+            "items": {"values": values},
+            "shards": shards,
+            "generator": {"function": "padded:generate"},
+            "combine": combine,
+            # Rows stored for reuse would take as much room again: the sizes below leave them out.
+            "reuse": {"enabled": False},
+        },
     }
 
 
 def run(tmp_path: Path, spec: dict, output: str, *extra: str, env: dict | None = None):
     (tmp_path / "padded.py").write_text(GENERATOR)
     path = write_doc(spec, tmp_path / "job.yaml")
-    proc = dsj("run", str(path), "--output", output, "--workdir", str(tmp_path / "work"), *extra, cwd=tmp_path,
-               env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache"), **(env or {})})
+    proc = dsj(
+        "run",
+        str(path),
+        "--output",
+        output,
+        "--workdir",
+        str(tmp_path / "work"),
+        *extra,
+        cwd=tmp_path,
+        env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache"), **(env or {})},
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
@@ -83,8 +98,9 @@ def test_disk_full_during_combine_fails_cleanly_and_leaves_no_part_files(tmp_pat
 def test_disk_full_in_the_combine_scratch_space_fails_cleanly(tmp_path, tmpfs):
     scratch = tmpfs("size=600k")
     values = [f"item-{i:02d}" for i in range(20)]
-    proc = run(tmp_path, doc(values, 4), f"file://{tmp_path}/out", "--workers", "1", "--quiet",
-               env={"TMPDIR": str(scratch)})
+    proc = run(
+        tmp_path, doc(values, 4), f"file://{tmp_path}/out", "--workers", "1", "--quiet", env={"TMPDIR": str(scratch)}
+    )
     assert proc.returncode == 1, proc.stderr
     assert "No space left on device" in proc.stderr, proc.stderr
     assert not list(scratch.rglob("*")), list(scratch.rglob("*"))

@@ -22,11 +22,29 @@ EXIT_RUN_BUSY = 75
 
 def start_run(spec: Path, output: str, work: Path, calls_file: Path, *extra: str, env: dict | None = None):
     env = dict(os.environ, PROBE_CALLS=str(calls_file), PROBE_SLEEP="0.1", **(env or {}))
-    args = [sys.executable, "-m", "datasetjob", "run", str(spec), "--output", output, "--workdir", str(work),
-            "--quiet", *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "datasetjob",
+        "run",
+        str(spec),
+        "--output",
+        output,
+        "--workdir",
+        str(work),
+        "--quiet",
+        *extra,
+    ]
     # Its own session, so the test can kill exactly the runner process and nothing else.
-    return subprocess.Popen(args, cwd=spec.parent, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        args,
+        cwd=spec.parent,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(condition, what: str, runner: subprocess.Popen | None = None, timeout: float = 120) -> None:
@@ -64,8 +82,17 @@ def test_a_second_run_on_the_same_output_is_refused_naming_the_holder(tmp_path):
     try:
         wait_for(lambda: list(work.glob("logs/*/.progress/*.json")), "the first run's workers", first)
         for extra in ([], ["--resume"]):
-            second = dsj("run", str(spec), "--output", f"file://{out}", "--workdir", str(work), *extra,
-                         cwd=tmp_path, env={"PROBE_CALLS": str(tmp_path / "calls")})
+            second = dsj(
+                "run",
+                str(spec),
+                "--output",
+                f"file://{out}",
+                "--workdir",
+                str(work),
+                *extra,
+                cwd=tmp_path,
+                env={"PROBE_CALLS": str(tmp_path / "calls")},
+            )
             assert second.returncode == EXIT_RUN_BUSY, second.stderr
             assert f"pid {first.pid}" in second.stderr and socket.gethostname() in second.stderr
             assert "started" in second.stderr
@@ -93,8 +120,17 @@ def test_workers_die_with_their_runner_and_resume_generates_each_item_once(tmp_p
     before = calls(calls_file)
     assert 0 < len(before) < len(ITEMS)
 
-    resumed = dsj("run", str(spec), "--output", f"file://{out}", "--workdir", str(work), "--resume",
-                  cwd=tmp_path, env={"PROBE_CALLS": str(calls_file)})
+    resumed = dsj(
+        "run",
+        str(spec),
+        "--output",
+        f"file://{out}",
+        "--workdir",
+        str(work),
+        "--resume",
+        cwd=tmp_path,
+        env={"PROBE_CALLS": str(calls_file)},
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(dataset_ids(out)) == ITEMS
     assert Counter(calls(calls_file)) == Counter(ITEMS)  # no item generated twice
@@ -108,8 +144,17 @@ def test_resume_takes_over_immediately_after_the_holder_died(tmp_path):
     os.killpg(runner.pid, signal.SIGKILL)  # the whole machine's view of the run dies at once
     runner.wait()
     wait_for(lambda: worker_pids(str(work)) == [], "the killed workers to be reaped", timeout=30)
-    resumed = dsj("run", str(spec), "--output", f"file://{out}", "--workdir", str(work), "--resume",
-                  cwd=tmp_path, env={"PROBE_CALLS": str(calls_file)})
+    resumed = dsj(
+        "run",
+        str(spec),
+        "--output",
+        f"file://{out}",
+        "--workdir",
+        str(work),
+        "--resume",
+        cwd=tmp_path,
+        env={"PROBE_CALLS": str(calls_file)},
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(dataset_ids(out)) == ITEMS
 
@@ -138,17 +183,27 @@ def test_a_second_run_on_the_same_s3_output_is_refused(tmp_path, s3_server, s3_b
 
 def test_an_s3_lease_held_from_another_host_refuses_the_run(tmp_path, s3_server, s3_bucket):
     """The lease object alone decides across hosts; a renewed one belongs to a live run."""
-    from datasetjob.spec import run_id
     from datasetjob.documents import load_spec_file
+    from datasetjob.spec import run_id
 
     spec = write_probe(probe_doc(ITEMS[:4], shards=1, output={"endpointUrl": s3_server.endpoint_url}), tmp_path)
     run = run_id(load_spec_file(spec).raw_spec)
     holder = {"pid": 4242, "host": "builder-7", "startedAt": "2026-01-01T00:00:00Z"}
-    s3_server.client().put_object(Bucket=s3_bucket, Key=f"probe/runs/{run}/lease.json",
-                                  Body=json.dumps(holder).encode())
+    s3_server.client().put_object(
+        Bucket=s3_bucket, Key=f"probe/runs/{run}/lease.json", Body=json.dumps(holder).encode()
+    )
     env = dict(s3_server.env(), DSJ_EMBEDDED_CACHE_DIR=str(tmp_path / "cache"))
-    proc = dsj("run", str(spec), "--output", f"s3://{s3_bucket}/probe", "--workdir", str(tmp_path / "w"),
-               "--resume", cwd=tmp_path, env=dict(env, PROBE_CALLS=str(tmp_path / "calls")))
+    proc = dsj(
+        "run",
+        str(spec),
+        "--output",
+        f"s3://{s3_bucket}/probe",
+        "--workdir",
+        str(tmp_path / "w"),
+        "--resume",
+        cwd=tmp_path,
+        env=dict(env, PROBE_CALLS=str(tmp_path / "calls")),
+    )
     assert proc.returncode == EXIT_RUN_BUSY, proc.stderr
     assert "pid 4242 on builder-7, started 2026-01-01T00:00:00Z" in proc.stderr
     assert calls(tmp_path / "calls") == []
@@ -173,8 +228,17 @@ def test_resume_on_s3_takes_over_after_the_holder_died(tmp_path, s3_server, s3_b
     finally:
         for pid in worker_pids(str(work)):
             os.kill(pid, signal.SIGKILL)
-    resumed = dsj("run", str(spec), "--output", output, "--workdir", str(work), "--resume", cwd=tmp_path,
-                  env=dict(env, PROBE_CALLS=str(calls_file)))
+    resumed = dsj(
+        "run",
+        str(spec),
+        "--output",
+        output,
+        "--workdir",
+        str(work),
+        "--resume",
+        cwd=tmp_path,
+        env=dict(env, PROBE_CALLS=str(calls_file)),
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert Counter(calls(calls_file)) == Counter(ITEMS)
 
@@ -193,8 +257,7 @@ while not stopping.wait(0.00001):  # the main thread holds the event's lock most
 def test_a_burst_of_sigterms_always_stops_the_worker_loop():
     """A handler that set the event itself deadlocked a few percent of stops (found as a worker
     left running after its runner was killed); the relay never does."""
-    procs = [subprocess.Popen([sys.executable, "-c", STOP_LOOP], stdout=subprocess.PIPE, text=True)
-             for _ in range(20)]
+    procs = [subprocess.Popen([sys.executable, "-c", STOP_LOOP], stdout=subprocess.PIPE, text=True) for _ in range(20)]
     try:
         for proc in procs:
             assert proc.stdout.readline() == "ready\n"

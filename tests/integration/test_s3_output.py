@@ -12,11 +12,20 @@ def test_run_to_s3_publishes_the_same_dataset_as_to_disk(tmp_path, s3_server, s3
     spec = write_doc(doc, tmp_path / "job.yaml")
     env = dict(s3_server.env(), DSJ_EMBEDDED_CACHE_DIR=str(tmp_path / "cache"))
 
-    local = dsj("run", str(spec), "--output", f"file://{tmp_path}/out", "--workdir", str(tmp_path / "w1"),
-                cwd=tmp_path, env=env)
+    local = dsj(
+        "run", str(spec), "--output", f"file://{tmp_path}/out", "--workdir", str(tmp_path / "w1"), cwd=tmp_path, env=env
+    )
     assert local.returncode == 0, local.stderr
-    remote = dsj("run", str(spec), "--output", f"s3://{s3_bucket}/datasets/smf", "--workdir",
-                 str(tmp_path / "w2"), cwd=tmp_path, env=env)
+    remote = dsj(
+        "run",
+        str(spec),
+        "--output",
+        f"s3://{s3_bucket}/datasets/smf",
+        "--workdir",
+        str(tmp_path / "w2"),
+        cwd=tmp_path,
+        env=env,
+    )
     assert remote.returncode == 0, remote.stderr
 
     s3 = s3_server.client()
@@ -38,13 +47,24 @@ def test_run_to_s3_publishes_the_same_dataset_as_to_disk(tmp_path, s3_server, s3
 
 def test_items_from_an_s3_uri(tmp_path, s3_server, s3_bucket):
     s3 = s3_server.client()
-    s3.put_object(Bucket=s3_bucket, Key="universe.jsonl",
-                  Body=b'{"symbol": "AAA", "date": "2023-01-31"}\n{"symbol": "ABH", "date": "2023-02-28"}\n')
+    s3.put_object(
+        Bucket=s3_bucket,
+        Key="universe.jsonl",
+        Body=b'{"symbol": "AAA", "date": "2023-01-31"}\n{"symbol": "ABH", "date": "2023-02-28"}\n',
+    )
     doc = sample_doc(shards=2)
     doc["spec"]["items"] = {"fromUri": f"s3://{s3_bucket}/universe.jsonl", "idTemplate": "{symbol}:{date}"}
     doc["spec"]["output"] = {"endpointUrl": s3_server.endpoint_url}
-    proc = dsj("run", str(write_doc(doc, tmp_path / "job.yaml")), "--output", f"file://{tmp_path}/out",
-               "--workdir", str(tmp_path / "w"), cwd=tmp_path, env=dict(s3_server.env(), DSJ_EMBEDDED_CACHE_DIR=str(tmp_path)))
+    proc = dsj(
+        "run",
+        str(write_doc(doc, tmp_path / "job.yaml")),
+        "--output",
+        f"file://{tmp_path}/out",
+        "--workdir",
+        str(tmp_path / "w"),
+        cwd=tmp_path,
+        env=dict(s3_server.env(), DSJ_EMBEDDED_CACHE_DIR=str(tmp_path)),
+    )
     assert proc.returncode == 0, proc.stderr
     dataset, manifest = published(tmp_path / "out")
     assert manifest["items"]["done"] == 2

@@ -24,8 +24,16 @@ def test_a_redis_password_is_used_but_never_written_or_printed(tmp_path, redis_s
     run_dir.mkdir()
     spec = write_probe(doc, run_dir)
     outputs = []
-    proc = dsj("run", str(spec), "--output", f"file://{tmp_path}/out", "--workdir", str(tmp_path / "w"),
-               cwd=run_dir, env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache")})
+    proc = dsj(
+        "run",
+        str(spec),
+        "--output",
+        f"file://{tmp_path}/out",
+        "--workdir",
+        str(tmp_path / "w"),
+        cwd=run_dir,
+        env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache")},
+    )
     outputs.append(proc)
     assert proc.returncode == 0, proc.stderr
     # the workers did reach the password-protected Redis (its per-run stats are there)

@@ -99,8 +99,13 @@ def test_s3_put_get_head_list(s3_server: S3Server, s3_bucket: str) -> None:
     s3 = s3_server.client()
     assert s3_server.endpoint_url.startswith("http://127.0.0.1:")
 
-    s3.put_object(Bucket=s3_bucket, Key="run/shard-00000.parquet", Body=b"parquet-bytes",
-                  ContentType="application/vnd.apache.parquet", Metadata={"rows": "42"})
+    s3.put_object(
+        Bucket=s3_bucket,
+        Key="run/shard-00000.parquet",
+        Body=b"parquet-bytes",
+        ContentType="application/vnd.apache.parquet",
+        Metadata={"rows": "42"},
+    )
     for i in range(1, 5):
         s3.put_object(Bucket=s3_bucket, Key=f"run/shard-{i:05d}.parquet", Body=b"x" * i)
     s3.put_object(Bucket=s3_bucket, Key="other/_manifest.json", Body=b"{}")
@@ -111,13 +116,15 @@ def test_s3_put_get_head_list(s3_server: S3Server, s3_bucket: str) -> None:
     assert head["ContentLength"] == len(b"parquet-bytes")
     assert head["ContentType"] == "application/vnd.apache.parquet"
     assert head["Metadata"] == {"rows": "42"}
-    assert s3.get_object(Bucket=s3_bucket, Key="run/shard-00000.parquet",
-                         Range="bytes=0-6")["Body"].read() == b"parquet"
+    assert (
+        s3.get_object(Bucket=s3_bucket, Key="run/shard-00000.parquet", Range="bytes=0-6")["Body"].read() == b"parquet"
+    )
 
     listed = s3.list_objects_v2(Bucket=s3_bucket, Prefix="run/")
     assert [o["Key"] for o in listed["Contents"]] == [f"run/shard-{i:05d}.parquet" for i in range(5)]
-    pages = list(s3.get_paginator("list_objects_v2").paginate(
-        Bucket=s3_bucket, Prefix="run/", PaginationConfig={"PageSize": 2}))
+    pages = list(
+        s3.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket, Prefix="run/", PaginationConfig={"PageSize": 2})
+    )
     assert [len(p["Contents"]) for p in pages] == [2, 2, 1]
     top = s3.list_objects_v2(Bucket=s3_bucket, Delimiter="/")
     assert sorted(p["Prefix"] for p in top["CommonPrefixes"]) == ["other/", "run/"]
@@ -136,11 +143,9 @@ def test_s3_multipart_upload(s3_server: S3Server, s3_bucket: str) -> None:
     upload_id = s3.create_multipart_upload(Bucket=s3_bucket, Key=key)["UploadId"]
     parts = []
     for number, data in enumerate(parts_data, start=1):
-        etag = s3.upload_part(Bucket=s3_bucket, Key=key, UploadId=upload_id,
-                              PartNumber=number, Body=data)["ETag"]
+        etag = s3.upload_part(Bucket=s3_bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data)["ETag"]
         parts.append({"PartNumber": number, "ETag": etag})
-    done = s3.complete_multipart_upload(Bucket=s3_bucket, Key=key, UploadId=upload_id,
-                                        MultipartUpload={"Parts": parts})
+    done = s3.complete_multipart_upload(Bucket=s3_bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
     assert done["ETag"].strip('"').endswith("-3")
     body = s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
     assert body == b"".join(parts_data)
@@ -167,8 +172,7 @@ def test_s3_multipart_upload(s3_server: S3Server, s3_bucket: str) -> None:
 def test_s3_copy_overwrite_delete(s3_server: S3Server, s3_bucket: str) -> None:
     s3 = s3_server.client()
     s3.put_object(Bucket=s3_bucket, Key="tmp/part-0", Body=b"v1")
-    s3.copy_object(Bucket=s3_bucket, Key="final/part-0",
-                   CopySource={"Bucket": s3_bucket, "Key": "tmp/part-0"})
+    s3.copy_object(Bucket=s3_bucket, Key="final/part-0", CopySource={"Bucket": s3_bucket, "Key": "tmp/part-0"})
     assert s3.get_object(Bucket=s3_bucket, Key="final/part-0")["Body"].read() == b"v1"
 
     s3.put_object(Bucket=s3_bucket, Key="final/part-0", Body=b"v2")  # plain PUT overwrites
@@ -242,8 +246,9 @@ def test_s3_env_configures_a_plain_boto3_client(s3_server: S3Server, s3_bucket: 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(s3_server.env())
     env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
-    out = subprocess.run([sys.executable, "-c", code, s3_bucket], env=env, check=True,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code, s3_bucket], env=env, check=True, capture_output=True, text=True, timeout=60
+    )
     assert json.loads(out.stdout) == ["from-child", "from-parent"]
 
 

@@ -2,9 +2,8 @@
 
 from pathlib import Path
 
-import pytest
-
 import lupa.lua51 as lua51  # Lua 5.1 from PyPI (the dev extra), the dialect of Argo CD's gopher-lua
+import pytest
 
 SCRIPT = (Path(__file__).resolve().parents[2] / "gitops" / "argocd" / "health-datasetjob.lua").read_text()
 
@@ -31,16 +30,25 @@ def dsj(phase=None, generation=2, observed=2, **status):
     return obj
 
 
-@pytest.mark.parametrize("obj,expected", [
-    (dsj(), ("Progressing", "Waiting for the operator")),
-    (dsj("Generating", shards={"progress": "3/10"}, items={"progress": "1080/3600"}),
-     ("Progressing", "Generating (shards 3/10, items 1080/3600)")),
-    (dsj("Succeeded", output={"rows": 3560}, shards={"progress": "10/10"}, items={"progress": "3560/3600"}),
-     ("Healthy", "Published 3560 rows (shards 10/10, items 3560/3600)")),
-    (dsj("Failed", reason="TooFewItems", message="only 3400 of 3600 items succeeded"),
-     ("Degraded", "TooFewItems: only 3400 of 3600 items succeeded")),
-    (dsj("Suspended"), ("Suspended", "Suspended (shards ?, items ?)")),
-    (dsj("Succeeded", generation=3, observed=2), ("Progressing", "A new spec is being picked up")),
-])
+@pytest.mark.parametrize(
+    "obj,expected",
+    [
+        (dsj(), ("Progressing", "Waiting for the operator")),
+        (
+            dsj("Generating", shards={"progress": "3/10"}, items={"progress": "1080/3600"}),
+            ("Progressing", "Generating (shards 3/10, items 1080/3600)"),
+        ),
+        (
+            dsj("Succeeded", output={"rows": 3560}, shards={"progress": "10/10"}, items={"progress": "3560/3600"}),
+            ("Healthy", "Published 3560 rows (shards 10/10, items 3560/3600)"),
+        ),
+        (
+            dsj("Failed", reason="TooFewItems", message="only 3400 of 3600 items succeeded"),
+            ("Degraded", "TooFewItems: only 3400 of 3600 items succeeded"),
+        ),
+        (dsj("Suspended"), ("Suspended", "Suspended (shards ?, items ?)")),
+        (dsj("Succeeded", generation=3, observed=2), ("Progressing", "A new spec is being picked up")),
+    ],
+)
 def test_health(obj, expected):
     assert health(obj) == expected

@@ -47,16 +47,19 @@ def test_unicode_is_stored_as_text_not_escapes():
     assert encode_value("k", "日本") == '"日本"'
 
 
-@pytest.mark.parametrize("value, what", [
-    (object(), "object"),
-    ({1, 2}, "set"),
-    (b"bytes", "bytes"),
-    (datetime.date(2025, 1, 31), "date"),
-    (decimal.Decimal("1.5"), "Decimal"),
-    (float("nan"), "nan"),
-    (float("inf"), "inf"),
-    ({"ok": [1, {"bad": object()}]}, "object"),
-])
+@pytest.mark.parametrize(
+    "value, what",
+    [
+        (object(), "object"),
+        ({1, 2}, "set"),
+        (b"bytes", "bytes"),
+        (datetime.date(2025, 1, 31), "date"),
+        (decimal.Decimal("1.5"), "Decimal"),
+        (float("nan"), "nan"),
+        (float("inf"), "inf"),
+        ({"ok": [1, {"bad": object()}]}, "object"),
+    ],
+)
 def test_non_json_values_raise_naming_the_key(value, what):
     with pytest.raises(CacheValueError) as exc:
         encode_value("prices:AAPL", value)

@@ -16,5 +16,6 @@ def test_unknown_options_of_other_commands_are_errors(capsys):
 
 def test_cluster_commands_are_registered():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert {"run", "validate", "worker", "combine", "operator", "status", "logs", "regenerate",
-            "retry-failed"} <= set(sub.choices)
+    assert {"run", "validate", "worker", "combine", "operator", "status", "logs", "regenerate", "retry-failed"} <= set(
+        sub.choices
+    )

@@ -62,18 +62,22 @@ def test_non_utf8_spec_file_exits_2_naming_the_offset(tmp_path, capsys):
 
 def test_duplicate_yaml_keys_are_refused_naming_the_key(tmp_path, capsys):
     path = tmp_path / "job.yaml"
-    path.write_text("apiVersion: datagen.dev/v1alpha1\nkind: DatasetJob\nmetadata: {name: dup}\nspec:\n"
-                    "  items: {values: [a, b]}\n  shards: 2\n  generator: {function: 'json:dumps'}\n"
-                    "  shards: 1\n")
+    path.write_text(
+        "apiVersion: datagen.dev/v1alpha1\nkind: DatasetJob\nmetadata: {name: dup}\nspec:\n"
+        "  items: {values: [a, b]}\n  shards: 2\n  generator: {function: 'json:dumps'}\n"
+        "  shards: 1\n"
+    )
     code, err = run(tmp_path, capsys, "validate", str(path))
     assert code == 2 and "spec.shards: duplicate key" in err and "line 8" in err, err
 
 
 def test_duplicate_keys_in_json_are_refused_too(tmp_path, capsys):
     path = tmp_path / "job.json"
-    path.write_text('{"apiVersion": "datagen.dev/v1alpha1", "kind": "DatasetJob", "metadata": {"name": "d"},'
-                    ' "spec": {"items": {"values": ["a"]}, "generator": {"function": "json:dumps"},'
-                    ' "shards": 1, "shards": 2}}')
+    path.write_text(
+        '{"apiVersion": "datagen.dev/v1alpha1", "kind": "DatasetJob", "metadata": {"name": "d"},'
+        ' "spec": {"items": {"values": ["a"]}, "generator": {"function": "json:dumps"},'
+        ' "shards": 1, "shards": 2}}'
+    )
     code, err = run(tmp_path, capsys, "validate", str(path))
     assert code == 2 and "duplicate key" in err and "shards" in err, err
 
@@ -113,8 +117,9 @@ def test_unwritable_output_under_proc_exits_2(tmp_path, capsys):
 
 def test_redis_url_option_with_another_scheme_exits_2_before_anything_starts(tmp_path, capsys):
     path = write(tmp_path, GOOD)
-    code, err = run(tmp_path, capsys, "run", path, "--output", f"file://{tmp_path}/out", "--quiet",
-                    "--redis-url", "http://foo")
+    code, err = run(
+        tmp_path, capsys, "run", path, "--output", f"file://{tmp_path}/out", "--quiet", "--redis-url", "http://foo"
+    )
     assert code == 2 and "--redis-url" in err and "redis://" in err, err
     assert nothing_written(tmp_path)
 

@@ -1,12 +1,23 @@
 import pytest
 
-from datasetjob.combine_rules import (CombineRefused, check_columns, check_coverage, check_success_ratio,
-                                      check_value, count_manifest_items, sort_key_part)
+from datasetjob.combine_rules import (
+    CombineRefused,
+    check_columns,
+    check_coverage,
+    check_success_ratio,
+    check_value,
+    count_manifest_items,
+    sort_key_part,
+)
 
 
 def manifest(done=10, failed=0, rows=10, columns=("a", "b")):
-    return {"items": {"done": done, "failed": failed}, "rows": rows, "columns": list(columns),
-            "cache": {"hits": 0, "misses": 0}}
+    return {
+        "items": {"done": done, "failed": failed},
+        "rows": rows,
+        "columns": list(columns),
+        "cache": {"hits": 0, "misses": 0},
+    }
 
 
 def test_missing_shards_within_budget_are_reported():

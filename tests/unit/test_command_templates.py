@@ -25,6 +25,7 @@ def validate(tmp_path, monkeypatch, capsys, raw_spec: dict) -> tuple[int, str]:
 
 # -- defect 2: placeholders ------------------------------------------------------------------
 
+
 def test_placeholders_inside_substituted_values_stay_literal():
     values = {"items": "{shard},{index}", "shard": "shard-00001", "index": "1"}
     assert substitute("--items {items} --name {shard}", values) == "--items {shard},{index} --name shard-00001"
@@ -47,6 +48,7 @@ def test_items_file_is_fine_with_any_id(tmp_path, monkeypatch, capsys):
 
 
 # -- defect 1: output paths ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", ["/tmp/x/victim.txt", "../victim.txt", "out/../../victim.txt", "..", "a/.."])
 def test_schema_refuses_an_absolute_or_dotdot_output_file(path):

@@ -45,26 +45,61 @@ GOOD = {
     },
 }
 
-FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 HEAVY = settings(FUZZ, max_examples=10)  # each case parses a spec near a limit
 
 finite_floats = st.floats(allow_nan=False, allow_infinity=False)
 json_scalars = st.none() | st.booleans() | st.integers() | finite_floats | st.text(max_size=20)
-json_values = st.recursive(json_scalars, lambda kids: st.lists(kids, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=20)
-not_an_integer = (st.text(max_size=10) | st.booleans() | st.none() | st.lists(json_scalars, max_size=3)
-                  | st.dictionaries(st.text(max_size=5), json_scalars, max_size=3)
-                  | finite_floats.filter(lambda f: not f.is_integer()))
-not_a_string = (st.integers() | st.booleans() | st.none() | finite_floats
-                | st.lists(json_scalars, min_size=1, max_size=3)
-                | st.dictionaries(st.text(max_size=5), json_scalars, max_size=3))
-INTEGER_FIELDS = [("spec", "shards"), ("spec", "generator", "concurrency"), ("spec", "retries", "perShard"),
-                  ("spec", "cache", "ttlSeconds")]
-STRING_FIELDS = [("spec", "generator", "function"), ("spec", "output", "format"), ("spec", "items", "idTemplate"),
-                 ("metadata", "name"), ("kind",), ("apiVersion",)]
-MAPPINGS = [("spec",), ("spec", "generator"), ("spec", "output"), ("spec", "retries"), ("spec", "combine"),
-            ("spec", "cache"), ("spec", "items"), ()]
+json_values = st.recursive(
+    json_scalars,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+    max_leaves=20,
+)
+not_an_integer = (
+    st.text(max_size=10)
+    | st.booleans()
+    | st.none()
+    | st.lists(json_scalars, max_size=3)
+    | st.dictionaries(st.text(max_size=5), json_scalars, max_size=3)
+    | finite_floats.filter(lambda f: not f.is_integer())
+)
+not_a_string = (
+    st.integers()
+    | st.booleans()
+    | st.none()
+    | finite_floats
+    | st.lists(json_scalars, min_size=1, max_size=3)
+    | st.dictionaries(st.text(max_size=5), json_scalars, max_size=3)
+)
+INTEGER_FIELDS = [
+    ("spec", "shards"),
+    ("spec", "generator", "concurrency"),
+    ("spec", "retries", "perShard"),
+    ("spec", "cache", "ttlSeconds"),
+]
+STRING_FIELDS = [
+    ("spec", "generator", "function"),
+    ("spec", "output", "format"),
+    ("spec", "items", "idTemplate"),
+    ("metadata", "name"),
+    ("kind",),
+    ("apiVersion",),
+]
+MAPPINGS = [
+    ("spec",),
+    ("spec", "generator"),
+    ("spec", "output"),
+    ("spec", "retries"),
+    ("spec", "combine"),
+    ("spec", "cache"),
+    ("spec", "items"),
+    (),
+]
 
 
 def _set(doc: dict, path: tuple, value) -> dict:
@@ -102,8 +137,10 @@ def check_refused(content: bytes, suffix: str = ".yaml") -> None:
         os.chdir(tmp)
         tracemalloc.start()
         try:
-            for args in (["validate", str(spec)],
-                         ["run", str(spec), "--output", f"file://{tmp}/out", "--workdir", f"{tmp}/work", "--quiet"]):
+            for args in (
+                ["validate", str(spec)],
+                ["run", str(spec), "--output", f"file://{tmp}/out", "--workdir", f"{tmp}/work", "--quiet"],
+            ):
                 err, out = io.StringIO(), io.StringIO()
                 with cpu_guard(CPU_SECONDS_PER_CASE), contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
                     code = main(args)
@@ -159,16 +196,23 @@ def test_alias_bombs(fanout, levels):
     lines = ["  a0: &a0 [lol]"]
     for n in range(1, levels):
         lines.append(f"  a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * fanout)}]")
-    text = "x-bomb:\n" + "\n".join(lines) + "\n" + good_yaml().replace(
-        "    product:", f"    values: *a{levels - 1}\n    x-product:")
+    text = (
+        "x-bomb:\n"
+        + "\n".join(lines)
+        + "\n"
+        + good_yaml().replace("    product:", f"    values: *a{levels - 1}\n    x-product:")
+    )
     if fanout ** (levels - 1) <= limits.MAX_EXPANDED_NODES:
         text = "x-unknown: 1\n" + text  # still malformed, just not by the alias limit
     check_refused(text.encode())
 
 
 @HEAVY
-@given(st.integers(min_value=limits.MAX_DEPTH, max_value=50_000), st.sampled_from(["[", "{a: "]),
-       st.sampled_from([".yaml", ".json"]))
+@given(
+    st.integers(min_value=limits.MAX_DEPTH, max_value=50_000),
+    st.sampled_from(["[", "{a: "]),
+    st.sampled_from([".yaml", ".json"]),
+)
 def test_deep_nesting(depth, opener, suffix):
     closer = "]" if opener == "[" else "}"
     if suffix == ".json":
@@ -186,12 +230,12 @@ def test_duplicate_keys(line):
     end = text.index("\n", start)
     block_end = end
     indent = len(line) - len(line.lstrip())
-    for nxt in text[end + 1:].split("\n"):  # the key's whole block, then the same block again
+    for nxt in text[end + 1 :].split("\n"):  # the key's whole block, then the same block again
         if nxt and len(nxt) - len(nxt.lstrip()) <= indent:
             break
         block_end += len(nxt) + 1
-    block = text[start:block_end + 1]
-    check_refused((text[:block_end + 1] + block + text[block_end + 1:]).encode())
+    block = text[start : block_end + 1]
+    check_refused((text[: block_end + 1] + block + text[block_end + 1 :]).encode())
 
 
 @FUZZ
@@ -205,6 +249,11 @@ def test_bytes_that_are_not_utf8(position, junk):
 @HEAVY
 @given(st.sampled_from(["range", "product"]), st.integers(min_value=limits.MAX_ITEMS + 1, max_value=1 << 62))
 def test_too_many_items(kind, n):
-    items = {"range": {"stop": n}} if kind == "range" else \
-        {"product": {"a": list(range(1000)), "b": list(range(1000)), "c": list(range(min(50, max(3, n // 10**6))))}}
+    items = (
+        {"range": {"stop": n}}
+        if kind == "range"
+        else {
+            "product": {"a": list(range(1000)), "b": list(range(1000)), "c": list(range(min(50, max(3, n // 10**6))))}
+        }
+    )
     check_refused(yaml.safe_dump(_set(copy.deepcopy(GOOD), ("spec", "items"), items)).encode())

@@ -27,7 +27,17 @@ def test_crd_carries_the_contract():
     assert crd["spec"]["names"]["shortNames"] == ["dsj"]
     assert version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c] == [
-        "Phase", "Shards", "Items", "Rows", "Age"]
+        "Phase",
+        "Shards",
+        "Items",
+        "Rows",
+        "Age",
+    ]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert [s["required"] for s in spec["properties"]["items"]["oneOf"]] == [
-        ["values"], ["product"], ["range"], ["fromConfigMap"], ["fromUri"]]
+        ["values"],
+        ["product"],
+        ["range"],
+        ["fromConfigMap"],
+        ["fromUri"],
+    ]

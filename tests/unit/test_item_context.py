@@ -26,8 +26,16 @@ def test_limited_functions_take_tokens_of_their_own_threads_item():
 
     def item(name: str, calls: int):
         limiter, counters = CountingLimiter(), Counters()
-        ItemContext(item=name, item_id=name, shard="shard-00000", index=0, run_id="r",
-                    cache=None, counters=counters, limiter=limiter)
+        ItemContext(
+            item=name,
+            item_id=name,
+            shard="shard-00000",
+            index=0,
+            run_id="r",
+            cache=None,
+            counters=counters,
+            limiter=limiter,
+        )
         both_made.wait()  # both contexts exist before either calls upstream
         for n in range(calls):
             upstream(n)

@@ -29,6 +29,7 @@ def mutate(path, value):
         else:
             node[path[-1]] = value
         return doc
+
     return apply
 
 
@@ -36,62 +37,111 @@ DELETE = object()
 
 CASES = {
     "missing items": (mutate(["spec", "items"], DELETE), "spec.items: is required"),
-    "two sources": (mutate(["spec", "items", "values"], ["x"]),
-                    "spec.items: exactly one of values, product, range, fromConfigMap, fromUri"),
+    "two sources": (
+        mutate(["spec", "items", "values"], ["x"]),
+        "spec.items: exactly one of values, product, range, fromConfigMap, fromUri",
+    ),
     "shards 0": (mutate(["spec", "shards"], 0), "spec.shards: must be >= 1"),
-    "non-unique ids": (mutate(["spec", "items"], {"values": ["a", "b", "a"]}),
-                       "spec.items: item ids must be unique; duplicated: 'a'"),
-    "unknown format": (mutate(["spec", "output"], {"format": "xlsx"}), "spec.output.format: must be one of csv, parquet, jsonl"),
+    "non-unique ids": (
+        mutate(["spec", "items"], {"values": ["a", "b", "a"]}),
+        "spec.items: item ids must be unique; duplicated: 'a'",
+    ),
+    "unknown format": (
+        mutate(["spec", "output"], {"format": "xlsx"}),
+        "spec.output.format: must be one of csv, parquet, jsonl",
+    ),
     "unknown field": (mutate(["spec", "shardz"], 3), "spec.shardz: unknown field"),
-    "bad idTemplate placeholder": (mutate(["spec", "items", "idTemplate"], "{sym}:{date}"),
-                                   "spec.items.idTemplate: unknown field 'sym'"),
-    "unimportable function": (mutate(["spec", "generator", "function"], "no_such_module_x:fn"),
-                              "spec.generator.function: cannot import module 'no_such_module_x'"),
-    "missing attribute": (mutate(["spec", "generator", "function"], "json:nope"),
-                          "spec.generator.function: module 'json' has no attribute 'nope'"),
-    "command without outputFile": (mutate(["spec", "generator"], {"command": ["true"]}),
-                                   "spec.generator.outputFile: outputFile is required with command"),
-    "function and command": (mutate(["spec", "generator", "command"], ["true"]),
-                             "spec.generator: exactly one of function and command"),
+    "bad idTemplate placeholder": (
+        mutate(["spec", "items", "idTemplate"], "{sym}:{date}"),
+        "spec.items.idTemplate: unknown field 'sym'",
+    ),
+    "unimportable function": (
+        mutate(["spec", "generator", "function"], "no_such_module_x:fn"),
+        "spec.generator.function: cannot import module 'no_such_module_x'",
+    ),
+    "missing attribute": (
+        mutate(["spec", "generator", "function"], "json:nope"),
+        "spec.generator.function: module 'json' has no attribute 'nope'",
+    ),
+    "command without outputFile": (
+        mutate(["spec", "generator"], {"command": ["true"]}),
+        "spec.generator.outputFile: outputFile is required with command",
+    ),
+    "function and command": (
+        mutate(["spec", "generator", "command"], ["true"]),
+        "spec.generator: exactly one of function and command",
+    ),
     "negative TTL": (mutate(["spec", "cache"], {"ttlSeconds": -5}), "spec.cache.ttlSeconds: must be >= 1"),
     "parallelism over shards": (mutate(["spec", "parallelism"], 5), "spec.parallelism: must be at most spec.shards"),
-    "empty product list": (mutate(["spec", "items", "product", "date"], []),
-                           "spec.items.product.date: must be a non-empty list"),
-    "range stop before start": (mutate(["spec", "items"], {"range": {"start": 5, "stop": 2}}),
-                                "spec.items.range: stop must be greater than start"),
-    "maxFailedShards too high": (mutate(["spec", "retries"], {"maxFailedShards": 2}),
-                                 "spec.retries.maxFailedShards: must be less than spec.shards"),
+    "empty product list": (
+        mutate(["spec", "items", "product", "date"], []),
+        "spec.items.product.date: must be a non-empty list",
+    ),
+    "range stop before start": (
+        mutate(["spec", "items"], {"range": {"start": 5, "stop": 2}}),
+        "spec.items.range: stop must be greater than start",
+    ),
+    "maxFailedShards too high": (
+        mutate(["spec", "retries"], {"maxFailedShards": 2}),
+        "spec.retries.maxFailedShards: must be less than spec.shards",
+    ),
     "http output": (mutate(["spec", "output"], {"uri": "http://x/y"}), "spec.output.uri: 'http://x/y' does not match"),
     "zero concurrency": (mutate(["spec", "generator", "concurrency"], 0), "spec.generator.concurrency: must be >= 1"),
-    "zero rate": (mutate(["spec", "rateLimit"], {"requestsPerSecond": 0}),
-                  "spec.rateLimit.requestsPerSecond: must be > 0"),
+    "zero rate": (
+        mutate(["spec", "rateLimit"], {"requestsPerSecond": 0}),
+        "spec.rateLimit.requestsPerSecond: must be > 0",
+    ),
     "string shards": (mutate(["spec", "shards"], "ten"), "spec.shards: must be an integer"),
-    "unknown column type": (mutate(["spec", "combine"], {"columns": {"a": "decimal"}}),
-                            "spec.combine.columns.a: must be one of string, int64, float64, bool"),
-    "ratio over one": (mutate(["spec", "combine"], {"minItemSuccessRatio": 1.5}),
-                       "spec.combine.minItemSuccessRatio: must be <= 1"),
+    "unknown column type": (
+        mutate(["spec", "combine"], {"columns": {"a": "decimal"}}),
+        "spec.combine.columns.a: must be one of string, int64, float64, bool",
+    ),
+    "ratio over one": (
+        mutate(["spec", "combine"], {"minItemSuccessRatio": 1.5}),
+        "spec.combine.minItemSuccessRatio: must be <= 1",
+    ),
     "wrong kind": (mutate(["kind"], "Job"), "kind: must be DatasetJob"),
     "bad name": (mutate(["metadata", "name"], "Bad_Name"), "metadata.name: 'Bad_Name' must be a DNS label"),
-    "productOrder not the keys": (mutate(["spec", "items", "productOrder"], ["symbol"]),
-                                  "spec.items.productOrder: must list the product keys ['date', 'symbol'] once each"),
-    "productOrder without product": (mutate(["spec", "items"], {"values": ["a"], "productOrder": ["a"]}),
-                                     "spec.items.productOrder: productOrder is only meaningful with product"),
+    "productOrder not the keys": (
+        mutate(["spec", "items", "productOrder"], ["symbol"]),
+        "spec.items.productOrder: must list the product keys ['date', 'symbol'] once each",
+    ),
+    "productOrder without product": (
+        mutate(["spec", "items"], {"values": ["a"], "productOrder": ["a"]}),
+        "spec.items.productOrder: productOrder is only meaningful with product",
+    ),
     "bad queue name": (mutate(["spec", "queueName"], "Team A"), "spec.queueName: 'Team A' does not match"),
-    "bad resource quantity": (mutate(["spec", "combine"], {"resources": {"requests": {"memory": "lots"}}}),
-                              "spec.combine.resources.requests.memory: 'lots' does not match"),
-    "unknown resources key": (mutate(["spec", "generator", "resources"], {"request": {"cpu": "1"}}),
-                              "spec.generator.resources.request: unknown field"),
-    "bad spread rule": (mutate(["spec", "generator", "topologySpreadConstraints"],
-                               [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "Maybe"}]),
-                        "spec.generator.topologySpreadConstraints[0].whenUnsatisfiable: must be one of"),
-    "pull secret without name": (mutate(["spec", "generator", "imagePullSecrets"], [{}]),
-                                 "spec.generator.imagePullSecrets[0].name: is required"),
-    "pod label value too long": (mutate(["spec", "generator", "podLabels"], {"team": "x" * 64}),
-                                 "spec.generator.podLabels.team"),
-    "unknown affinity kind": (mutate(["spec", "generator", "affinity"], {"nodeAffinty": {}}),
-                              "spec.generator.affinity.nodeAffinty: unknown field"),
-    "fromConfigMap locally": (mutate(["spec", "items"], {"fromConfigMap": {"name": "u", "key": "k"}}),
-                              "spec.items.fromConfigMap: ConfigMap u/k can only be read in a cluster"),
+    "bad resource quantity": (
+        mutate(["spec", "combine"], {"resources": {"requests": {"memory": "lots"}}}),
+        "spec.combine.resources.requests.memory: 'lots' does not match",
+    ),
+    "unknown resources key": (
+        mutate(["spec", "generator", "resources"], {"request": {"cpu": "1"}}),
+        "spec.generator.resources.request: unknown field",
+    ),
+    "bad spread rule": (
+        mutate(
+            ["spec", "generator", "topologySpreadConstraints"],
+            [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "Maybe"}],
+        ),
+        "spec.generator.topologySpreadConstraints[0].whenUnsatisfiable: must be one of",
+    ),
+    "pull secret without name": (
+        mutate(["spec", "generator", "imagePullSecrets"], [{}]),
+        "spec.generator.imagePullSecrets[0].name: is required",
+    ),
+    "pod label value too long": (
+        mutate(["spec", "generator", "podLabels"], {"team": "x" * 64}),
+        "spec.generator.podLabels.team",
+    ),
+    "unknown affinity kind": (
+        mutate(["spec", "generator", "affinity"], {"nodeAffinty": {}}),
+        "spec.generator.affinity.nodeAffinty: unknown field",
+    ),
+    "fromConfigMap locally": (
+        mutate(["spec", "items"], {"fromConfigMap": {"name": "u", "key": "k"}}),
+        "spec.items.fromConfigMap: ConfigMap u/k can only be read in a cluster",
+    ),
 }
 
 

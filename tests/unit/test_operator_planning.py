@@ -2,7 +2,6 @@
 
 import json
 
-
 from datasetjob.spec import run_id, spec_from_dict
 from datasetjob_operator import naming, planning
 from datasetjob_operator.reconcile import Observed, decide
@@ -20,30 +19,54 @@ SETTINGS = Settings(default_redis_url="redis://datasetjob-redis:6379/0", default
 
 
 def observed(spec=None, status=None, jobs=(), pods=(), annotations=None, generation=1):
-    return Observed(name="smf", namespace="ml", uid="uid-1", generation=generation, spec=spec or SPEC,
-                    annotations=annotations or {}, status=DatasetJobStatus.from_dict(status),
-                    jobs={j["metadata"]["name"]: j for j in jobs}, pods=list(pods), now="2026-01-01T00:00:00Z")
+    return Observed(
+        name="smf",
+        namespace="ml",
+        uid="uid-1",
+        generation=generation,
+        spec=spec or SPEC,
+        annotations=annotations or {},
+        status=DatasetJobStatus.from_dict(status),
+        jobs={j["metadata"]["name"]: j for j in jobs},
+        pods=list(pods),
+        now="2026-01-01T00:00:00Z",
+    )
 
 
 def job(name, completed="", failed="", active=0, conditions=(), suspend=False):
-    return {"metadata": {"name": name}, "spec": {"suspend": suspend},
-            "status": {"completedIndexes": completed, "failedIndexes": failed, "active": active,
-                       "conditions": [{"type": c, "status": "True"} for c in conditions]}}
+    return {
+        "metadata": {"name": name},
+        "spec": {"suspend": suspend},
+        "status": {
+            "completedIndexes": completed,
+            "failedIndexes": failed,
+            "active": active,
+            "conditions": [{"type": c, "status": "True"} for c in conditions],
+        },
+    }
 
 
 def pod(job_name, index, phase, message=None, exit_code=0):
     term = {"exitCode": exit_code, "finishedAt": "2026-01-01T00:00:01Z"}
     if message is not None:
         term["message"] = json.dumps(message)
-    return {"metadata": {"name": f"{job_name}-{index}", "labels": {"batch.kubernetes.io/job-name": job_name},
-                         "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
-                         "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "status": {"phase": phase, "containerStatuses": [{"state": {"terminated": term}}]}}
+    return {
+        "metadata": {
+            "name": f"{job_name}-{index}",
+            "labels": {"batch.kubernetes.io/job-name": job_name},
+            "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "status": {"phase": phase, "containerStatuses": [{"state": {"terminated": term}}]},
+    }
 
 
 def summary(done, failed=0, hits=0, misses=0, total=None):
-    return {"items": {"total": total if total is not None else done + failed, "done": done, "failed": failed},
-            "cache": {"hits": hits, "misses": misses}, "rows": done}
+    return {
+        "items": {"total": total if total is not None else done + failed, "done": done, "failed": failed},
+        "cache": {"hits": hits, "misses": misses},
+        "rows": done,
+    }
 
 
 RID = run_id(spec_from_dict("smf", SPEC).raw_spec)
@@ -58,7 +81,9 @@ def test_generate_job_is_an_indexed_job_with_the_contract_fields():
     assert (s["completionMode"], s["completions"], s["parallelism"]) == ("Indexed", 3, 3)
     assert (s["backoffLimitPerIndex"], s["maxFailedIndexes"]) == (2, 1)
     assert s["podFailurePolicy"]["rules"][0] == {
-        "action": "FailIndex", "onExitCodes": {"containerName": "generator", "operator": "In", "values": [78]}}
+        "action": "FailIndex",
+        "onExitCodes": {"containerName": "generator", "operator": "In", "values": [78]},
+    }
     assert j["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     pod_spec = s["template"]["spec"]
     assert pod_spec["restartPolicy"] == "Never" and pod_spec["securityContext"]["runAsNonRoot"] is True
@@ -109,8 +134,12 @@ def test_spec_change_starts_a_new_run_and_replaces_the_unfinished_job():
 
 def test_regenerate_annotation_forces_a_new_run():
     first = decide(observed(), SETTINGS)
-    d = decide(observed(status=dict(first.status.to_dict(), phase="Succeeded"), annotations={naming.ANNOTATION_REGENERATE: "x"}),
-               SETTINGS)
+    d = decide(
+        observed(
+            status=dict(first.status.to_dict(), phase="Succeeded"), annotations={naming.ANNOTATION_REGENERATE: "x"}
+        ),
+        SETTINGS,
+    )
     assert d.status.to_dict()["runId"] == run_id(spec_from_dict("smf", SPEC).raw_spec, "x") != RID
 
 
@@ -120,18 +149,28 @@ def test_live_progress_and_final_messages_are_tallied():
     obs = observed(status=start, jobs=[job(GEN, completed="0", active=2)], pods=pods)
     obs.live_progress = {1: summary(1, misses=2), 0: summary(99)}  # final beats live for shard 0
     d = decide(obs, SETTINGS)
-    assert d.status.to_dict()["items"] == {"total": 6, "done": 3, "failed": 0, "generated": 3, "reused": 0,
-                                 "progress": "3/6"}
+    assert d.status.to_dict()["items"] == {
+        "total": 6,
+        "done": 3,
+        "failed": 0,
+        "generated": 3,
+        "reused": 0,
+        "progress": "3/6",
+    }
     assert d.status.to_dict()["cache"] == {"hits": 3, "misses": 3}
     assert d.status.to_dict()["shards"]["succeededIndexes"] == "0" and d.status.to_dict()["shards"]["active"] == 2
 
 
 def test_finished_generation_within_budget_launches_combine():
     start = decide(observed(), SETTINGS).status.to_dict()
-    pods = [pod(GEN, 0, "Succeeded", summary(2)), pod(GEN, 1, "Succeeded", summary(2)),
-            pod(GEN, 2, "Failed", {"error": "boom in generator"}, exit_code=1)]
-    d = decide(observed(status=start, jobs=[job(GEN, completed="0-1", failed="2", conditions=["Failed"])], pods=pods),
-               SETTINGS)
+    pods = [
+        pod(GEN, 0, "Succeeded", summary(2)),
+        pod(GEN, 1, "Succeeded", summary(2)),
+        pod(GEN, 2, "Failed", {"error": "boom in generator"}, exit_code=1),
+    ]
+    d = decide(
+        observed(status=start, jobs=[job(GEN, completed="0-1", failed="2", conditions=["Failed"])], pods=pods), SETTINGS
+    )
     assert [o["metadata"]["name"] for o in d.create] == [COMB]
     assert d.status.to_dict()["phase"] == "Combining" and d.status.to_dict()["shards"]["failedIndexes"] == "2"
     assert d.status.to_dict()["failures"] == [{"shard": 2, "exitCode": 1, "message": "boom in generator"}]
@@ -142,35 +181,73 @@ def test_failures_over_budget_end_failed_with_the_reason():
     start = decide(observed(spec=spec), SETTINGS).status.to_dict()
     gen = naming.generate_job_name("smf", start["runId"], "0")
     pods = [pod(gen, 1, "Failed", {"error": "GeneratorConfigError: cannot import"}, exit_code=78)]
-    d = decide(observed(spec=spec, status=start, jobs=[job(gen, completed="0,2", failed="1", conditions=["Failed"])],
-                        pods=pods), SETTINGS)
+    d = decide(
+        observed(
+            spec=spec, status=start, jobs=[job(gen, completed="0,2", failed="1", conditions=["Failed"])], pods=pods
+        ),
+        SETTINGS,
+    )
     assert d.create == [] and d.status.to_dict()["phase"] == "Failed" and d.status.to_dict()["reason"] == "ShardsFailed"
-    assert "1 of 3 shards failed (indexes 1)" in d.status.to_dict()["message"] and "cannot import" in d.status.to_dict()["message"]
+    assert (
+        "1 of 3 shards failed (indexes 1)" in d.status.to_dict()["message"]
+        and "cannot import" in d.status.to_dict()["message"]
+    )
     assert d.events[0][0] == "Warning"
 
 
 def test_combine_result_becomes_status_output():
     start = decide(observed(), SETTINGS).status.to_dict()
-    comb_pod = pod(COMB, 0, "Succeeded", {"state": "published", "uri": "s3://bucket/smf/runs/x/combined-dataset.csv",
-                                          "rows": 6, "bytes": 100, "sha256": "ab" * 32, "manifestUri": "m",
-                                          "items": {"total": 6, "done": 6, "failed": 0}, "cache": {"hits": 1, "misses": 2}})
+    comb_pod = pod(
+        COMB,
+        0,
+        "Succeeded",
+        {
+            "state": "published",
+            "uri": "s3://bucket/smf/runs/x/combined-dataset.csv",
+            "rows": 6,
+            "bytes": 100,
+            "sha256": "ab" * 32,
+            "manifestUri": "m",
+            "items": {"total": 6, "done": 6, "failed": 0},
+            "cache": {"hits": 1, "misses": 2},
+        },
+    )
     comb_pod["metadata"]["annotations"] = {}
-    d = decide(observed(status=dict(start, phase="Combining"),
-                        jobs=[job(GEN, completed="0-2", conditions=["Complete"]), job(COMB, conditions=["Complete"])],
-                        pods=[comb_pod]), SETTINGS)
+    d = decide(
+        observed(
+            status=dict(start, phase="Combining"),
+            jobs=[job(GEN, completed="0-2", conditions=["Complete"]), job(COMB, conditions=["Complete"])],
+            pods=[comb_pod],
+        ),
+        SETTINGS,
+    )
     assert d.status.to_dict()["phase"] == "Succeeded" and d.status.to_dict()["output"]["rows"] == 6
     assert d.status.to_dict()["output"]["sha256"] == "ab" * 32
     assert {c["type"]: c["status"] for c in d.status.to_dict()["conditions"]} == {
-        "Ready": "True", "Progressing": "False", "Stalled": "False", "Suspended": "False", "Queued": "False"}
+        "Ready": "True",
+        "Progressing": "False",
+        "Stalled": "False",
+        "Suspended": "False",
+        "Queued": "False",
+    }
 
 
 def test_combine_refusal_is_the_failure_reason():
     start = decide(observed(), SETTINGS).status.to_dict()
     comb_pod = pod(COMB, 0, "Failed", {"state": "refused", "reason": "TooFewItems", "message": "only 5 of 6"}, 78)
-    d = decide(observed(status=dict(start, phase="Combining"),
-                        jobs=[job(GEN, completed="0-2", conditions=["Complete"]), job(COMB, conditions=["Failed"])],
-                        pods=[comb_pod]), SETTINGS)
-    assert (d.status.to_dict()["phase"], d.status.to_dict()["reason"], d.status.to_dict()["message"]) == ("Failed", "TooFewItems", "only 5 of 6")
+    d = decide(
+        observed(
+            status=dict(start, phase="Combining"),
+            jobs=[job(GEN, completed="0-2", conditions=["Complete"]), job(COMB, conditions=["Failed"])],
+            pods=[comb_pod],
+        ),
+        SETTINGS,
+    )
+    assert (d.status.to_dict()["phase"], d.status.to_dict()["reason"], d.status.to_dict()["message"]) == (
+        "Failed",
+        "TooFewItems",
+        "only 5 of 6",
+    )
 
 
 def test_retry_failed_starts_a_new_attempt_of_the_same_run_once():
@@ -179,8 +256,12 @@ def test_retry_failed_starts_a_new_attempt_of_the_same_run_once():
     d = decide(observed(status=failed, annotations={naming.ANNOTATION_RETRY_FAILED: "t1"}), SETTINGS)
     assert d.status.to_dict()["runId"] == RID and d.status.to_dict()["attempt"] == naming.attempt_of("t1")
     assert d.create[-1]["metadata"]["name"] == naming.generate_job_name("smf", RID, naming.attempt_of("t1"))
-    done = decide(observed(status=dict(d.status.to_dict(), phase="Succeeded"),
-                           annotations={naming.ANNOTATION_RETRY_FAILED: "t1"}), SETTINGS)
+    done = decide(
+        observed(
+            status=dict(d.status.to_dict(), phase="Succeeded"), annotations={naming.ANNOTATION_RETRY_FAILED: "t1"}
+        ),
+        SETTINGS,
+    )
     assert done.create == []  # the same token is not acted on twice
 
 
@@ -191,10 +272,15 @@ def test_a_changed_spec_suspend_is_put_on_the_job_once():
     assert d.patch_jobs == [(GEN, {"spec": {"suspend": True}})] and d.status.to_dict()["phase"] == "Suspended"
     assert d.status.to_dict()["appliedSuspend"] is True
     # The Job still shows the old value (the patch is in flight): it is not patched again.
-    again = decide(observed(spec=dict(SPEC, suspend=True), status=d.status.to_dict(), jobs=[job(GEN, active=3)]), SETTINGS)
+    again = decide(
+        observed(spec=dict(SPEC, suspend=True), status=d.status.to_dict(), jobs=[job(GEN, active=3)]), SETTINGS
+    )
     assert again.patch_jobs == []
     resumed = decide(observed(status=again.status.to_dict(), jobs=[job(GEN, suspend=True)]), SETTINGS)
-    assert resumed.patch_jobs == [(GEN, {"spec": {"suspend": False}})] and resumed.status.to_dict()["appliedSuspend"] is False
+    assert (
+        resumed.patch_jobs == [(GEN, {"spec": {"suspend": False}})]
+        and resumed.status.to_dict()["appliedSuspend"] is False
+    )
 
 
 def test_a_job_suspended_by_someone_else_stays_suspended_and_shows_queued():
@@ -219,41 +305,73 @@ def test_a_job_held_by_kueue_says_which_queue():
     held = job(GEN, suspend=True)
     held["metadata"]["labels"] = dict(gen["metadata"]["labels"])
     d = decide(observed(spec=spec, status=created.status.to_dict(), jobs=[held]), SETTINGS)
-    assert (d.status.to_dict()["phase"], d.status.to_dict()["reason"]) == ("Queued", "WaitingForAdmission") and d.patch_jobs == []
+    assert (d.status.to_dict()["phase"], d.status.to_dict()["reason"]) == (
+        "Queued",
+        "WaitingForAdmission",
+    ) and d.patch_jobs == []
     assert "team-a" in d.status.to_dict()["message"]
     assert ("Normal", "WaitingForAdmission", d.status.to_dict()["message"]) in d.events
-    comb = planning.combine_job(planning.Run("smf", "ml", "uid-1", RID, "0", spec_from_dict("smf", spec, "ml")),
-                                SETTINGS)
+    comb = planning.combine_job(
+        planning.Run("smf", "ml", "uid-1", RID, "0", spec_from_dict("smf", spec, "ml")), SETTINGS
+    )
     assert comb["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
 
 
 def test_queue_and_pod_settings_do_not_change_the_run():
-    pod_settings = {"priorityClassName": "batch-low", "runtimeClassName": "gvisor",
-                    "imagePullSecrets": [{"name": "regcred"}], "podLabels": {"team": "research"},
-                    "podAnnotations": {"note": "x"}, "resources": {"requests": {"cpu": "1"}},
-                    "affinity": {"nodeAffinity": {}},
-                    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-                                                   "whenUnsatisfiable": "ScheduleAnyway"}]}
-    spec = dict(SPEC, queueName="team-a", generator=dict(SPEC["generator"], **pod_settings),
-                combine={"resources": {"requests": {"memory": "2Gi"}}})
+    pod_settings = {
+        "priorityClassName": "batch-low",
+        "runtimeClassName": "gvisor",
+        "imagePullSecrets": [{"name": "regcred"}],
+        "podLabels": {"team": "research"},
+        "podAnnotations": {"note": "x"},
+        "resources": {"requests": {"cpu": "1"}},
+        "affinity": {"nodeAffinity": {}},
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}
+        ],
+    }
+    spec = dict(
+        SPEC,
+        queueName="team-a",
+        generator=dict(SPEC["generator"], **pod_settings),
+        combine={"resources": {"requests": {"memory": "2Gi"}}},
+    )
     assert run_id(spec_from_dict("smf", spec).raw_spec) == RID
 
 
 def test_pod_settings_land_on_the_pod_templates():
-    affinity = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
-        "weight": 1, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
-                                         "labelSelector": {"matchLabels": {"datagen.dev/datasetjob": "smf"}}}}]}}
+    affinity = {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 1,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"datagen.dev/datasetjob": "smf"}},
+                    },
+                }
+            ]
+        }
+    }
     spread = [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}]
-    gen_settings = {"priorityClassName": "batch-low", "runtimeClassName": "gvisor", "affinity": affinity,
-                    "topologySpreadConstraints": spread, "imagePullSecrets": [{"name": "regcred"}],
-                    "podLabels": {"team": "research", "datagen.dev/role": "mine"},
-                    "podAnnotations": {"example.com/note": "hi"},
-                    "resources": {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}}}
-    spec = dict(SPEC, generator=dict(SPEC["generator"], **gen_settings),
-                combine={"resources": {"requests": {"memory": "2Gi"}}})
+    gen_settings = {
+        "priorityClassName": "batch-low",
+        "runtimeClassName": "gvisor",
+        "affinity": affinity,
+        "topologySpreadConstraints": spread,
+        "imagePullSecrets": [{"name": "regcred"}],
+        "podLabels": {"team": "research", "datagen.dev/role": "mine"},
+        "podAnnotations": {"example.com/note": "hi"},
+        "resources": {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}},
+    }
+    spec = dict(
+        SPEC, generator=dict(SPEC["generator"], **gen_settings), combine={"resources": {"requests": {"memory": "2Gi"}}}
+    )
     run = planning.Run("smf", "ml", "uid-1", RID, "0", spec_from_dict("smf", spec, "ml"))
-    for j, resources in ((planning.generate_job(run, SETTINGS), gen_settings["resources"]),
-                         (planning.combine_job(run, SETTINGS), {"requests": {"memory": "2Gi"}})):
+    for j, resources in (
+        (planning.generate_job(run, SETTINGS), gen_settings["resources"]),
+        (planning.combine_job(run, SETTINGS), {"requests": {"memory": "2Gi"}}),
+    ):
         template = j["spec"]["template"]
         pod_spec = template["spec"]
         assert pod_spec["priorityClassName"] == "batch-low" and pod_spec["runtimeClassName"] == "gvisor"
@@ -304,7 +422,10 @@ def test_suspend_while_combining_suspends_the_combine_job():
     assert d.patch_jobs == [(COMB, {"spec": {"suspend": True}})] and d.status.to_dict()["phase"] == "Suspended"
     held = [job(GEN, completed="0-2", conditions=["Complete"]), job(COMB, suspend=True)]
     queued = decide(observed(status=combining, jobs=held), SETTINGS)
-    assert queued.patch_jobs == [] and (queued.status.to_dict()["phase"], queued.status.to_dict()["reason"]) == ("Queued", "JobSuspended")
+    assert queued.patch_jobs == [] and (queued.status.to_dict()["phase"], queued.status.to_dict()["reason"]) == (
+        "Queued",
+        "JobSuspended",
+    )
 
 
 def test_kueues_own_reason_is_the_queued_message():
@@ -312,11 +433,19 @@ def test_kueues_own_reason_is_the_queued_message():
 
     why = "couldn't assign flavors to pod set main: insufficient unused quota for cpu in flavor rf, 150m more needed"
     workloads = [
-        {"metadata": {"ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": GEN}]},
-         "status": {"conditions": [{"type": "QuotaReserved", "status": "False", "message": why}]}},
-        {"metadata": {"ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "other-gen"}]},
-         "status": {"conditions": [{"type": "QuotaReserved", "status": "True", "message": "reserved"},
-                                   {"type": "Admitted", "status": "True", "message": "admitted"}]}},
+        {
+            "metadata": {"ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": GEN}]},
+            "status": {"conditions": [{"type": "QuotaReserved", "status": "False", "message": why}]},
+        },
+        {
+            "metadata": {"ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "other-gen"}]},
+            "status": {
+                "conditions": [
+                    {"type": "QuotaReserved", "status": "True", "message": "reserved"},
+                    {"type": "Admitted", "status": "True", "message": "admitted"},
+                ]
+            },
+        },
     ]
     reasons = pending_reasons(workloads)
     assert reasons == {GEN: why}

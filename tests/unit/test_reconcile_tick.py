@@ -20,10 +20,19 @@ SPEC = {
 
 
 def observed(status: dict, jobs=()) -> Observed:
-    return Observed(name="big", namespace="ml", uid="uid-1", generation=1, spec=SPEC, annotations={},
-                    status=DatasetJobStatus.from_dict(status), jobs={j["metadata"]["name"]: j for j in jobs}, pods=[],
-                    now="2026-01-01T00:00:00Z",
-                    live_progress={i: {"items": {"done": 10, "failed": 0}} for i in range(100)})
+    return Observed(
+        name="big",
+        namespace="ml",
+        uid="uid-1",
+        generation=1,
+        spec=SPEC,
+        annotations={},
+        status=DatasetJobStatus.from_dict(status),
+        jobs={j["metadata"]["name"]: j for j in jobs},
+        pods=[],
+        now="2026-01-01T00:00:00Z",
+        live_progress={i: {"items": {"done": 10, "failed": 0}} for i in range(100)},
+    )
 
 
 def test_a_tick_on_a_million_item_range_does_not_expand_it(capsys):
@@ -32,8 +41,11 @@ def test_a_tick_on_a_million_item_range_does_not_expand_it(capsys):
     start = decide(observed({}), settings)
     start_ms = (time.perf_counter() - t) * 1000
     assert start.status.to_dict()["items"]["total"] == ITEMS
-    gen = {"metadata": {"name": naming.generate_job_name("big", start.status.to_dict()["runId"], "0")},
-           "spec": {"suspend": False}, "status": {"active": 100}}
+    gen = {
+        "metadata": {"name": naming.generate_job_name("big", start.status.to_dict()["runId"], "0")},
+        "spec": {"suspend": False},
+        "status": {"active": 100},
+    }
     samples = []
     for _ in range(50):
         t = time.perf_counter()
@@ -41,6 +53,9 @@ def test_a_tick_on_a_million_item_range_does_not_expand_it(capsys):
         samples.append((time.perf_counter() - t) * 1000)
     assert tick.status.to_dict()["items"]["total"] == ITEMS and tick.status.to_dict()["items"]["done"] == 1000
     with capsys.disabled():
-        print(f"\n[bench] reconcile tick, range of {ITEMS:,} items, 100 shards: median "
-              f"{statistics.median(samples):.2f} ms, max {max(samples):.2f} ms over {len(samples)} ticks "
-              f"(goal < 5 ms); the first tick of the run (it also compiles the schema and its CEL rules): {start_ms:.0f} ms")
+        print(
+            f"\n[bench] reconcile tick, range of {ITEMS:,} items, 100 shards: median "
+            f"{statistics.median(samples):.2f} ms, max {max(samples):.2f} ms over {len(samples)} ticks "
+            "(goal < 5 ms); the first tick of the run (it also compiles the schema and its CEL rules): "
+            f"{start_ms:.0f} ms"
+        )

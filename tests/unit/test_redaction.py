@@ -3,18 +3,28 @@
 import pytest
 
 from datasetjob.logtext import one_line
-from datasetjob.redaction import decode_secrets, encode_secrets, redact, redact_text, restore_credentials, split_credentials
+from datasetjob.redaction import (
+    decode_secrets,
+    encode_secrets,
+    redact,
+    redact_text,
+    restore_credentials,
+    split_credentials,
+)
 
 
-@pytest.mark.parametrize("text, shown", [
-    ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
-    ("rediss://user:pw@h:6380/1?ssl=1", "rediss://user:***@h:6380/1?ssl=1"),
-    ("redis://:p@ss@h/0", "redis://:***@h/0"),
-    ("https://token@example.org/x", "https://***@example.org/x"),
-    ("cannot reach http://u:pw@h:9000 (timeout)", "cannot reach http://u:***@h:9000 (timeout)"),
-    ("redis://h:6379/0", "redis://h:6379/0"),
-    ("mail me@example.org", "mail me@example.org"),
-])
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+        ("rediss://user:pw@h:6380/1?ssl=1", "rediss://user:***@h:6380/1?ssl=1"),
+        ("redis://:p@ss@h/0", "redis://:***@h/0"),
+        ("https://token@example.org/x", "https://***@example.org/x"),
+        ("cannot reach http://u:pw@h:9000 (timeout)", "cannot reach http://u:***@h:9000 (timeout)"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+        ("mail me@example.org", "mail me@example.org"),
+    ],
+)
 def test_redact_text_hides_passwords_and_tokens(text, shown):
     assert redact_text(text) == shown
 

@@ -36,34 +36,40 @@ def changed(path: str, value):
 
 
 # What decides an item's rows: each change is a new fingerprint.
-@pytest.mark.parametrize("path,value", [
-    ("generator.function", "gen:other"),
-    ("generator.image", "acme/gen:2"),
-    ("generator.version", "2"),
-    ("generator.env", [{"name": "LATENCY", "value": "2"}]),
-    ("generator.env", [{"name": "LATENCY", "value": "1"}, {"name": "MODE", "value": "x"}]),
-    ("combine.columns", {"symbol": "string", "flow": "string"}),
-])
+@pytest.mark.parametrize(
+    "path,value",
+    [
+        ("generator.function", "gen:other"),
+        ("generator.image", "acme/gen:2"),
+        ("generator.version", "2"),
+        ("generator.env", [{"name": "LATENCY", "value": "2"}]),
+        ("generator.env", [{"name": "LATENCY", "value": "1"}, {"name": "MODE", "value": "x"}]),
+        ("combine.columns", {"symbol": "string", "flow": "string"}),
+    ],
+)
 def test_what_determines_the_rows_is_in_the_fingerprint(path, value):
     assert fingerprint(changed(path, value)) != fingerprint(BASE)
 
 
 # How or where rows are produced: the same fingerprint.
-@pytest.mark.parametrize("path,value", [
-    ("shards", 4),
-    ("parallelism", 1),
-    ("generator.concurrency", 16),
-    ("generator.startupStaggerSeconds", 2),
-    ("output.uri", "s3://other/place"),
-    ("output.format", "parquet"),
-    ("items.product", {"symbol": ["A", "B", "C"], "date": ["d1", "d2", "d3"]}),
-    ("combine.sortBy", ["flow"]),
-    ("combine.dedupeBy", ["symbol"]),
-    ("combine.minItemSuccessRatio", 0.5),
-    ("cache", {"ttlSeconds": 5}),
-    ("retries", {"perShard": 0}),
-    ("reuse", {"enabled": True, "maxAgeSeconds": 60}),
-])
+@pytest.mark.parametrize(
+    "path,value",
+    [
+        ("shards", 4),
+        ("parallelism", 1),
+        ("generator.concurrency", 16),
+        ("generator.startupStaggerSeconds", 2),
+        ("output.uri", "s3://other/place"),
+        ("output.format", "parquet"),
+        ("items.product", {"symbol": ["A", "B", "C"], "date": ["d1", "d2", "d3"]}),
+        ("combine.sortBy", ["flow"]),
+        ("combine.dedupeBy", ["symbol"]),
+        ("combine.minItemSuccessRatio", 0.5),
+        ("cache", {"ttlSeconds": 5}),
+        ("retries", {"perShard": 0}),
+        ("reuse", {"enabled": True, "maxAgeSeconds": 60}),
+    ],
+)
 def test_layout_parallelism_and_location_are_not_in_the_fingerprint(path, value):
     raw = changed(path, value)
     if path == "parallelism":
@@ -95,11 +101,14 @@ def test_reuse_defaults_on_and_is_not_part_of_the_run_id():
     assert run_id(changed("generator.version", "2")) != run_id(on.raw_spec)
 
 
-@pytest.mark.parametrize("reuse,message", [
-    ({"maxAgeSeconds": 0}, "spec.reuse.maxAgeSeconds: must be >= 1"),
-    ({"enabled": "yes"}, "spec.reuse.enabled: must be a boolean"),
-    ({"forever": True}, "spec.reuse.forever: unknown field"),
-])
+@pytest.mark.parametrize(
+    "reuse,message",
+    [
+        ({"maxAgeSeconds": 0}, "spec.reuse.maxAgeSeconds: must be >= 1"),
+        ({"enabled": "yes"}, "spec.reuse.enabled: must be a boolean"),
+        ({"forever": True}, "spec.reuse.forever: unknown field"),
+    ],
+)
 def test_bad_reuse_settings_name_the_field(reuse, message):
     with pytest.raises(SpecError) as err:
         spec_from_dict("demo", dict(BASE, reuse=reuse))
@@ -107,8 +116,13 @@ def test_bad_reuse_settings_name_the_field(reuse, message):
 
 
 def record(item_id, rows=None, run="r1", at=100.0, item=None):
-    return ItemRecord(item_id, item_digest(item if item is not None else item_id),
-                      rows if rows is not None else [{"id": item_id}], run, at)
+    return ItemRecord(
+        item_id,
+        item_digest(item if item is not None else item_id),
+        rows if rows is not None else [{"id": item_id}],
+        run,
+        at,
+    )
 
 
 def test_newest_record_of_the_same_item_is_taken():
@@ -138,8 +152,11 @@ def test_an_item_that_produced_no_rows_is_reused_as_done():
 
 
 def test_segments_round_trip_and_lineage_groups_by_source_run():
-    records = [record("a", run="r1"), record("b", [{"x": 1.5, "s": "é\u2028line"}], run="r2", at=3.25),
-               record('c "quoted"\tid')]
+    records = [
+        record("a", run="r1"),
+        record("b", [{"x": 1.5, "s": "é\u2028line"}], run="r2", at=3.25),
+        record('c "quoted"\tid'),
+    ]
     body = segment_body(records).decode()
     assert parse_segment(body) == records
     assert parse_segment(body, ids={"b", 'c "quoted"\tid'}) == records[1:]  # a shard reads only its items

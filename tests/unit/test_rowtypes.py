@@ -7,42 +7,48 @@ from datasetjob.rowtypes import RowValueError, conform_row, conform_value, type_
 NAN, INF = float("nan"), float("inf")
 
 
-@pytest.mark.parametrize("kind,fmt,value,expected", [
-    ("int64", "csv", "7", 7),
-    ("int64", "parquet", 7.0, 7),
-    ("int64", "jsonl", None, None),
-    ("float64", "parquet", 5, 5.0),
-    ("float64", "csv", " 2.5 ", 2.5),
-    ("float64", "jsonl", NAN, None),
-    ("float64", "parquet", INF, INF),
-    ("string", "parquet", 5, "5"),
-    ("string", "csv", True, "true"),
-    ("string", "jsonl", {"a": [1]}, '{"a":[1]}'),
-    ("bool", "parquet", "false", False),
-    ("bool", "csv", 1, True),
-    (None, "jsonl", NAN, None),
-    (None, "csv", NAN, None),
-    (None, "csv", 2 ** 70, 2 ** 70),
-    (None, "parquet", "x", "x"),
-])
+@pytest.mark.parametrize(
+    "kind,fmt,value,expected",
+    [
+        ("int64", "csv", "7", 7),
+        ("int64", "parquet", 7.0, 7),
+        ("int64", "jsonl", None, None),
+        ("float64", "parquet", 5, 5.0),
+        ("float64", "csv", " 2.5 ", 2.5),
+        ("float64", "jsonl", NAN, None),
+        ("float64", "parquet", INF, INF),
+        ("string", "parquet", 5, "5"),
+        ("string", "csv", True, "true"),
+        ("string", "jsonl", {"a": [1]}, '{"a":[1]}'),
+        ("bool", "parquet", "false", False),
+        ("bool", "csv", 1, True),
+        (None, "jsonl", NAN, None),
+        (None, "csv", NAN, None),
+        (None, "csv", 2**70, 2**70),
+        (None, "parquet", "x", "x"),
+    ],
+)
 def test_values_that_convert(kind, fmt, value, expected):
     assert conform_value("c", kind, value, fmt) == expected
 
 
-@pytest.mark.parametrize("kind,fmt,value,reason", [
-    ("int64", "csv", "seven", "is not int64"),
-    ("int64", "csv", NAN, "is not int64"),
-    ("int64", "parquet", 2.5, "is not int64"),
-    ("int64", "jsonl", True, "is not int64"),
-    ("int64", "csv", 2 ** 70, "outside the int64 range"),
-    ("float64", "parquet", "abc", "is not float64"),
-    ("bool", "parquet", "yes", "is not bool"),
-    ("bool", "csv", NAN, "is not bool"),
-    (None, "parquet", 2 ** 70, "outside the int64 range Parquet stores"),
-    (None, "jsonl", INF, "JSON has no Infinity"),
-    ("float64", "jsonl", -INF, "JSON has no Infinity"),
-    (None, "jsonl", [1.0, NAN], "NaN or Infinity"),
-])
+@pytest.mark.parametrize(
+    "kind,fmt,value,reason",
+    [
+        ("int64", "csv", "seven", "is not int64"),
+        ("int64", "csv", NAN, "is not int64"),
+        ("int64", "parquet", 2.5, "is not int64"),
+        ("int64", "jsonl", True, "is not int64"),
+        ("int64", "csv", 2**70, "outside the int64 range"),
+        ("float64", "parquet", "abc", "is not float64"),
+        ("bool", "parquet", "yes", "is not bool"),
+        ("bool", "csv", NAN, "is not bool"),
+        (None, "parquet", 2**70, "outside the int64 range Parquet stores"),
+        (None, "jsonl", INF, "JSON has no Infinity"),
+        ("float64", "jsonl", -INF, "JSON has no Infinity"),
+        (None, "jsonl", [1.0, NAN], "NaN or Infinity"),
+    ],
+)
 def test_values_refused_name_the_column(kind, fmt, value, reason):
     with pytest.raises(RowValueError, match=f"column 'c': .*{reason}"):
         conform_value("c", kind, value, fmt)

@@ -24,8 +24,12 @@ def test_every_spec_property_has_a_description():
 
 
 def test_the_walk_finds_nested_properties():
-    schema = {"properties": {"a": {"description": "x", "items": {"properties": {"b": {}}}},
-                             "c": {"additionalProperties": {"properties": {"d": {"description": "y"}}}}}}
+    schema = {
+        "properties": {
+            "a": {"description": "x", "items": {"properties": {"b": {}}}},
+            "c": {"additionalProperties": {"properties": {"d": {"description": "y"}}}},
+        }
+    }
     assert _undescribed(schema, "spec") == ["spec.a[].b", "spec.c"]
 
 

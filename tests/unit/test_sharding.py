@@ -1,4 +1,5 @@
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from datasetjob.sharding import compress_indexes, expand_indexes, shard_bounds, shard_name
 

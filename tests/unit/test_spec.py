@@ -70,8 +70,9 @@ def test_object_ids_default_to_canonical_json():
 
 def test_run_id_follows_semantics_not_operations():
     base = spec(shards=2).raw_spec
-    same = spec(shards=2, parallelism=1, suspend=True, retries={"perShard": 5},
-                output={"uri": "s3://elsewhere/x"}).raw_spec
+    same = spec(
+        shards=2, parallelism=1, suspend=True, retries={"perShard": 5}, output={"uri": "s3://elsewhere/x"}
+    ).raw_spec
     assert run_id(base) == run_id(same)
     assert run_id(base) != run_id(spec(shards=3).raw_spec)
     assert run_id(base) != run_id(spec(shards=2, output={"format": "parquet"}).raw_spec)

@@ -7,14 +7,10 @@ rlimit, so a regression fails the test (exit code, message) instead of taking th
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
-import yaml
 
 from datasetjob import limits
 
@@ -30,8 +26,13 @@ def _limit_child() -> None:
 
 
 def validate(path: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "datasetjob", "validate", str(path), *extra],
-                          capture_output=True, text=True, preexec_fn=_limit_child, cwd=path.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "datasetjob", "validate", str(path), *extra],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_child,
+        cwd=path.parent,
+    )
 
 
 def spec_file(tmp_path: Path, body: str, name: str = "job.yaml") -> Path:
@@ -52,8 +53,13 @@ def test_a_yaml_alias_bomb_is_refused_by_the_alias_expansion_limit(tmp_path):
     for n in range(1, 10):
         prev = f"*a{n - 1}"
         lines.append(f"a{n}: &a{n} [{','.join([prev] * 9)}]")
-    bomb = HEADER + "x-bomb:\n" + "".join(f"  {line}\n" for line in lines) + \
-        "spec:\n  items:\n    values: *a9\n" + GENERATOR
+    bomb = (
+        HEADER
+        + "x-bomb:\n"
+        + "".join(f"  {line}\n" for line in lines)
+        + "spec:\n  items:\n    values: *a9\n"
+        + GENERATOR
+    )
     path = tmp_path / "bomb.yaml"
     path.write_text(bomb)
     assert len(bomb) < 2000
@@ -72,8 +78,10 @@ def test_deep_nesting_is_refused_by_the_depth_limit_not_a_recursion_error(tmp_pa
 def test_deep_nesting_in_json_is_refused_too(tmp_path):
     depth = 100_000
     path = tmp_path / "job.json"
-    path.write_text('{"apiVersion": "datagen.dev/v1alpha1", "kind": "DatasetJob", "metadata": {"name": "x"},'
-                    ' "spec": {"items": {"values": ' + "[" * depth + "]" * depth + "}}}")
+    path.write_text(
+        '{"apiVersion": "datagen.dev/v1alpha1", "kind": "DatasetJob", "metadata": {"name": "x"},'
+        ' "spec": {"items": {"values": ' + "[" * depth + "]" * depth + "}}}"
+    )
     assert_refused(validate(path), "nested deeper than", str(limits.MAX_DEPTH))
 
 
@@ -88,8 +96,9 @@ def test_more_values_than_the_inline_limit_point_to_from_uri(tmp_path):
     n = limits.MAX_INLINE_ITEMS + 1
     path = spec_file(tmp_path, "  items:\n    values: [" + ",".join("1" for _ in range(n)) + "]\n" + GENERATOR)
     assert path.stat().st_size < limits.MAX_SPEC_BYTES
-    assert_refused(validate(path), "spec.items.values", f"inline limit of {limits.MAX_INLINE_ITEMS}",
-                   "spec.items.fromUri")
+    assert_refused(
+        validate(path), "spec.items.values", f"inline limit of {limits.MAX_INLINE_ITEMS}", "spec.items.fromUri"
+    )
 
 
 def test_a_range_beyond_the_item_limit_is_refused_before_expanding(tmp_path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from datasetjob_operator.crd import build_crd
 from datasetjob_operator.reconcile import decide
@@ -31,11 +32,16 @@ def test_the_crd_phase_enum_is_the_phase_type():
 
 def test_every_status_field_the_reconciler_writes_is_in_the_schema_with_a_description():
     start = decide(observed(), SETTINGS).status
-    running = decide(observed(status=start.to_dict(), jobs=[job(GEN, completed="0", failed="2", active=1)],
-                              pods=[pod(GEN, 0, "Succeeded", summary(2)), pod(GEN, 2, "Failed", exit_code=3)]),
-                     SETTINGS).status.to_dict()
+    running = decide(
+        observed(
+            status=start.to_dict(),
+            jobs=[job(GEN, completed="0", failed="2", active=1)],
+            pods=[pod(GEN, 0, "Succeeded", summary(2)), pod(GEN, 2, "Failed", exit_code=3)],
+        ),
+        SETTINGS,
+    ).status.to_dict()
     schema = dict(_walk(_status_schema()))
-    for path, value in _walk_values(running):
+    for path, _ in _walk_values(running):
         assert path in schema, f"{path} is written but not in the CRD (the API server would prune it)"
     for path, sub in schema.items():
         if path != "status" and not path.endswith("[]"):  # list entries: the list says
@@ -59,8 +65,13 @@ def test_a_written_status_reads_back_as_the_same_status():
 
 
 def test_reading_a_status_drops_what_this_operator_does_not_know():
-    old = {"phase": "Pending", "reconcile": {"x": 1}, "runId": "r1", "shards": {"total": "three", "active": 1},
-           "conditions": [{"type": "Ready", "status": "False"}, "junk"]}
+    old = {
+        "phase": "Pending",
+        "reconcile": {"x": 1},
+        "runId": "r1",
+        "shards": {"total": "three", "active": 1},
+        "conditions": [{"type": "Ready", "status": "False"}, "junk"],
+    }
     status = DatasetJobStatus.from_dict(old)
     assert status.phase is None and status.run_id == "r1"
     assert status.shards.total == 0 and status.shards.active == 1
@@ -80,9 +91,11 @@ def _apply_merge_patch(target, patch):
     return out
 
 
-_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=3),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3),
-                     max_leaves=12)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3),
+    max_leaves=12,
+)
 # API objects hold no nulls (a null in a merge patch means "remove").
 _no_nulls = st.dictionaries(st.text(max_size=2), _json, max_size=4).filter(lambda d: "None" not in repr(d))
 

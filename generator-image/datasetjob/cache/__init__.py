@@ -8,7 +8,8 @@ not be a way to run code in every worker.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .embedded import EmbeddedCache
 from .null import NullCache
@@ -22,4 +23,5 @@ class Cache(Protocol):
     def set(self, key: str, value: Any, ttl: int | None = None) -> None: ...
     def get_or_compute(self, key: str, fn: Callable[[], Any], ttl: int | None = None) -> tuple[Any, bool]:
         """(value, hit). On a miss exactly one caller across processes runs `fn`."""
+
     def close(self) -> None: ...

@@ -12,8 +12,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..localdirs import embedded_cache_dir
 from .values import decode_value, encode_value
@@ -23,8 +24,9 @@ SINGLE_FLIGHT_TIMEOUT_SECONDS = 120.0
 
 
 class EmbeddedCache:
-    def __init__(self, directory: str | os.PathLike | None = None, namespace: str = "default",
-                 default_ttl: int | None = None):
+    def __init__(
+        self, directory: str | os.PathLike | None = None, namespace: str = "default", default_ttl: int | None = None
+    ):
         self.dir = Path(directory) if directory else embedded_cache_dir()
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "locks").mkdir(exist_ok=True)
@@ -33,8 +35,7 @@ class EmbeddedCache:
         self.default_ttl = default_ttl
         self._local = threading.local()
         with self._connect() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS entries ("
-                         "key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL)")
+            conn.execute("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL)")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
@@ -53,8 +54,7 @@ class EmbeddedCache:
         return f"{self.namespace}:{key}"
 
     def get(self, key: str) -> tuple[bool, Any]:
-        row = self._conn.execute("SELECT value, expires FROM entries WHERE key = ?",
-                                 (self._full(key),)).fetchone()
+        row = self._conn.execute("SELECT value, expires FROM entries WHERE key = ?", (self._full(key),)).fetchone()
         if row is None or (row[1] is not None and row[1] < time.time()):
             return False, None
         return True, decode_value(row[0])
@@ -63,8 +63,9 @@ class EmbeddedCache:
         text = encode_value(key, value)
         ttl = self.default_ttl if ttl is None else ttl
         expires = time.time() + ttl if ttl else None
-        self._conn.execute("INSERT OR REPLACE INTO entries (key, value, expires) VALUES (?, ?, ?)",
-                           (self._full(key), text, expires))
+        self._conn.execute(
+            "INSERT OR REPLACE INTO entries (key, value, expires) VALUES (?, ?, ?)", (self._full(key), text, expires)
+        )
 
     def _lock_path(self, key: str) -> Path:
         digest = hashlib.sha1(self._full(key).encode()).hexdigest()

@@ -31,7 +31,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..redis_link import RUN_KEYS_TTL_SECONDS, cache_key_prefix, get_link, lock_key_prefix, stats_key
 from .redis_scripts import FILL, LOOKUP, RELEASE, RENEW
@@ -39,11 +40,11 @@ from .values import decode_value, encode_value
 
 log = logging.getLogger("datasetjob.cache")
 
-LOCK_MS = 10_000                      # single-flight lock lifetime; renewed every LOCK_MS / 3
+LOCK_MS = 10_000  # single-flight lock lifetime; renewed every LOCK_MS / 3
 SINGLE_FLIGHT_TIMEOUT_SECONDS = 120.0  # a waiter computes for itself after this long
 POLL_MIN_SECONDS = 0.002
 POLL_MAX_SECONDS = 0.025
-L1_ENTRIES = 4096                     # values kept in-process per cache
+L1_ENTRIES = 4096  # values kept in-process per cache
 L1_SECONDS = 60.0
 
 
@@ -52,15 +53,24 @@ class RedisCache:
 
     RedisCache(url, namespace, default_ttl, run_id)
       url          redis://[:password@]host:port/db, or rediss:// for TLS
-      namespace    key prefix (spec.cache.namespace, default <namespace>.<name> of the DatasetJob, see spec.cache_namespace)
+      namespace    key prefix (spec.cache.namespace, default <namespace>.<name> of the DatasetJob,
+                   see spec.cache_namespace)
       default_ttl  seconds a value lives (None or 0: forever)
       run_id       counts hits/misses of this run in dsj:stats:{namespace}:{run_id}
       local_entries  size of the in-process table of values already read (0: none)
     """
 
-    def __init__(self, url: str, namespace: str = "default", default_ttl: int | None = None,
-                 run_id: str | None = None, *, lock_ms: int = LOCK_MS,
-                 wait_timeout: float = SINGLE_FLIGHT_TIMEOUT_SECONDS, local_entries: int = L1_ENTRIES):
+    def __init__(
+        self,
+        url: str,
+        namespace: str = "default",
+        default_ttl: int | None = None,
+        run_id: str | None = None,
+        *,
+        lock_ms: int = LOCK_MS,
+        wait_timeout: float = SINGLE_FLIGHT_TIMEOUT_SECONDS,
+        local_entries: int = L1_ENTRIES,
+    ):
         self.url = url
         self.namespace = namespace
         self.default_ttl = default_ttl
@@ -127,7 +137,7 @@ class RedisCache:
             return {}
         ok, texts = self.link.run(lambda c: c.mget([self.value_key(k) for k in keys]))
         out: dict[str, Any] = {}
-        for key, text in zip(keys, texts or ()):
+        for key, text in zip(keys, texts or (), strict=False):
             if text is not None:
                 found, value = self._decoded(key, text)
                 if found:
@@ -229,8 +239,11 @@ class RedisCache:
             if deadline is None:
                 deadline = now + self.wait_timeout
             elif now >= deadline:
-                log.warning("cache key %r: still being computed elsewhere after %.0fs; computing it here",
-                            key, self.wait_timeout)
+                log.warning(
+                    "cache key %r: still being computed elsewhere after %.0fs; computing it here",
+                    key,
+                    self.wait_timeout,
+                )
                 return self._compute_and_store(key, fn, ttl, token=None), False
             time.sleep(delay)
             delay = min(delay * 1.5, POLL_MAX_SECONDS)
@@ -267,8 +280,7 @@ class RedisCache:
         with self._held_lock:
             self._held[lock] = token
             if self._renewer is None or not self._renewer.is_alive():
-                self._renewer = threading.Thread(target=self._renew_loop, name="dsj-cache-lock-renewer",
-                                                 daemon=True)
+                self._renewer = threading.Thread(target=self._renew_loop, name="dsj-cache-lock-renewer", daemon=True)
                 self._renewer.start()
 
     def _unhold(self, lock: str) -> None:

@@ -24,5 +24,4 @@ from .factory import make_limiter
 from .local import InProcessTokenBucket, LocalTokenBucket
 from .redis_bucket import RedisTokenBucket
 
-__all__ = ["TokenBucket", "bucket_step", "make_limiter", "InProcessTokenBucket", "LocalTokenBucket",
-           "RedisTokenBucket"]
+__all__ = ["TokenBucket", "bucket_step", "make_limiter", "InProcessTokenBucket", "LocalTokenBucket", "RedisTokenBucket"]

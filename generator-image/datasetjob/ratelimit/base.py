@@ -6,8 +6,9 @@ import time
 from abc import ABC, abstractmethod
 
 
-def bucket_step(tokens: float | None, at: float | None, now: float, rate: float, burst: float,
-                reserve: bool) -> tuple[float, float, float]:
+def bucket_step(
+    tokens: float | None, at: float | None, now: float, rate: float, burst: float, reserve: bool
+) -> tuple[float, float, float]:
     """One decision of the bucket: (tokens, at, wait) after a request at `now`.
 
     wait == 0: a token was taken. wait > 0 with `reserve`: the token of the slot `at + wait`

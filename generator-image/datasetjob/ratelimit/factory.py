@@ -20,13 +20,16 @@ def make_limiter(spec) -> TokenBucket:
     rl = spec.rate_limit
     url = effective_redis_url(spec.cache.redis_url)
     if url:
-        return RedisTokenBucket(url, rl.scope, rl.requests_per_second, rl.burst,
-                                parallelism=max(1, min(spec.parallelism, spec.shards)))
+        return RedisTokenBucket(
+            url, rl.scope, rl.requests_per_second, rl.burst, parallelism=max(1, min(spec.parallelism, spec.shards))
+        )
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         # a pod without Redis cannot share a bucket with the other pods: take its share
         share = max(1, min(spec.parallelism, spec.shards))
         log.warning(
             "spec.rateLimit without a Redis (spec.cache.redisUrl is empty): this pod limits itself "
-            "to requestsPerSecond / parallelism = %.3g requests/s", rl.requests_per_second / share)
+            "to requestsPerSecond / parallelism = %.3g requests/s",
+            rl.requests_per_second / share,
+        )
         return InProcessTokenBucket(rl.requests_per_second / share, max(1, rl.burst // share))
     return LocalTokenBucket(embedded_cache_dir(), rl.scope, rl.requests_per_second, rl.burst)

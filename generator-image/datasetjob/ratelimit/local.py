@@ -25,8 +25,9 @@ class InProcessTokenBucket(TokenBucket):
 
     def step(self, reserve: bool) -> tuple[float, float]:
         with self._lock:
-            self._tokens, self._at, wait = bucket_step(self._tokens, self._at, time.time(), self.rate,
-                                                       self.burst, reserve)
+            self._tokens, self._at, wait = bucket_step(
+                self._tokens, self._at, time.time(), self.rate, self.burst, reserve
+            )
             return wait, self._at + wait
 
 

@@ -74,8 +74,7 @@ class RedisTokenBucket(TokenBucket):
         self._script = self.link.script(TOKEN_BUCKET)
         self._args_try = [repr(self.rate), self.burst, 0]
         self._args_reserve = [repr(self.rate), self.burst, 1]
-        self.fallback = InProcessTokenBucket(self.rate / self.parallelism,
-                                             max(1, self.burst // self.parallelism))
+        self.fallback = InProcessTokenBucket(self.rate / self.parallelism, max(1, self.burst // self.parallelism))
         self.link.check()
 
     @property

@@ -95,8 +95,7 @@ def price_history(symbol: str, dates: list[str]) -> list[float]:
 def market_data(date: str) -> dict:
     """Index return and volatility on `date` (one upstream call)."""
     _call()
-    return {"market_return": (_unit("mkt", date) - 500_000) / 10_000_000,
-            "vix": 10 + _unit("vix", date) / 40_000}
+    return {"market_return": (_unit("mkt", date) - 500_000) / 10_000_000, "vix": 10 + _unit("vix", date) / 40_000}
 
 
 def institutional_flow(symbol: str, date: str) -> float:

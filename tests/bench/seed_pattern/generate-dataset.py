@@ -21,8 +21,9 @@ def main():
     rows = []
     for item_id in args.items.split(","):
         symbol, date = item_id.split(":")
-        ctx = ItemContext(item=None, item_id=item_id, shard=args.name, index=0, run_id="seed",
-                          cache=cache, counters=Counters())
+        ctx = ItemContext(
+            item=None, item_id=item_id, shard=args.name, index=0, run_id="seed", cache=cache, counters=Counters()
+        )
         rows.append(example({"symbol": symbol, "date": date}, ctx))
         print("✓ Example generated", item_id, flush=True)
     with open(os.path.join(args.out, f"{args.name}.csv"), "w", newline="") as f:

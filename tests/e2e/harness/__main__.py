@@ -31,15 +31,24 @@ from .network import NetworkError
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.e2e.harness", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m tests.e2e.harness", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("command", nargs="?", choices=["up", "clean", "install"], default="up")
-    ap.add_argument("-n", "--namespace", default="default",
-                    help="install: the namespace whose DatasetJobs get the output credentials")
-    ap.add_argument("--kubeconfig-out", default=".cluster/kubeconfig",
-                    help="where to copy the admin kubeconfig (default: %(default)s)")
-    ap.add_argument("--state-dir", default=None,
-                    help="keep certificates, logs and node state here instead of a temp dir")
+    ap.add_argument(
+        "-n",
+        "--namespace",
+        default="default",
+        help="install: the namespace whose DatasetJobs get the output credentials",
+    )
+    ap.add_argument(
+        "--kubeconfig-out",
+        default=".cluster/kubeconfig",
+        help="where to copy the admin kubeconfig (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--state-dir", default=None, help="keep certificates, logs and node state here instead of a temp dir"
+    )
     ap.add_argument("--no-chart", action="store_true", help="do not install the chart")
     args = ap.parse_args(argv)
 
@@ -64,15 +73,19 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(cp.kubeconfig.read_text())
         out.chmod(0o600)
-        print(f"cluster {cp.kubernetes_version} ready in {cluster.timings['total']:.1f}s "
-              f"({json.dumps({k: round(v, 1) for k, v in cluster.timings.items()})})")
+        print(
+            f"cluster {cp.kubernetes_version} ready in {cluster.timings['total']:.1f}s "
+            f"({json.dumps({k: round(v, 1) for k, v in cluster.timings.items()})})"
+        )
         print(f"API server: {cp.server}   node: {node.node_name} ({node.addresses.node_ip})")
         print(f"logs: {cp.log_dir} and {node.log_dir}")
         if not args.no_chart:
             s3 = cluster.s3
             print(f"operator and Redis: namespace {SYSTEM_NAMESPACE}; default output: s3://{BUCKET}/<namespace>/<name>")
-            print(f"S3 server: {s3.endpoint_url} in pods, {s3.host_endpoint_url} from this machine "
-                  f"(access key {s3.access_key}, secret in {STORAGE_NAMESPACE}/s3-root)")
+            print(
+                f"S3 server: {s3.endpoint_url} in pods, {s3.host_endpoint_url} from this machine "
+                f"(access key {s3.access_key}, secret in {STORAGE_NAMESPACE}/s3-root)"
+            )
         print()
         print(f"export KUBECONFIG={out}")
         kubectl = kubectl_path()
@@ -84,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.wait(1.0):
             dead = [c.name for c in cp.components.values() if not c.running()]
             if dead or not node.running():
-                print(f"exited: {', '.join(dead) or 'the node'}\n{cp.format_logs_tail(30)}\n"
-                      f"{node.format_logs_tail(30)}", file=sys.stderr)
+                print(
+                    f"exited: {', '.join(dead) or 'the node'}\n{cp.format_logs_tail(30)}\n{node.format_logs_tail(30)}",
+                    file=sys.stderr,
+                )
                 return 1
         print("stopping ...", flush=True)
         return 0
@@ -109,8 +124,10 @@ def install(namespace: str) -> int:
     except (ImagesMissing, AddonError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"installed: S3 server {s3.endpoint_url} (bucket {s3.bucket}), the chart in {SYSTEM_NAMESPACE}, "
-          f"output credentials in {namespace}")
+    print(
+        f"installed: S3 server {s3.endpoint_url} (bucket {s3.bucket}), the chart in {SYSTEM_NAMESPACE}, "
+        f"output credentials in {namespace}"
+    )
     return 0
 
 

@@ -63,14 +63,22 @@ class S3Access:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.host_endpoint_url, aws_access_key_id=self.access_key,
-                            aws_secret_access_key=self.secret_key, region_name=self.region,
-                            config=Config(retries={"mode": "standard", "max_attempts": 5}))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.host_endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+            config=Config(retries={"mode": "standard", "max_attempts": 5}),
+        )
 
     def secret_data(self) -> dict[str, str]:
         """The Secret DatasetJobs reference as output.credentialsSecret."""
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_DEFAULT_REGION": self.region}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+        }
 
 
 class Addons:
@@ -105,18 +113,34 @@ class Addons:
 
     # -- the add-ons ------------------------------------------------------------------------------
     def install_coredns(self) -> None:
-        manifest = _fill((ADDONS / "coredns.yaml").read_text(), {
-            "COREDNS_IMAGE": image_ref(self.images, "coredns"), "CLUSTER_DNS_IP": self.cluster_dns_ip})
+        manifest = _fill(
+            (ADDONS / "coredns.yaml").read_text(),
+            {"COREDNS_IMAGE": image_ref(self.images, "coredns"), "CLUSTER_DNS_IP": self.cluster_dns_ip},
+        )
         self.kubectl("apply", "-f", "-", input=manifest)
 
     def install_s3(self) -> S3Access:
         access = S3Access(
-            endpoint_url=f"http://s3.{STORAGE_NAMESPACE}.svc:{S3_PORT}", host_endpoint_url="",
-            access_key="datasetjob", secret_key=secrets.token_hex(16))
+            endpoint_url=f"http://s3.{STORAGE_NAMESPACE}.svc:{S3_PORT}",
+            host_endpoint_url="",
+            access_key="datasetjob",
+            secret_key=secrets.token_hex(16),
+        )
         self.kubectl("create", "namespace", STORAGE_NAMESPACE, check=False)
-        self.kubectl("apply", "-f", "-", input=_fill((ADDONS / "s3.yaml").read_text(), {
-            "S3_NAMESPACE": STORAGE_NAMESPACE, "S3_IMAGE": image_ref(self.images, "versitygw"),
-            "S3_ACCESS_KEY": access.access_key, "S3_SECRET_KEY": access.secret_key}))
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=_fill(
+                (ADDONS / "s3.yaml").read_text(),
+                {
+                    "S3_NAMESPACE": STORAGE_NAMESPACE,
+                    "S3_IMAGE": image_ref(self.images, "versitygw"),
+                    "S3_ACCESS_KEY": access.access_key,
+                    "S3_SECRET_KEY": access.secret_key,
+                },
+            ),
+        )
         ip = self.kubectl("get", "service", "s3", "-n", STORAGE_NAMESPACE, "-o", "jsonpath={.spec.clusterIP}").stdout
         access.host_endpoint_url = f"http://{ip}:{S3_PORT}"  # routed to the node on the local cluster
         self.s3 = access
@@ -133,26 +157,52 @@ class Addons:
     def _create_bucket(self) -> None:
         """From inside the cluster (a one-shot Job with the worker image), so this works on any
         cluster, including ones whose Services this host cannot reach."""
-        script = ("import boto3, os, botocore.exceptions as e\n"
-                  "c = boto3.client('s3', endpoint_url=os.environ['ENDPOINT'], region_name='us-east-1',\n"
-                  "    aws_access_key_id=os.environ['ROOT_ACCESS_KEY'], aws_secret_access_key=os.environ['ROOT_SECRET_KEY'])\n"
-                  "try:\n    c.create_bucket(Bucket=os.environ['BUCKET'])\n"
-                  "except c.exceptions.BucketAlreadyOwnedByYou:\n    pass\n")
-        job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "s3-bucket", "namespace": STORAGE_NAMESPACE},
-               "spec": {"backoffLimit": 6, "ttlSecondsAfterFinished": 600, "template": {"spec": {
-                   "restartPolicy": "OnFailure", "automountServiceAccountToken": False,
-                   "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
-                   "containers": [{"name": "create", "image": image_ref(self.images, "worker"),
-                                   "imagePullPolicy": "IfNotPresent", "command": ["python", "-c", script],
-                                   "env": [{"name": "ENDPOINT", "value": self.s3.endpoint_url},
-                                           {"name": "BUCKET", "value": self.s3.bucket}],
-                                   "envFrom": [{"secretRef": {"name": "s3-root"}}],
-                                   "securityContext": {"readOnlyRootFilesystem": True,
-                                                       "allowPrivilegeEscalation": False,
-                                                       "capabilities": {"drop": ["ALL"]}}}]}}}}
+        script = (
+            "import boto3, os, botocore.exceptions as e\n"
+            "c = boto3.client('s3', endpoint_url=os.environ['ENDPOINT'], region_name='us-east-1',\n"
+            "    aws_access_key_id=os.environ['ROOT_ACCESS_KEY'],\n"
+            "    aws_secret_access_key=os.environ['ROOT_SECRET_KEY'])\n"
+            "try:\n    c.create_bucket(Bucket=os.environ['BUCKET'])\n"
+            "except c.exceptions.BucketAlreadyOwnedByYou:\n    pass\n"
+        )
+        job = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "s3-bucket", "namespace": STORAGE_NAMESPACE},
+            "spec": {
+                "backoffLimit": 6,
+                "ttlSecondsAfterFinished": 600,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "OnFailure",
+                        "automountServiceAccountToken": False,
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
+                        "containers": [
+                            {
+                                "name": "create",
+                                "image": image_ref(self.images, "worker"),
+                                "imagePullPolicy": "IfNotPresent",
+                                "command": ["python", "-c", script],
+                                "env": [
+                                    {"name": "ENDPOINT", "value": self.s3.endpoint_url},
+                                    {"name": "BUCKET", "value": self.s3.bucket},
+                                ],
+                                "envFrom": [{"secretRef": {"name": "s3-root"}}],
+                                "securityContext": {
+                                    "readOnlyRootFilesystem": True,
+                                    "allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]},
+                                },
+                            }
+                        ],
+                    }
+                },
+            },
+        }
         self.kubectl("apply", "-f", "-", input=json.dumps(job))
-        res = self.kubectl("wait", "-n", STORAGE_NAMESPACE, "--for=condition=complete", "job/s3-bucket",
-                           "--timeout=180s", check=False)
+        res = self.kubectl(
+            "wait", "-n", STORAGE_NAMESPACE, "--for=condition=complete", "job/s3-bucket", "--timeout=180s", check=False
+        )
         if res.returncode != 0:
             logs = self.kubectl("logs", "-n", STORAGE_NAMESPACE, "job/s3-bucket", check=False)
             raise AddonError(f"bucket {self.s3.bucket} not created: {res.stderr.strip()}\n{logs.stdout}{logs.stderr}")
@@ -163,20 +213,39 @@ class Addons:
         repository, tag = redis.rsplit(":", 1)
         return {
             "redis": {"image": {"repository": repository, "tag": tag}},
-            "defaultOutput": {"prefix": f"s3://{self.s3.bucket}", "endpointUrl": self.s3.endpoint_url,
-                              "credentialsSecret": CREDENTIALS_SECRET},
+            "defaultOutput": {
+                "prefix": f"s3://{self.s3.bucket}",
+                "endpointUrl": self.s3.endpoint_url,
+                "credentialsSecret": CREDENTIALS_SECRET,
+            },
         }
 
     def install_chart(self, extra_values: dict | None = None) -> None:
         values = _merge(self.chart_values(), extra_values or {})
-        self.helm("upgrade", "--install", RELEASE, str(CHART), "--namespace", SYSTEM_NAMESPACE, "--create-namespace",
-                  "--wait", "--timeout", "5m", "-f", "-", input=yaml.safe_dump(values))
+        self.helm(
+            "upgrade",
+            "--install",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            SYSTEM_NAMESPACE,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "5m",
+            "-f",
+            "-",
+            input=yaml.safe_dump(values),
+        )
 
     def add_credentials(self, namespace: str) -> None:
         """The output credentials Secret that DatasetJobs in `namespace` use by default."""
-        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": CREDENTIALS_SECRET,
-                                                                     "namespace": namespace},
-                  "stringData": self.s3.secret_data()}
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": CREDENTIALS_SECRET, "namespace": namespace},
+            "stringData": self.s3.secret_data(),
+        }
         self.kubectl("apply", "-f", "-", input=json.dumps(secret))
 
 

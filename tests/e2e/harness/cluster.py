@@ -109,8 +109,9 @@ def kubectl_path(versions: dict[str, str] | None = None) -> str | None:
     return found
 
 
-def require_binaries(names=("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                            "kubelet", "kube-proxy")) -> dict[str, Path]:
+def require_binaries(
+    names=("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"),
+) -> dict[str, Path]:
     paths = binary_paths()
     missing = [f"{n} ({paths[n]})" for n in names if not os.access(paths[n], os.X_OK)]
     if missing:
@@ -210,14 +211,36 @@ def _openssl(*args: str, cwd: Path) -> None:
 def make_pki(pki: Path, api_ips: tuple[str, ...]) -> None:
     """A CA, an API server serving certificate for api_ips, and a service-account key."""
     pki.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", *_EC, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
-             "-subj", "/CN=datasetjob-e2e-ca", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=pki)
-    sans = ",".join([*(f"IP:{a}" for a in api_ips), "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
-                     "DNS:kubernetes.default.svc", "DNS:kubernetes.default.svc.cluster.local"])
+    _openssl(
+        "req",
+        "-x509",
+        *_EC,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=datasetjob-e2e-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=pki,
+    )
+    sans = ",".join(
+        [
+            *(f"IP:{a}" for a in api_ips),
+            "DNS:localhost",
+            "DNS:kubernetes",
+            "DNS:kubernetes.default",
+            "DNS:kubernetes.default.svc",
+            "DNS:kubernetes.default.svc.cluster.local",
+        ]
+    )
     _issue(pki, "apiserver", "/CN=kube-apiserver", f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n")
-    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
-             "-out", "sa.key", cwd=pki)
+    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key", cwd=pki)
     _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
@@ -227,12 +250,29 @@ _EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 def _issue(pki: Path, name: str, subject: str, extensions: str) -> None:
     _openssl("req", "-new", *_EC, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=pki)
     (pki / f"{name}.ext").write_text(extensions + "keyUsage=critical,digitalSignature,keyEncipherment\n")
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", f"{name}.crt", "-days", "365", "-extfile", f"{name}.ext", cwd=pki)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        f"{name}.crt",
+        "-days",
+        "365",
+        "-extfile",
+        f"{name}.ext",
+        cwd=pki,
+    )
 
 
-def issue_serving_cert(pki: Path, name: str, common_name: str, ips: tuple[str, ...] = (),
-                       dns: tuple[str, ...] = ()) -> tuple[Path, Path]:
+def issue_serving_cert(
+    pki: Path, name: str, common_name: str, ips: tuple[str, ...] = (), dns: tuple[str, ...] = ()
+) -> tuple[Path, Path]:
     """A TLS serving certificate signed by the cluster CA (e.g. for a webhook the API server
     calls by URL): (cert, key), valid for the given IP addresses and DNS names."""
     sans = ",".join([*(f"IP:{a}" for a in ips), *(f"DNS:{d}" for d in dns)])
@@ -247,15 +287,24 @@ def issue_client_cert(pki: Path, name: str, user: str, group: str | None = None)
     return pki / f"{name}.crt", pki / f"{name}.key"
 
 
-def kubeconfig_yaml(server: str, ca_pem: bytes, user: str, token: str | None = None,
-                    context: str = "dsj-e2e", cert: Path | None = None, key: Path | None = None) -> str:
+def kubeconfig_yaml(
+    server: str,
+    ca_pem: bytes,
+    user: str,
+    token: str | None = None,
+    context: str = "dsj-e2e",
+    cert: Path | None = None,
+    key: Path | None = None,
+) -> str:
     """A self-contained kubeconfig: a bearer token, or a client certificate and key."""
     ca = base64.b64encode(ca_pem).decode()
     if token is not None:
         credentials = f"    token: {token}\n"
     else:
-        credentials = (f"    client-certificate-data: {base64.b64encode(cert.read_bytes()).decode()}\n"
-                       f"    client-key-data: {base64.b64encode(key.read_bytes()).decode()}\n")
+        credentials = (
+            f"    client-certificate-data: {base64.b64encode(cert.read_bytes()).decode()}\n"
+            f"    client-key-data: {base64.b64encode(key.read_bytes()).decode()}\n"
+        )
     return (
         "apiVersion: v1\n"
         "kind: Config\n"
@@ -266,9 +315,7 @@ def kubeconfig_yaml(server: str, ca_pem: bytes, user: str, token: str | None = N
         f"    certificate-authority-data: {ca}\n"
         "users:\n"
         f"- name: {user}\n"
-        "  user:\n"
-        + credentials +
-        "contexts:\n"
+        "  user:\n" + credentials + "contexts:\n"
         f"- name: {context}\n"
         "  context:\n"
         f"    cluster: {context}\n"
@@ -323,14 +370,14 @@ class ControlPlane:
         return self.versions["KUBERNETES_VERSION"]
 
     # -- lifecycle ---------------------------------------------------------------------
-    def __enter__(self) -> "ControlPlane":
+    def __enter__(self) -> ControlPlane:
         self.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def start(self) -> "ControlPlane":
+    def start(self) -> ControlPlane:
         bins = require_binaries()
         if shutil.which("openssl") is None:
             raise ControlPlaneError("openssl is needed to make the test certificates (apt-get install openssl)")
@@ -354,8 +401,9 @@ class ControlPlane:
         a = self.addresses
         make_pki(root / "pki", (a.host_ip, a.kubernetes_service_ip, "127.0.0.1"))
         # The API server's identity towards kubelets (logs, exec, port-forward).
-        kubelet_client = issue_client_cert(root / "pki", "apiserver-kubelet-client",
-                                           "kube-apiserver-kubelet-client", "system:masters")
+        kubelet_client = issue_client_cert(
+            root / "pki", "apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"
+        )
         self.timings["pki"] = time.monotonic() - t0
 
         # etcd
@@ -363,20 +411,23 @@ class ControlPlane:
         etcd_port, peer_port = free_port(), free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
-        self._launch("etcd", [
-            str(bins["etcd"]),
-            "--name=dsj-e2e",
-            f"--data-dir={root / 'etcd'}",
-            f"--listen-client-urls={etcd_url}",
-            f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=dsj-e2e={peer_url}",
-            "--initial-cluster-state=new",
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-            "--quota-backend-bytes=4294967296",
-        ])
+        self._launch(
+            "etcd",
+            [
+                str(bins["etcd"]),
+                "--name=dsj-e2e",
+                f"--data-dir={root / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=dsj-e2e={peer_url}",
+                "--initial-cluster-state=new",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+                "--quota-backend-bytes=4294967296",
+            ],
+        )
         self._wait("etcd", lambda: _http_get(f"{etcd_url}/health")[0] == 200)
         self.timings["etcd"] = time.monotonic() - t
 
@@ -389,55 +440,63 @@ class ControlPlane:
         port = free_port(a.host_ip)
         self.server = f"https://{a.host_ip}:{port}"
         pki = root / "pki"
-        self._launch("kube-apiserver", [
-            str(bins["kube-apiserver"]),
-            f"--etcd-servers={etcd_url}",
-            f"--bind-address={a.host_ip}",
-            f"--advertise-address={a.host_ip}",
-            f"--secure-port={port}",
-            f"--cert-dir={root / 'apiserver-certs'}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}",
-            f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}",
-            f"--requestheader-client-ca-file={pki / 'ca.crt'}",
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            "--kubelet-preferred-address-types=InternalIP,Hostname",
-            f"--kubelet-client-certificate={kubelet_client[0]}",
-            f"--kubelet-client-key={kubelet_client[1]}",
-            f"--token-auth-file={tokens}",
-            "--authorization-mode=Node,RBAC",
-            "--enable-admission-plugins=NodeRestriction",
-            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            f"--service-cluster-ip-range={a.service_cidr}",
-            "--allow-privileged=true",
-            "--profiling=false",
-            "--v=1",
-            *self.extra_apiserver_flags,
-        ])
+        self._launch(
+            "kube-apiserver",
+            [
+                str(bins["kube-apiserver"]),
+                f"--etcd-servers={etcd_url}",
+                f"--bind-address={a.host_ip}",
+                f"--advertise-address={a.host_ip}",
+                f"--secure-port={port}",
+                f"--cert-dir={root / 'apiserver-certs'}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+                f"--kubelet-client-certificate={kubelet_client[0]}",
+                f"--kubelet-client-key={kubelet_client[1]}",
+                f"--token-auth-file={tokens}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                f"--service-cluster-ip-range={a.service_cidr}",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+                *self.extra_apiserver_flags,
+            ],
+        )
         ctx = ssl.create_default_context(cafile=str(self.ca_file))
         headers = {"Authorization": f"Bearer {self.admin_token}"}
-        self._wait("kube-apiserver",
-                   lambda: _http_get(f"{self.server}/readyz", ctx=ctx, headers=headers)[0] == 200)
+        self._wait("kube-apiserver", lambda: _http_get(f"{self.server}/readyz", ctx=ctx, headers=headers)[0] == 200)
         self.kubeconfig.write_text(
             kubeconfig_yaml(self.server, self.ca_file.read_bytes(), ADMIN_USER, self.admin_token)
         )
         self.kubeconfig.chmod(0o600)
         # The bootstrap controller creates these shortly after /readyz.
-        self._wait("default namespace", lambda: _http_get(
-            f"{self.server}/api/v1/namespaces/default", ctx=ctx, headers=headers)[0] == 200)
+        self._wait(
+            "default namespace",
+            lambda: _http_get(f"{self.server}/api/v1/namespaces/default", ctx=ctx, headers=headers)[0] == 200,
+        )
         self.timings["kube-apiserver"] = time.monotonic() - t
 
-        self._start_controller(bins, "kube-controller-manager", [
-            f"--cert-dir={root / 'kcm-certs'}",
-            f"--controllers={','.join(self.controllers)}",
-            f"--service-cluster-ip-range={a.service_cidr}",
-            f"--root-ca-file={pki / 'ca.crt'}",
-        ])
+        self._start_controller(
+            bins,
+            "kube-controller-manager",
+            [
+                f"--cert-dir={root / 'kcm-certs'}",
+                f"--controllers={','.join(self.controllers)}",
+                f"--service-cluster-ip-range={a.service_cidr}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+            ],
+        )
         self._start_controller(bins, "kube-scheduler", [])
         self.timings["total"] = time.monotonic() - t0
 
@@ -445,17 +504,20 @@ class ControlPlane:
         """kube-controller-manager or kube-scheduler: admin kubeconfig, loopback, no leader election."""
         t = time.monotonic()
         port = free_port()
-        self._launch(name, [
-            str(bins[name]),
-            f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={port}",
-            "--leader-elect=false",
-            "--v=1",
-            *flags,
-        ])
+        self._launch(
+            name,
+            [
+                str(bins[name]),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                "--leader-elect=false",
+                "--v=1",
+                *flags,
+            ],
+        )
         insecure = ssl.create_default_context()  # its self-signed serving certificate
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE
@@ -486,8 +548,7 @@ class ControlPlane:
                 last_error = repr(exc)
             time.sleep(0.1)
         raise ControlPlaneError(
-            f"{what} not ready after {timeout or self.start_timeout:.0f}s ({last_error})\n"
-            + self.format_logs_tail(30)
+            f"{what} not ready after {timeout or self.start_timeout:.0f}s ({last_error})\n" + self.format_logs_tail(30)
         )
 
     def stop(self) -> None:
@@ -517,12 +578,14 @@ class ControlPlane:
 
     def api_get(self, path: str) -> tuple[int, str]:
         """GET an API path as the admin: (HTTP status, body)."""
-        return _http_get(f"{self.server}{path}", ctx=self._ssl_context(),
-                         headers={"Authorization": f"Bearer {self.admin_token}"})
+        return _http_get(
+            f"{self.server}{path}", ctx=self._ssl_context(), headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
 
     def api_delete(self, path: str) -> int:
-        req = urllib.request.Request(f"{self.server}{path}", method="DELETE",
-                                     headers={"Authorization": f"Bearer {self.admin_token}"})
+        req = urllib.request.Request(
+            f"{self.server}{path}", method="DELETE", headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
         try:
             with urllib.request.urlopen(req, context=self._ssl_context(), timeout=10) as resp:
                 return resp.status
@@ -550,8 +613,9 @@ class ControlPlane:
         return path
 
 
-def _http_get(url: str, ctx: ssl.SSLContext | None = None, headers: dict | None = None,
-              timeout: float = 2.0) -> tuple[int, str]:
+def _http_get(
+    url: str, ctx: ssl.SSLContext | None = None, headers: dict | None = None, timeout: float = 2.0
+) -> tuple[int, str]:
     req = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(req, context=ctx, timeout=timeout) as resp:

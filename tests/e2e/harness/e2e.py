@@ -6,8 +6,9 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .cluster import binary_paths, kubectl_path
 from .local_cluster import LocalCluster
@@ -95,16 +96,28 @@ class E2ECluster:
         return env
 
     # -- command-line tools ---------------------------------------------------------------
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                kubeconfig: str | Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    def kubectl(
+        self,
+        *args: str,
+        check: bool = True,
+        input: str | None = None,
+        kubeconfig: str | Path | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess:
         """Runs kubectl (see cluster.kubectl_path) against this cluster; text output."""
         exe = kubectl_path()
         if not exe:
             raise RuntimeError("kubectl is not installed (Debian package `kubectl`)")
         return self._run([exe, *args], check, input, kubeconfig, timeout)
 
-    def helm(self, *args: str, check: bool = True, input: str | None = None,
-             kubeconfig: str | Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    def helm(
+        self,
+        *args: str,
+        check: bool = True,
+        input: str | None = None,
+        kubeconfig: str | Path | None = None,
+        timeout: float = 300,
+    ) -> subprocess.CompletedProcess:
         """Runs the helm built by `make controlplane` against this cluster."""
         exe = binary_paths()["helm"]
         if not exe.exists():
@@ -112,8 +125,9 @@ class E2ECluster:
         return self._run([str(exe), *args], check, input, kubeconfig, timeout)
 
     def _run(self, argv, check, input, kubeconfig, timeout) -> subprocess.CompletedProcess:
-        res = subprocess.run(argv, input=input, capture_output=True, text=True,
-                             env=self.env(kubeconfig), timeout=timeout)
+        res = subprocess.run(
+            argv, input=input, capture_output=True, text=True, env=self.env(kubeconfig), timeout=timeout
+        )
         if check and res.returncode != 0:
             raise AssertionError(
                 f"{' '.join(argv)} exited with {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
@@ -121,9 +135,16 @@ class E2ECluster:
         return res
 
     # -- waiting --------------------------------------------------------------------------
-    def wait_for(self, predicate: Callable[[], Any], *, timeout: float = 60, interval: float = 0.25,
-                 what: str = "condition", namespace: str | None = None,
-                 objects: list[str] = ()) -> Any:
+    def wait_for(
+        self,
+        predicate: Callable[[], Any],
+        *,
+        timeout: float = 60,
+        interval: float = 0.25,
+        what: str = "condition",
+        namespace: str | None = None,
+        objects: list[str] = (),
+    ) -> Any:
         """Polls predicate() until it returns something truthy and returns that.
 
         On timeout raises WaitTimeout with a report: the API objects at `objects` (API
@@ -147,8 +168,15 @@ class E2ECluster:
             msg += f" (last error: {last_exc!r})"
         raise WaitTimeout(msg + "\n" + self.report(namespace=namespace, objects=objects))
 
-    def wait_for_object(self, path: str, predicate: Callable[[dict], Any], *, timeout: float = 60,
-                        what: str | None = None, namespace: str | None = None) -> dict:
+    def wait_for_object(
+        self,
+        path: str,
+        predicate: Callable[[dict], Any],
+        *,
+        timeout: float = 60,
+        what: str | None = None,
+        namespace: str | None = None,
+    ) -> dict:
         """GETs the API path until predicate(obj) is truthy; returns the object (a dict)."""
 
         def check():
@@ -161,8 +189,9 @@ class E2ECluster:
             return obj if predicate(obj) else None
 
         ns = namespace or _namespace_of(path)
-        return self.wait_for(check, timeout=timeout, what=what or f"{path} to satisfy the predicate",
-                             namespace=ns, objects=[path])
+        return self.wait_for(
+            check, timeout=timeout, what=what or f"{path} to satisfy the predicate", namespace=ns, objects=[path]
+        )
 
     def wait_gone(self, path: str, *, timeout: float = 60, namespace: str | None = None) -> None:
         def gone():
@@ -174,8 +203,13 @@ class E2ECluster:
                 raise
             return False
 
-        self.wait_for(gone, timeout=timeout, what=f"{path} to be deleted",
-                      namespace=namespace or _namespace_of(path), objects=[path])
+        self.wait_for(
+            gone,
+            timeout=timeout,
+            what=f"{path} to be deleted",
+            namespace=namespace or _namespace_of(path),
+            objects=[path],
+        )
 
     # -- diagnostics ------------------------------------------------------------------------
     def report(self, namespace: str | None = None, objects: list[str] = (), log_lines: int = 40) -> str:
@@ -215,8 +249,9 @@ class E2ECluster:
             section(f"{name} log (last {log_lines} lines)", text)
         return "\n".join(out)
 
-    def pod_log(self, namespace: str, pod: str, container: str | None = None, tail: int | None = None,
-                previous: bool = False) -> str:
+    def pod_log(
+        self, namespace: str, pod: str, container: str | None = None, tail: int | None = None, previous: bool = False
+    ) -> str:
         """`kubectl logs` of a pod (through the API server and the kubelet, as a user would)."""
         args = ["logs", "-n", namespace, pod]
         if container:
@@ -274,10 +309,15 @@ def _pod_line(p: dict) -> str:
         state = cs.get("state") or {}
         kind = next(iter(state), "?")
         detail = state.get(kind) or {}
-        extra = f" exit={detail.get('exitCode')} {detail.get('reason', '')}" if kind == "terminated" else (
-            f" {detail.get('reason', '')} {detail.get('message', '')}" if kind == "waiting" else "")
+        extra = (
+            f" exit={detail.get('exitCode')} {detail.get('reason', '')}"
+            if kind == "terminated"
+            else (f" {detail.get('reason', '')} {detail.get('message', '')}" if kind == "waiting" else "")
+        )
         states.append(f"{cs['name']}:{kind}{extra}")
     meta = p["metadata"]
     deleting = " deleting" if meta.get("deletionTimestamp") else ""
-    return (f"{meta['name']} phase={st.get('phase')}{deleting} node={p['spec'].get('nodeName')} "
-            f"finalizers={meta.get('finalizers', [])} {' '.join(states)}")
+    return (
+        f"{meta['name']} phase={st.get('phase')}{deleting} node={p['spec'].get('nodeName')} "
+        f"finalizers={meta.get('finalizers', [])} {' '.join(states)}"
+    )

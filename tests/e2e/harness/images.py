@@ -36,6 +36,7 @@ def image_archives() -> list[ImageArchive]:
             images.append(ImageArchive(ref.strip(), Path(path.strip())))
     missing = [f"{i.ref} ({i.archive})" for i in images if not i.archive.is_file()]
     if not images or missing:
-        raise ImagesMissing("image archives are missing: " + (", ".join(missing) or "none listed")
-                            + ". Build them with `make images`.")
+        raise ImagesMissing(
+            "image archives are missing: " + (", ".join(missing) or "none listed") + ". Build them with `make images`."
+        )
     return images

@@ -50,8 +50,10 @@ class KueueError(RuntimeError):
 def kueue_paths(versions: dict[str, str] | None = None) -> tuple[Path, Path]:
     """(binary, module source) for the pinned version, where scripts/build-kueue.sh puts them."""
     version = (versions or read_versions())["KUEUE_VERSION"]
-    return (cache_dir() / "bin" / f"kueue-{version}" / "kueue",
-            cache_dir() / "go" / "mod" / "sigs.k8s.io" / f"kueue@{version}")
+    return (
+        cache_dir() / "bin" / f"kueue-{version}" / "kueue",
+        cache_dir() / "go" / "mod" / "sigs.k8s.io" / f"kueue@{version}",
+    )
 
 
 def _served_by_this_kueue(webhook: dict) -> bool:
@@ -70,8 +72,10 @@ def webhook_configurations(manifests: list[dict], url: str, ca_pem: bytes) -> li
         if not doc or doc.get("kind") not in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
             continue
         doc = copy.deepcopy(doc)
-        doc["metadata"] = {"name": MUTATING if doc["kind"].startswith("Mutating") else VALIDATING,
-                           "labels": {"app.kubernetes.io/part-of": "dsj-e2e-kueue"}}
+        doc["metadata"] = {
+            "name": MUTATING if doc["kind"].startswith("Mutating") else VALIDATING,
+            "labels": {"app.kubernetes.io/part-of": "dsj-e2e-kueue"},
+        }
         webhooks = []
         for hook in doc.get("webhooks") or []:
             if not _served_by_this_kueue(hook):
@@ -116,7 +120,7 @@ class Kueue:
         self.timings: dict[str, float] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self) -> "Kueue":
+    def start(self) -> Kueue:
         crds = sorted((self.source / "config" / "components" / "crd" / "bases").glob("*.yaml"))
         if not self.binary.exists() or not crds:
             raise KueueError(f"Kueue is not built ({self.binary}); run scripts/build-kueue.sh")
@@ -148,23 +152,32 @@ class Kueue:
 
         self.webhook_port, metrics_port, self.health_port = free_port(), free_port(), free_port()
         config = self.root / "config.yaml"
-        config.write_text(yaml.safe_dump(controller_config(self.webhook_port, metrics_port, self.health_port,
-                                                           cert_dir)))
+        config.write_text(
+            yaml.safe_dump(controller_config(self.webhook_port, metrics_port, self.health_port, cert_dir))
+        )
         t = time.monotonic()
-        kueue = [str(self.binary), f"--config={config}", f"--kubeconfig={cp.kubeconfig}",
-                 # The on-demand visibility API server would bind a fixed port on every interface.
-                 "--feature-gates=VisibilityOnDemand=false", "--zap-log-level=2"]
+        kueue = [
+            str(self.binary),
+            f"--config={config}",
+            f"--kubeconfig={cp.kubeconfig}",
+            # The on-demand visibility API server would bind a fixed port on every interface.
+            "--feature-gates=VisibilityOnDemand=false",
+            "--zap-log-level=2",
+        ]
         self.component = Component("kueue", self._with_metrics_certs(kueue, cert_dir), self.root / "kueue.log")
         self.component.start()
         self._wait_ready()
         self.timings["controller ready"] = time.monotonic() - t
 
-        manifests = list(yaml.safe_load_all(
-            (self.source / "config" / "components" / "webhook" / "manifests.yaml").read_text()))
-        for doc in webhook_configurations(manifests, f"https://127.0.0.1:{self.webhook_port}",
-                                          cp.ca_file.read_bytes()):
-            plural = "mutatingwebhookconfigurations" if doc["kind"].startswith("Mutating") else \
-                "validatingwebhookconfigurations"
+        manifests = list(
+            yaml.safe_load_all((self.source / "config" / "components" / "webhook" / "manifests.yaml").read_text())
+        )
+        for doc in webhook_configurations(manifests, f"https://127.0.0.1:{self.webhook_port}", cp.ca_file.read_bytes()):
+            plural = (
+                "mutatingwebhookconfigurations"
+                if doc["kind"].startswith("Mutating")
+                else "validatingwebhookconfigurations"
+            )
             self.rest.post(f"/apis/admissionregistration.k8s.io/v1/{plural}", doc)
 
     def _with_metrics_certs(self, argv: list[str], cert_dir: Path) -> list[str]:
@@ -174,12 +187,25 @@ class Kueue:
         so the files exist only for Kueue and vanish with its process."""
         layer = self.root / "etc-overlay"
         layer.mkdir()
-        script = ('set -e; mount -t tmpfs tmpfs "$1"; mkdir "$1/upper" "$1/work"; '
-                  'mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1/upper,workdir=$1/work" /etc; '
-                  'mkdir -p /etc/kueue/metrics/certs; cp "$2/tls.crt" "$2/tls.key" /etc/kueue/metrics/certs/; '
-                  'shift 2; exec "$@"')
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "kueue-in-own-mounts",
-                str(layer), str(cert_dir), *argv]
+        script = (
+            'set -e; mount -t tmpfs tmpfs "$1"; mkdir "$1/upper" "$1/work"; '
+            'mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1/upper,workdir=$1/work" /etc; '
+            'mkdir -p /etc/kueue/metrics/certs; cp "$2/tls.crt" "$2/tls.key" /etc/kueue/metrics/certs/; '
+            'shift 2; exec "$@"'
+        )
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "kueue-in-own-mounts",
+            str(layer),
+            str(cert_dir),
+            *argv,
+        ]
 
     def _wait_ready(self, timeout: float = 120) -> None:
         """The readiness probe answers and the webhook server speaks TLS with our certificate."""
@@ -204,15 +230,19 @@ class Kueue:
 
     def _tls_ok(self, ctx: ssl.SSLContext) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.webhook_port), timeout=2) as sock:
-                with ctx.wrap_socket(sock, server_hostname="127.0.0.1"):
-                    return True
+            with (
+                socket.create_connection(("127.0.0.1", self.webhook_port), timeout=2) as sock,
+                ctx.wrap_socket(sock, server_hostname="127.0.0.1"),
+            ):
+                return True
         except (OSError, ssl.SSLError):
             return False
 
     def stop(self) -> None:
-        for plural, name in (("mutatingwebhookconfigurations", MUTATING),
-                             ("validatingwebhookconfigurations", VALIDATING)):
+        for plural, name in (
+            ("mutatingwebhookconfigurations", MUTATING),
+            ("validatingwebhookconfigurations", VALIDATING),
+        ):
             self.rest.delete(f"/apis/admissionregistration.k8s.io/v1/{plural}/{name}", ok_statuses=(404,))
         running = self.component is not None and self.component.running()
         if running:  # Kueue lifts its own finalizers while it runs
@@ -233,8 +263,9 @@ class Kueue:
     def create(self, obj: dict) -> dict:
         """Creates a Kueue object (ResourceFlavor, ClusterQueue, LocalQueue) through the API."""
         kind = obj["kind"]
-        plural = {"ResourceFlavor": "resourceflavors", "ClusterQueue": "clusterqueues",
-                  "LocalQueue": "localqueues"}[kind]
+        plural = {"ResourceFlavor": "resourceflavors", "ClusterQueue": "clusterqueues", "LocalQueue": "localqueues"}[
+            kind
+        ]
         ns = obj["metadata"].get("namespace")
         path = f"{API}/namespaces/{ns}/{plural}" if ns else f"{API}/{plural}"
         obj = dict(obj, apiVersion=f"{GROUP}/v1beta2")
@@ -267,8 +298,7 @@ class Kueue:
         for obj in self._list_all(plural):
             if obj["metadata"].get("finalizers"):
                 try:
-                    self.rest.patch(self._path(plural, obj), {"metadata": {"finalizers": None}},
-                                    kind="merge-patch")
+                    self.rest.patch(self._path(plural, obj), {"metadata": {"finalizers": None}}, kind="merge-patch")
                 except ApiError:
                     pass
 

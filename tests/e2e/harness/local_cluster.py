@@ -57,8 +57,13 @@ def clean_leftovers(min_age: float = 60.0) -> list[str]:
 class LocalCluster:
     """A one-node cluster with the project's images, the chart and an in-cluster S3 server."""
 
-    def __init__(self, state_dir: Path | None = None, keep: bool = False, install_chart: bool = True,
-                 chart_values: dict | None = None):
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        keep: bool = False,
+        install_chart: bool = True,
+        chart_values: dict | None = None,
+    ):
         self.state_dir = Path(state_dir) if state_dir else None
         self.keep = keep
         self.install_chart = install_chart
@@ -70,7 +75,7 @@ class LocalCluster:
         self.s3: S3Access | None = None
         self.timings: dict[str, float] = {}
 
-    def start(self) -> "LocalCluster":
+    def start(self) -> LocalCluster:
         missing = missing_prerequisites()
         if missing:
             raise NodeError("this machine cannot run the node:\n  " + "\n  ".join(missing))

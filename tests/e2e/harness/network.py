@@ -127,8 +127,10 @@ class NodeNetwork:
                 continue
             if ip("netns", "add", a.netns, check=False).returncode == 0:
                 return a
-        raise NetworkError(f"no free node index: {MAX_NODES} namespaces named {NETNS_PREFIX}* exist "
-                           "(`ip netns list`; a killed run may have left them: `make cluster-clean`)")
+        raise NetworkError(
+            f"no free node index: {MAX_NODES} namespaces named {NETNS_PREFIX}* exist "
+            "(`ip netns list`; a killed run may have left them: `make cluster-clean`)"
+        )
 
     def destroy(self) -> None:
         a = self.addresses

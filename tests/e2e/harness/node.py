@@ -39,9 +39,15 @@ class NodeError(ControlPlaneError):
 def missing_prerequisites() -> list[str]:
     """What this machine lacks to run the node, each with how to get it (empty: nothing)."""
     missing = []
-    for tool, package in (("containerd", "containerd"), ("ctr", "containerd"), ("runc", "runc"),
-                          ("unshare", "util-linux"), ("nsenter", "util-linux"), ("iptables", "iptables"),
-                          ("ip", "iproute2")):
+    for tool, package in (
+        ("containerd", "containerd"),
+        ("ctr", "containerd"),
+        ("runc", "runc"),
+        ("unshare", "util-linux"),
+        ("nsenter", "util-linux"),
+        ("iptables", "iptables"),
+        ("ip", "iproute2"),
+    ):
         if shutil.which(tool) is None:
             missing.append(f"{tool}: not found (apt-get install {package})")
     for plugin in ("bridge", "host-local", "loopback", "portmap"):
@@ -58,8 +64,7 @@ def cgroup_dirs(cgroup_root: str) -> list[Path]:
     """This node's cgroup root in every hierarchy mounted under /sys/fs/cgroup."""
     if (CGROUP_V1 / "cgroup.controllers").exists():  # unified (v2) only
         return [CGROUP_V1 / cgroup_root.strip("/")]
-    return [h / cgroup_root.strip("/") for h in sorted(CGROUP_V1.iterdir())
-            if h.is_dir() and not h.is_symlink()]
+    return [h / cgroup_root.strip("/") for h in sorted(CGROUP_V1.iterdir()) if h.is_dir() and not h.is_symlink()]
 
 
 def remove_cgroups(cgroup_root: str, timeout: float = 30.0) -> list[Path]:
@@ -109,8 +114,15 @@ def owner_alive(root: Path) -> bool:
 class RealNode:
     """One node named `dsj-node` of `control_plane`, in the network namespace of `addresses`."""
 
-    def __init__(self, control_plane: ControlPlane, addresses: NodeAddresses, images: list[ImageArchive],
-                 root: Path | None = None, keep: bool = False, start_timeout: float = 180.0):
+    def __init__(
+        self,
+        control_plane: ControlPlane,
+        addresses: NodeAddresses,
+        images: list[ImageArchive],
+        root: Path | None = None,
+        keep: bool = False,
+        start_timeout: float = 180.0,
+    ):
         self.control_plane = control_plane
         self.addresses = addresses
         self.images = images
@@ -138,7 +150,7 @@ class RealNode:
         return self.root / "var-log" / "pods"
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> "RealNode":
+    def start(self) -> RealNode:
         missing = missing_prerequisites()
         if missing:
             raise NodeError("this machine cannot run the node:\n  " + "\n  ".join(missing))
@@ -154,19 +166,41 @@ class RealNode:
 
     def _start(self) -> None:
         t0 = time.monotonic()
-        for d in ("logs", "var-log", "kubelet", "containerd/root", "containerd/state", "containerd/opt",
-                  "cni/net.d", "cni/ipam"):
+        for d in (
+            "logs",
+            "var-log",
+            "kubelet",
+            "containerd/root",
+            "containerd/state",
+            "containerd/opt",
+            "cni/net.d",
+            "cni/ipam",
+        ):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         remove_cgroups(self.cgroup_root, timeout=0)  # a killed run may have left it empty
         (self.root / "owner.pid").write_text(str(os.getpid()))
         self._make_cgroup_root()
         self._write_configs()
         self.process = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.addresses.netns}",
-             "unshare", "--mount", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc",
-             "bash", str(INIT_SCRIPT), str(self.root)],
-            stdin=subprocess.DEVNULL, stdout=open(self.log_dir / "node-init.log", "ab"), stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent)
+            [
+                "nsenter",
+                f"--net=/run/netns/{self.addresses.netns}",
+                "unshare",
+                "--mount",
+                "--pid",
+                "--fork",
+                "--kill-child=SIGKILL",
+                "--mount-proc",
+                "bash",
+                str(INIT_SCRIPT),
+                str(self.root),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=open(self.log_dir / "node-init.log", "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         self._wait("containerd", lambda: (self.root / "containerd.ready").exists())
         self.timings["containerd"] = time.monotonic() - t0
         t = time.monotonic()
@@ -191,72 +225,108 @@ class RealNode:
         ca_pem = cp.ca_file.read_bytes()
         kubelet_cert = issue_client_cert(pki, "kubelet", f"system:node:{NODE_NAME}", "system:nodes")
         proxy_cert = issue_client_cert(pki, "kube-proxy", "system:kube-proxy")
-        (r / "kubelet.kubeconfig").write_text(kubeconfig_yaml(cp.server, ca_pem, f"system:node:{NODE_NAME}",
-                                                              cert=kubelet_cert[0], key=kubelet_cert[1]))
-        (r / "kube-proxy.kubeconfig").write_text(kubeconfig_yaml(cp.server, ca_pem, "system:kube-proxy",
-                                                                 cert=proxy_cert[0], key=proxy_cert[1]))
+        (r / "kubelet.kubeconfig").write_text(
+            kubeconfig_yaml(cp.server, ca_pem, f"system:node:{NODE_NAME}", cert=kubelet_cert[0], key=kubelet_cert[1])
+        )
+        (r / "kube-proxy.kubeconfig").write_text(
+            kubeconfig_yaml(cp.server, ca_pem, "system:kube-proxy", cert=proxy_cert[0], key=proxy_cert[1])
+        )
         # Pods resolve through the cluster DNS only; nothing is forwarded off this machine.
         (r / "resolv.conf").write_text("options ndots:5\n")
         pause = next((i.ref for i in self.images if "/pause:" in i.ref), None)
         if pause is None:
             raise NodeError("no pause image among the image archives (`make images` builds one)")
-        (r / "containerd.toml").write_text(CONTAINERD_CONFIG.format(
-            root=r, socket=self.containerd_socket, pause=pause, cni_bin=CNI_BIN_DIR))
-        (r / "cni" / "net.d" / "10-dsj.conflist").write_text(json.dumps({
-            "cniVersion": "0.4.0",
-            "name": "dsj",
-            "plugins": [
-                {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True, "hairpinMode": True,
-                 "ipam": {"type": "host-local", "ranges": [[{"subnet": a.pod_cidr}]],
-                          "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(r / "cni" / "ipam")}},
-                {"type": "portmap", "capabilities": {"portMappings": True}},
-            ],
-        }, indent=2))
-        (r / "kubelet.yaml").write_text(json.dumps({
-            "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "kind": "KubeletConfiguration",
-            "address": a.node_ip,
-            "port": 10250,
-            "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1",
-            "healthzPort": 10248,
-            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                               "x509": {"clientCAFile": str(cp.ca_file)}},
-            "authorization": {"mode": "Webhook"},
-            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
-            # What a node on a shared host needs: cgroup v1 through cgroupfs, no swap
-            # check, and no eviction or allocatable enforcement on a shared machine.
-            "cgroupDriver": "cgroupfs",
-            "cgroupRoot": self.cgroup_root,
-            "failCgroupV1": False,
-            "failSwapOn": False,
-            "enforceNodeAllocatable": [],
-            "evictionHard": {},
-            "localStorageCapacityIsolation": False,
-            # Preloaded images must never be collected: nothing could pull them back.
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "serializeImagePulls": False,
-            "clusterDNS": [a.cluster_dns_ip],
-            "clusterDomain": "cluster.local",
-            "resolvConf": str(r / "resolv.conf"),
-            "registerNode": True,
-            "maxPods": 110,
-        }, indent=2))
-        (r / "kube-proxy.yaml").write_text(json.dumps({
-            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-            "kind": "KubeProxyConfiguration",
-            "mode": "iptables",
-            "clientConnection": {"kubeconfig": str(r / "kube-proxy.kubeconfig")},
-            "hostnameOverride": NODE_NAME,
-            "clusterCIDR": a.pod_cidr,
-            "healthzBindAddress": "127.0.0.1:10256",
-            "metricsBindAddress": "127.0.0.1:10249",
-            # Leave the conntrack sysctls alone: they are not per-namespace.
-            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
-            "iptables": {"localhostNodePorts": False},
-            "nodePortAddresses": ["primary"],
-        }, indent=2))
+        (r / "containerd.toml").write_text(
+            CONTAINERD_CONFIG.format(root=r, socket=self.containerd_socket, pause=pause, cni_bin=CNI_BIN_DIR)
+        )
+        (r / "cni" / "net.d" / "10-dsj.conflist").write_text(
+            json.dumps(
+                {
+                    "cniVersion": "0.4.0",
+                    "name": "dsj",
+                    "plugins": [
+                        {
+                            "type": "bridge",
+                            "bridge": "cni0",
+                            "isGateway": True,
+                            "ipMasq": True,
+                            "hairpinMode": True,
+                            "ipam": {
+                                "type": "host-local",
+                                "ranges": [[{"subnet": a.pod_cidr}]],
+                                "routes": [{"dst": "0.0.0.0/0"}],
+                                "dataDir": str(r / "cni" / "ipam"),
+                            },
+                        },
+                        {"type": "portmap", "capabilities": {"portMappings": True}},
+                    ],
+                },
+                indent=2,
+            )
+        )
+        (r / "kubelet.yaml").write_text(
+            json.dumps(
+                {
+                    "apiVersion": "kubelet.config.k8s.io/v1beta1",
+                    "kind": "KubeletConfiguration",
+                    "address": a.node_ip,
+                    "port": 10250,
+                    "readOnlyPort": 0,
+                    "healthzBindAddress": "127.0.0.1",
+                    "healthzPort": 10248,
+                    "authentication": {
+                        "anonymous": {"enabled": False},
+                        "webhook": {"enabled": True},
+                        "x509": {"clientCAFile": str(cp.ca_file)},
+                    },
+                    "authorization": {"mode": "Webhook"},
+                    "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
+                    # What a node on a shared host needs: cgroup v1 through cgroupfs, no swap
+                    # check, and no eviction or allocatable enforcement on a shared machine.
+                    "cgroupDriver": "cgroupfs",
+                    "cgroupRoot": self.cgroup_root,
+                    "failCgroupV1": False,
+                    "failSwapOn": False,
+                    "enforceNodeAllocatable": [],
+                    "evictionHard": {},
+                    "localStorageCapacityIsolation": False,
+                    # Preloaded images must never be collected: nothing could pull them back.
+                    "imageGCHighThresholdPercent": 100,
+                    "imageGCLowThresholdPercent": 99,
+                    "serializeImagePulls": False,
+                    "clusterDNS": [a.cluster_dns_ip],
+                    "clusterDomain": "cluster.local",
+                    "resolvConf": str(r / "resolv.conf"),
+                    "registerNode": True,
+                    "maxPods": 110,
+                },
+                indent=2,
+            )
+        )
+        (r / "kube-proxy.yaml").write_text(
+            json.dumps(
+                {
+                    "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                    "kind": "KubeProxyConfiguration",
+                    "mode": "iptables",
+                    "clientConnection": {"kubeconfig": str(r / "kube-proxy.kubeconfig")},
+                    "hostnameOverride": NODE_NAME,
+                    "clusterCIDR": a.pod_cidr,
+                    "healthzBindAddress": "127.0.0.1:10256",
+                    "metricsBindAddress": "127.0.0.1:10249",
+                    # Leave the conntrack sysctls alone: they are not per-namespace.
+                    "conntrack": {
+                        "maxPerCore": 0,
+                        "min": 0,
+                        "tcpEstablishedTimeout": "0s",
+                        "tcpCloseWaitTimeout": "0s",
+                    },
+                    "iptables": {"localhostNodePorts": False},
+                    "nodePortAddresses": ["primary"],
+                },
+                indent=2,
+            )
+        )
         bins = self.control_plane_binaries()
         env = {
             "CONTAINERD": shutil.which("containerd"),
@@ -282,8 +352,20 @@ class RealNode:
 
     def _import_images(self) -> None:
         for image in self.images:
-            res = subprocess.run(["ctr", "--address", str(self.containerd_socket), "-n", "k8s.io",
-                                  "images", "import", str(image.archive)], capture_output=True, text=True)
+            res = subprocess.run(
+                [
+                    "ctr",
+                    "--address",
+                    str(self.containerd_socket),
+                    "-n",
+                    "k8s.io",
+                    "images",
+                    "import",
+                    str(image.archive),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if res.returncode != 0:
                 raise NodeError(f"importing {image.ref} from {image.archive} failed: {res.stderr.strip()}")
 
@@ -298,8 +380,10 @@ class RealNode:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise NodeError(f"the node exited with {self.process.returncode} while waiting for {what}\n"
-                                + self.format_logs_tail(30))
+                raise NodeError(
+                    f"the node exited with {self.process.returncode} while waiting for {what}\n"
+                    + self.format_logs_tail(30)
+                )
             try:
                 if ready():
                     return
@@ -338,8 +422,10 @@ class RealNode:
         return {p.stem: tail_file(p, lines) for p in sorted(self.log_dir.glob("*.log"))}
 
     def format_logs_tail(self, lines: int = 40) -> str:
-        return "\n".join(f"----- {name} (last {lines} lines) -----\n{text or '(empty)'}"
-                         for name, text in self.logs_tail(lines).items())
+        return "\n".join(
+            f"----- {name} (last {lines} lines) -----\n{text or '(empty)'}"
+            for name, text in self.logs_tail(lines).items()
+        )
 
 
 CONTAINERD_CONFIG = """\

@@ -57,7 +57,7 @@ class KubeRest:
         self._local = threading.local()
 
     @classmethod
-    def from_kubeconfig(cls, path: str | Path) -> "KubeRest":
+    def from_kubeconfig(cls, path: str | Path) -> KubeRest:
         return cls(*load_kubeconfig(path))
 
     def _conn(self) -> http.client.HTTPSConnection:
@@ -73,9 +73,15 @@ class KubeRest:
             conn.close()
         self._local.conn = None
 
-    def request(self, method: str, path: str, body: object = None,
-                content_type: str = "application/json", params: dict | None = None,
-                ok_statuses: tuple[int, ...] = ()) -> tuple[int, object]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        content_type: str = "application/json",
+        params: dict | None = None,
+        ok_statuses: tuple[int, ...] = (),
+    ) -> tuple[int, object]:
         """Returns (status, decoded JSON body); raises ApiError for >= 400 unless listed."""
         if params:
             path = path + "?" + urllib.parse.urlencode(params)
@@ -111,10 +117,10 @@ class KubeRest:
     def post(self, path: str, body: object, ok_statuses: tuple[int, ...] = ()) -> tuple[int, object]:
         return self.request("POST", path, body, ok_statuses=ok_statuses)
 
-    def patch(self, path: str, body: object, kind: str = "strategic-merge-patch",
-              ok_statuses: tuple[int, ...] = ()) -> tuple[int, object]:
-        return self.request("PATCH", path, body, content_type=f"application/{kind}+json",
-                            ok_statuses=ok_statuses)
+    def patch(
+        self, path: str, body: object, kind: str = "strategic-merge-patch", ok_statuses: tuple[int, ...] = ()
+    ) -> tuple[int, object]:
+        return self.request("PATCH", path, body, content_type=f"application/{kind}+json", ok_statuses=ok_statuses)
 
     def delete(self, path: str, body: object = None, ok_statuses: tuple[int, ...] = ()) -> tuple[int, object]:
         return self.request("DELETE", path, body, ok_statuses=ok_statuses)
