@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
@@ -45,3 +46,18 @@ def job_condition(job: dict, type_: str) -> dict | None:
 
 def job_finished(job: dict) -> bool:
     return bool(job_condition(job, "Complete") or job_condition(job, "Failed"))
+
+
+def pod_job(pod: dict) -> str | None:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+
+
+def latest_message(pods: list[dict], phase: str) -> dict[str, Any] | None:
+    ended = [p for p in pods if (p.get("status") or {}).get("phase") == phase]
+    ended.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+    for pod in reversed(ended):
+        message = termination_message(pod)
+        if message:
+            return message
+    return None

@@ -7,21 +7,22 @@ the API server, so the state machine is tested in milliseconds.
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from datasetjob.errors import SpecError
-from datasetjob.item_source import count_items, count_unique_ids, iter_items
-from datasetjob.spec import DatasetJobSpec, spec_from_dict
+from datasetjob.item_source import count_items
 from datasetjob.spec import run_id as compute_run_id
 
 from . import naming, planning
+from .cluster_spec import checked_item_total, parsed_spec, with_default_output
+from .conditions import conditions_for
 from .generation_counts import count_generation
-from .job_state import job_condition, job_finished, termination_message
+from .job_state import job_condition, job_finished, latest_message, pod_job
 from .settings import Settings
-from .status import CacheCounts, Condition, DatasetJobStatus, ItemCounts, JobNames, Output, Phase, ShardCounts
+from .status import CacheCounts, DatasetJobStatus, ItemCounts, JobNames, Output, Phase, ShardCounts
+from .suspension import held_by_someone_else, suspend_patches
 
 
 @dataclass
@@ -63,37 +64,6 @@ class Decision:
         return self.status.phase
 
 
-def _conditions(
-    old: list[Condition], phase: Phase, reason: str, message: str, now: str, generation: int
-) -> list[Condition]:
-    # Types that kstatus (Flux, kubectl wait) understands: Ready = published, Stalled = failed.
-    wanted = {
-        "Ready": phase == Phase.SUCCEEDED,
-        "Progressing": phase in (Phase.GENERATING, Phase.COMBINING, Phase.QUEUED),
-        "Stalled": phase == Phase.FAILED,
-        "Suspended": phase == Phase.SUSPENDED,
-        # Held by someone else (Kueue, or a person): the reason and message say who and why.
-        "Queued": phase == Phase.QUEUED,
-    }
-    previous = {c.type: c for c in old}
-    out = []
-    for type_, on in wanted.items():
-        status = "True" if on else "False"
-        before = previous.get(type_)
-        changed = before is None or before.status != status
-        out.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason if on else "NotApplicable",
-                message=message if on else "",
-                observed_generation=generation,
-                last_transition_time=now if changed else before.last_transition_time or now,
-            )
-        )
-    return out
-
-
 def _with_phase(
     obs: Observed,
     status: DatasetJobStatus,
@@ -111,7 +81,7 @@ def _with_phase(
         phase=phase,
         reason=reason,
         message=message,
-        conditions=_conditions(obs.status.conditions, phase, reason, message, obs.now, obs.generation),
+        conditions=conditions_for(obs.status.conditions, phase, reason, message, obs.now, obs.generation),
         finished_at=obs.now if finished_now else status.finished_at,
     )
 
@@ -122,45 +92,10 @@ def _failed_decision(obs: Observed, reason: str, message: str) -> Decision:
     return Decision(status=_with_phase(obs, status, Phase.FAILED, reason, message, events, "Warning"), events=events)
 
 
-def checked_item_total(spec: DatasetJobSpec, config_map_text: str | None) -> int | None:
-    """The universe size, with every item id built and checked for duplicates: once per run,
-    at its start (a bad universe fails the run before any pod starts). None when the
-    operator cannot know it without reading user storage."""
-    if spec.items.from_uri is not None:
-        return None
-    if spec.items.from_config_map is not None and config_map_text is None:
-        return None
-    if spec.items.range is not None and not spec.items.id_template:
-        return count_items(spec.items)  # distinct integers: unique ids by construction
-    lines = config_map_text.splitlines() if config_map_text is not None else None
-    # One id per item is kept, never the items themselves.
-    return count_unique_ids(iter_items(spec.items, None, lines), spec.items.id_template)
-
-
-def with_default_output(spec: dict, namespace: str, name: str, settings: Settings) -> dict:
-    """A spec without output.uri writes under the installation's default location."""
-    output = dict(spec.get("output") or {})
-    if output.get("uri") or not settings.default_output_prefix:
-        return spec
-    output["uri"] = f"{settings.default_output_prefix}/{namespace}/{name}"
-    if settings.default_endpoint_url:
-        output.setdefault("endpointUrl", settings.default_endpoint_url)
-    if settings.default_credentials_secret:
-        output.setdefault("credentialsSecret", settings.default_credentials_secret)
-    return dict(spec, output=output)
-
-
-@functools.lru_cache(maxsize=256)
-def _parsed_spec(name: str, namespace: str, spec_json: str) -> DatasetJobSpec:
-    """spec_from_dict, once per distinct spec: its CEL rules cost ~30 ms, and the same spec
-    comes back twice a second while shards run. The result is frozen; nobody mutates it."""
-    return spec_from_dict(name, json.loads(spec_json), namespace)
-
-
 def decide(obs: Observed, settings: Settings) -> Decision:
     try:
         # Key order kept (not canonical JSON): the order of product keys is the item order.
-        spec = _parsed_spec(
+        spec = parsed_spec(
             obs.name,
             obs.namespace,
             json.dumps(with_default_output(obs.spec, obs.namespace, obs.name, settings), separators=(",", ":")),
@@ -273,9 +208,10 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         return Decision(status=status, create=_run_objects(run, settings))
 
     decision = Decision(status=status, events=events)
-    _apply_suspend_change(decision, spec.suspend, {gen_name: gen, comb_name: comb})
+    decision.patch_jobs = suspend_patches(status.applied_suspend, spec.suspend, {gen_name: gen, comb_name: comb})
+    status.applied_suspend = spec.suspend
     if gen is not None:
-        gen_pods = [p for p in obs.pods if _pod_job(p) == gen_name]
+        gen_pods = [p for p in obs.pods if pod_job(p) == gen_name]
         live = obs.live_progress if not job_finished(gen) else None
         counts = count_generation(gen, gen_pods, live, spec.shards)
         known_total = total_items if total_items is not None else (counts.items_seen_total if counts.finished else None)
@@ -311,9 +247,9 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
 
     # The combine Job exists.
     status.jobs = replace(status.jobs or JobNames(), combine=comb_name)
-    comb_pods = [p for p in obs.pods if _pod_job(p) == comb_name]
+    comb_pods = [p for p in obs.pods if pod_job(p) == comb_name]
     if job_condition(comb, "Complete"):
-        result = _latest_message(comb_pods, "Succeeded") or {}
+        result = latest_message(comb_pods, "Succeeded") or {}
         status.output = Output(
             uri=result.get("uri"),
             manifest_uri=result.get("manifestUri"),
@@ -339,7 +275,7 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
             events,
         )
     elif job_condition(comb, "Failed"):
-        result = _latest_message(comb_pods, "Failed") or {}
+        result = latest_message(comb_pods, "Failed") or {}
         reason = result.get("reason") or "CombineFailed"
         message = result.get("message") or "the combine Job failed; see its pod"
         decision.status = _with_phase(obs, status, Phase.FAILED, reason, message, events, "Warning")
@@ -370,55 +306,3 @@ def _running_phase(
     if suspend:
         return _with_phase(obs, status, Phase.SUSPENDED, "Suspended", "", events)
     return _with_phase(obs, status, phase, reason, message, events)
-
-
-def _apply_suspend_change(decision: Decision, wanted: bool, jobs: dict[str, dict | None]) -> None:
-    """Puts spec.suspend on the run's unfinished Jobs only when it differs from what the
-    operator applied last (status.appliedSuspend). A Job's suspension that someone else set
-    or lifted (Kueue admits by unsuspending, and holds or preempts by suspending) is theirs."""
-    applied = decision.status.applied_suspend
-    if applied is None:  # a run started before this field existed: take the spec as applied
-        decision.status.applied_suspend = wanted
-        return
-    if applied == wanted:
-        return
-    for name, job in jobs.items():
-        if job is not None and not job_finished(job):
-            decision.patch_jobs.append((name, {"spec": {"suspend": wanted}}))
-    decision.status.applied_suspend = wanted
-
-
-def held_by_someone_else(name: str, job: dict, admission: dict[str, str] | None = None) -> tuple[str, str] | None:
-    """(reason, message) when an unfinished Job of the run is suspended although spec.suspend
-    is false: Kueue waiting to admit it (with Kueue's own reason when known), or a person or
-    another controller holding it."""
-    if not (job.get("spec") or {}).get("suspend") or job_finished(job):
-        return None
-    queue = ((job.get("metadata") or {}).get("labels") or {}).get(planning.KUEUE_QUEUE_LABEL)
-    if queue:
-        why = (admission or {}).get(name)
-        return (
-            "WaitingForAdmission",
-            f"Job {name} waits in Kueue queue {queue}: "
-            + (f"{why}" if why else "not admitted yet (kubectl get workloads shows why)"),
-        )
-    return (
-        "JobSuspended",
-        f"Job {name} was suspended by someone else; the operator leaves it so "
-        "(resume it with kubectl patch job, or set spec.suspend)",
-    )
-
-
-def _pod_job(pod: dict) -> str | None:
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    return labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
-
-
-def _latest_message(pods: list[dict], phase: str) -> dict[str, Any] | None:
-    ended = [p for p in pods if (p.get("status") or {}).get("phase") == phase]
-    ended.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
-    for pod in reversed(ended):
-        message = termination_message(pod)
-        if message:
-            return message
-    return None
