@@ -201,6 +201,17 @@ check_engine() {
     [[ $out == "overlay runc" ]] || die "podman uses '$out' (storage driver, runtime); expected 'overlay runc' from $CONF_DIR"
 }
 
+# A build killed midway (Ctrl-C, a timeout) leaves its working container in the storage, its
+# overlay still mounted. Called under the build lock: no build runs, so every one left is stale.
+remove_stale_containers() {
+    local ids
+    ids=$(podman ps --all --external --quiet 2>/dev/null) || return 0
+    [[ -z $ids ]] && return 0
+    log "removing $(wc -w <<<"$ids") container(s) left in $STORE_DIR by an interrupted build"
+    # shellcheck disable=SC2086 # one argument per id
+    podman rm --force --storage $ids >/dev/null 2>&1 || log "  could not remove them all: podman rm --storage $ids"
+}
+
 # Runs the pause image (a container with no network): proves that runc can create
 # namespaces, cgroups and the overlay root here, before anything slow is built.
 check_run() {
@@ -619,6 +630,7 @@ flock -n 9 || {
     flock 9
 }
 check_engine
+remove_stale_containers
 log "podman $(podman version --format '{{.Client.Version}}'), $(runc --version | head -n1), storage $STORE_DIR"
 log "Debian $SUITE: python3 $PYTHON_DEB, $REDIS_APT_PACKAGE $REDIS_DEB"
 
