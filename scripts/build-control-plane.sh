@@ -87,17 +87,7 @@ command -v python3 >/dev/null || die "python3 is needed to read 'go mod download
 mkdir -p "$BIN_ROOT" "$WORK_ROOT" "$CACHE_DIR/go/mod" "$CACHE_DIR/go/build"
 
 # One build at a time per cache directory (e.g. `make e2e` and `make cluster` side by side).
-if command -v flock >/dev/null; then
-    exec 9>"$CACHE_DIR/.build.lock"
-    if ! flock -n 9; then
-        log "another build holds $CACHE_DIR/.build.lock; waiting for it"
-        flock 9
-    fi
-    if [[ $FORCE == 0 ]] && all_present; then
-        log "binaries were built by the other run ($(elapsed "$T0"))"
-        exit 0
-    fi
-fi
+hold_build_lock "$CACHE_DIR/.build.lock" all_present "binaries were"
 
 go_build_env "$CACHE_DIR"
 

@@ -63,17 +63,7 @@ command -v go >/dev/null || die "the Go toolchain is not installed (need go >= 1
 
 mkdir -p "$CACHE_DIR/bin" "$CACHE_DIR/go/mod" "$CACHE_DIR/go/build" "$CACHE_DIR/work"
 # Own lock: the control-plane build may run side by side (the Go caches are safe to share).
-if command -v flock >/dev/null; then
-    exec 9>"$CACHE_DIR/.build-kueue.lock"
-    if ! flock -n 9; then
-        log "another build holds $CACHE_DIR/.build-kueue.lock; waiting for it"
-        flock 9
-    fi
-    if [[ $FORCE == 0 ]] && present; then
-        log "kueue was built by the other run ($(elapsed "$T0"))"
-        exit 0
-    fi
-fi
+hold_build_lock "$CACHE_DIR/.build-kueue.lock" present "kueue was"
 
 go_build_env "$CACHE_DIR"
 
