@@ -20,6 +20,12 @@ ITEMS = [f"item-{n:03d}" for n in range(200)]
 EXIT_RUN_BUSY = 75
 
 
+def resume(spec: Path, output: str, work: Path, calls_file: Path, cwd: Path, env: dict | None = None):
+    """`dsj run --resume` of the same spec and output, in the foreground, counting calls."""
+    args = ("run", str(spec), "--output", output, "--workdir", str(work), "--resume")
+    return dsj(*args, cwd=cwd, env=dict(env or {}, PROBE_CALLS=str(calls_file)))
+
+
 def start_run(spec: Path, output: str, work: Path, calls_file: Path, *extra: str, env: dict | None = None):
     env = dict(os.environ, PROBE_CALLS=str(calls_file), PROBE_SLEEP="0.1", **(env or {}))
     args = [
@@ -120,17 +126,7 @@ def test_workers_die_with_their_runner_and_resume_generates_each_item_once(tmp_p
     before = calls(calls_file)
     assert 0 < len(before) < len(ITEMS)
 
-    resumed = dsj(
-        "run",
-        str(spec),
-        "--output",
-        f"file://{out}",
-        "--workdir",
-        str(work),
-        "--resume",
-        cwd=tmp_path,
-        env={"PROBE_CALLS": str(calls_file)},
-    )
+    resumed = resume(spec, f"file://{out}", work, calls_file, tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(dataset_ids(out)) == ITEMS
     assert Counter(calls(calls_file)) == Counter(ITEMS)  # no item generated twice
@@ -144,17 +140,7 @@ def test_resume_takes_over_immediately_after_the_holder_died(tmp_path):
     os.killpg(runner.pid, signal.SIGKILL)  # the whole machine's view of the run dies at once
     runner.wait()
     wait_for(lambda: worker_pids(str(work)) == [], "the killed workers to be reaped", timeout=30)
-    resumed = dsj(
-        "run",
-        str(spec),
-        "--output",
-        f"file://{out}",
-        "--workdir",
-        str(work),
-        "--resume",
-        cwd=tmp_path,
-        env={"PROBE_CALLS": str(calls_file)},
-    )
+    resumed = resume(spec, f"file://{out}", work, calls_file, tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(dataset_ids(out)) == ITEMS
 
@@ -193,17 +179,7 @@ def test_an_s3_lease_held_from_another_host_refuses_the_run(tmp_path, s3_server,
         Bucket=s3_bucket, Key=f"probe/runs/{run}/lease.json", Body=json.dumps(holder).encode()
     )
     env = dict(s3_server.env(), DSJ_EMBEDDED_CACHE_DIR=str(tmp_path / "cache"))
-    proc = dsj(
-        "run",
-        str(spec),
-        "--output",
-        f"s3://{s3_bucket}/probe",
-        "--workdir",
-        str(tmp_path / "w"),
-        "--resume",
-        cwd=tmp_path,
-        env=dict(env, PROBE_CALLS=str(tmp_path / "calls")),
-    )
+    proc = resume(spec, f"s3://{s3_bucket}/probe", tmp_path / "w", tmp_path / "calls", tmp_path, env)
     assert proc.returncode == EXIT_RUN_BUSY, proc.stderr
     assert "pid 4242 on builder-7, started 2026-01-01T00:00:00Z" in proc.stderr
     assert calls(tmp_path / "calls") == []
@@ -228,17 +204,7 @@ def test_resume_on_s3_takes_over_after_the_holder_died(tmp_path, s3_server, s3_b
     finally:
         for pid in worker_pids(str(work)):
             os.kill(pid, signal.SIGKILL)
-    resumed = dsj(
-        "run",
-        str(spec),
-        "--output",
-        output,
-        "--workdir",
-        str(work),
-        "--resume",
-        cwd=tmp_path,
-        env=dict(env, PROBE_CALLS=str(calls_file)),
-    )
+    resumed = resume(spec, output, work, calls_file, tmp_path, env)
     assert resumed.returncode == 0, resumed.stderr
     assert Counter(calls(calls_file)) == Counter(ITEMS)
 
