@@ -180,7 +180,7 @@ def _admission(memo: kopf.Memo, namespace: str, spec: dict, jobs: list[dict]) ->
 def _followed(status, **_) -> bool:
     """Followed closely: not reconciled yet, or pods are working."""
     phase = (status or {}).get("phase")
-    return phase is None or phase in (Phase.GENERATING, Phase.COMBINING)
+    return phase is None or (phase in Phase.__members__.values() and Phase(phase).running)
 
 
 @kopf.on.resume(**RESOURCE)

@@ -15,6 +15,7 @@ from kubernetes.client.rest import ApiException
 
 from datasetjob import API_GROUP, API_VERSION, KIND
 
+from .admission import KUEUE_GROUP, KUEUE_VERSION, WORKLOADS
 from .crd import PLURAL
 from .naming import FIELD_MANAGER
 
@@ -30,6 +31,7 @@ class Kube:
         self.api = api_client
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
 
     def create(self, obj: dict) -> bool:
         """True if created now, False if it already existed."""
@@ -68,7 +70,7 @@ class Kube:
         from a stale view) or when it is gone (404). The next reconcile decides again."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status_patch}
         try:
-            client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
+            self.custom.patch_namespaced_custom_object_status(
                 API_GROUP, API_VERSION, namespace, PLURAL, name, body, field_manager=FIELD_MANAGER
             )
         except ApiException as exc:
@@ -88,13 +90,9 @@ class Kube:
 
     def workloads(self, namespace: str) -> list[dict]:
         """Kueue's Workloads in a namespace; [] where Kueue is not installed or not readable."""
-        from .admission import KUEUE_GROUP, KUEUE_VERSION, WORKLOADS
-
         try:
             return (
-                client.CustomObjectsApi(self.api)
-                .list_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, namespace, WORKLOADS)
-                .get("items")
+                self.custom.list_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, namespace, WORKLOADS).get("items")
                 or []
             )
         except ApiException as exc:

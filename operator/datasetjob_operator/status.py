@@ -97,8 +97,8 @@ class CacheCounts:
 class Output:
     uri: str | None = _field("where the combined dataset was published")
     manifest_uri: str | None = _field("the run's manifest.json: shards, item counts, lineage of reused items")
-    rows: int | None = _field("rows in the combined dataset", format="int64")
-    bytes: int | None = _field("size of the combined dataset in bytes", format="int64")
+    rows: int | None = _field("rows in the combined dataset")
+    bytes: int | None = _field("size of the combined dataset in bytes")
     sha256: str | None = _field("sha256 of the combined dataset's bytes")
     missing_shards: str | None = _field("shards left out because they failed (within spec.retries.maxFailedShards)")
 
@@ -106,7 +106,7 @@ class Output:
 @dataclass
 class Failure:
     shard: int = _count("the shard's completion index")
-    exit_code: int = _field("exit code of the shard's last pod", -1, format="int64")
+    exit_code: int = _field("exit code of the shard's last pod", -1)
     message: str = _field("the shard's error, shortened", "")
 
 
@@ -117,7 +117,7 @@ class Condition:
     reason: str | None = _field("why, in one CamelCase word")
     message: str | None = _field("why, for humans")
     last_transition_time: str | None = _field("when the status last changed", format="date-time")
-    observed_generation: int | None = _field("the metadata.generation this condition was computed for", format="int64")
+    observed_generation: int | None = _field("the metadata.generation this condition was computed for")
 
 
 @dataclass
@@ -127,7 +127,7 @@ class DatasetJobStatus:
     message: str | None = _field("why the DatasetJob is in its phase, for humans")
     run_id: str | None = _field("the current run: a hash of the spec (and of a regenerate token)")
     attempt: str | None = _field("the run's attempt: 0, then one per handled datagen.dev/retry-failed token")
-    observed_generation: int | None = _field("the metadata.generation this status was computed for", format="int64")
+    observed_generation: int | None = _field("the metadata.generation this status was computed for")
     started_at: str | None = _field("when the current run started", format="date-time")
     finished_at: str | None = _field("when the current run succeeded or failed", format="date-time")
     jobs: JobNames | None = _field("the Jobs of the current run")
