@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 DATASETJOB_BUILD_CACHE ?= $(HOME)/.cache/datasetjob
 export DATASETJOB_BUILD_CACHE
 
-.PHONY: demo test verify venv services controlplane kueue images cluster cluster-clean unit integration e2e bench manifests clean
+.PHONY: demo test doctor prerequisites verify venv services controlplane kueue images cluster cluster-clean unit integration e2e bench manifests clean
 
 # The sample generators are not part of the distribution; a .pth file puts their directory on
 # the venv's import path (as PYTHONPATH=/opt/generators does in the sample image), so the demo,
@@ -22,13 +22,19 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-services:  ## redis-server and the S3-compatible server used by the tests
+prerequisites:  ## the system packages of scripts/prerequisites.txt (apt-get; only what is missing)
+	scripts/install-prerequisites.sh
+
+doctor:  ## every prerequisite found or missing, and what is built and cached; exit 1 when one is missing
+	$(PYTHON) scripts/doctor.py
+
+services: prerequisites  ## redis-server and the S3-compatible server used by the tests
 	scripts/install-services.sh
 
-kueue:  ## Kueue's controller for the e2e queueing scenario (built once, cached)
+kueue: prerequisites  ## Kueue's controller for the e2e queueing scenario (built once, cached)
 	scripts/build-kueue.sh
 
-controlplane:  ## etcd, kube-apiserver, -controller-manager, -scheduler, kubelet, kube-proxy, helm (built once, cached)
+controlplane: prerequisites  ## etcd, kube-apiserver, -controller-manager, -scheduler, kubelet, kube-proxy, helm (built once, cached)
 	scripts/build-control-plane.sh
 
 images: services  ## the node's container images (podman, cached); archives under $(DATASETJOB_BUILD_CACHE)/images
@@ -37,7 +43,7 @@ images: services  ## the node's container images (podman, cached); archives unde
 demo: venv
 	$(VENV)/bin/dsj run manifests/samples/smart-money-flow.yaml --workers 10
 
-test: verify services controlplane kueue images
+test: prerequisites verify services controlplane kueue images
 	$(VENV)/bin/pytest -q tests/unit tests/integration tests/e2e
 
 verify: venv controlplane  ## lint, formatting, import layers, generated manifests up to date, nothing uncommitted
@@ -47,7 +53,7 @@ verify: venv controlplane  ## lint, formatting, import layers, generated manifes
 	$(PY) scripts/render-manifests.py --check
 	git diff --stat --exit-code
 
-unit: venv
+unit: venv prerequisites
 	$(VENV)/bin/pytest -q tests/unit
 
 integration: venv services

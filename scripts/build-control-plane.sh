@@ -57,14 +57,9 @@ for arg in "$@"; do
     esac
 done
 
-log() { printf '[controlplane] %s\n' "$*"; }
-die() {
-    printf '[controlplane] ERROR: %s\n' "$*" >&2
-    exit 1
-}
-
-now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+LOG_TAG=controlplane
+# shellcheck source=common.sh
+source "$SCRIPT_DIR/common.sh"
 
 have() { [[ -x $1 && -s $1 ]]; }
 have_kubernetes() {

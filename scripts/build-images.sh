@@ -37,6 +37,9 @@ source "$SCRIPT_DIR/versions.env"
 source "$SCRIPT_DIR/services.env"
 # shellcheck source=go-env.sh
 source "$SCRIPT_DIR/go-env.sh"
+LOG_TAG=images
+# shellcheck source=common.sh
+source "$SCRIPT_DIR/common.sh"
 
 CACHE_DIR=${DATASETJOB_BUILD_CACHE:-$HOME/.cache/datasetjob}
 IMAGES_DIR=$CACHE_DIR/images
@@ -47,15 +50,6 @@ STORE_DIR=$CACHE_DIR/containers
 
 # The chart's appVersion is the version of the project's own images.
 APP_VERSION=$(sed -n 's/^appVersion:[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$/\1/p' "$REPO/helm/datasetjob/Chart.yaml")
-
-log() { printf '[images] %s\n' "$*"; }
-die() {
-    printf '[images] ERROR: %s\n' "$*" >&2
-    exit 1
-}
-now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
-sha() { sha256sum | cut -c1-64; }
 
 usage() {
     cat <<EOF
@@ -77,37 +71,14 @@ for arg in "$@"; do
     esac
 done
 
+# Images and archives of this many input keys per image stay in the cache.
+KEEP=${DSJ_IMAGES_KEEP:-4}
+# shellcheck source=container-engine.sh
+source "$SCRIPT_DIR/container-engine.sh"
+
 # ---------------------------------------------------------------------------------------
-# Debian: suite and package versions come from the machine's own apt sources, so the
-# rootfs builds from the mirror this machine is configured for.
-
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        die "need root to run '$*' and sudo is not installed; run this script as root or install sudo"
-    fi
-}
-
-APT_UPDATED=0
-apt_update() {
-    [[ $APT_UPDATED == 1 ]] && return 0
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || die "apt-get update failed (see the output above)"
-    APT_UPDATED=1
-}
-
-apt_install() {
-    # Try without refreshing the package lists first; refresh only if that fails.
-    if as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; then
-        return 0
-    fi
-    log "  apt-get install failed; running apt-get update and retrying"
-    apt_update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" ||
-        die "apt-get install $* failed even after apt-get update (see the output above)"
-}
+# Debian: package versions come from the machine's own apt sources, so the rootfs builds from
+# the mirror this machine is configured for.
 
 # deb_version PKG: the version apt would install (the candidate), e.g. 3.11.2-1+b1.
 deb_version() {
@@ -127,16 +98,12 @@ upstream_version() {
     printf '%s' "${v%%-*}"
 }
 
-SUITE=$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")
-[[ -n $SUITE ]] || die "cannot tell the Debian suite of this machine (no VERSION_CODENAME in /etc/os-release)"
 PYTHON_DEB=$(deb_version python3)
 REDIS_DEB=$(deb_version "$REDIS_APT_PACKAGE")
 PY_MINOR=$(upstream_version "$PYTHON_DEB" | cut -d. -f1,2)
 REDIS_VERSION=$(upstream_version "$REDIS_DEB")
 
 BASE_REF=localhost/dsj-python:$PY_MINOR-$SUITE
-# Images and archives of this many input keys per image stay in the cache.
-KEEP=${DSJ_IMAGES_KEEP:-4}
 
 # The node images: name, short reference and archive.
 NODE_IMAGES=(worker smart-money-example operator redis versitygw coredns pause)
@@ -156,50 +123,8 @@ local_ref() { printf 'localhost/%s' "${REF[$1]}"; }
 # The name of the build of the current inputs.
 build_ref() { printf 'localhost/dsj-build/%s:%s' "$1" "${KEY[$1]:0:16}"; }
 
-
 # ---------------------------------------------------------------------------------------
-# Tools and the container engine.
-
-ensure_tools() {
-    local missing=() cmd
-    # command:package
-    local need=(podman:podman runc:runc skopeo:skopeo mmdebstrap:mmdebstrap gcc:gcc readelf:binutils)
-    [[ $VERIFY == 1 ]] && need+=(containerd:containerd ctr:containerd)
-    for cmd in "${need[@]}"; do
-        command -v "${cmd%%:*}" >/dev/null 2>&1 || missing+=("${cmd#*:}")
-    done
-    # gcc -static needs the C library's static archive.
-    [[ -e /usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x)/libc.a || -e /usr/lib/libc.a ]] || missing+=(libc6-dev)
-    if ((${#missing[@]})); then
-        command -v apt-get >/dev/null 2>&1 || die "missing tools (${missing[*]}) and no apt-get to install them"
-        log "installing with apt-get: ${missing[*]}"
-        local pkgs
-        mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
-        apt_install "${pkgs[@]}"
-    fi
-}
-
-# Points podman and skopeo at the project's config and storage, never /etc/containers.
-setup_engine() {
-    mkdir -p "$STORE_DIR/storage" "$STORE_DIR/run" "$IMAGES_DIR" "$ROOTFS_DIR" "$WORK_ROOT"
-    sed -e "s|@GRAPHROOT@|$STORE_DIR/storage|" -e "s|@RUNROOT@|$STORE_DIR/run|" \
-        "$CONF_DIR/storage.conf" >"$STORE_DIR/storage.conf.new"
-    mv "$STORE_DIR/storage.conf.new" "$STORE_DIR/storage.conf"
-    export CONTAINERS_CONF=$CONF_DIR/containers.conf
-    export CONTAINERS_STORAGE_CONF=$STORE_DIR/storage.conf
-    export CONTAINERS_REGISTRIES_CONF=$CONF_DIR/registries.conf
-    POLICY=$CONF_DIR/policy.json
-}
-
-# One clear message when this machine cannot run containers, instead of a hang later.
-check_engine() {
-    local out
-    out=$(runc --version 2>&1) || die "runc: cannot run ($out); containers need a working runc"
-    if ! out=$(timeout 60 podman info --format '{{.Store.GraphDriverName}} {{.Host.OCIRuntime.Name}}' 2>&1); then
-        die "podman cannot start with this machine's kernel or setup: $(tail -n 3 <<<"$out")"
-    fi
-    [[ $out == "overlay runc" ]] || die "podman uses '$out' (storage driver, runtime); expected 'overlay runc' from $CONF_DIR"
-}
+# The container engine (set up and checked in container-engine.sh).
 
 # A build killed midway (Ctrl-C, a timeout) leaves its working container in the storage, its
 # overlay still mounted. Called under the build lock: no build runs, so every one left is stale.
@@ -292,84 +217,12 @@ compute_keys() {
     KEY[coredns]=$(scratch_key coredns "github.com/coredns/coredns@$COREDNS_VERSION")
 }
 
-# ---------------------------------------------------------------------------------------
-# Debian root filesystems (cached tarballs keyed by suite, packages and options).
-
-# Reuse the machine's Debian sources when they name the suite (its mirror, e.g. a local
-# one); otherwise mmdebstrap picks its default mirror for the suite.
-host_sources() {
-    local f
-    for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
-        if [[ -s $f ]] && grep -qE "^[^#]*(Suites:.*[[:space:]]|[[:space:]])$SUITE([[:space:]]|$)" "$f"; then
-            printf '%s' "$f"
-            return 0
-        fi
-    done
-}
-
-# Documentation, manual pages and translations are of no use inside a container.
-DPKG_OPTS=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
-    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*'
-    --dpkgopt='path-exclude=/usr/share/info/*')
-
-# rootfs_key VARIANT PKG=VER,... [HOOK...]: the key of a Debian rootfs with these inputs.
-rootfs_key() {
-    local sources
-    sources=$(host_sources)
-    {
-        printf '%s\n' "$SUITE" "$@" "${DPKG_OPTS[@]}"
-        [[ -n $sources ]] && cat "$sources"
-    } | sha
-}
-
-# rootfs NAME VARIANT PKG=VER,... [HOOK...]: sets ROOTFS_TAR to the cached tarball, made if missing.
-rootfs() {
-    local name=$1 variant=$2 include=$3
-    shift 3
-    local sources key tar
-    sources=$(host_sources)
-    key=$(rootfs_key "$variant" "$include" "$@")
-    tar=$ROOTFS_DIR/$name-$SUITE-${key:0:16}.tar
-    if [[ ! -s $tar ]]; then
-        local t hooks=() h
-        t=$(now)
-        log "  mmdebstrap --variant=$variant $SUITE: $include ${sources:+(apt sources of $sources)}"
-        for h in "$@"; do hooks+=(--customize-hook="$h"); done
-        mmdebstrap --quiet --format=tar --variant="$variant" --include="$include" "${DPKG_OPTS[@]}" "${hooks[@]}" \
-            "$SUITE" "$tar.tmp" ${sources:+"$sources"} >"$STEP_LOG" 2>&1 || {
-            rm -f "$tar.tmp"
-            tail -n 30 "$STEP_LOG" | sed 's/^/    /' >&2
-            die "mmdebstrap of $name ($SUITE: $include) failed (log: $STEP_LOG; a version gone from the mirror needs 'apt-get update')"
-        }
-        mv "$tar.tmp" "$tar"
-        log "  rootfs $tar ($(du -m "$tar" | cut -f1) MB) in $(elapsed "$t")"
-    fi
-    touch "$tar"
-    keep_newest "$ROOTFS_DIR" "$name-$SUITE-*.tar"
-    ROOTFS_TAR=$tar
-}
-
-# import_rootfs TAR REF CHANGE...: imports the tarball as REF with Dockerfile-style settings.
-import_rootfs() {
-    local tar=$1 ref=$2
-    shift 2
-    local changes=() c
-    for c in "$@"; do changes+=(--change "$c"); done
-    podman import --quiet "${changes[@]}" "$tar" "$ref" >/dev/null || die "podman import of $tar as $ref failed"
-}
 
 # ---------------------------------------------------------------------------------------
 # Building: each image is made under its keyed name unless that exists, and its archive is
 # written unless it exists.
 
 image_exists() { podman image exists "$1" 2>/dev/null; }
-
-# keep_newest DIR GLOB: deletes all but the $KEEP most recently used files matching GLOB.
-keep_newest() {
-    local dir=$1 glob=$2
-    # shellcheck disable=SC2012,SC2086 # names are ours (no newlines); GLOB is a pattern
-    ls -1t "$dir"/$glob 2>/dev/null | tail -n +$((KEEP + 1)) | xargs -r rm -f
-}
 
 # write_archive NAME: docker-archive with the short name, written atomically.
 write_archive() {
@@ -621,8 +474,9 @@ if [[ $PRINT == 1 ]]; then
 fi
 
 T0=$(now)
-ensure_tools
+"$SCRIPT_DIR/install-prerequisites.sh"
 setup_engine
+mkdir -p "$IMAGES_DIR" "$WORK_ROOT"
 # One build at a time per cache (the storage and the archives are shared).
 exec 9>"$IMAGES_DIR/.lock"
 flock -n 9 || {

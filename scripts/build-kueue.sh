@@ -44,13 +44,9 @@ for arg in "$@"; do
     esac
 done
 
-log() { printf '[kueue] %s\n' "$*"; }
-die() {
-    printf '[kueue] ERROR: %s\n' "$*" >&2
-    exit 1
-}
-now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+LOG_TAG=kueue
+# shellcheck source=common.sh
+source "$SCRIPT_DIR/common.sh"
 have() { [[ -x $1 && -s $1 ]]; }
 present() { have "$KUEUE_BIN/kueue" && [[ -d $KUEUE_SRC/config/components/crd/bases ]]; }
 

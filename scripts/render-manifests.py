@@ -35,9 +35,9 @@ def crd_text() -> str:
 
 
 def helm_binary() -> str:
-    from tests.e2e.harness.cluster import binary_paths
+    from tests.build_cache import control_plane_binaries
 
-    return str(binary_paths()["helm"])
+    return str(control_plane_binaries()["helm"])
 
 
 def install_text() -> str:

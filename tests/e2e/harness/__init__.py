@@ -17,8 +17,10 @@ Split by concern:
 Nothing here is imported by the product packages.
 """
 
+from tests.build_cache import cache_dir, control_plane_binaries, read_versions
+
 from .addons import S3Access
-from .cluster import BinariesMissing, ControlPlane, ControlPlaneError, binary_paths, cache_dir, read_versions
+from .cluster import BinariesMissing, ControlPlane, ControlPlaneError
 from .e2e import E2ECluster, WaitTimeout, condition, condition_true
 from .local_cluster import LocalCluster
 from .rest import ApiError, KubeRest
@@ -33,7 +35,7 @@ __all__ = [
     "LocalCluster",
     "S3Access",
     "WaitTimeout",
-    "binary_paths",
+    "control_plane_binaries",
     "cache_dir",
     "condition",
     "condition_true",

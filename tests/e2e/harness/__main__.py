@@ -23,8 +23,10 @@ import sys
 import threading
 from pathlib import Path
 
+from tests.build_cache import control_plane_binaries
+
 from .addons import BUCKET, STORAGE_NAMESPACE, SYSTEM_NAMESPACE, AddonError, Addons
-from .cluster import ControlPlaneError, binary_paths, kubectl_path
+from .cluster import ControlPlaneError, kubectl_path
 from .images import ImagesMissing, image_archives
 from .local_cluster import LocalCluster, clean_leftovers
 from .network import NetworkError
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         kubectl = kubectl_path()
         if kubectl and not kubectl.endswith("/kubectl"):
             print(f"alias kubectl={kubectl}   # a client within the supported version skew")
-        print(f"alias helm={binary_paths()['helm']}")
+        print(f"alias helm={control_plane_binaries()['helm']}")
         print()
         print("Ctrl-C stops everything.", flush=True)
         while not stop.wait(1.0):

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from .cluster import binary_paths, kubectl_path
+from tests.build_cache import control_plane_binaries
+
+from .cluster import kubectl_path
 from .images import ImageArchive
 
 ADDONS = Path(__file__).with_name("addons")
@@ -95,7 +97,7 @@ class Addons:
         return self._run([kubectl_path() or "kubectl", *args], input, check)
 
     def helm(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        built = binary_paths()["helm"]  # the pinned build when there is one, else the user's
+        built = control_plane_binaries()["helm"]  # the pinned build when there is one, else the user's
         return self._run([str(built) if built.exists() else "helm", *args], input, check)
 
     def _run(self, argv: list[str], input: str | None, check: bool) -> subprocess.CompletedProcess:

@@ -33,12 +33,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.envfile import read_env_file
+from tests.build_cache import cache_dir, control_plane_binaries, read_versions
+from tests.prerequisites import missing_lines
 
 from .network import NodeAddresses
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-VERSIONS_FILE = REPO_ROOT / "scripts" / "versions.env"
 
 CONTROLLERS = (
     "job-controller",
@@ -69,31 +67,6 @@ class BinariesMissing(ControlPlaneError):
     """The control-plane binaries for the pinned versions have not been built."""
 
 
-def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
-    """The pinned versions of scripts/versions.env."""
-    return read_env_file(path)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("DATASETJOB_BUILD_CACHE") or Path.home() / ".cache" / "datasetjob")
-
-
-def binary_paths(versions: dict[str, str] | None = None) -> dict[str, Path]:
-    """Where build-control-plane.sh puts each binary for the pinned versions."""
-    v = versions or read_versions()
-    bin_root = cache_dir() / "bin"
-    k8s = bin_root / f"kubernetes-{v['KUBERNETES_VERSION']}"
-    return {
-        "etcd": bin_root / f"etcd-{v['ETCD_VERSION']}" / "etcd",
-        "kube-apiserver": k8s / "kube-apiserver",
-        "kube-controller-manager": k8s / "kube-controller-manager",
-        "kube-scheduler": k8s / "kube-scheduler",
-        "kubelet": k8s / "kubelet",
-        "kube-proxy": k8s / "kube-proxy",
-        "helm": bin_root / f"helm-{v['HELM_VERSION']}" / "helm",
-    }
-
-
 def kubectl_path(versions: dict[str, str] | None = None) -> str | None:
     """DSJ_KUBECTL, else kubectl.<KUBECTL_MINOR> beside the installed kubectl, else kubectl."""
     if os.environ.get("DSJ_KUBECTL"):
@@ -112,7 +85,7 @@ def kubectl_path(versions: dict[str, str] | None = None) -> str | None:
 def require_binaries(
     names=("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"),
 ) -> dict[str, Path]:
-    paths = binary_paths()
+    paths = control_plane_binaries()
     missing = [f"{n} ({paths[n]})" for n in names if not os.access(paths[n], os.X_OK)]
     if missing:
         raise BinariesMissing(
@@ -379,8 +352,9 @@ class ControlPlane:
 
     def start(self) -> ControlPlane:
         bins = require_binaries()
-        if shutil.which("openssl") is None:
-            raise ControlPlaneError("openssl is needed to make the test certificates (apt-get install openssl)")
+        missing = missing_lines({"cluster"})
+        if missing:
+            raise ControlPlaneError("this machine cannot run the control plane:\n  " + "\n  ".join(missing))
         if self.root is None:
             self.root = Path(tempfile.mkdtemp(prefix="dsj-controlplane-"))
         self.root = Path(self.root)

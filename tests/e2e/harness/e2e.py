@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .cluster import binary_paths, kubectl_path
+from tests.build_cache import control_plane_binaries
+
+from .cluster import kubectl_path
 from .local_cluster import LocalCluster
 from .rest import ApiError, KubeRest
 
@@ -119,7 +121,7 @@ class E2ECluster:
         timeout: float = 300,
     ) -> subprocess.CompletedProcess:
         """Runs the helm built by `make controlplane` against this cluster."""
-        exe = binary_paths()["helm"]
+        exe = control_plane_binaries()["helm"]
         if not exe.exists():
             raise RuntimeError(f"helm is missing ({exe}); run `make controlplane`")
         return self._run([str(exe), *args], check, input, kubeconfig, timeout)

@@ -6,12 +6,10 @@ they name locally; there is no registry to pull from.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-images.sh"
+from tests.build_cache import image_archive_paths
 
 
 class ImagesMissing(RuntimeError):
@@ -26,14 +24,10 @@ class ImageArchive:
 
 def image_archives() -> list[ImageArchive]:
     """Every image archive of the current inputs; raises ImagesMissing naming what to run."""
-    res = subprocess.run([str(BUILD_SCRIPT), "--print-archives"], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise ImagesMissing(f"{BUILD_SCRIPT.name} --print-archives failed: {res.stderr.strip()}")
-    images = []
-    for line in res.stdout.splitlines():
-        ref, sep, path = line.partition("=")
-        if sep:
-            images.append(ImageArchive(ref.strip(), Path(path.strip())))
+    try:
+        images = [ImageArchive(ref, archive) for ref, archive in image_archive_paths()]
+    except RuntimeError as exc:
+        raise ImagesMissing(str(exc)) from None
     missing = [f"{i.ref} ({i.archive})" for i in images if not i.archive.is_file()]
     if not images or missing:
         raise ImagesMissing(

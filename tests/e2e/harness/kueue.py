@@ -32,7 +32,9 @@ from pathlib import Path
 
 import yaml
 
-from .cluster import Component, cache_dir, free_port, issue_serving_cert, read_versions, tail_file
+from tests.build_cache import kueue_paths
+
+from .cluster import Component, free_port, issue_serving_cert, tail_file
 from .rest import ApiError, KubeRest
 
 NAMESPACE_LABEL = ("datagen.dev/kueue", "true")
@@ -45,15 +47,6 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 class KueueError(RuntimeError):
     """Kueue is not built, or its controller did not become ready."""
-
-
-def kueue_paths(versions: dict[str, str] | None = None) -> tuple[Path, Path]:
-    """(binary, module source) for the pinned version, where scripts/build-kueue.sh puts them."""
-    version = (versions or read_versions())["KUEUE_VERSION"]
-    return (
-        cache_dir() / "bin" / f"kueue-{version}" / "kueue",
-        cache_dir() / "go" / "mod" / "sigs.k8s.io" / f"kueue@{version}",
-    )
 
 
 def _served_by_this_kueue(webhook: dict) -> bool:

@@ -17,6 +17,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.prerequisites import missing_lines
+
 NETNS_PREFIX = "dsj-node-"
 MAX_NODES = 32
 
@@ -92,9 +94,9 @@ class NodeNetwork:
         self.addresses: NodeAddresses | None = None
 
     def create(self) -> NodeAddresses:
-        for required in ("ip", "nsenter", "iptables"):
-            if subprocess.run(["sh", "-c", f"command -v {required}"], capture_output=True).returncode:
-                raise NetworkError(f"{required}: not found (apt-get install iproute2 util-linux iptables)")
+        missing = missing_lines({"node"})
+        if missing:
+            raise NetworkError("this machine cannot make the node's network:\n  " + "\n  ".join(missing))
         self.addresses = self._claim()
         a = self.addresses
         try:

@@ -22,12 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.prerequisites import missing_lines
+
 from .cluster import ControlPlane, ControlPlaneError, _die_with_parent, issue_client_cert, kubeconfig_yaml, tail_file
 from .images import ImageArchive
 from .network import NodeAddresses
 
 INIT_SCRIPT = Path(__file__).with_name("node-init.sh")
-CNI_BIN_DIR = Path("/usr/lib/cni")
+CNI_BIN_DIR = Path("/usr/lib/cni")  # containernetworking-plugins (scripts/prerequisites.txt)
 CGROUP_V1 = Path("/sys/fs/cgroup")
 NODE_NAME = "dsj-node"
 
@@ -37,24 +39,12 @@ class NodeError(ControlPlaneError):
 
 
 def missing_prerequisites() -> list[str]:
-    """What this machine lacks to run the node, each with how to get it (empty: nothing)."""
-    missing = []
-    for tool, package in (
-        ("containerd", "containerd"),
-        ("ctr", "containerd"),
-        ("runc", "runc"),
-        ("unshare", "util-linux"),
-        ("nsenter", "util-linux"),
-        ("iptables", "iptables"),
-        ("ip", "iproute2"),
-    ):
-        if shutil.which(tool) is None:
-            missing.append(f"{tool}: not found (apt-get install {package})")
-    for plugin in ("bridge", "host-local", "loopback", "portmap"):
-        if not (CNI_BIN_DIR / plugin).exists():
-            missing.append(f"{CNI_BIN_DIR / plugin}: not found (apt-get install containernetworking-plugins)")
-    if os.geteuid() != 0:
-        missing.append("root: the node needs root (namespaces, mounts, cgroups)")
+    """What this machine lacks to run the node, each with how to get it (empty: nothing).
+
+    The tools come from the `node` and `cluster` entries of scripts/prerequisites.txt, the list
+    that scripts/install-prerequisites.sh installs.
+    """
+    missing = missing_lines({"node", "cluster"})
     if not (CGROUP_V1 / "memory").is_dir() and not (CGROUP_V1 / "cgroup.controllers").exists():
         missing.append(f"cgroups: nothing mounted at {CGROUP_V1}")
     return missing
