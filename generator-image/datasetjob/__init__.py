@@ -1,17 +1,14 @@
-"""DatasetJob data plane: spec model, sharding, worker, cache, storage, combine, local runner.
+"""DatasetJob data plane: spec, store, worker, combine, local runner, cache and rate limiter.
 
 Importable without kopf or the Kubernetes client: this is what runs inside generator pods.
 """
 
-API_GROUP = "datagen.dev"
-API_VERSION = "v1alpha1"
-KIND = "DatasetJob"
+# The API's names, and the generator SDK: rate-limited upstream calls (datasetjob.sdk.context)
+# and 429/503 back-off (datasetjob.sdk.backoff).
+from datasetjob.contract import API_GROUP, API_VERSION, KIND
+from datasetjob.sdk.backoff import Throttled, retry_upstream
+from datasetjob.sdk.context import limited
 
 __version__ = "0.1.0"
-
-# The generator SDK: rate-limited upstream calls (datasetjob.context) and 429/503 back-off
-# (datasetjob.backoff).
-from .backoff import Throttled, retry_upstream  # noqa: E402  (stdlib-only imports)
-from .context import limited  # noqa: E402
 
 __all__ = ["API_GROUP", "API_VERSION", "KIND", "Throttled", "limited", "retry_upstream"]

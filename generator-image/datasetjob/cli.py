@@ -1,8 +1,7 @@
 """`dsj`: run, validate, and the worker/combine entry points used inside pods.
 
-Exit codes: 0 success, 1 the run failed, 2 a bad spec or usage (nothing was written),
-75 another `dsj run` holds the run's lease, 78 a generator config error (do not retry),
-130 interrupted.
+Exit codes: datasetjob.errors.ExitCode (0 success, 1 the run failed, 2 a bad spec or usage,
+75 another `dsj run` holds the run's lease, 78 a generator config error, 130 interrupted).
 """
 
 from __future__ import annotations
@@ -11,13 +10,11 @@ import argparse
 import os
 import sys
 
-from .errors import GeneratorConfigError, SpecError, StorageError
-
-EXIT_BAD_SPEC = 2
+from datasetjob.errors import ExitCode, GeneratorConfigError, OptionError, SpecError, StorageError
 
 
 def _spec(path: str, rules: bool = True):
-    from .documents import load_spec_file
+    from datasetjob.spec.documents import load_spec_file
 
     return load_spec_file(path, rules=rules)
 
@@ -26,7 +23,7 @@ def _check_generator(spec, spec_path: str) -> None:
     """What the schema cannot know: the function imports (with the runner's search path)."""
     if not spec.generator.function:
         return
-    from .generator import load_function
+    from datasetjob.worker.generator import load_function
 
     for entry in (os.getcwd(), os.path.dirname(os.path.abspath(spec_path))):
         if entry not in sys.path:
@@ -48,8 +45,7 @@ def _notes(spec) -> None:
 
 
 def _print_problems(exc: Exception, path: str) -> int:
-    from .options import OptionError
-    from .redaction import redact_text
+    from datasetjob.redaction import redact_text
 
     problems = exc.problems if isinstance(exc, SpecError) else [str(exc)]
     if isinstance(exc, (OptionError, StorageError)):
@@ -58,17 +54,17 @@ def _print_problems(exc: Exception, path: str) -> int:
         print(f"{path}: invalid DatasetJob", file=sys.stderr)
     for problem in problems:
         print(f"  {redact_text(problem)}", file=sys.stderr)
-    return EXIT_BAD_SPEC
+    return ExitCode.BAD_SPEC
 
 
 def _check_universe(spec, run_id: str) -> int:
     """Every item check, streaming (only the ids are kept); a command's templates are checked
     against every shard's ids. Returns the number of items."""
-    from .universe import check_universe, resolve_items
+    from datasetjob.store.universe import check_universe, resolve_items
 
     if not spec.generator.command:
         return check_universe(spec)
-    from .command import check_command
+    from datasetjob.worker.command import check_command
 
     _, ids = resolve_items(spec)
     check_command(spec, ids, run_id)
@@ -79,19 +75,19 @@ def cmd_validate(args) -> int:
     try:
         spec = _spec(args.file)
         _check_generator(spec, args.file)
-        from .spec import run_id
+        from datasetjob.spec.model import run_id
 
         count = _check_universe(spec, run_id(spec.raw_spec))
         _notes(spec)
     except (SpecError, GeneratorConfigError) as exc:
         return _print_problems(exc, args.file)
     print(f"{args.file}: valid — {count} items in {spec.shards} shards")
-    return 0
+    return ExitCode.OK
 
 
 def _check_run_options(args) -> None:
     """Options a run cannot start with: refused before anything starts, like a bad spec."""
-    from .options import check_output_option, check_redis_url_option
+    from datasetjob.local.options import check_output_option, check_redis_url_option
 
     if args.output is not None:
         args.output = check_output_option(args.output)
@@ -100,7 +96,7 @@ def _check_run_options(args) -> None:
 
 
 def cmd_run(args) -> int:
-    from .runner import LocalRunner, LocalRunOptions
+    from datasetjob.local.runner import LocalRunner, LocalRunOptions
 
     try:
         spec = _spec(args.file)
@@ -119,7 +115,7 @@ def cmd_run(args) -> int:
         )
         runner = LocalRunner(spec, opts)
         _check_universe(runner.spec, runner.run_id)  # fail on bad items before anything is written
-        from .storage import check_writable
+        from datasetjob.store.backends import check_writable
 
         check_writable(runner.store, "--output" if args.output else "spec.output.uri")
         _notes(spec)
@@ -129,28 +125,24 @@ def cmd_run(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from .entrypoints import worker_main
+    from datasetjob.worker.entrypoints import worker_main
 
     try:
         spec = _spec(args.spec or os.environ.get("DSJ_SPEC_FILE", "/etc/datasetjob/datasetjob.json"), rules=False)
     except SpecError as exc:
         _print_problems(exc, args.spec or "spec")
-        from .contract import EXIT_DO_NOT_RETRY
-
-        return EXIT_DO_NOT_RETRY
+        return ExitCode.DO_NOT_RETRY
     return worker_main(spec, args.index, args.run_id)
 
 
 def cmd_combine(args) -> int:
-    from .entrypoints import combine_main
+    from datasetjob.worker.entrypoints import combine_main
 
     try:
         spec = _spec(args.spec or os.environ.get("DSJ_SPEC_FILE", "/etc/datasetjob/datasetjob.json"), rules=False)
     except SpecError as exc:
         _print_problems(exc, args.spec or "spec")
-        from .contract import EXIT_DO_NOT_RETRY
-
-        return EXIT_DO_NOT_RETRY
+        return ExitCode.DO_NOT_RETRY
     return combine_main(spec, args.run_id)
 
 

@@ -1,11 +1,10 @@
-"""The worker contract shared by the data plane and the operator: exit codes and the
-environment a generator pod receives. Pure constants."""
+"""The worker contract shared by the data plane and the operator: the API's names and the
+environment a generator pod receives (its exit codes are datasetjob.errors.ExitCode). Pure constants."""
 
-EXIT_OK = 0
-EXIT_RETRY = 1
-EXIT_DO_NOT_RETRY = 78  # sysexits EX_CONFIG: the generator config is broken, a retry cannot help
-EXIT_TERMINATED = 143  # stopped by SIGTERM after checkpointing
-EXIT_RUN_BUSY = 75  # sysexits EX_TEMPFAIL: another `dsj run` holds this run's lease; nothing was done
+# The custom resource this data plane serves.
+API_GROUP = "datagen.dev"
+API_VERSION = "v1alpha1"
+KIND = "DatasetJob"
 
 # Set by `dsj run` for its workers: they stop (as on SIGTERM) when this process is gone.
 PARENT_PID_ENV = "DSJ_PARENT_PID"

@@ -9,19 +9,28 @@ import json
 import logging
 import os
 import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
-from .redis_link import RUN_KEYS_TTL_SECONDS, RedisLink, get_link, progress_key
+from datasetjob.redis_link import RUN_KEYS_TTL_SECONDS, RedisLink, get_link, progress_key
 
 
-class NullProgress:
+class ProgressSink(ABC):
+    """Where a worker publishes its shard's live snapshot."""
+
+    @abstractmethod
+    def publish(self, snapshot: dict) -> None: ...
+
+
+class NullProgress(ProgressSink):
     def publish(self, snapshot: dict) -> None:
         pass
 
 
-class FileProgress:
+class FileProgress(ProgressSink):
     def __init__(self, directory: str | os.PathLike, index: int):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -46,11 +55,18 @@ def read_file_progress(directory: str | os.PathLike) -> dict[int, dict]:
     return out
 
 
-class RedisProgress:
+class RedisProgress(ProgressSink):
     """Stores a shard's latest snapshot in the run's progress hash (field = shard index) and
     passes it on to `fallback` (the local file progress), which always gets it."""
 
-    def __init__(self, link: RedisLink, key: str, index: int, fallback=None, on_publish=None):
+    def __init__(
+        self,
+        link: RedisLink,
+        key: str,
+        index: int,
+        fallback: ProgressSink | None = None,
+        on_publish: Callable[[], None] | None = None,
+    ):
         self.link = link
         self.key = key
         self.index = int(index)
@@ -73,13 +89,18 @@ class RedisProgress:
             self.on_publish()
 
 
-def redis_progress(cache, run_id: str, index: int, fallback=None) -> RedisProgress:
-    """Where a worker with a Redis cache publishes its live progress: the run's hash (for the
-    operator) and `fallback`. Each publish also adds the cache's in-process hits to the run's
-    counters (cache.flush_stats)."""
-    return RedisProgress(
-        cache.link, progress_key(cache.namespace, run_id), index, fallback, on_publish=cache.flush_stats
-    )
+def redis_progress(
+    url: str,
+    namespace: str,
+    run_id: str,
+    index: int,
+    fallback: ProgressSink | None = None,
+    on_publish: Callable[[], None] | None = None,
+) -> RedisProgress:
+    """Where a worker with a Redis cache publishes its live progress: the run's hash in the cache
+    namespace (for the operator) and `fallback`; `on_publish` runs after each publish (the worker
+    flushes its cache's hit counts there, so progress and cache stats move together)."""
+    return RedisProgress(get_link(url), progress_key(namespace, run_id), index, fallback, on_publish)
 
 
 def _hgetall(url: str, key: str) -> dict:

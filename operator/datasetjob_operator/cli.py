@@ -13,6 +13,7 @@ import time
 import uuid
 
 from datasetjob import API_GROUP, API_VERSION
+from datasetjob.errors import ExitCode
 
 from .crd import PLURAL
 from .naming import ANNOTATION_REGENERATE, ANNOTATION_RETRY_FAILED, LABEL_DATASETJOB, LABEL_ROLE
@@ -55,7 +56,7 @@ def operator_main(argv: list[str]) -> int:
         liveness_endpoint=args.liveness or None,
         identity=identity,
     )
-    return 0
+    return ExitCode.OK
 
 
 def _clients(args):
@@ -88,7 +89,7 @@ def cmd_status(args) -> int:
     obj = _get(custom, ns, args.name)
     if args.output == "json":
         print(json.dumps(obj.get("status") or {}, indent=2))
-        return 0
+        return ExitCode.OK
     from rich.console import Console
     from rich.table import Table
 
@@ -120,7 +121,7 @@ def cmd_status(args) -> int:
     events = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={args.name}")
     for ev in sorted(events.items, key=lambda e: str(e.last_timestamp or ""))[-10:]:
         print(f"  {ev.last_timestamp}  {ev.type:<8} {ev.reason:<16} {ev.message}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_logs(args) -> int:
@@ -138,11 +139,11 @@ def cmd_logs(args) -> int:
         ]
     if not pods:
         print("no pods found", file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
     for pod in sorted(pods, key=lambda p: p.metadata.creation_timestamp):
         print(f"==> {pod.metadata.name} ({pod.status.phase})")
         print(core.read_namespaced_pod_log(pod.metadata.name, ns, tail_lines=args.tail))
-    return 0
+    return ExitCode.OK
 
 
 def _annotate(args, key: str) -> int:
@@ -153,7 +154,7 @@ def _annotate(args, key: str) -> int:
         API_GROUP, API_VERSION, ns, PLURAL, args.name, {"metadata": {"annotations": {key: token}}}
     )
     print(f"{ns}/{args.name}: {key}={token}")
-    return 0
+    return ExitCode.OK
 
 
 def register(sub) -> None:

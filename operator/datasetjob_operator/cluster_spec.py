@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 import json
 
-from datasetjob.item_source import count_items, count_unique_ids, iter_items
-from datasetjob.spec import DatasetJobSpec, spec_from_dict
+from datasetjob.spec.item_source import count_items, count_unique_ids, iter_items
+from datasetjob.spec.model import DatasetJobSpec, spec_from_dict
 
 from .settings import Settings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from datasetjob import API_GROUP, API_VERSION, KIND
-from datasetjob.schema import spec_schema
+from datasetjob.spec.schema import spec_schema
 
 from .status import status_schema
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from datasetjob.sharding import compress_indexes, expand_indexes
+from datasetjob.spec.sharding import compress_indexes, expand_indexes
 
 from .job_state import pod_index, termination, termination_message
 from .status import CacheCounts, Failure, ItemCounts, ShardCounts

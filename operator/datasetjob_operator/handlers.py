@@ -17,7 +17,7 @@ import kopf
 
 from datasetjob import API_GROUP, API_VERSION
 from datasetjob.progress import read_redis_progress
-from datasetjob.spec import cache_namespace
+from datasetjob.spec.model import cache_namespace
 
 from . import metrics
 from .admission import pending_reasons

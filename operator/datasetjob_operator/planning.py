@@ -8,12 +8,15 @@ import json
 from dataclasses import dataclass
 
 from datasetjob import API_GROUP, API_VERSION, KIND
-from datasetjob.contract import EXIT_DO_NOT_RETRY, ITEMS_DIR_ENV, REGENERATE_TOKEN_ENV, RETRY_FAILED_ITEMS_ENV
-from datasetjob.spec import DatasetJobSpec
+from datasetjob.contract import ITEMS_DIR_ENV, REGENERATE_TOKEN_ENV, RETRY_FAILED_ITEMS_ENV
+from datasetjob.errors import ExitCode
+from datasetjob.spec.model import DatasetJobSpec
 
 from . import naming
 from .settings import Settings, with_password
 
+# The worker exit that fails its Job index at once (a plain int: manifests are YAML and JSON).
+DO_NOT_RETRY = int(ExitCode.DO_NOT_RETRY)
 SPEC_DIR = "/etc/datasetjob/spec"
 ITEMS_DIR = "/etc/datasetjob/items"
 SPEC_FILE = "datasetjob.json"
@@ -244,7 +247,11 @@ def generate_job(run: Run, settings: Settings) -> dict:
                     # A broken generator config fails the same way on every retry: stop at once.
                     {
                         "action": "FailIndex",
-                        "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_DO_NOT_RETRY]},
+                        "onExitCodes": {
+                            "containerName": CONTAINER,
+                            "operator": "In",
+                            "values": [DO_NOT_RETRY],
+                        },
                     },
                     # Evictions and preemptions are not the shard's fault: retry without counting.
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
@@ -273,7 +280,7 @@ def combine_job(run: Run, settings: Settings) -> dict:
                         "onExitCodes": {
                             "containerName": COMBINE_CONTAINER,
                             "operator": "In",
-                            "values": [EXIT_DO_NOT_RETRY],
+                            "values": [DO_NOT_RETRY],
                         },
                     },
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},

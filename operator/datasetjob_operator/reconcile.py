@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from datasetjob.errors import SpecError
-from datasetjob.item_source import count_items
-from datasetjob.spec import run_id as compute_run_id
+from datasetjob.spec.item_source import count_items
+from datasetjob.spec.model import run_id as compute_run_id
 
 from . import naming, planning
 from .cluster_spec import checked_item_total, parsed_spec, with_default_output

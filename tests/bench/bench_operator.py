@@ -148,8 +148,8 @@ def sample_in_cluster_vs_local(cluster: E2ECluster, ns: str) -> tuple[float, flo
 
 
 def pure_scale(shards: int = 10_000) -> tuple[int, float]:
-    from datasetjob.sharding import compress_indexes
-    from datasetjob.spec import run_id, spec_from_dict
+    from datasetjob.spec.model import run_id, spec_from_dict
+    from datasetjob.spec.sharding import compress_indexes
     from datasetjob_operator import naming
     from datasetjob_operator.reconcile import Observed, decide
     from datasetjob_operator.settings import Settings

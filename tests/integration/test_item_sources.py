@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datasetjob import limits
+from datasetjob.spec import limits
 from tests.integration.runs import dsj, sample_doc, write_doc
 
 

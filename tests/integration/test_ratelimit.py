@@ -19,10 +19,10 @@ import time
 import pytest
 import redis
 
-from datasetjob.backoff import Throttled, is_throttled, retry_upstream
-from datasetjob.context import Counters, ItemContext, limited
 from datasetjob.ratelimit import InProcessTokenBucket, LocalTokenBucket, RedisTokenBucket, bucket_step
 from datasetjob.redis_link import forget_links
+from datasetjob.sdk.backoff import Throttled, is_throttled, retry_upstream
+from datasetjob.sdk.context import Counters, ItemContext, limited
 from tests.fixtures.services import free_port
 
 SPAWN = mp.get_context("spawn")
@@ -382,7 +382,7 @@ def test_workers_of_a_run_share_the_spec_rate_limit(tmp_path, redis_url, bucket)
 
 
 def _spec(**rate_limit):
-    from datasetjob.spec import spec_from_document
+    from datasetjob.spec.model import spec_from_document
     from tests.integration.runs import sample_doc
 
     doc = sample_doc(shards=4)

@@ -130,7 +130,9 @@ def test_hits_and_misses_are_counted_per_run(redis_url):
 def test_redis_progress_stores_snapshots_per_shard_and_feeds_the_fallback(redis_url, tmp_path):
     cache = RedisCache(redis_url, namespace="smf", run_id="r1")
     for index in (0, 3):
-        sink = redis_progress(cache, "r1", index, fallback=FileProgress(tmp_path, index))
+        sink = redis_progress(
+            redis_url, "smf", "r1", index, fallback=FileProgress(tmp_path, index), on_publish=cache.flush_stats
+        )
         sink.publish(
             {
                 "shard": index,
@@ -294,7 +296,7 @@ def test_unreachable_redis_at_start_degrades_with_one_warning(caplog):
     cache.set("k0", 1)
     with pytest.raises(CacheValueError, match="'bad'"):  # same contract without Redis
         cache.get_or_compute("bad", lambda: {1})
-    redis_progress(cache, "r", 0).publish({"items": {}})
+    redis_progress(url, "down", "r", 0, on_publish=cache.flush_stats).publish({"items": {}})
     warned = warnings_in(caplog)
     assert len(warned) == 1, warned
     assert url in warned[0] and "counted as misses" in warned[0]
@@ -363,7 +365,7 @@ def test_redact_url_hides_only_the_password():
 def test_a_url_that_is_not_redis_is_a_config_error(monkeypatch):
     from datasetjob.cache.factory import make_cache
     from datasetjob.errors import GeneratorConfigError
-    from datasetjob.spec import spec_from_document
+    from datasetjob.spec.model import spec_from_document
     from tests.integration.runs import sample_doc
 
     monkeypatch.setenv("DSJ_REDIS_URL", "http://cache.example:6379")

@@ -13,11 +13,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from datasetjob.errors import ExitCode
 from tests.integration.probe import calls, probe_doc, write_probe
 from tests.integration.runs import dsj
 
 ITEMS = [f"item-{n:03d}" for n in range(200)]
-EXIT_RUN_BUSY = 75
 
 
 def resume(spec: Path, output: str, work: Path, calls_file: Path, cwd: Path, env: dict | None = None):
@@ -99,7 +99,7 @@ def test_a_second_run_on_the_same_output_is_refused_naming_the_holder(tmp_path):
                 cwd=tmp_path,
                 env={"PROBE_CALLS": str(tmp_path / "calls")},
             )
-            assert second.returncode == EXIT_RUN_BUSY, second.stderr
+            assert second.returncode == ExitCode.RUN_BUSY, second.stderr
             assert f"pid {first.pid}" in second.stderr and socket.gethostname() in second.stderr
             assert "started" in second.stderr
         _, err = first.communicate(timeout=300)
@@ -154,7 +154,7 @@ def test_a_second_run_on_the_same_s3_output_is_refused(tmp_path, s3_server, s3_b
         wait_for(lambda: list((tmp_path / "w1").glob("logs/*/.progress/*.json")), "the first run's workers", first)
         # A different work dir: only the store can tell the two runs apart.
         second = dsj("run", str(spec), "--output", output, "--workdir", str(tmp_path / "w2"), cwd=tmp_path, env=env)
-        assert second.returncode == EXIT_RUN_BUSY, second.stderr
+        assert second.returncode == ExitCode.RUN_BUSY, second.stderr
         assert f"pid {first.pid}" in second.stderr and "started" in second.stderr
         _, err = first.communicate(timeout=300)
         assert first.returncode == 0, err
@@ -169,8 +169,8 @@ def test_a_second_run_on_the_same_s3_output_is_refused(tmp_path, s3_server, s3_b
 
 def test_an_s3_lease_held_from_another_host_refuses_the_run(tmp_path, s3_server, s3_bucket):
     """The lease object alone decides across hosts; a renewed one belongs to a live run."""
-    from datasetjob.documents import load_spec_file
-    from datasetjob.spec import run_id
+    from datasetjob.spec.documents import load_spec_file
+    from datasetjob.spec.model import run_id
 
     spec = write_probe(probe_doc(ITEMS[:4], shards=1, output={"endpointUrl": s3_server.endpoint_url}), tmp_path)
     run = run_id(load_spec_file(spec).raw_spec)
@@ -180,7 +180,7 @@ def test_an_s3_lease_held_from_another_host_refuses_the_run(tmp_path, s3_server,
     )
     env = dict(s3_server.env(), DSJ_EMBEDDED_CACHE_DIR=str(tmp_path / "cache"))
     proc = resume(spec, f"s3://{s3_bucket}/probe", tmp_path / "w", tmp_path / "calls", tmp_path, env)
-    assert proc.returncode == EXIT_RUN_BUSY, proc.stderr
+    assert proc.returncode == ExitCode.RUN_BUSY, proc.stderr
     assert "pid 4242 on builder-7, started 2026-01-01T00:00:00Z" in proc.stderr
     assert calls(tmp_path / "calls") == []
 
@@ -211,7 +211,7 @@ def test_resume_on_s3_takes_over_after_the_holder_died(tmp_path, s3_server, s3_b
 
 STOP_LOOP = """
 import sys, threading
-from datasetjob.lifetime import stop_on_sigterm
+from datasetjob.worker.lifetime import stop_on_sigterm
 stopping = threading.Event()
 stop_on_sigterm(stopping)
 print("ready", flush=True)

@@ -3,6 +3,10 @@
 import hashlib
 import json
 
+import pytest
+
+from datasetjob.errors import StorageError
+from datasetjob.store.backends import S3Store
 from tests.integration.runs import dsj, published, sample_doc, sha256, write_doc
 
 
@@ -69,3 +73,28 @@ def test_items_from_an_s3_uri(tmp_path, s3_server, s3_bucket):
     dataset, manifest = published(tmp_path / "out")
     assert manifest["items"]["done"] == 2
     assert [line.split(",")[0] for line in dataset.read_text().splitlines()] == ["symbol", "AAA", "ABH"]
+
+
+def test_a_partly_failed_delete_on_s3_is_an_error_naming_the_key(s3_server, s3_bucket, monkeypatch):
+    """DeleteObjects answers 200 and lists the keys it could not delete: those stay, and a stale
+    shard manifest among them would pass for a committed shard. The store must say so."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    store = S3Store(s3_bucket, "out", endpoint_url=s3_server.endpoint_url, region=s3_server.region)
+    for key in ("runs/r/shards/shard-00000.json", "runs/r/shards/shard-00001.json", "runs/r/spec.json"):
+        store.put_bytes(key, b"{}")
+    stuck = "out/runs/r/shards/shard-00001.json"
+
+    # The server really keeps one object (it is left out of the request) and the answer says
+    # why, as a server does for a key it may not delete.
+    def keep_one(params, **_):
+        params["Delete"]["Objects"] = [o for o in params["Delete"]["Objects"] if o["Key"] != stuck]
+
+    def report_it(parsed, **_):
+        parsed.setdefault("Errors", []).append({"Key": stuck, "Code": "AccessDenied", "Message": "Access Denied"})
+
+    store.client.meta.events.register("provide-client-params.s3.DeleteObjects", keep_one)
+    store.client.meta.events.register("after-call.s3.DeleteObjects", report_it)
+    with pytest.raises(StorageError, match=r"1 object\(s\) could not be deleted: .*shard-00001\.json \(AccessDenied"):
+        store.delete_prefix("runs/r/")
+    assert store.list("runs/r/") == ["runs/r/shards/shard-00001.json"]

@@ -1,6 +1,6 @@
 import pytest
 
-from datasetjob.combine_rules import (
+from datasetjob.combine.rules import (
     CombineRefused,
     check_columns,
     check_coverage,

@@ -6,8 +6,8 @@ import yaml
 
 from datasetjob.cli import main
 from datasetjob.errors import SpecError
-from datasetjob.generator import substitute
-from datasetjob.spec import spec_from_dict
+from datasetjob.spec.model import spec_from_dict
+from datasetjob.worker.generator import substitute
 
 
 def command_spec(output_file: str, values=("a", "b"), command=("true",)) -> dict:

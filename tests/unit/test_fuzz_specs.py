@@ -22,8 +22,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datasetjob import limits
 from datasetjob.cli import main
+from datasetjob.spec import limits
 
 celpy.Environment()  # a CEL environment raises the recursion limit: once here, not inside a case
 

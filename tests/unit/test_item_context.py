@@ -4,7 +4,7 @@ calls it, never against another thread's."""
 
 import threading
 
-from datasetjob.context import Counters, ItemContext, limited
+from datasetjob.sdk.context import Counters, ItemContext, limited
 
 
 class CountingLimiter:

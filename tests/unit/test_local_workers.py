@@ -1,6 +1,6 @@
 """The default number of local worker processes fits the machine."""
 
-from datasetjob.runner import default_workers
+from datasetjob.local.runner import default_workers
 
 
 def test_default_is_capped_at_the_cpus():

@@ -2,7 +2,7 @@
 
 import json
 
-from datasetjob.spec import run_id, spec_from_dict
+from datasetjob.spec.model import run_id, spec_from_dict
 from datasetjob_operator import naming, planning
 from datasetjob_operator.reconcile import Observed, decide
 from datasetjob_operator.settings import Settings
@@ -393,7 +393,7 @@ def test_pods_without_resources_get_the_installation_defaults():
 
 
 def test_live_progress_is_read_where_the_workers_write_it():
-    from datasetjob.spec import cache_namespace
+    from datasetjob.spec.model import cache_namespace
 
     spec = spec_from_dict("smf", SPEC, "ml")
     assert spec.cache.namespace == cache_namespace(SPEC.get("cache"), "smf", "ml") == "ml.smf"

@@ -2,7 +2,6 @@
 
 import pytest
 
-from datasetjob.logtext import one_line
 from datasetjob.redaction import (
     decode_secrets,
     encode_secrets,
@@ -11,6 +10,7 @@ from datasetjob.redaction import (
     restore_credentials,
     split_credentials,
 )
+from datasetjob.worker.logtext import one_line
 
 
 @pytest.mark.parametrize(

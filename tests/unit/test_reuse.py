@@ -5,9 +5,9 @@ import copy
 import pytest
 
 from datasetjob.errors import SpecError
-from datasetjob.fingerprint import fingerprint_inputs, generator_fingerprint, image_digest, item_digest
-from datasetjob.reuse import ItemRecord, lineage, merge_lineage, parse_segment, segment_body, select_reusable
-from datasetjob.spec import spec_from_dict
+from datasetjob.spec.model import spec_from_dict
+from datasetjob.store.fingerprint import fingerprint_inputs, generator_fingerprint, image_digest, item_digest
+from datasetjob.store.reuse import ItemRecord, lineage, merge_lineage, parse_segment, segment_body, select_reusable
 
 BASE = {
     "items": {"product": {"symbol": ["A", "B"], "date": ["d1", "d2"]}, "idTemplate": "{symbol}:{date}"},
@@ -91,7 +91,7 @@ def test_image_digest_counts_when_known_and_the_regenerate_token_always():
 
 
 def test_reuse_defaults_on_and_is_not_part_of_the_run_id():
-    from datasetjob.spec import run_id
+    from datasetjob.spec.model import run_id
 
     on = spec_from_dict("demo", BASE)
     off = spec_from_dict("demo", dict(BASE, reuse={"enabled": False, "maxAgeSeconds": 3600}))

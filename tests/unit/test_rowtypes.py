@@ -2,7 +2,8 @@
 
 import pytest
 
-from datasetjob.rowtypes import RowValueError, conform_row, conform_value, type_conflicts
+from datasetjob.errors import RowValueError
+from datasetjob.store.rowtypes import conform_row, conform_value, type_conflicts
 
 NAN, INF = float("nan"), float("inf")
 

@@ -1,7 +1,7 @@
 """`kubectl explain datasetjob.spec...` answers for every field: each property of the spec
 schema (the one source of the CRD) carries a description written for users."""
 
-from datasetjob.schema import spec_schema
+from datasetjob.spec.schema import spec_schema
 from datasetjob_operator.crd import build_crd
 
 

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from datasetjob.sharding import compress_indexes, expand_indexes, shard_bounds, shard_name
+from datasetjob.spec.sharding import compress_indexes, expand_indexes, shard_bounds, shard_name
 
 
 @given(total=st.integers(0, 5000), shards=st.integers(1, 300))

@@ -1,8 +1,8 @@
 import pytest
 
 from datasetjob.errors import SpecError
-from datasetjob.item_source import item_ids, iter_items
-from datasetjob.spec import ItemsSpec, run_id, spec_from_dict, spec_from_document
+from datasetjob.spec.item_source import item_ids, iter_items
+from datasetjob.spec.model import ItemsSpec, run_id, spec_from_dict, spec_from_document
 
 BASE = {"items": {"values": ["a", "b", "c"]}, "generator": {"function": "m:f"}}
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from datasetjob import limits
+from datasetjob.spec import limits
 
 HEADER = "apiVersion: datagen.dev/v1alpha1\nkind: DatasetJob\nmetadata: {name: limits}\n"
 GENERATOR = "  generator: {function: 'json:dumps'}\n"
@@ -130,8 +130,8 @@ def test_a_large_legal_range_validates_streaming(tmp_path):
     """A million range items: valid, and validation keeps no per-item list (checked in-process)."""
     import tracemalloc
 
-    from datasetjob.documents import load_spec_file
-    from datasetjob.universe import check_universe
+    from datasetjob.spec.documents import load_spec_file
+    from datasetjob.store.universe import check_universe
 
     path = spec_file(tmp_path, "  items:\n    range: {stop: 1000000}\n  shards: 10\n" + GENERATOR)
     spec = load_spec_file(path)
@@ -148,8 +148,8 @@ def test_from_uri_validation_streams_the_file(tmp_path):
     """Memory grows with the ids kept for the uniqueness check, not with a copy of the text."""
     import tracemalloc
 
-    from datasetjob.documents import load_spec_file
-    from datasetjob.universe import check_universe
+    from datasetjob.spec.documents import load_spec_file
+    from datasetjob.store.universe import check_universe
 
     n = 200_000
     items = tmp_path / "items.jsonl"
@@ -167,7 +167,7 @@ def test_from_uri_validation_streams_the_file(tmp_path):
 
 def test_a_worker_reads_the_spec_dsj_run_wrote_even_when_indented_json_outgrows_the_yaml(tmp_path):
     """A legal flow-style YAML list can double in size as the indented JSON the runner writes."""
-    from datasetjob.documents import load_spec_file
+    from datasetjob.spec.documents import load_spec_file
 
     values = [f"ab{i:05d}" for i in range(limits.MAX_INLINE_ITEMS)]
     user = spec_file(tmp_path, "  items:\n    values: [" + ",".join(values) + "]\n" + GENERATOR)

@@ -16,14 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..localdirs import embedded_cache_dir
-from .values import decode_value, encode_value
+from datasetjob.cache.base import Cache
+from datasetjob.cache.values import decode_value, encode_value
+from datasetjob.localdirs import embedded_cache_dir
 
 # Past this, a lock holder is presumed stuck and the waiter computes for itself.
 SINGLE_FLIGHT_TIMEOUT_SECONDS = 120.0
 
 
-class EmbeddedCache:
+class EmbeddedCache(Cache):
     def __init__(
         self, directory: str | os.PathLike | None = None, namespace: str = "default", default_ttl: int | None = None
     ):
@@ -90,6 +91,9 @@ class EmbeddedCache:
             if "locked" in locals() and locked:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    def flush_stats(self) -> None:
+        pass  # hits and misses are counted by the runner from shard summaries, not kept here
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

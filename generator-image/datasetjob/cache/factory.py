@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..errors import GeneratorConfigError
-from ..redis_link import effective_redis_url
-from .embedded import EmbeddedCache
-from .null import NullCache
-from .redis_backend import RedisCache
+from datasetjob.cache.embedded import EmbeddedCache
+from datasetjob.cache.null import NullCache
+from datasetjob.cache.redis_backend import RedisCache
+from datasetjob.errors import GeneratorConfigError
+from datasetjob.redis_link import effective_redis_url
 
 __all__ = ["make_cache"]
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from datasetjob.cache.base import Cache
 
-class NullCache:
+
+class NullCache(Cache):
     def get(self, key: str) -> tuple[bool, Any]:
         return False, None
 
@@ -17,4 +19,7 @@ class NullCache:
         return fn(), False
 
     def close(self) -> None:
+        pass
+
+    def flush_stats(self) -> None:
         pass

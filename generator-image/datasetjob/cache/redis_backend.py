@@ -34,9 +34,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ..redis_link import RUN_KEYS_TTL_SECONDS, cache_key_prefix, get_link, lock_key_prefix, stats_key
-from .redis_scripts import FILL, LOOKUP, RELEASE, RENEW
-from .values import decode_value, encode_value
+from datasetjob.cache.base import Cache
+from datasetjob.cache.redis_scripts import FILL, LOOKUP, RELEASE, RENEW
+from datasetjob.cache.values import decode_value, encode_value
+from datasetjob.redis_link import RUN_KEYS_TTL_SECONDS, cache_key_prefix, get_link, lock_key_prefix, stats_key
 
 log = logging.getLogger("datasetjob.cache")
 
@@ -48,7 +49,7 @@ L1_ENTRIES = 4096  # values kept in-process per cache
 L1_SECONDS = 60.0
 
 
-class RedisCache:
+class RedisCache(Cache):
     """`Cache` backed by Redis: shared by every pod, single-flight across pods.
 
     RedisCache(url, namespace, default_ttl, run_id)

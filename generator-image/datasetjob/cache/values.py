@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-
-class CacheValueError(TypeError):
-    """A value that cannot be stored as JSON."""
+from datasetjob.errors import CacheValueError
 
 
 def encode_value(key: str, value: Any) -> str:

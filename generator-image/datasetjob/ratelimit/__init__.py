@@ -19,9 +19,9 @@ token only if one is there now and otherwise says how long until one would be.
 
 from __future__ import annotations
 
-from .base import TokenBucket, bucket_step
-from .factory import make_limiter
-from .local import InProcessTokenBucket, LocalTokenBucket
-from .redis_bucket import RedisTokenBucket
+from datasetjob.ratelimit.base import TokenBucket, bucket_step
+from datasetjob.ratelimit.factory import make_limiter
+from datasetjob.ratelimit.local import InProcessTokenBucket, LocalTokenBucket
+from datasetjob.ratelimit.redis_bucket import RedisTokenBucket
 
 __all__ = ["TokenBucket", "bucket_step", "make_limiter", "InProcessTokenBucket", "LocalTokenBucket", "RedisTokenBucket"]

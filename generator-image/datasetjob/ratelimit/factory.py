@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import os
 
-from ..localdirs import embedded_cache_dir
-from ..redis_link import effective_redis_url
-from .base import TokenBucket
-from .local import InProcessTokenBucket, LocalTokenBucket
-from .redis_bucket import RedisTokenBucket
+from datasetjob.localdirs import embedded_cache_dir
+from datasetjob.ratelimit.base import TokenBucket
+from datasetjob.ratelimit.local import InProcessTokenBucket, LocalTokenBucket
+from datasetjob.ratelimit.redis_bucket import RedisTokenBucket
+from datasetjob.redis_link import effective_redis_url
 
 log = logging.getLogger("datasetjob.ratelimit")
 

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from .base import TokenBucket, bucket_step
+from datasetjob.ratelimit.base import TokenBucket, bucket_step
 
 
 class InProcessTokenBucket(TokenBucket):

@@ -11,9 +11,9 @@ limit; Redis is tried again every DSJ_REDIS_RECONNECT_SECONDS.
 
 from __future__ import annotations
 
-from ..redis_link import get_link, ratelimit_key
-from .base import TokenBucket
-from .local import InProcessTokenBucket
+from datasetjob.ratelimit.base import TokenBucket
+from datasetjob.ratelimit.local import InProcessTokenBucket
+from datasetjob.redis_link import get_link, ratelimit_key
 
 # KEYS: bucket   ARGV: rate, burst, reserve (1/0)
 # -> {wait, slot}: wait = seconds to wait ("0": a token was taken; with reserve the token of

@@ -7,7 +7,7 @@ import os
 import sys
 
 from datasetjob.cache import EmbeddedCache
-from datasetjob.context import Counters, ItemContext
+from datasetjob.sdk.context import Counters, ItemContext
 from smart_money.generate import example
 
 

@@ -1,0 +1,2 @@
+"""Combining committed shards into one dataset: the pure rules (coverage, columns, lineage) and
+the run that streams, checks and publishes."""

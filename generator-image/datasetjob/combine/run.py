@@ -1,0 +1,268 @@
+"""Combine a run's committed shards into one validated, deduplicated dataset, then publish.
+
+Decisions (what to publish, or why not) are pure functions over the shard manifests, in
+`combine_rules`; the rows are streamed shard by shard, so memory does not grow with the
+number of shards (sorting merges per-shard sorted runs; dedupe keeps a set of keys).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from datasetjob.combine.rules import (
+    CombineRefused,
+    check_columns,
+    check_coverage,
+    check_success_ratio,
+    check_value,
+    count_manifest_items,
+    run_lineage,
+    sort_key_part,
+)
+from datasetjob.errors import RowValueError, StorageError
+from datasetjob.redaction import redact
+from datasetjob.spec.model import DatasetJobSpec
+from datasetjob.spec.sharding import compress_indexes, shard_name
+from datasetjob.store import layout
+from datasetjob.store.backends import Store, local_tempdir
+from datasetjob.store.rowtypes import conform_row
+from datasetjob.store.tables import RowWriter, declared_arrow_schema, file_digest, iter_rows, write_rows
+
+
+@dataclass
+class CombineResult:
+    run_id: str
+    uri: str
+    manifest_uri: str
+    rows: int
+    bytes: int
+    sha256: str
+    items: dict
+    missing_shards: list[int] = field(default_factory=list)
+    duplicates_dropped: int = 0
+    cache: dict = field(default_factory=dict)
+
+    def to_message(self) -> dict:
+        return {
+            "state": "published",
+            "runId": self.run_id,
+            "uri": self.uri,
+            "manifestUri": self.manifest_uri,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "items": self.items,
+            "missingShards": compress_indexes(self.missing_shards),
+            "duplicatesDropped": self.duplicates_dropped,
+            "cache": self.cache,
+        }
+
+
+def _read_manifests(store: Store, run_id: str, shards: int) -> dict[int, dict]:
+    out = {}
+    for key in store.list(f"{layout.run_prefix(run_id)}shards/"):
+        if key.endswith(".json"):
+            manifest = json.loads(store.get_text(key))
+            if manifest.get("runId") == run_id and 0 <= manifest["shard"] < shards:
+                out[manifest["shard"]] = manifest
+    return out
+
+
+def _first_failure(store: Store, run_id: str, manifests: dict[int, dict]) -> dict | None:
+    """The first failed item in item order, to name it when the run is refused."""
+    for index in sorted(manifests):
+        if manifests[index]["items"]["failed"]:
+            try:
+                text = store.get_text(layout.failures_key(run_id, index))
+            except StorageError:
+                return None
+            first = next((line for line in text.splitlines() if line.strip()), None)
+            return json.loads(first) if first else None
+    return None
+
+
+def _local_shard(store: Store, run_id: str, index: int, fmt: str, tmpdir: str) -> str:
+    """The shard's file in tmpdir, downloaded once (the parquet schema pass keeps it for the rows)."""
+    path = os.path.join(tmpdir, f"{shard_name(index)}.{fmt}")
+    if not os.path.exists(path):
+        store.download(layout.shard_data_key(run_id, index, fmt), path)
+    return path
+
+
+def _shard_rows(store: Store, run_id: str, index: int, fmt: str, tmpdir: str) -> Iterator[dict]:
+    path = _local_shard(store, run_id, index, fmt, tmpdir)
+    try:
+        yield from iter_rows(path, fmt)
+    finally:
+        os.unlink(path)
+
+
+def _arrow_schema(
+    store: Store, run_id: str, indexes: list[int], tmpdir: str, columns: list[str], declared: dict[str, str]
+):
+    """Declared types when there are any (values are converted to them); otherwise the shards'
+    types unified, refusing (naming the column) a column that is a number in one shard and
+    text in another."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if declared:
+        return declared_arrow_schema(columns, declared)
+    schemas = {index: pq.read_schema(_local_shard(store, run_id, index, "parquet", tmpdir)) for index in indexes}
+    if not schemas:
+        return None
+    try:
+        return pa.unify_schemas(list(schemas.values()), promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        pass
+    first: dict[str, tuple] = {}
+    for index, schema in schemas.items():
+        for f in schema:
+            if pa.types.is_null(f.type):
+                continue
+            seen_type, seen_index = first.setdefault(f.name, (f.type, index))
+            try:
+                pa.unify_schemas(
+                    [pa.schema([pa.field(f.name, seen_type)]), pa.schema([f])], promote_options="permissive"
+                )
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                raise CombineRefused(
+                    "SchemaMismatch",
+                    f"column {f.name!r} is {seen_type} in {shard_name(seen_index)} but {f.type} in "
+                    f"{shard_name(index)}; declare its type in spec.combine.columns to convert",
+                ) from None
+    raise CombineRefused(
+        "SchemaMismatch",
+        "the shards' Parquet schemas cannot be merged; declare the column types in spec.combine.columns",
+    )
+
+
+def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: int) -> CombineResult:
+    """Validate, merge and publish run `run_id`. Raises CombineRefused with a reason."""
+    fmt = spec.output.format
+    combine = spec.combine
+    declared = dict(combine.columns)
+    manifests = _read_manifests(store, run_id, spec.shards)
+    missing = check_coverage(spec.shards, manifests, spec.max_failed_shards)
+    items = count_manifest_items(total_items, manifests)
+    first_failure = _first_failure(store, run_id, manifests) if items["failed"] else None
+    check_success_ratio(items, combine.min_item_success_ratio, first_failure)
+    columns = check_columns(manifests, declared)
+    for col in list(combine.dedupe_by) + list(combine.sort_by):
+        if columns and col not in columns:
+            raise CombineRefused("SchemaMismatch", f"spec.combine: column {col!r} is not in the data {columns}")
+
+    tmpdir = local_tempdir("dsj-combine-")
+    try:
+        with_rows = [i for i in sorted(manifests) if manifests[i]["rows"] > 0]
+        schema = _arrow_schema(store, run_id, with_rows, tmpdir, columns, declared) if fmt == "parquet" else None
+        out_path = os.path.join(tmpdir, f"combined-dataset.{fmt}")
+        writer = RowWriter(out_path, fmt, columns, schema)
+
+        def checked(index: int) -> Iterator[dict]:
+            for n, row in enumerate(_shard_rows(store, run_id, index, fmt, tmpdir)):
+                if fmt == "csv":  # CSV stays text (byte-identical rows): checked, not converted
+                    for col, kind in declared.items():
+                        check_value(col, kind, row.get(col), f"{shard_name(index)} row {n + 1}")
+                    yield row
+                    continue
+                try:
+                    yield conform_row(row, declared, fmt)
+                except RowValueError as exc:
+                    raise CombineRefused("SchemaMismatch", f"{shard_name(index)} row {n + 1}: {exc}") from None
+
+        if combine.sort_by:
+            kinds = [declared.get(c) for c in combine.sort_by]
+
+            def key(row):
+                return tuple(sort_key_part(row.get(c), k) for c, k in zip(combine.sort_by, kinds, strict=True))
+
+            runs = []
+            for index in with_rows:  # one shard in memory at a time, spilled sorted to disk
+                rows = sorted(checked(index), key=key)
+                run_path = os.path.join(tmpdir, f"sorted-{index}.jsonl")
+                write_rows(rows, run_path, "jsonl", columns, strict_json=False)
+                runs.append(iter_rows(run_path, "jsonl"))
+            stream: Iterator[dict] = heapq.merge(*runs, key=key)
+        else:
+            stream = (row for index in with_rows for row in checked(index))
+
+        seen: set = set()
+        dropped = 0
+        batch: list[dict] = []
+        for row in stream:
+            if combine.dedupe_by:
+                k = tuple(json.dumps(row.get(c), sort_keys=True) for c in combine.dedupe_by)
+                if k in seen:
+                    dropped += 1
+                    continue
+                seen.add(k)
+            batch.append(row)
+            if len(batch) >= 10_000:
+                writer.write(batch)
+                batch = []
+        writer.write(batch)
+        writer.close()
+
+        sha, size = file_digest(out_path)
+        store.put_file(layout.combined_key(run_id, fmt), out_path)
+        cache = {
+            "hits": sum(m["cache"]["hits"] for m in manifests.values()),
+            "misses": sum(m["cache"]["misses"] for m in manifests.values()),
+        }
+        manifest = {
+            "runId": run_id,
+            "name": spec.name,
+            "specHash": run_id,
+            "image": spec.generator.image,
+            "format": fmt,
+            "dataset": {
+                "uri": store.key_uri(layout.combined_key(run_id, fmt)),
+                "rows": writer.rows,
+                "bytes": size,
+                "sha256": sha,
+                "columns": columns,
+            },
+            "items": items,
+            "coverage": {
+                "shards": spec.shards,
+                "committed": len(manifests),
+                "missing": compress_indexes(missing),
+                "itemSuccessRatio": items["done"] / items["total"] if items["total"] else 1.0,
+            },
+            "duplicatesDropped": dropped,
+            "cache": cache,
+            "lineage": run_lineage(manifests),
+            "shards": {
+                shard_name(i): {"rows": m["rows"], "sha256": m.get("sha256"), "items": m["items"]}
+                for i, m in sorted(manifests.items())
+            },
+            "spec": spec.raw_spec,
+            "publishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        manifest = redact(manifest)  # the spec may name a Redis with its password
+        store.put_bytes(layout.manifest_key(run_id), json.dumps(manifest, indent=1).encode())
+        result = CombineResult(
+            run_id=run_id,
+            uri=manifest["dataset"]["uri"],
+            manifest_uri=store.key_uri(layout.manifest_key(run_id)),
+            rows=writer.rows,
+            bytes=size,
+            sha256=sha,
+            items=items,
+            missing_shards=missing,
+            duplicates_dropped=dropped,
+            cache=cache,
+        )
+        latest = {k: manifest[k] for k in ("runId", "name", "publishedAt")}
+        latest.update(dataset=manifest["dataset"], manifestUri=result.manifest_uri)
+        store.put_bytes(layout.LATEST_KEY, json.dumps(latest, indent=1).encode())  # last
+        return result
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

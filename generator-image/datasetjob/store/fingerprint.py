@@ -1,0 +1,60 @@
+"""The generator fingerprint: what determines an item's rows, besides the item. Pure.
+
+Two runs with the same fingerprint produce the same rows for the same item, so a run may take
+rows an earlier run stored (see reuse.py). It covers the generator (function or command, image
+and its digest when known, the user's `generator.version`, the regenerate token), the
+generator's env and the declared output columns. It leaves out what only changes how or where
+rows are produced: shards, parallelism, concurrency, retries, cache, output location and format
+(stored rows are format-neutral JSON; every format is written from them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from datasetjob.spec.model import DatasetJobSpec, canonical_json
+
+FINGERPRINT_VERSION = 1  # bump when the stored row format changes: old rows stop matching
+
+_DIGEST_RE = re.compile(r"@(sha256:[0-9a-f]{64})$")
+
+
+def image_digest(image: str | None, known: str | None = None) -> str | None:
+    """The digest of the generator image: pinned in the reference (`repo@sha256:...`), or
+    `known` (e.g. DSJ_IMAGE_DIGEST, set by a build that knows it); None if neither."""
+    if image:
+        pinned = _DIGEST_RE.search(image)
+        if pinned:
+            return pinned.group(1)
+    return known or None
+
+
+def fingerprint_inputs(spec: DatasetJobSpec, digest: str | None = None, regenerate_token: str | None = None) -> dict:
+    """Everything the fingerprint covers, as a JSON document (also stored for humans)."""
+    gen = spec.generator
+    return {
+        "fingerprintVersion": FINGERPRINT_VERSION,
+        "function": gen.function,
+        "command": list(gen.command) if gen.command else None,
+        "outputFile": gen.output_file,
+        "workingDir": gen.working_dir,
+        "image": gen.image,
+        "imageDigest": digest,
+        "version": gen.version,
+        "regenerate": regenerate_token or None,
+        # Env order counts: a later entry may refer to an earlier one with $(NAME).
+        "env": [dict(e) for e in gen.env],
+        # A mapping: an API server sorts map keys, and column order does not change a row.
+        "columns": dict(spec.combine.columns),
+    }
+
+
+def generator_fingerprint(inputs: dict) -> str:
+    """16 hex digits of the canonical inputs."""
+    return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()[:16]
+
+
+def item_digest(item) -> str:
+    """Guards against two different items that share an id (an idTemplate over some fields)."""
+    return hashlib.sha256(canonical_json(item).encode()).hexdigest()[:16]

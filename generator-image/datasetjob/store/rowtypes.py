@@ -1,0 +1,150 @@
+"""What a row value may be: declared column types (spec.combine.columns) and what each output
+format can carry. Pure.
+
+One rule for every row, applied where the row is made (the worker, so a bad value fails its
+item, named in the failures) and again in the combine (for files a command wrote):
+- a declared column gets its declared type: values that convert exactly are converted
+  ("7" -> 7 in an int64 column, 5 -> "5" in a string column), others are refused;
+- NaN is a missing value (empty in CSV, null in JSON, null in Parquet), except in a declared
+  int64 or bool column, where it is refused rather than silently emptied;
+- integers must fit int64 where the format stores them as int64 (Parquet; any declared int64);
+- JSON lines carry no Infinity (not JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from datasetjob.errors import RowValueError
+from datasetjob.spec.limits import INT64_MAX, INT64_MIN
+
+
+def _refuse(column: str, value: Any, why: str) -> RowValueError:
+    return RowValueError(f"column {column!r}: {value!r:.80} {why}")
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _to_int64(column: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise _refuse(column, value, "is not int64 (spec.combine.columns)")
+    if isinstance(value, float):
+        if math.isnan(value):
+            raise _refuse(column, value, "is not int64 (spec.combine.columns); return None for a missing value")
+        if not value.is_integer():
+            raise _refuse(column, value, "is not int64 (spec.combine.columns)")
+        value = int(value)
+    elif isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise _refuse(column, value, "is not int64 (spec.combine.columns)") from None
+    elif not isinstance(value, int):
+        raise _refuse(column, value, "is not int64 (spec.combine.columns)")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise _refuse(column, value, "is outside the int64 range (spec.combine.columns)")
+    return value
+
+
+def _to_float64(column: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _refuse(column, value, "is not float64 (spec.combine.columns)")
+    try:
+        return float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):
+        raise _refuse(column, value, "is not float64 (spec.combine.columns)") from None
+
+
+_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _to_bool(column: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _BOOL_TEXT:
+        return _BOOL_TEXT[value.strip().lower()]
+    raise _refuse(column, value, "is not bool (spec.combine.columns)")
+
+
+def _to_string(column: str, value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+_CONVERT = {"int64": _to_int64, "float64": _to_float64, "bool": _to_bool, "string": _to_string}
+
+
+def conform_value(column: str, kind: str | None, value: Any, fmt: str) -> Any:
+    """`value` as its column holds it in format `fmt`, or RowValueError naming the column."""
+    if value is None:
+        return None
+    if _is_nan(value) and kind not in ("int64", "bool"):
+        return None
+    if kind is not None:
+        value = _CONVERT[kind](column, value)
+    if isinstance(value, float) and math.isinf(value) and fmt == "jsonl":
+        raise _refuse(column, value, "cannot be written to JSON lines (JSON has no Infinity)")
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and fmt == "parquet"
+        and not INT64_MIN <= value <= INT64_MAX
+    ):
+        raise _refuse(column, value, "is outside the int64 range Parquet stores")
+    if isinstance(value, (dict, list)) and fmt != "parquet":
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise _refuse(column, value, "holds NaN or Infinity, which JSON cannot carry") from None
+    return value
+
+
+def conform_row(row: dict, declared: dict[str, str], fmt: str) -> dict:
+    return {column: conform_value(column, declared.get(column), value, fmt) for column, value in row.items()}
+
+
+def value_kind(value: Any) -> str | None:
+    """The Parquet-relevant kind of a value (ints and floats mix as numbers); None when missing."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "list" if isinstance(value, list) else "object"
+
+
+def type_conflicts(rows_by_position: Iterable[tuple[int, list[dict]]], declared: dict[str, str]) -> dict[int, str]:
+    """For Parquet: positions whose value in an undeclared column has another kind than the first
+    value of that column in item order (a Parquet column has one type), with the reason."""
+    first: dict[str, tuple[str, int]] = {}
+    out: dict[int, str] = {}
+    for position, rows in rows_by_position:
+        for row in rows:
+            for column, value in row.items():
+                kind = value_kind(value)
+                if column in declared or kind is None:
+                    continue
+                seen = first.setdefault(column, (kind, position))
+                if seen[0] != kind and position not in out:
+                    out[position] = (
+                        f"column {column!r}: {value!r:.80} is a {kind} but earlier items hold a "
+                        f"{seen[0]} there; declare its type in spec.combine.columns to convert"
+                    )
+    return out

@@ -1,0 +1,111 @@
+"""The item universe of a spec, resolved where the spec runs (runner, worker, combine pod).
+
+Every process expands the items from the spec itself (product/range/values are pure;
+fromUri reads the object; fromConfigMap reads the ConfigMap key mounted into the pod at
+$DSJ_ITEMS_DIR), so no expanded list ever has to be shipped through the API server.
+Item files are streamed line by line, within the byte limits of `limits`. This module does
+the reading; turning lines into items and ids is `item_source`, which does no I/O.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from datasetjob.contract import ITEMS_DIR_ENV
+from datasetjob.errors import SpecError, StorageError
+from datasetjob.spec.item_source import count_unique_ids, item_ids, iter_items
+from datasetjob.spec.limits import MAX_ITEM_LINE_BYTES, MAX_ITEM_SOURCE_BYTES, size_text
+from datasetjob.spec.model import DatasetJobSpec, range_length
+from datasetjob.store.backends import open_uri
+
+_CHUNK = 1 << 20
+
+
+def capped_lines(stream: BinaryIO, field: str, source: str) -> Iterator[str]:
+    """The text lines of `stream`, refusing (naming the limit) a source or a line that is too big."""
+    total, number, pending = 0, 0, b""
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > MAX_ITEM_SOURCE_BYTES:
+            raise SpecError(
+                [f"{field}: {source} is larger than {size_text(MAX_ITEM_SOURCE_BYTES)} (the item source size limit)"]
+            )
+        *lines, pending = (pending + chunk).split(b"\n")
+        for raw in lines:
+            number += 1
+            yield _decode(raw, field, source, number)
+        if len(pending) > MAX_ITEM_LINE_BYTES:
+            raise SpecError(
+                [
+                    f"{field}: {source} line {number + 1} is longer than "
+                    f"{size_text(MAX_ITEM_LINE_BYTES)} (the item line limit)"
+                ]
+            )
+    if pending:
+        yield _decode(pending, field, source, number + 1)
+
+
+def _decode(raw: bytes, field: str, source: str, number: int) -> str:
+    if len(raw) > MAX_ITEM_LINE_BYTES:
+        raise SpecError(
+            [f"{field}: {source} line {number} is longer than {size_text(MAX_ITEM_LINE_BYTES)} (the item line limit)"]
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError([f"{field}: {source} line {number} is not UTF-8 text"]) from None
+
+
+def _unreadable(field: str, source: str, exc: Exception) -> SpecError:
+    reason = (getattr(exc, "strerror", None) or str(exc)).removeprefix(f"{source}: ")
+    return SpecError([f"{field}: cannot read {source}: {reason}"])
+
+
+def _stream_lines(opener, field: str, source: str) -> Iterator[str]:
+    try:
+        stream = opener()
+    except (OSError, StorageError) as exc:
+        raise _unreadable(field, source, exc) from None
+    try:
+        yield from capped_lines(stream, field, source)
+    except (OSError, StorageError) as exc:
+        raise _unreadable(field, source, exc) from None
+    finally:
+        stream.close()
+
+
+def _config_map_lines(spec: DatasetJobSpec) -> Iterator[str] | None:
+    if spec.items.from_config_map is None or not os.environ.get(ITEMS_DIR_ENV):
+        return None
+    name, key = spec.items.from_config_map
+    path = Path(os.environ[ITEMS_DIR_ENV], key)
+    return _stream_lines(lambda: open(path, "rb"), "spec.items.fromConfigMap", f"key {key!r} of ConfigMap {name!r}")
+
+
+def _items(spec: DatasetJobSpec) -> Iterator:
+    def read_lines(uri: str) -> Iterator[str]:
+        return _stream_lines(
+            lambda: open_uri(uri, spec.output.endpoint_url, spec.output.region), "spec.items.fromUri", uri
+        )
+
+    return iter_items(spec.items, read_lines, _config_map_lines(spec))
+
+
+def resolve_items(spec: DatasetJobSpec) -> tuple[list, list[str]]:
+    """(items, ids) in the universe's order; SpecError if the source is bad or ids collide."""
+    items = list(_items(spec))
+    return items, item_ids(items, spec.items.id_template)
+
+
+def check_universe(spec: DatasetJobSpec) -> int:
+    """The number of items, with every check of resolve_items, streaming: only ids are kept
+    (none for a range without idTemplate, whose ids cannot repeat)."""
+    if spec.items.range is not None and not spec.items.id_template:
+        return range_length(*spec.items.range)  # ids are the numbers: unique, nothing to read
+    return count_unique_ids(_items(spec), spec.items.id_template)

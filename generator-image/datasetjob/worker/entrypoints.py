@@ -1,0 +1,191 @@
+"""Process entry points for `dsj worker` and `dsj combine`: environment in, exit code out.
+
+These run in pods and in the local runner's child processes; both read the same inputs:
+the DatasetJob document (a file), the run id, and the shard index.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+from datasetjob.cache.factory import make_cache
+from datasetjob.combine.run import combine_run
+from datasetjob.contract import IMAGE_DIGEST_ENV, REGENERATE_TOKEN_ENV
+from datasetjob.errors import CombineRefused, ExitCode, GeneratorConfigError, SpecError
+from datasetjob.progress import FileProgress, NullProgress, ProgressSink, redis_progress
+from datasetjob.ratelimit import make_limiter
+from datasetjob.redaction import CREDENTIALS_ENV, decode_secrets, restore_credentials
+from datasetjob.redis_link import effective_redis_url
+from datasetjob.spec.model import DatasetJobSpec, spec_from_document
+from datasetjob.spec.model import run_id as compute_run_id
+from datasetjob.store.backends import open_store
+from datasetjob.store.fingerprint import fingerprint_inputs, generator_fingerprint, image_digest
+from datasetjob.store.item_store import ItemStore
+from datasetjob.store.universe import resolve_items
+from datasetjob.worker.lifetime import stop_on_sigterm, stop_with_parent
+from datasetjob.worker.logtext import OneLineFormatter
+from datasetjob.worker.shard import ShardWorker, WorkerSetup
+from datasetjob.worker.shard_summary import ShardSummary, write_termination_message
+
+log = logging.getLogger("datasetjob.worker")
+
+
+def setup_logging(prefix: str = "") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter(f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s"))
+    logging.basicConfig(level=os.environ.get("DSJ_LOG_LEVEL", "INFO"), handlers=[handler])
+
+
+def _extend_sys_path() -> None:
+    for entry in filter(None, os.environ.get("DSJ_GENERATOR_PATH", "").split(os.pathsep)):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def with_credentials(spec: DatasetJobSpec) -> DatasetJobSpec:
+    """The spec with the credentials `dsj run` kept out of the written document put back."""
+    secrets = decode_secrets(os.environ.get(CREDENTIALS_ENV))
+    if not secrets:
+        return spec
+    doc = json.loads(json.dumps(spec.to_document()))  # a copy: restoring writes into it
+    return spec_from_document(restore_credentials(doc, secrets), rules=False)
+
+
+def resolve_run_id(spec: DatasetJobSpec, given: str | None) -> str:
+    return given or os.environ.get("DSJ_RUN_ID") or compute_run_id(spec.raw_spec, os.environ.get(REGENERATE_TOKEN_ENV))
+
+
+def item_store(spec: DatasetJobSpec, store) -> ItemStore | None:
+    """Where this run takes and records reusable item rows; None when reuse is off. A command
+    generator writes one file per shard, so its rows cannot be told apart by item."""
+    if not spec.reuse.enabled or spec.generator.command:
+        return None
+    digest = image_digest(spec.generator.image, os.environ.get(IMAGE_DIGEST_ENV))
+    inputs = fingerprint_inputs(spec, digest, os.environ.get(REGENERATE_TOKEN_ENV))
+    return ItemStore(store, generator_fingerprint(inputs), inputs)
+
+
+def open_output(spec: DatasetJobSpec):
+    if not spec.output.uri:
+        raise GeneratorConfigError("spec.output.uri: required to run a worker")
+    return open_store(spec.output.uri, spec.output.endpoint_url, spec.output.region)
+
+
+def _make_limiter(spec: DatasetJobSpec):
+    if spec.rate_limit is None:
+        return None
+    return make_limiter(spec)
+
+
+def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> int:
+    """Run one shard. Never raises: every outcome is an exit code plus a termination message."""
+    setup_logging()
+    stop_with_parent()
+    _extend_sys_path()
+    spec = with_credentials(spec)
+    if index is None:
+        index = int(os.environ.get("JOB_COMPLETION_INDEX", "-1"))
+    run = resolve_run_id(spec, run_id)
+    summary = ShardSummary(run, index)
+    if not 0 <= index < spec.shards:
+        summary.state, summary.error = "failed", f"shard index {index} not in 0..{spec.shards - 1}"
+        log.error(summary.error)
+        write_termination_message(summary)
+        return ExitCode.DO_NOT_RETRY
+
+    slot = int(os.environ.get("DSJ_STAGGER_SLOT", index % max(1, spec.parallelism)))
+    delay = slot * spec.generator.startup_stagger_seconds
+    if delay:
+        log.info("startup stagger: waiting %.1fs", delay)
+        time.sleep(delay)
+
+    worker = None
+    try:
+        store = open_output(spec)
+        items, ids = resolve_items(spec)
+        progress_dir = os.environ.get("DSJ_PROGRESS_DIR")
+        progress: ProgressSink = FileProgress(progress_dir, index) if progress_dir else NullProgress()
+        cache = make_cache(spec, run)
+        redis_url = effective_redis_url(spec.cache.redis_url)
+        if redis_url:  # the cache is Redis: live progress goes to the run's hash beside it
+            progress = redis_progress(
+                redis_url, spec.cache.namespace, run, index, fallback=progress, on_publish=cache.flush_stats
+            )
+        setup = WorkerSetup(
+            spec=spec,
+            run_id=run,
+            index=index,
+            store=store,
+            items=items,
+            ids=ids,
+            cache=cache,
+            progress=progress,
+            limiter=_make_limiter(spec),
+            item_store=item_store(spec, store),
+        )
+        worker = ShardWorker(setup)
+        stop_on_sigterm(worker.stopping)
+        try:
+            code = worker.run()
+        finally:
+            setup.cache.close()  # releases single-flight locks still held (e.g. when stopping)
+        summary = worker.summary
+        if code == ExitCode.OK:
+            log.info(
+                "shard %d committed: %d items done, %d failed, %d rows",
+                index,
+                summary.items_done,
+                summary.items_failed,
+                summary.rows,
+            )
+        else:
+            summary.state = "stopped"
+        write_termination_message(summary)
+        return code
+    except (GeneratorConfigError, SpecError) as exc:
+        summary = worker.summary if worker else summary
+        summary.state, summary.error = "failed", str(exc)
+        log.error("%s (not retrying: fix the spec or the generator image)", exc)
+        write_termination_message(summary)
+        return ExitCode.DO_NOT_RETRY
+    except Exception as exc:  # anything else may be transient: let the Job retry the shard
+        summary = worker.summary if worker else summary
+        summary.state, summary.error = "failed", f"{type(exc).__name__}: {exc}"
+        log.exception("shard %d failed", index)
+        write_termination_message(summary)
+        return ExitCode.FAILED
+
+
+def combine_main(spec: DatasetJobSpec, run_id: str | None) -> int:
+    setup_logging("combine ")
+    spec = with_credentials(spec)
+    run = resolve_run_id(spec, run_id)
+    try:
+        store = open_output(spec)
+        items, _ = resolve_items(spec)
+        result = combine_run(spec, run, store, len(items))
+    except CombineRefused as exc:
+        log.error("not published: %s", exc)
+        write_termination_message({"state": "refused", "runId": run, "reason": exc.reason, "message": str(exc)[:2000]})
+        return ExitCode.DO_NOT_RETRY
+    except Exception as exc:
+        log.exception("combine failed")
+        write_termination_message(
+            {
+                "state": "failed",
+                "runId": run,
+                "reason": "CombineError",
+                "message": f"{type(exc).__name__}: {exc}"[:2000],
+            }
+        )
+        return ExitCode.FAILED
+    log.info("published %s: %d rows, sha256 %s", result.uri, result.rows, result.sha256)
+    write_termination_message(result.to_message())
+    print(json.dumps(result.to_message()))
+    return ExitCode.OK

@@ -1,0 +1,59 @@
+"""Loading a generator: an SDK function (`module:callable`) or a command with placeholders."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from datasetjob.errors import GeneratorConfigError
+
+
+def load_function(ref: str) -> Callable[[Any, Any], Any]:
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an import can raise anything; all mean "bad generator config"
+        raise GeneratorConfigError(
+            f"spec.generator.function: cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise GeneratorConfigError(f"spec.generator.function: module {module_name!r} has no attribute {attr!r}")
+    if not callable(target):
+        raise GeneratorConfigError(f"spec.generator.function: {ref!r} is not callable")
+    return target
+
+
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+def substitute(template: str, values: dict[str, str]) -> str:
+    """Replace only our placeholders, so other braces in a command (e.g. JSON) pass through.
+
+    One pass: a substituted value is never searched again, so an item id that reads `{shard}`
+    stays `{shard}`."""
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def normalise_rows(result: Any) -> list[dict]:
+    """A generator's return value as a list of rows."""
+    if result is None:
+        return []
+    if isinstance(result, dict):
+        return [result]
+    if isinstance(result, (list, tuple)) and all(isinstance(r, dict) for r in result):
+        return [dict(r) for r in result]
+    raise TypeError(f"generator must return a dict, a list of dicts or None, got {type(result).__name__}")
+
+
+def json_safe_rows(rows: list[dict], item_id: str) -> list[dict]:
+    """Rows must survive a JSON round trip (checkpoints and jsonl output are JSON)."""
+    try:
+        return json.loads(json.dumps(rows, allow_nan=True))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"row of item {item_id!r} is not JSON-serialisable: {exc}") from None

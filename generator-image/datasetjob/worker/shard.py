@@ -1,0 +1,340 @@
+"""One shard, start to commit: the code every generator pod (and every local process) runs.
+
+Exit codes: 0 = shard committed (failed items are recorded, not fatal); 1 = retry me;
+ExitCode.DO_NOT_RETRY = the generator config is broken, a retry cannot help (mapped to FailIndex
+by the Job's podFailurePolicy); 143 = stopped by SIGTERM after checkpointing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from datasetjob.contract import RETRY_FAILED_ITEMS_ENV
+from datasetjob.errors import ExitCode, GeneratorConfigError
+from datasetjob.sdk.context import Counters, ItemContext
+from datasetjob.spec.model import DatasetJobSpec
+from datasetjob.spec.sharding import processing_order, shard_bounds, shard_name
+from datasetjob.store import layout
+from datasetjob.store.backends import Store, local_tempdir
+from datasetjob.store.checkpoint import Checkpoint
+from datasetjob.store.fingerprint import item_digest
+from datasetjob.store.reuse import ItemRecord, lineage, select_reusable
+from datasetjob.store.rowtypes import conform_row, type_conflicts
+from datasetjob.store.tables import count_rows, file_digest, read_columns, write_rows
+from datasetjob.worker.command import output_path, shard_values, work_dir
+from datasetjob.worker.generator import json_safe_rows, load_function, normalise_rows, substitute
+from datasetjob.worker.shard_summary import ShardSummary
+
+log = logging.getLogger("datasetjob.worker")
+
+
+@dataclass
+class WorkerSetup:
+    spec: DatasetJobSpec
+    run_id: str
+    index: int
+    store: Store
+    items: list[Any]
+    ids: list[str]
+    cache: Any
+    progress: Any
+    limiter: Any = None
+    item_store: Any = None  # an ItemStore when spec.reuse is on (function mode), else None
+
+
+class ShardWorker:
+    def __init__(self, setup: WorkerSetup):
+        self.s = setup
+        self.spec = setup.spec
+        self.fmt = setup.spec.output.format
+        start, stop = shard_bounds(len(setup.items), setup.spec.shards, setup.index)
+        self.positions = range(start, stop)
+        self.counters = Counters()
+        self.summary = ShardSummary(setup.run_id, setup.index, items_total=len(self.positions))
+        self.stopping = threading.Event()  # set on SIGTERM: checkpoint and stop
+        self._done = threading.Event()  # the shard is over: stops the progress ticker
+        self._lock = threading.Lock()
+        self._reused: dict[int, ItemRecord] = {}
+        self._generated: dict[int, list[dict]] = {}
+        self._checkpoint: Checkpoint | None = None  # function mode; flushed or discarded at commit
+
+    # -- progress ---------------------------------------------------------------------------
+    def _publish(self) -> None:
+        self._publish_counters()
+        self.s.progress.publish(dict(self.summary.to_message(), index=self.summary.index))
+
+    def _progress_loop(self) -> None:
+        while not self._done.wait(0.3):
+            with self._lock:
+                self._publish()
+
+    # -- the shard ----------------------------------------------------------------------------
+    def run(self) -> int:
+        store, run_id, index = self.s.store, self.s.run_id, self.s.index
+        if store.exists(layout.shard_manifest_key(run_id, index)):
+            manifest = json.loads(store.get_text(layout.shard_manifest_key(run_id, index)))
+            retry_items = os.environ.get(RETRY_FAILED_ITEMS_ENV) == "1" and manifest["items"]["failed"] > 0
+            if not retry_items or self.spec.generator.command:
+                log.info("%s already committed by an earlier attempt; nothing to do", shard_name(index))
+                self._from_manifest(manifest)
+                return ExitCode.OK
+            log.info("%s: retrying its %d failed items", shard_name(index), manifest["items"]["failed"])
+        log.info(
+            "%s of run %s: items %d..%d (%d items), concurrency %d",
+            shard_name(index),
+            run_id,
+            self.positions.start,
+            self.positions.stop - 1,
+            len(self.positions),
+            self.spec.generator.concurrency,
+        )
+        ticker = threading.Thread(target=self._progress_loop, daemon=True)
+        ticker.start()
+        try:
+            if self.spec.generator.command:
+                rows_file, failures = self._run_command()
+            else:
+                rows_file, failures = self._run_function()
+            if rows_file is None:
+                return ExitCode.TERMINATED
+            self._commit(rows_file, failures)
+            return ExitCode.OK
+        finally:
+            self._done.set()
+            with self._lock:
+                self._publish()
+
+    def _run_function(self) -> tuple[str | None, list[dict]]:
+        fn = load_function(self.spec.generator.function)
+        checkpoint = Checkpoint(self.s.store, self.s.run_id, self.s.index)
+        results: dict[int, list[dict]] = checkpoint.load()
+        results = {p: r for p, r in results.items() if p in self.positions}
+        self.summary.items_skipped = len(results)
+        if results:
+            log.info(
+                "%s: %d items already done by an earlier attempt, skipping them", shard_name(self.s.index), len(results)
+            )
+        self._reused = self._reusable(results)
+        results.update((p, record.rows) for p, record in self._reused.items())
+        self.summary.items_reused = len(self._reused)
+        self.summary.items_done = len(results)
+        self.summary.rows = sum(len(r) for r in results.values())
+        failures: list[dict] = []
+        todo = [p for p in processing_order(self.positions, self.s.index) if p not in results]
+        declared = dict(self.spec.combine.columns)
+
+        def one(position: int):
+            item, item_id = self.s.items[position], self.s.ids[position]
+            ctx = ItemContext(
+                item=item,
+                item_id=item_id,
+                shard=shard_name(self.s.index),
+                index=self.s.index,
+                run_id=self.s.run_id,
+                cache=self.s.cache,
+                counters=self.counters,
+                limiter=self.s.limiter,
+                default_ttl=self.spec.cache.ttl_seconds,
+            )
+            rows = json_safe_rows(normalise_rows(fn(item, ctx)), item_id)
+            # A value its column or the format cannot hold fails this item, not the shard.
+            return [conform_row(row, declared, self.fmt) for row in rows]
+
+        width = self.spec.generator.concurrency
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="item") as pool:
+            pending: dict = {}
+            queue = iter(todo)
+            while True:
+                while len(pending) < width * 2 and not self.stopping.is_set():
+                    position = next(queue, None)
+                    if position is None:
+                        break
+                    pending[pool.submit(one, position)] = position
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    position = pending.pop(fut)
+                    self._record(position, fut, results, failures, checkpoint)
+        if self.stopping.is_set() and len(results) + len(failures) < len(self.positions):
+            checkpoint.flush()
+            log.warning(
+                "%s: stopped after %d of %d items; checkpoint saved",
+                shard_name(self.s.index),
+                len(results),
+                len(self.positions),
+            )
+            return None, failures
+        if self.fmt == "parquet":
+            self._fail_type_conflicts(results, failures, declared)
+        self._generated = {p: rows for p, rows in results.items() if p not in self._reused}
+        ordered = [row for p in self.positions if p in results for row in results[p]]
+        tmpdir = local_tempdir()
+        path = os.path.join(tmpdir, f"shard.{self.fmt}")
+        self.summary.columns = write_rows(ordered, path, self.fmt)
+        self._checkpoint = checkpoint
+        return path, sorted(failures, key=lambda f: f["position"])
+
+    def _reusable(self, done: dict[int, list[dict]]) -> dict[int, ItemRecord]:
+        """Rows that earlier runs stored for this shard's other items (none when reuse is off)."""
+        if self.s.item_store is None:
+            return {}
+        wanted = {p: (self.s.ids[p], item_digest(self.s.items[p])) for p in self.positions if p not in done}
+        if not wanted:
+            return {}
+        records = self.s.item_store.load({item_id for item_id, _ in wanted.values()})
+        reused = select_reusable(records, wanted, time.time(), self.spec.reuse.max_age_seconds)
+        log.info(
+            "%s: %d of %d items reused from earlier runs (fingerprint %s)",
+            shard_name(self.s.index),
+            len(reused),
+            len(self.positions),
+            self.s.item_store.fingerprint,
+        )
+        return reused
+
+    def _save_generated(self) -> None:
+        """This commit's newly generated items, for later runs. Checkpointed items of a retried
+        committed shard are stored again: a duplicate record is harmless (the newest wins)."""
+        if self.s.item_store is None or not self._generated:
+            return
+        now = time.time()
+        records = [
+            ItemRecord(self.s.ids[p], item_digest(self.s.items[p]), rows, self.s.run_id, now)
+            for p, rows in sorted(self._generated.items())
+        ]
+        self.s.item_store.save(self.s.run_id, self.s.index, records)
+
+    def _fail_type_conflicts(self, results: dict, failures: list[dict], declared: dict) -> None:
+        """A Parquet column holds one type: items whose value has another kind than the column's
+        first value (in item order) fail, named, instead of the whole shard."""
+        in_order = ((p, results[p]) for p in self.positions if p in results)
+        for position, why in type_conflicts(in_order, declared).items():
+            rows = results.pop(position)
+            self.summary.items_done -= 1
+            self.summary.items_failed += 1
+            self.summary.rows -= len(rows)
+            failures.append(
+                {"id": self.s.ids[position], "position": position, "error": f"RowValueError: {why}", "where": ""}
+            )
+            log.warning("item %s failed: %s", self.s.ids[position], why)
+
+    def _record(self, position, fut, results, failures, checkpoint) -> None:
+        item_id = self.s.ids[position]
+        exc = fut.exception()
+        with self._lock:
+            if exc is None:
+                rows = fut.result()
+                results[position] = rows
+                self.summary.items_done += 1
+                self.summary.rows += len(rows)
+                checkpoint.record(position, item_id, rows)
+            else:
+                self.summary.items_failed += 1
+                tb = traceback.extract_tb(exc.__traceback__)
+                where = f"{tb[-1].filename}:{tb[-1].lineno}" if tb else ""
+                failures.append(
+                    {"id": item_id, "position": position, "error": f"{type(exc).__name__}: {exc}", "where": where}
+                )
+                log.warning("item %s failed: %s: %s", item_id, type(exc).__name__, exc)
+
+    def _run_command(self) -> tuple[str | None, list[dict]]:
+        tmpdir = local_tempdir()
+        staged = None
+        try:
+            staged, failures = self._run_command_in(tmpdir)
+            return staged, failures
+        finally:
+            if staged is None:  # failed or stopped: nothing to commit, nothing to keep
+                shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def _run_command_in(self, tmpdir: str) -> tuple[str | None, list[dict]]:
+        gen = self.spec.generator
+        items_file = os.path.join(tmpdir, "items.jsonl")
+        with open(items_file, "w", encoding="utf-8") as f:
+            for p in self.positions:
+                f.write(json.dumps(self.s.items[p], ensure_ascii=False) + "\n")
+        values = shard_values(gen, [self.s.ids[p] for p in self.positions], self.s.index, self.s.run_id, items_file)
+        output = output_path(gen, values)
+        argv = [substitute(a, values) for a in gen.command]
+        cwd = work_dir(gen)
+        if output.is_file():
+            output.unlink()  # never publish a stale file from an earlier attempt
+        log.info("running %s", " ".join(argv)[:500])
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, start_new_session=True)
+        except (FileNotFoundError, PermissionError) as exc:
+            raise GeneratorConfigError(f"spec.generator.command: cannot start {argv[0]!r}: {exc}") from None
+        while proc.poll() is None:
+            if self.stopping.wait(0.2):
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
+                return None, []
+        if proc.returncode != 0:
+            raise RuntimeError(f"generator command exited with code {proc.returncode}")
+        output = output_path(gen, values)  # again: the command may have made a symlink since
+        if not output.is_file():
+            raise RuntimeError(f"generator command exited 0 but wrote no {output}")
+        staged = os.path.join(tmpdir, f"shard.{self.fmt}")
+        shutil.copyfile(output, staged)
+        self.summary.columns = read_columns(staged, self.fmt)
+        self.summary.rows = count_rows(staged, self.fmt)
+        self.summary.items_done = len(self.positions)
+        self._checkpoint = None
+        return staged, []
+
+    def _commit(self, path: str, failures: list[dict]) -> None:
+        """Failures, then data, then the shard manifest: the manifest is the commit marker."""
+        store, run_id, index = self.s.store, self.s.run_id, self.s.index
+        sha, size = file_digest(path)
+        self.summary.sha256, self.summary.bytes = sha, size
+        body = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures)
+        store.put_bytes(layout.failures_key(run_id, index), body.encode("utf-8"))
+        store.put_file(layout.shard_data_key(run_id, index, self.fmt), path)
+        self._save_generated()
+        self.summary.state = "committed"
+        self._publish_counters()
+        manifest = dict(
+            self.summary.to_message(),
+            format=self.fmt,
+            bytes=size,
+            columns=self.summary.columns,
+            positions=[self.positions.start, self.positions.stop],
+            fingerprint=self.s.item_store.fingerprint if self.s.item_store else None,
+            reusedFrom=lineage(self._reused),
+            committedAt=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        store.put_bytes(layout.shard_manifest_key(run_id, index), json.dumps(manifest, indent=1).encode("utf-8"))
+        if self._checkpoint is not None:
+            if failures:  # kept, so a retry-failed attempt reruns only the failed items
+                self._checkpoint.flush()
+            else:
+                self._checkpoint.discard()
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+    def _publish_counters(self) -> None:
+        s = self.summary
+        s.cache_hits, s.cache_misses = self.counters.cache_hits, self.counters.cache_misses
+        s.upstream_calls = self.counters.upstream_calls
+
+    def _from_manifest(self, manifest: dict) -> None:
+        s = self.summary
+        s.state = "committed"
+        s.items_done = manifest["items"]["done"]
+        s.items_failed = manifest["items"]["failed"]
+        s.items_skipped = manifest["items"].get("skipped", 0)
+        s.items_reused = manifest["items"].get("reused", 0)
+        s.rows, s.sha256 = manifest["rows"], manifest.get("sha256")
+        s.cache_hits, s.cache_misses = manifest["cache"]["hits"], manifest["cache"]["misses"]
+        self.s.progress.publish(dict(s.to_message(), index=s.index))
