@@ -1,7 +1,7 @@
 """Combine a run's committed shards into one validated, deduplicated dataset, then publish.
 
 Decisions (what to publish, or why not) are pure functions over the shard manifests, in
-`combine_rules`; the rows are streamed shard by shard, so memory does not grow with the
+`combine.rules`; the rows are streamed shard by shard, so memory does not grow with the
 number of shards (sorting merges per-shard sorted runs; dedupe keeps a set of keys).
 """
 
@@ -12,11 +12,11 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from datasetjob.combine.rules import (
-    CombineRefused,
     check_columns,
     check_coverage,
     check_success_ratio,
@@ -25,7 +25,7 @@ from datasetjob.combine.rules import (
     run_lineage,
     sort_key_part,
 )
-from datasetjob.errors import RowValueError, StorageError
+from datasetjob.errors import CombineRefused, RowValueError, StorageError
 from datasetjob.redaction import redact
 from datasetjob.spec.model import DatasetJobSpec
 from datasetjob.spec.sharding import compress_indexes, shard_name
@@ -143,9 +143,18 @@ def _arrow_schema(
     )
 
 
-def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: int) -> CombineResult:
-    """Validate, merge and publish run `run_id`. Raises CombineRefused with a reason."""
-    fmt = spec.output.format
+@dataclass
+class Verdict:
+    """What the shard manifests say about a run that may be published."""
+
+    manifests: dict[int, dict[str, Any]]
+    missing: list[int]
+    items: dict[str, Any]
+    columns: list[str]
+
+
+def judge_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: int) -> Verdict:
+    """Read the shard manifests and apply the spec's bar; raises CombineRefused with a reason."""
     combine = spec.combine
     declared = dict(combine.columns)
     manifests = _read_manifests(store, run_id, spec.shards)
@@ -157,112 +166,163 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
     for col in list(combine.dedupe_by) + list(combine.sort_by):
         if columns and col not in columns:
             raise CombineRefused("SchemaMismatch", f"spec.combine: column {col!r} is not in the data {columns}")
+    return Verdict(manifests, missing, items, columns)
 
-    tmpdir = local_tempdir("dsj-combine-")
-    try:
-        with_rows = [i for i in sorted(manifests) if manifests[i]["rows"] > 0]
-        schema = _arrow_schema(store, run_id, with_rows, tmpdir, columns, declared) if fmt == "parquet" else None
-        out_path = os.path.join(tmpdir, f"combined-dataset.{fmt}")
-        writer = RowWriter(out_path, fmt, columns, schema)
 
-        def checked(index: int) -> Iterator[dict]:
-            for n, row in enumerate(_shard_rows(store, run_id, index, fmt, tmpdir)):
-                if fmt == "csv":  # CSV stays text (byte-identical rows): checked, not converted
-                    for col, kind in declared.items():
-                        check_value(col, kind, row.get(col), f"{shard_name(index)} row {n + 1}")
-                    yield row
-                    continue
-                try:
-                    yield conform_row(row, declared, fmt)
-                except RowValueError as exc:
-                    raise CombineRefused("SchemaMismatch", f"{shard_name(index)} row {n + 1}: {exc}") from None
+def _checked_rows(
+    store: Store, run_id: str, index: int, fmt: str, tmpdir: str, declared: dict[str, str]
+) -> Iterator[dict[str, Any]]:
+    """One shard's rows, each held to the declared column types."""
+    for n, row in enumerate(_shard_rows(store, run_id, index, fmt, tmpdir)):
+        if fmt == "csv":  # CSV stays text (byte-identical rows): checked, not converted
+            for col, kind in declared.items():
+                check_value(col, kind, row.get(col), f"{shard_name(index)} row {n + 1}")
+            yield row
+            continue
+        try:
+            yield conform_row(row, declared, fmt)
+        except RowValueError as exc:
+            raise CombineRefused("SchemaMismatch", f"{shard_name(index)} row {n + 1}: {exc}") from None
 
-        if combine.sort_by:
-            kinds = [declared.get(c) for c in combine.sort_by]
 
-            def key(row):
-                return tuple(sort_key_part(row.get(c), k) for c, k in zip(combine.sort_by, kinds, strict=True))
+def _ordered_rows(
+    spec: DatasetJobSpec, run_id: str, store: Store, shards: list[int], columns: list[str], tmpdir: str
+) -> Iterator[dict[str, Any]]:
+    """Every row in dataset order: shard by shard, or merged by spec.combine.sortBy from per-shard
+    sorted runs spilled to disk (one shard in memory at a time)."""
+    fmt, sort_by, declared = spec.output.format, spec.combine.sort_by, dict(spec.combine.columns)
+    if not sort_by:
+        return (row for index in shards for row in _checked_rows(store, run_id, index, fmt, tmpdir, declared))
+    kinds = [declared.get(c) for c in sort_by]
 
-            runs = []
-            for index in with_rows:  # one shard in memory at a time, spilled sorted to disk
-                rows = sorted(checked(index), key=key)
-                run_path = os.path.join(tmpdir, f"sorted-{index}.jsonl")
-                write_rows(rows, run_path, "jsonl", columns, strict_json=False)
-                runs.append(iter_rows(run_path, "jsonl"))
-            stream: Iterator[dict] = heapq.merge(*runs, key=key)
-        else:
-            stream = (row for index in with_rows for row in checked(index))
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(sort_key_part(row.get(c), k) for c, k in zip(sort_by, kinds, strict=True))
 
-        seen: set = set()
-        dropped = 0
-        batch: list[dict] = []
-        for row in stream:
-            if combine.dedupe_by:
-                k = tuple(json.dumps(row.get(c), sort_keys=True) for c in combine.dedupe_by)
-                if k in seen:
-                    dropped += 1
-                    continue
-                seen.add(k)
-            batch.append(row)
-            if len(batch) >= 10_000:
-                writer.write(batch)
-                batch = []
-        writer.write(batch)
-        writer.close()
+    runs = []
+    for index in shards:
+        rows = sorted(_checked_rows(store, run_id, index, fmt, tmpdir, declared), key=key)
+        run_path = os.path.join(tmpdir, f"sorted-{index}.jsonl")
+        write_rows(rows, run_path, "jsonl", columns, strict_json=False)
+        runs.append(iter_rows(run_path, "jsonl"))
+    return heapq.merge(*runs, key=key)
 
-        sha, size = file_digest(out_path)
-        store.put_file(layout.combined_key(run_id, fmt), out_path)
-        cache = {
+
+class Deduplicated:
+    """The rows with the first of each spec.combine.dedupeBy key kept; `dropped` counts the rest."""
+
+    def __init__(self, rows: Iterator[dict[str, Any]], dedupe_by: tuple[str, ...]):
+        self.rows, self.dedupe_by, self.dropped = rows, dedupe_by, 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if not self.dedupe_by:
+            yield from self.rows
+            return
+        seen: set[tuple[str, ...]] = set()
+        for row in self.rows:
+            key = tuple(json.dumps(row.get(c), sort_keys=True) for c in self.dedupe_by)
+            if key in seen:
+                self.dropped += 1
+                continue
+            seen.add(key)
+            yield row
+
+
+def _write_dataset(rows: Iterable[dict[str, Any]], writer: RowWriter, batch_rows: int = 10_000) -> None:
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= batch_rows:
+            writer.write(batch)
+            batch = []
+    writer.write(batch)
+    writer.close()
+
+
+def dataset_manifest(
+    spec: DatasetJobSpec, run_id: str, verdict: Verdict, dataset: dict[str, Any], dropped: int
+) -> dict[str, Any]:
+    """manifest.json of a published run (credentials in the spec masked). Pure."""
+    manifests, items = verdict.manifests, verdict.items
+    manifest = {
+        "runId": run_id,
+        "name": spec.name,
+        "specHash": run_id,
+        "image": spec.generator.image,
+        "format": spec.output.format,
+        "dataset": dataset,
+        "items": items,
+        "coverage": {
+            "shards": spec.shards,
+            "committed": len(manifests),
+            "missing": compress_indexes(verdict.missing),
+            "itemSuccessRatio": items["done"] / items["total"] if items["total"] else 1.0,
+        },
+        "duplicatesDropped": dropped,
+        "cache": {
             "hits": sum(m["cache"]["hits"] for m in manifests.values()),
             "misses": sum(m["cache"]["misses"] for m in manifests.values()),
+        },
+        "lineage": run_lineage(manifests),
+        "shards": {
+            shard_name(i): {"rows": m["rows"], "sha256": m.get("sha256"), "items": m["items"]}
+            for i, m in sorted(manifests.items())
+        },
+        "spec": spec.raw_spec,
+        "publishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    redacted: dict[str, Any] = redact(manifest)  # the spec may name a Redis with its password
+    return redacted
+
+
+def _publish(store: Store, run_id: str, fmt: str, path: str, manifest: dict[str, Any]) -> str:
+    """The dataset, then its manifest, then latest.json (last: readers follow it); the manifest's URI."""
+    store.put_file(layout.combined_key(run_id, fmt), path)
+    store.put_bytes(layout.manifest_key(run_id), json.dumps(manifest, indent=1).encode())
+    manifest_uri = store.key_uri(layout.manifest_key(run_id))
+    latest = {k: manifest[k] for k in ("runId", "name", "publishedAt")}
+    latest.update(dataset=manifest["dataset"], manifestUri=manifest_uri)
+    store.put_bytes(layout.LATEST_KEY, json.dumps(latest, indent=1).encode())
+    return manifest_uri
+
+
+def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: int) -> CombineResult:
+    """Judge, merge and publish run `run_id`. Raises CombineRefused with a reason."""
+    fmt = spec.output.format
+    verdict = judge_run(spec, run_id, store, total_items)
+    tmpdir = local_tempdir("dsj-combine-")
+    try:
+        with_rows = [i for i in sorted(verdict.manifests) if verdict.manifests[i]["rows"] > 0]
+        declared = dict(spec.combine.columns)
+        schema = (
+            _arrow_schema(store, run_id, with_rows, tmpdir, verdict.columns, declared) if fmt == "parquet" else None
+        )
+        out_path = os.path.join(tmpdir, f"combined-dataset.{fmt}")
+        writer = RowWriter(out_path, fmt, verdict.columns, schema)
+        rows = Deduplicated(
+            _ordered_rows(spec, run_id, store, with_rows, verdict.columns, tmpdir), spec.combine.dedupe_by
+        )
+        _write_dataset(rows, writer)
+        sha, size = file_digest(out_path)
+        dataset = {
+            "uri": store.key_uri(layout.combined_key(run_id, fmt)),
+            "rows": writer.rows,
+            "bytes": size,
+            "sha256": sha,
+            "columns": verdict.columns,
         }
-        manifest = {
-            "runId": run_id,
-            "name": spec.name,
-            "specHash": run_id,
-            "image": spec.generator.image,
-            "format": fmt,
-            "dataset": {
-                "uri": store.key_uri(layout.combined_key(run_id, fmt)),
-                "rows": writer.rows,
-                "bytes": size,
-                "sha256": sha,
-                "columns": columns,
-            },
-            "items": items,
-            "coverage": {
-                "shards": spec.shards,
-                "committed": len(manifests),
-                "missing": compress_indexes(missing),
-                "itemSuccessRatio": items["done"] / items["total"] if items["total"] else 1.0,
-            },
-            "duplicatesDropped": dropped,
-            "cache": cache,
-            "lineage": run_lineage(manifests),
-            "shards": {
-                shard_name(i): {"rows": m["rows"], "sha256": m.get("sha256"), "items": m["items"]}
-                for i, m in sorted(manifests.items())
-            },
-            "spec": spec.raw_spec,
-            "publishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        manifest = redact(manifest)  # the spec may name a Redis with its password
-        store.put_bytes(layout.manifest_key(run_id), json.dumps(manifest, indent=1).encode())
-        result = CombineResult(
+        manifest = dataset_manifest(spec, run_id, verdict, dataset, rows.dropped)
+        manifest_uri = _publish(store, run_id, fmt, out_path, manifest)
+        return CombineResult(
             run_id=run_id,
-            uri=manifest["dataset"]["uri"],
-            manifest_uri=store.key_uri(layout.manifest_key(run_id)),
+            uri=dataset["uri"],
+            manifest_uri=manifest_uri,
             rows=writer.rows,
             bytes=size,
             sha256=sha,
-            items=items,
-            missing_shards=missing,
-            duplicates_dropped=dropped,
-            cache=cache,
+            items=verdict.items,
+            missing_shards=verdict.missing,
+            duplicates_dropped=rows.dropped,
+            cache=manifest["cache"],
         )
-        latest = {k: manifest[k] for k in ("runId", "name", "publishedAt")}
-        latest.update(dataset=manifest["dataset"], manifestUri=result.manifest_uri)
-        store.put_bytes(layout.LATEST_KEY, json.dumps(latest, indent=1).encode())  # last
-        return result
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
