@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 DATASETJOB_BUILD_CACHE ?= $(HOME)/.cache/datasetjob
 export DATASETJOB_BUILD_CACHE
 
-.PHONY: demo test doctor prerequisites verify venv services controlplane kueue images cluster cluster-clean unit integration e2e bench manifests clean
+.DEFAULT_GOAL := help
+.PHONY: help demo test doctor prerequisites verify venv services controlplane helm kueue images cluster cluster-clean unit integration e2e bench manifests clean
 
 # The sample generators are not part of the distribution; a .pth file puts their directory on
 # the venv's import path (as PYTHONPATH=/opt/generators does in the sample image), so the demo,
@@ -20,7 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	    '$(CURDIR)/generator-image/examples'
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed  ## the Python environment (.venv) with the project and its dev tools
+
+help:  ## this list
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
 
 prerequisites:  ## the system packages of scripts/prerequisites.txt (apt-get; only what is missing)
 	scripts/install-prerequisites.sh
@@ -37,29 +41,34 @@ kueue: prerequisites  ## Kueue's controller for the e2e queueing scenario (built
 controlplane: prerequisites  ## etcd, kube-apiserver, -controller-manager, -scheduler, kubelet, kube-proxy, helm (built once, cached)
 	scripts/build-control-plane.sh
 
+helm: prerequisites  ## helm alone (built once, cached): what make verify renders the chart with
+	scripts/build-control-plane.sh --helm-only
+
 images: services  ## the node's container images (podman, cached); archives under $(DATASETJOB_BUILD_CACHE)/images
+	tests/e2e/harness/node-images.sh
 	scripts/build-images.sh
 
-demo: venv
+demo: venv  ## run the 3,600-item sample on this machine (the embedded default)
 	$(VENV)/bin/dsj run manifests/samples/smart-money-flow.yaml --workers 10
 
-test: prerequisites verify services controlplane kueue images
+test: prerequisites verify services controlplane kueue images  ## set everything up, then make verify and every test tier
 	$(VENV)/bin/pytest -q tests/unit tests/integration tests/e2e
 
-verify: venv controlplane  ## lint, formatting, import layers, generated manifests up to date, nothing uncommitted
+verify: venv prerequisites helm  ## lint, formatting, types, import layers, shell scripts, generated manifests, nothing uncommitted
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	shellcheck -x scripts/*.sh tests/e2e/harness/*.sh tests/e2e/kind/run.sh
 	$(PY) scripts/render-manifests.py --check
 	git diff --stat --exit-code
 
-unit: venv prerequisites
+unit: venv prerequisites  ## the unit tests (pure logic, seconds)
 	$(VENV)/bin/pytest -q tests/unit
 
-integration: venv services
+integration: venv services  ## the integration tests (real redis-server and S3 server)
 	$(VENV)/bin/pytest -q tests/integration
 
-e2e: venv services controlplane kueue images
+e2e: venv services controlplane kueue images  ## the end-to-end tests on a real node
 	$(VENV)/bin/pytest -q tests/e2e
 
 cluster: venv services controlplane images  ## a one-node cluster with the chart installed, in the foreground
@@ -68,14 +77,14 @@ cluster: venv services controlplane images  ## a one-node cluster with the chart
 cluster-clean: venv  ## remove what a killed `make cluster` or test run left behind
 	$(PY) -m tests.e2e.harness clean
 
-bench: venv services controlplane images
+bench: venv services controlplane images  ## the benchmarks (ratios measured side by side)
 	$(PY) tests/bench/bench_local.py
 	$(PY) tests/bench/bench_reuse.py
 	$(PY) tests/bench/bench_redis.py
 	$(PY) tests/bench/bench_operator.py
 
-manifests: venv controlplane  ## regenerate CRD copies, manifests/ and the Argo CD patch
+manifests: venv helm  ## regenerate CRD copies, manifests/ and the Argo CD patch
 	$(PY) scripts/render-manifests.py
 
-clean:
+clean:  ## remove the venv, local datasets and cluster state (not the build cache)
 	rm -rf $(VENV) datasets .cluster

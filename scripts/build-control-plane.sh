@@ -20,6 +20,7 @@
 # which only apply inside the kubernetes repository. The wrapper requires k8s.io/kubernetes
 # and replaces every k8s.io/* module required at v0.0.0 with its published v0.X.Y release.
 # etcd's server module has the same kind of sibling replaces, so it gets a wrapper too.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -37,16 +38,19 @@ WORK_ROOT=$CACHE_DIR/work
 K8S_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 FORCE=0
+HELM_ONLY=0
 usage() {
     cat <<EOF
-usage: $0 [--force] [--print-paths]
+usage: $0 [--force] [--helm-only] [--print-paths]
   --force        rebuild even if the binaries for the pinned versions exist
+  --helm-only    build only helm (all that make verify needs, to render the chart)
   --print-paths  print the binary paths for the pinned versions and exit
 EOF
 }
 for arg in "$@"; do
     case $arg in
     --force) FORCE=1 ;;
+    --helm-only) HELM_ONLY=1 ;;
     --print-paths)
         printf 'etcd=%s\nhelm=%s\n' "$ETCD_BIN/etcd" "$HELM_BIN/helm"
         for c in "${K8S_COMPONENTS[@]}"; do printf '%s=%s\n' "$c" "$K8S_BIN/$c"; done
@@ -67,12 +71,14 @@ have_kubernetes() {
     for c in "${K8S_COMPONENTS[@]}"; do have "$K8S_BIN/$c" || return 1; done
 }
 all_present() {
-    have "$ETCD_BIN/etcd" && have_kubernetes && have "$HELM_BIN/helm"
+    have "$HELM_BIN/helm" && { [[ $HELM_ONLY == 1 ]] || { have "$ETCD_BIN/etcd" && have_kubernetes; }; }
 }
 
 T0=$(now)
 if [[ $FORCE == 0 ]] && all_present; then
-    log "kubernetes $KUBERNETES_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION already built in $BIN_ROOT ($(elapsed "$T0"))"
+    what="kubernetes $KUBERNETES_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION"
+    [[ $HELM_ONLY == 1 ]] && what="helm $HELM_VERSION"
+    log "$what already built in $BIN_ROOT ($(elapsed "$T0"))"
     exit 0
 fi
 
@@ -306,6 +312,11 @@ build_helm() {
     log "== helm $HELM_VERSION ready in $HELM_BIN ($(elapsed "$t"))"
 }
 
+if [[ $HELM_ONLY == 1 ]]; then
+    if [[ $FORCE == 1 ]] || ! have "$HELM_BIN/helm"; then build_helm; fi
+    log "helm $HELM_VERSION ready in $HELM_BIN ($(elapsed "$T0"))"
+    exit 0
+fi
 if [[ $FORCE == 1 ]] || ! have "$ETCD_BIN/etcd"; then build_etcd; else log "etcd $ETCD_VERSION: cached"; fi
 if [[ $FORCE == 1 ]] || ! have_kubernetes; then
     build_kubernetes

@@ -13,6 +13,7 @@
 # A run with the binary present exits at once. A build takes about 5 minutes on 2 cores
 # with a warm module cache. Kueue's module has no replace directives, so a plain
 # `go install module/cmd@version` is enough (no wrapper module as for Kubernetes).
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts in this folder: logging, timing, root and apt. The caller sets LOG_TAG
 # (the bracketed prefix of its lines) before sourcing.
 #

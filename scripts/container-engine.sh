@@ -1,5 +1,7 @@
-# Sourced by the scripts that run podman (scripts/build-images.sh, scripts/prove-prerequisites.sh):
-# podman with the project's own config and storage, and cached Debian root file systems.
+# shellcheck shell=bash
+# Sourced by the scripts that run podman (scripts/image-build.sh for the two image builds,
+# scripts/prove-prerequisites.sh): podman with the project's own config and storage, and cached
+# Debian root file systems.
 # The caller sources common.sh first and sets CONF_DIR (scripts/images), STORE_DIR (podman's
 # storage), ROOTFS_DIR (the tarballs), KEEP (tarballs kept per name) and, for rootfs, STEP_LOG.
 #
@@ -16,6 +18,7 @@ SUITE=$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")
 
 # Points podman and skopeo at the project's config and storage, never /etc/containers.
 setup_engine() {
+    # shellcheck disable=SC2153 # ROOTFS_DIR is set by the caller (see the top of this file)
     mkdir -p "$STORE_DIR/storage" "$STORE_DIR/run" "$ROOTFS_DIR"
     sed -e "s|@GRAPHROOT@|$STORE_DIR/storage|" -e "s|@RUNROOT@|$STORE_DIR/run|" \
         "$CONF_DIR/storage.conf" >"$STORE_DIR/storage.conf.new"
@@ -23,6 +26,7 @@ setup_engine() {
     export CONTAINERS_CONF=$CONF_DIR/containers.conf
     export CONTAINERS_STORAGE_CONF=$STORE_DIR/storage.conf
     export CONTAINERS_REGISTRIES_CONF=$CONF_DIR/registries.conf
+    # shellcheck disable=SC2034 # for the caller's podman build and skopeo copy
     POLICY=$CONF_DIR/policy.json
 }
 
@@ -87,6 +91,7 @@ rootfs() {
     fi
     touch "$tar"
     keep_newest "$ROOTFS_DIR" "$name-$SUITE-*.tar"
+    # shellcheck disable=SC2034 # the caller's result
     ROOTFS_TAR=$tar
 }
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts that build Go programs (control plane, Kueue, CoreDNS): one place for
 # how they call the go command, and how they take turns.
 #

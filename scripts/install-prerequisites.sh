@@ -8,6 +8,7 @@
 #
 #   scripts/install-prerequisites.sh           install what is missing
 #   scripts/install-prerequisites.sh --check   install nothing; exit 1 when something is missing
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

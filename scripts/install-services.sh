@@ -6,7 +6,8 @@
 # Versions are pinned in scripts/services.env. Safe to re-run: it only does work that is missing.
 #
 #   scripts/install-services.sh             both
-#   scripts/install-services.sh versitygw   only versitygw (scripts/build-images.sh uses it)
+#   scripts/install-services.sh versitygw   only versitygw (tests/e2e/harness/node-images.sh uses it)
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

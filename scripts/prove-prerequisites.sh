@@ -12,6 +12,7 @@
 #   scripts/prove-prerequisites.sh                     install with scripts/install-prerequisites.sh
 #   scripts/prove-prerequisites.sh --install 'CMD'     install with CMD instead (run in the
 #                                                      checkout, e.g. an older install path)
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -15,7 +15,11 @@ from tests.envfile import read_env_file
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VERSIONS_FILE = REPO_ROOT / "scripts" / "versions.env"
 SERVICES_ENV = REPO_ROOT / "scripts" / "services.env"
-BUILD_IMAGES = REPO_ROOT / "scripts" / "build-images.sh"
+# The project's images and the test node's own images: each script names the archives it builds.
+IMAGE_SCRIPTS = (
+    REPO_ROOT / "scripts" / "build-images.sh",
+    REPO_ROOT / "tests" / "e2e" / "harness" / "node-images.sh",
+)
 
 
 def cache_dir() -> Path:
@@ -65,12 +69,13 @@ def versitygw_binary() -> Path:
 
 def image_archive_paths() -> list[tuple[str, Path]]:
     """(image reference, archive) of every node image of the current inputs, built or not."""
-    res = subprocess.run([str(BUILD_IMAGES), "--print-archives"], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"{BUILD_IMAGES.name} --print-archives failed: {res.stderr.strip()}")
     pairs = []
-    for line in res.stdout.splitlines():
-        ref, sep, path = line.partition("=")
-        if sep:
-            pairs.append((ref.strip(), Path(path.strip())))
+    for script in IMAGE_SCRIPTS:
+        res = subprocess.run([str(script), "--print-archives"], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"{script.name} --print-archives failed: {res.stderr.strip()}")
+        for line in res.stdout.splitlines():
+            ref, sep, path = line.partition("=")
+            if sep:
+                pairs.append((ref.strip(), Path(path.strip())))
     return pairs

@@ -133,8 +133,8 @@ def makefile_commands() -> dict[str, set[str]]:
     for line in (REPO / "Makefile").read_text().splitlines():
         starts_command, continued = line.startswith("\t") and not continued, line.endswith("\\")
         if starts_command:
-            word = line.split()[0]
-            if not word.startswith(("$", "scripts/")):
+            word = line.split()[0].lstrip("@-")  # make's echo and ignore-errors prefixes
+            if not word.startswith(("$", "scripts/", "tests/")):  # the repository's own scripts
                 used.setdefault(word, set()).add("Makefile")
     return used
 

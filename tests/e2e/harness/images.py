@@ -1,4 +1,4 @@
-"""The project's images for the node: archives that `make images` builds (scripts/build-images.sh).
+"""The project's images for the node: archives that `make images` builds (scripts/build-images.sh and node-images.sh).
 
 The node imports them into containerd before its kubelet starts, so pods find every image
 they name locally; there is no registry to pull from.

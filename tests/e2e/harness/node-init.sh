@@ -26,6 +26,7 @@ mount --bind "$KUBELET_ROOT" "$KUBELET_ROOT"
 mount --make-rshared "$KUBELET_ROOT"
 
 pids=()
+# shellcheck disable=SC2317 # reached through the trap below
 stop() {
     log "stopping"
     exit 0 # as PID 1, exiting makes the kernel kill everything left in the namespace

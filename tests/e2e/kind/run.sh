@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # End to end on a kind cluster, for machines with Docker and kind (the test suite itself runs
 # on the local one-node cluster of `make cluster` and needs neither). It shares that path's
-# steps: the images of scripts/build-images.sh (loaded into kind from their archives) and the
-# add-ons of the test harness (the S3 server, the chart with the same values, the output
-# credentials), then runs the unmodified sample and waits for it.
+# steps: the images of scripts/build-images.sh and tests/e2e/harness/node-images.sh (loaded
+# into kind from their archives) and the add-ons of the test harness (the S3 server, the chart
+# with the same values, the output credentials), then runs the unmodified sample and waits for it.
 #
 #   tests/e2e/kind/run.sh            # create cluster "datasetjob", run, keep the cluster
 #   KEEP=0 tests/e2e/kind/run.sh     # delete the cluster afterwards
@@ -22,7 +22,7 @@ kubectl config use-context "kind-$CLUSTER"
 make venv images
 while IFS='=' read -r _ archive; do
   kind load image-archive --name "$CLUSTER" "$archive"
-done < <(scripts/build-images.sh --print-archives)
+done < <(scripts/build-images.sh --print-archives && tests/e2e/harness/node-images.sh --print-archives)
 
 .venv/bin/python -m tests.e2e.harness install --namespace "$NS"
 
