@@ -75,14 +75,15 @@ def count_generation(job: dict, pods: list[dict], live: dict[int, dict] | None, 
                     stamp,
                     Failure(shard=index, exit_code=term.get("exitCode", -1), message=_failure_text(term, message)),
                 )
-    done_set = set(succeeded)
+    # Sets built once: a tick runs these loops over every shard, twice a second.
+    done_set, failed_set = set(succeeded), set(failed)
     for index, message in final.items():
         if index in done_set:
             _add(counts, message)
     for index, snapshot in (live or {}).items():
-        if index not in final and index not in set(failed):
+        if index not in final and index not in failed_set:
             _add(counts, snapshot)
-    counts.failures = [last_failure[i][1] for i in sorted(last_failure) if i in set(failed)][:10]
+    counts.failures = [last_failure[i][1] for i in sorted(last_failure) if i in failed_set][:10]
     return counts
 
 

@@ -1,0 +1,139 @@
+"""The observe step: one reconcile's view of the world, read once, for the pure `decide`.
+
+The DatasetJob as Kopf delivered it, its Jobs and pods from Kopf's in-memory indexes, live
+progress from Redis while shards run, and two API reads that ObjectMemory reuses for a while.
+Kopf's live bodies are copied out, so nothing changes under the decision while it is made.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from datasetjob.progress import read_redis_progress
+from datasetjob.spec.model import cache_namespace
+
+from .admission import pending_reasons
+from .apply import Target
+from .kube import Kube, now_rfc3339
+from .object_memory import ObjectMemory
+from .reconcile import Observed
+from .settings import Settings
+from .status import DatasetJobStatus, Phase
+
+log = logging.getLogger("datasetjob.operator")
+# Kueue's pending reasons change slowly: re-read them this often at most (seconds).
+ADMISSION_READ_SECONDS = 2.0
+
+ChildIndex = Mapping[tuple[str, str], Iterable[dict]]  # (namespace, DatasetJob name) -> slim children
+
+
+def new_memory(settings: Settings) -> ObjectMemory:
+    """The item list of spec.items.fromConfigMap is read at most once per resync period: it is
+    only counted (pods read it themselves), and the active loop ticks twice a second."""
+    return ObjectMemory(config_map_ttl=settings.resync_seconds, admission_ttl=ADMISSION_READ_SECONDS)
+
+
+def slim_child(body: Mapping, keep_spec: bool) -> dict:
+    """What the reconciler needs of a child Job or pod, copied out of Kopf's live body."""
+    meta = body.get("metadata", {})
+    out = {
+        "metadata": {
+            k: json.loads(json.dumps(meta.get(k))) for k in ("name", "labels", "annotations", "creationTimestamp")
+        },
+        "status": json.loads(json.dumps(body.get("status") or {})),
+    }
+    if keep_spec:
+        out["spec"] = {"suspend": (body.get("spec") or {}).get("suspend", False)}
+    return out
+
+
+@dataclass(frozen=True)
+class Observation:
+    observed: Observed  # what `decide` reads
+    target: Target  # what `apply` writes to: the object as it was read
+
+
+def observe(
+    *,
+    meta: Mapping,
+    spec: Mapping,
+    status: Mapping | None,
+    uid: str,
+    name: str,
+    namespace: str,
+    jobs_by_owner: ChildIndex,
+    pods_by_owner: ChildIndex,
+    memory: ObjectMemory,
+    kube: Kube,
+    settings: Settings,
+) -> Observation:
+    """Call it holding `memory.lock(uid)`."""
+    key = (namespace, name)
+    stored_status = json.loads(json.dumps(dict(status or {})))
+    own_status = DatasetJobStatus.from_dict(stored_status)
+    own_spec = json.loads(json.dumps(dict(spec)))
+    own_jobs = list(jobs_by_owner.get(key, []))
+    observed = Observed(
+        name=name,
+        namespace=namespace,
+        uid=uid,
+        generation=meta.get("generation", 0),
+        spec=own_spec,
+        annotations=dict(meta.get("annotations") or {}),
+        status=own_status,
+        jobs={j["metadata"]["name"]: j for j in own_jobs},
+        pods=list(pods_by_owner.get(key, [])),
+        now=now_rfc3339(),
+        live_progress=_live_progress(settings, own_spec, namespace, name, own_status),
+        config_map_items=_config_map_items(memory, kube, uid, namespace, own_spec),
+        admission=_admission(memory, kube, uid, namespace, own_spec, own_jobs),
+    )
+    target = Target(
+        namespace=namespace,
+        name=name,
+        uid=uid,
+        resource_version=meta["resourceVersion"],
+        stored_status=stored_status,
+    )
+    return Observation(observed, target)
+
+
+def _live_progress(settings: Settings, spec: dict, namespace: str, name: str, status: DatasetJobStatus) -> dict | None:
+    if status.phase != Phase.GENERATING or not status.run_id:
+        return None
+    spec_url = (spec.get("cache") or {}).get("redisUrl")
+    url = settings.default_redis_url_with_password() if spec_url is None else spec_url
+    if not url:
+        return None
+    try:
+        # Where the workers write it: the same function decides for both sides.
+        return read_redis_progress(url, cache_namespace(spec.get("cache"), name, namespace), status.run_id)
+    except Exception as exc:  # live counts are a nicety; final counts come from pods
+        log.debug("no live progress for %s: %s", name, exc)
+        return None
+
+
+def _config_map_items(memory: ObjectMemory, kube: Kube, uid: str, namespace: str, spec: dict) -> str | None:
+    """The item list of spec.items.fromConfigMap, if the spec names one."""
+    source = (spec.get("items") or {}).get("fromConfigMap")
+    if not source:
+        return None
+    cm_name, cm_key = source["name"], source["key"]
+    return memory.config_map_items(
+        uid, namespace, cm_name, cm_key, lambda: kube.config_map_key(namespace, cm_name, cm_key)
+    )
+
+
+def _admission(
+    memory: ObjectMemory, kube: Kube, uid: str, namespace: str, spec: dict, jobs: list[dict]
+) -> dict[str, str] | None:
+    """Kueue's reasons for this namespace's waiting Jobs, read only while a Job of a queued
+    DatasetJob is suspended."""
+    if not spec.get("queueName") or spec.get("suspend"):
+        return None
+    if not any((j.get("spec") or {}).get("suspend") for j in jobs):
+        return None
+    return memory.admission(uid, namespace, lambda: pending_reasons(kube.workloads(namespace)))
