@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate the derived manifests from their one source each:
 
-  CRD:        datasetjob_operator.crd (from the data plane's spec schema)
+  CRD:        datasetjob_operator.crd (from the typed spec, datasetjob.spec.api, and status)
               -> helm/datasetjob/crds/datasetjob.yaml and manifests/crd.yaml (same bytes)
   Install:    the Helm chart with default values (Redis password from an existing Secret)
               -> manifests/datasetjob.yaml

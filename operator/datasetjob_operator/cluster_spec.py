@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+from typing import Any
 
 from datasetjob.spec.item_source import count_items, count_unique_ids, iter_items
 from datasetjob.spec.model import DatasetJobSpec, spec_from_dict
@@ -27,8 +28,9 @@ def checked_item_total(spec: DatasetJobSpec, config_map_text: str | None) -> int
     return count_unique_ids(iter_items(spec.items, None, lines), spec.items.id_template)
 
 
-def with_default_output(spec: dict, namespace: str, name: str, settings: Settings) -> dict:
-    """A spec without output.uri writes under the installation's default location."""
+def with_default_output(spec: dict[str, Any], namespace: str, name: str, settings: Settings) -> dict[str, Any]:
+    """A spec without output.uri writes under the installation's default location. On the
+    document, before it is parsed: the run id hashes the document the workers read."""
     output = dict(spec.get("output") or {})
     if output.get("uri") or not settings.default_output_prefix:
         return spec

@@ -1,8 +1,9 @@
-"""The DatasetJob CRD, generated from the data plane's spec schema (the one source). Pure."""
+"""The DatasetJob CRD, generated from the typed spec (data plane) and status (operator). Pure."""
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from datasetjob import API_GROUP, API_VERSION, KIND
 from datasetjob.spec.schema import spec_schema
@@ -27,7 +28,7 @@ PRINTER_COLUMNS = [
 ]
 
 
-def build_crd() -> dict:
+def build_crd() -> dict[str, Any]:
     spec = copy.deepcopy(spec_schema())
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -6,11 +6,13 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from datasetjob import API_GROUP, API_VERSION, KIND
 from datasetjob.contract import ITEMS_DIR_ENV, REGENERATE_TOKEN_ENV, RETRY_FAILED_ITEMS_ENV
 from datasetjob.errors import ExitCode
-from datasetjob.spec.model import DatasetJobSpec
+from datasetjob.spec.apitypes import to_api
+from datasetjob.spec.model import DatasetJobSpec, GeneratorSpec
 
 from . import naming
 from .settings import Settings, with_password
@@ -25,17 +27,6 @@ COMBINE_CONTAINER = "combine"
 # Kueue reads these labels on a Job: the LocalQueue that admits it, and its WorkloadPriorityClass.
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
-# Pod spec fields taken as they are from spec.generator (the schema checks their shape).
-_POD_FIELDS = (
-    "nodeSelector",
-    "tolerations",
-    "serviceAccountName",
-    "affinity",
-    "topologySpreadConstraints",
-    "imagePullSecrets",
-    "priorityClassName",
-    "runtimeClassName",
-)
 
 
 @dataclass(frozen=True)
@@ -51,7 +42,7 @@ class Run:
     regenerate: str | None = None  # the datagen.dev/regenerate token the run id includes
 
     @property
-    def owner_reference(self) -> dict:
+    def owner_reference(self) -> dict[str, Any]:
         return {
             "apiVersion": f"{API_GROUP}/{API_VERSION}",
             "kind": KIND,
@@ -61,7 +52,7 @@ class Run:
             "blockOwnerDeletion": True,
         }
 
-    def metadata(self, name: str, role: str | None = None) -> dict:
+    def metadata(self, name: str, role: str | None = None) -> dict[str, Any]:
         return {
             "name": name,
             "namespace": self.namespace,
@@ -69,7 +60,7 @@ class Run:
             "ownerReferences": [self.owner_reference],
         }
 
-    def job_metadata(self, name: str, role: str) -> dict:
+    def job_metadata(self, name: str, role: str) -> dict[str, Any]:
         """A Job's metadata: ours, plus the labels Kueue admits it by (spec.queueName, ...)."""
         meta = self.metadata(name, role)
         if self.spec.queue_name:
@@ -86,7 +77,7 @@ def spec_document(run: Run) -> str:
     return json.dumps(doc, indent=1)  # not sorted: product key order is meaningful
 
 
-def config_map(run: Run) -> dict:
+def config_map(run: Run) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -99,7 +90,7 @@ def uses_default_redis(run: Run, settings: Settings) -> bool:
     return run.spec.cache.redis_url is None and bool(settings.default_redis_url)
 
 
-def redis_secret(run: Run, settings: Settings) -> dict | None:
+def redis_secret(run: Run, settings: Settings) -> dict[str, Any] | None:
     """The default Redis's password as a Secret in the run's namespace (pods can only
     reference Secrets of their own namespace); owned by the DatasetJob, so it goes with it."""
     if not (uses_default_redis(run, settings) and settings.default_redis_password):
@@ -113,8 +104,8 @@ def redis_secret(run: Run, settings: Settings) -> dict | None:
     }
 
 
-def _env(run: Run, settings: Settings) -> list[dict]:
-    env = [
+def _env(run: Run, settings: Settings) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
         {"name": "DSJ_SPEC_FILE", "value": f"{SPEC_DIR}/{SPEC_FILE}"},
         {"name": "DSJ_RUN_ID", "value": run.run_id},
         {"name": "DSJ_EMBEDDED_CACHE_DIR", "value": "/tmp/dsj-cache"},
@@ -153,10 +144,25 @@ def _env(run: Run, settings: Settings) -> list[dict]:
     return env + [dict(e) for e in run.spec.generator.env]
 
 
-def _pod_template(run: Run, settings: Settings, role: str, args: list[str]) -> dict:
+def _pod_fields(gen: GeneratorSpec) -> dict[str, Any]:
+    """The pod spec fields taken as they are from spec.generator (the schema checks their shape)."""
+    fields = {
+        "nodeSelector": gen.node_selector,
+        "tolerations": gen.tolerations,
+        "serviceAccountName": gen.service_account_name,
+        "affinity": gen.affinity,
+        "topologySpreadConstraints": gen.topology_spread_constraints,
+        "imagePullSecrets": gen.image_pull_secrets,
+        "priorityClassName": gen.priority_class_name,
+        "runtimeClassName": gen.runtime_class_name,
+    }
+    # to_api copies: the manifest never shares a list or a mapping with the spec.
+    return {name: to_api(value) for name, value in fields.items() if value is not None}
+
+
+def _pod_template(run: Run, settings: Settings, role: str, args: list[str]) -> dict[str, Any]:
     gen = run.spec.generator
-    raw = gen.raw
-    container = {
+    container: dict[str, Any] = {
         "name": CONTAINER if role == naming.ROLE_GENERATE else COMBINE_CONTAINER,
         "image": gen.image or settings.worker_image,
         "command": list(settings.worker_command),
@@ -176,8 +182,8 @@ def _pod_template(run: Run, settings: Settings, role: str, args: list[str]) -> d
     }
     if run.spec.output.credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": run.spec.output.credentials_secret}}]
-    if "imagePullPolicy" in raw:
-        container["imagePullPolicy"] = raw["imagePullPolicy"]
+    if gen.image_pull_policy is not None:
+        container["imagePullPolicy"] = gen.image_pull_policy
     container["resources"] = _resources(run, settings, role)
     if gen.working_dir:
         container["workingDir"] = gen.working_dir
@@ -189,7 +195,7 @@ def _pod_template(run: Run, settings: Settings, role: str, args: list[str]) -> d
         cm_name, key = run.spec.items.from_config_map
         volumes.append({"name": "items", "configMap": {"name": cm_name, "items": [{"key": key, "path": key}]}})
         container["volumeMounts"].append({"name": "items", "mountPath": ITEMS_DIR, "readOnly": True})
-    pod = {
+    pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -202,34 +208,32 @@ def _pod_template(run: Run, settings: Settings, role: str, args: list[str]) -> d
         },
         "containers": [container],
         "volumes": volumes,
+        **_pod_fields(gen),
     }
-    for field_name in _POD_FIELDS:
-        if field_name in raw:
-            pod[field_name] = copy.deepcopy(raw[field_name])
     # The user's labels first: ours (which the operator and the Job controller select by) win.
-    labels = {**(raw.get("podLabels") or {}), **naming.labels(run.name, run.run_id, run.attempt, role)}
-    metadata = {"labels": labels}
-    if raw.get("podAnnotations"):
-        metadata["annotations"] = dict(raw["podAnnotations"])
+    labels = {**(gen.pod_labels or {}), **naming.labels(run.name, run.run_id, run.attempt, role)}
+    metadata: dict[str, Any] = {"labels": labels}
+    if gen.pod_annotations:
+        metadata["annotations"] = dict(gen.pod_annotations)
     return {"metadata": metadata, "spec": pod}
 
 
-def _resources(run: Run, settings: Settings, role: str) -> dict:
+def _resources(run: Run, settings: Settings, role: str) -> dict[str, Any]:
     """The spec's resources for this role as given, else the installation's default: a whole
     replacement, never a merge (a merged default request could exceed the user's limit)."""
-    own = run.spec.generator.raw if role == naming.ROLE_GENERATE else run.spec.raw_spec.get("combine") or {}
-    if "resources" in own:
-        return copy.deepcopy(own["resources"])
+    own = run.spec.generator.resources if role == naming.ROLE_GENERATE else run.spec.combine.resources
+    if own is not None:
+        return copy.deepcopy(own)
     default = settings.generate_resources if role == naming.ROLE_GENERATE else settings.combine_resources
     return copy.deepcopy(dict(default))
 
 
-def _ttl(run: Run) -> dict:
+def _ttl(run: Run) -> dict[str, Any]:
     ttl = run.spec.ttl_seconds_after_finished
     return {} if ttl is None else {"ttlSecondsAfterFinished": ttl}
 
 
-def generate_job(run: Run, settings: Settings) -> dict:
+def generate_job(run: Run, settings: Settings) -> dict[str, Any]:
     spec = run.spec
     return {
         "apiVersion": "batch/v1",
@@ -263,7 +267,7 @@ def generate_job(run: Run, settings: Settings) -> dict:
     }
 
 
-def combine_job(run: Run, settings: Settings) -> dict:
+def combine_job(run: Run, settings: Settings) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -7,13 +7,14 @@ cannot drift apart. Field names are snake_case here and camelCase in the API.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-import functools
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from datasetjob.spec.apitypes import SchemaStyle, api_field, from_api, schema_of, to_api
+
+# The status schema's layout: integers as int64, each description after its keywords.
+_STYLE = SchemaStyle(integer_format="int64", description_last=True)
 
 
 class Phase(enum.StrEnum):
@@ -36,10 +37,7 @@ class Phase(enum.StrEnum):
 
 def _field(description: str, default: Any = None, *, factory: Any = None, **schema: Any) -> Any:
     """A status field with its API description and extra schema keywords."""
-    metadata = {"description": description, "schema": schema}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
+    return api_field(description, default, factory=factory, **schema)
 
 
 def _count(description: str) -> Any:
@@ -144,122 +142,32 @@ class DatasetJobStatus:
         **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The status as the API stores it: camelCase keys, no null fields."""
-        return _to_api(self)
+        api: dict[str, Any] = to_api(self)
+        return api
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> DatasetJobStatus:
+    def from_dict(cls, data: dict[str, Any] | None) -> DatasetJobStatus:
         """The status as read from the API; unknown keys and values are dropped (e.g. the
         phase of an older operator), never an error."""
-        return _from_api(cls, data or {})
+        status: DatasetJobStatus = from_api(cls, data or {})
+        return status
 
 
-# -- API form (camelCase dicts) ----------------------------------------------------------------
-
-
-def camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _to_api(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        out = {}
-        for f in dataclasses.fields(value):
-            item = getattr(value, f.name)
-            if item is not None:
-                out[camel(f.name)] = _to_api(item)
-        return out
-    if isinstance(value, list):
-        return [_to_api(v) for v in value]
-    if isinstance(value, enum.Enum):
-        return value.value
-    return value
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)  # evaluates the annotations: once per class
-
-
-def _unwrap_optional(hint: Any) -> Any:
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return args[0]
-    return hint
-
-
-def _from_api(hint: Any, data: Any) -> Any:
-    hint = _unwrap_optional(hint)
-    if data is None:
-        return None
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(data, dict):
-            return None
-        hints = _hints(hint)
-        kwargs = {
-            f.name: _from_api(hints[f.name], data[camel(f.name)])
-            for f in dataclasses.fields(hint)
-            if camel(f.name) in data
-        }
-        return hint(**{k: v for k, v in kwargs.items() if v is not None})
-    if typing.get_origin(hint) is list:
-        (inner,) = typing.get_args(hint)
-        return [v for v in (_from_api(inner, x) for x in data) if v is not None] if isinstance(data, list) else None
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(data)
-        except ValueError:
-            return None
-    if hint is bool:
-        return data if isinstance(data, bool) else None
-    if hint is int:
-        return data if isinstance(data, int) and not isinstance(data, bool) else None
-    return data if isinstance(data, hint) else None
-
-
-# -- schema ------------------------------------------------------------------------------------
-
-
-def _schema_of(hint: Any) -> dict:
-    hint = _unwrap_optional(hint)
-    if dataclasses.is_dataclass(hint):
-        hints = _hints(hint)
-        properties = {}
-        for f in dataclasses.fields(hint):
-            prop = _schema_of(hints[f.name])
-            prop.update(f.metadata.get("schema") or {})
-            prop["description"] = f.metadata["description"]
-            properties[camel(f.name)] = prop
-        return {"type": "object", "properties": properties}
-    if typing.get_origin(hint) is list:
-        (inner,) = typing.get_args(hint)
-        return {"type": "array", "items": _schema_of(inner)}
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return {"type": "string", "enum": [m.value for m in hint]}
-    if hint is bool:
-        return {"type": "boolean"}
-    if hint is int:
-        return {"type": "integer", "format": "int64"}
-    if hint is str:
-        return {"type": "string"}
-    raise TypeError(f"no schema for {hint!r}")
-
-
-def status_schema() -> dict:
+def status_schema() -> dict[str, Any]:
     """The CRD's status schema (openAPIV3Schema), from the classes above."""
-    schema = _schema_of(DatasetJobStatus)
+    schema = schema_of(DatasetJobStatus, _STYLE)
     schema["description"] = "What the operator observed: the current run's phase, counts and output."
     conditions = schema["properties"]["conditions"]
     conditions["items"]["required"] = ["type", "status"]
     return schema
 
 
-def merge_patch(old: dict, new: dict) -> dict:
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """The JSON merge patch (RFC 7386) that turns `old` into `new`: only what changed, null
     for what went away. Lists are replaced whole, as merge patches do."""
-    patch: dict = {key: None for key in old.keys() - new.keys()}
+    patch: dict[str, Any] = {key: None for key in old.keys() - new.keys()}
     for key, value in new.items():
         before = old.get(key)
         if key in old and before == value:

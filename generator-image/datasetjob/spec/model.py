@@ -1,17 +1,54 @@
-"""The DatasetJob spec as typed, frozen values. Pure: parsing and validation only, no I/O."""
+"""The DatasetJob spec as typed, frozen values (`spec.api` defines its fields and so its schema),
+validated, with the defaults that depend on the DatasetJob filled in, and its run id. Pure:
+parsing and validation only, no I/O."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from datasetjob.contract import API_GROUP, API_VERSION, KIND
 from datasetjob.errors import SpecError
+from datasetjob.spec.api import (
+    CacheFields,
+    CombineSpec,
+    GeneratorSpec,
+    ItemSource,
+    OutputSpec,
+    RateLimitFields,
+    ReuseSpec,
+    SpecFields,
+)
+from datasetjob.spec.apitypes import from_api
 from datasetjob.spec.limits import MAX_INLINE_ITEMS, MAX_ITEMS
 from datasetjob.spec.schema import validate_spec
+
+# Public names; the typed parts of a spec are defined in spec.api and re-exported here.
+__all__ = [
+    "CacheSpec",
+    "CombineSpec",
+    "DatasetJobSpec",
+    "GeneratorSpec",
+    "ItemsSpec",
+    "OutputSpec",
+    "RateLimitSpec",
+    "ReuseSpec",
+    "cache_namespace",
+    "cache_spec",
+    "canonical_json",
+    "items_spec",
+    "range_length",
+    "rate_limit_spec",
+    "run_id",
+    "semantic_spec",
+    "spec_from_dict",
+    "spec_from_document",
+]
 
 # A Job name is "<name>-<runId>-gen"/"-combine" and must stay a valid label value (63).
 MAX_NAME_LENGTH = 40
@@ -42,132 +79,155 @@ _OPERATIONAL_COMBINE_FIELDS = ("resources",)
 
 @dataclass(frozen=True)
 class ItemsSpec:
-    values: tuple | None = None
-    product: tuple[tuple[str, tuple], ...] | None = None  # keys in the order written
+    """spec.items in the form the item expansion reads: product keys in their final order,
+    range and fromConfigMap as tuples."""
+
+    values: tuple[Any, ...] | None = None
+    product: tuple[tuple[str, tuple[Any, ...]], ...] | None = None  # keys in the order written
     range: tuple[int, int, int] | None = None
     from_config_map: tuple[str, str] | None = None
     from_uri: str | None = None
     id_template: str | None = None
 
 
-@dataclass(frozen=True)
-class GeneratorSpec:
-    image: str | None
-    function: str | None
-    command: tuple[str, ...] | None
-    output_file: str | None
-    working_dir: str | None
-    concurrency: int
-    startup_stagger_seconds: float
-    env: tuple[dict, ...]
-    raw: dict = field(compare=False, repr=False)
-    version: str | None = None  # bumped by the user: part of the generator fingerprint
+def items_spec(source: ItemSource) -> ItemsSpec:
+    product, order = source.product, source.product_order
+    if order is not None and not product:
+        raise SpecError(["spec.items.productOrder: productOrder is only meaningful with product"])
+    if product and order:
+        if sorted(order) != sorted(product):
+            raise SpecError(
+                [f"spec.items.productOrder: must list the product keys {sorted(product)} once each, got {list(order)}"]
+            )
+        product = {k: product[k] for k in order}
+    rng, cm = source.range, source.from_config_map
+    return ItemsSpec(
+        values=source.values,
+        product=tuple(product.items()) if product else None,
+        range=(rng.start, rng.stop, rng.step) if rng else None,
+        from_config_map=(cm.name, cm.key) if cm else None,
+        from_uri=source.from_uri,
+        id_template=source.id_template,
+    )
+
+
+def _default_cache_namespace(name: str, namespace: str | None) -> str:
+    # Per Kubernetes namespace by default: tenants never share cache entries by accident.
+    return f"{namespace}.{name}" if namespace else name
+
+
+def cache_namespace(cache: Mapping[str, Any] | None, name: str, namespace: str | None) -> str:
+    """The cache key prefix of a DatasetJob: spec.cache.namespace, else <namespace>.<name>.
+
+    The one rule for it: workers write progress and cache entries under it and the
+    operator reads live progress under it, so the two can never disagree."""
+    return (cache or {}).get("namespace") or _default_cache_namespace(name, namespace)
 
 
 @dataclass(frozen=True)
 class CacheSpec:
+    """spec.cache with its key prefix decided (`cache_namespace`)."""
+
     redis_url: str | None  # None = the default cache of the mode; "" = no cache
     ttl_seconds: int
     namespace: str
 
 
-def cache_namespace(cache: dict | None, name: str, namespace: str | None) -> str:
-    """The cache key prefix of a DatasetJob: spec.cache.namespace, else <namespace>.<name>.
-
-    The one place this is decided: workers write progress and cache entries under it and the
-    operator reads live progress under it, so the two can never disagree."""
-    # Per Kubernetes namespace by default: tenants never share cache entries by accident.
-    return (cache or {}).get("namespace") or (f"{namespace}.{name}" if namespace else name)
-
-
 @dataclass(frozen=True)
 class RateLimitSpec:
+    """spec.rateLimit with its burst and scope decided."""
+
     requests_per_second: float
     burst: int
     scope: str
 
 
-@dataclass(frozen=True)
-class OutputSpec:
-    uri: str | None
-    format: str
-    endpoint_url: str | None
-    region: str | None
-    credentials_secret: str | None
+def cache_spec(cache: CacheFields, name: str, namespace: str | None) -> CacheSpec:
+    prefix = cache.namespace or _default_cache_namespace(name, namespace)
+    return CacheSpec(redis_url=cache.redis_url, ttl_seconds=cache.ttl_seconds, namespace=prefix)
 
 
-@dataclass(frozen=True)
-class ReuseSpec:
-    enabled: bool = True
-    max_age_seconds: int | None = None  # None: rows never go stale
-
-
-@dataclass(frozen=True)
-class CombineSpec:
-    dedupe_by: tuple[str, ...]
-    sort_by: tuple[str, ...]
-    min_item_success_ratio: float
-    columns: tuple[tuple[str, str], ...]
+def rate_limit_spec(rate_limit: RateLimitFields, name: str) -> RateLimitSpec:
+    rps = rate_limit.requests_per_second
+    return RateLimitSpec(
+        requests_per_second=rps, burst=rate_limit.burst or max(1, round(rps)), scope=rate_limit.scope or name
+    )
 
 
 @dataclass(frozen=True)
 class DatasetJobSpec:
+    """A validated spec: its typed fields, its items ready to expand, and the DatasetJob's
+    identity. `raw_spec` is the defaulted document, which run ids and fingerprints hash."""
+
     name: str
     namespace: str | None
+    fields: SpecFields
     items: ItemsSpec
-    shards: int
-    parallelism: int
-    generator: GeneratorSpec
     cache: CacheSpec
     rate_limit: RateLimitSpec | None
-    output: OutputSpec
-    per_shard_retries: int
-    max_failed_shards: int
-    combine: CombineSpec
-    suspend: bool
-    ttl_seconds_after_finished: int | None
-    queue_name: str | None
-    workload_priority_class: str | None
-    raw_spec: dict = field(compare=False, repr=False)
-    reuse: ReuseSpec = ReuseSpec()
+    raw_spec: dict[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def shards(self) -> int:
+        return self.fields.shards
+
+    @property
+    def parallelism(self) -> int:
+        given = self.fields.parallelism
+        return self.fields.shards if given is None else given
+
+    @property
+    def generator(self) -> GeneratorSpec:
+        return self.fields.generator
+
+    @property
+    def output(self) -> OutputSpec:
+        return self.fields.output
+
+    @property
+    def combine(self) -> CombineSpec:
+        return self.fields.combine
+
+    @property
+    def reuse(self) -> ReuseSpec:
+        return self.fields.reuse
+
+    @property
+    def per_shard_retries(self) -> int:
+        return self.fields.retries.per_shard
+
+    @property
+    def max_failed_shards(self) -> int:
+        return self.fields.retries.max_failed_shards
+
+    @property
+    def suspend(self) -> bool:
+        return self.fields.suspend
+
+    @property
+    def ttl_seconds_after_finished(self) -> int | None:
+        return self.fields.ttl_seconds_after_finished
+
+    @property
+    def queue_name(self) -> str | None:
+        return self.fields.queue_name
+
+    @property
+    def workload_priority_class(self) -> str | None:
+        return self.fields.workload_priority_class_name
 
     def with_output_uri(self, uri: str) -> DatasetJobSpec:
         raw = dict(self.raw_spec, output=dict(self.raw_spec.get("output") or {}, uri=uri))
         return spec_from_dict(self.name, raw, self.namespace)
 
-    def to_document(self) -> dict:
+    def to_document(self) -> dict[str, Any]:
         meta = {"name": self.name}
         if self.namespace:
             meta["namespace"] = self.namespace
         return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": meta, "spec": self.raw_spec}
 
 
-def _items(raw: dict) -> ItemsSpec:
-    product = raw.get("product")
-    order = raw.get("productOrder")
-    if order is not None and not product:
-        raise SpecError(["spec.items.productOrder: productOrder is only meaningful with product"])
-    if product and order:
-        if sorted(order) != sorted(product):
-            raise SpecError(
-                [f"spec.items.productOrder: must list the product keys {sorted(product)} once each, got {order}"]
-            )
-        product = {k: product[k] for k in order}
-    rng = raw.get("range")
-    cm = raw.get("fromConfigMap")
-    return ItemsSpec(
-        values=tuple(raw["values"]) if "values" in raw else None,
-        product=tuple((k, tuple(v)) for k, v in product.items()) if product else None,
-        range=(rng.get("start", 0), rng["stop"], rng.get("step", 1)) if rng else None,
-        from_config_map=(cm["name"], cm["key"]) if cm else None,
-        from_uri=raw.get("fromUri"),
-        id_template=raw.get("idTemplate"),
-    )
-
-
 def _template_fields(template: str) -> list[str]:
-    import string
-
     try:
         return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
@@ -217,14 +277,14 @@ def _check_item_counts(items: ItemsSpec) -> list[str]:
     return []
 
 
-def _check_combine_columns(combine: dict) -> list[str]:
+def _check_combine_columns(combine: CombineSpec) -> list[str]:
     """sortBy/dedupeBy must name declared columns: otherwise the run would be refused after generating."""
-    declared = combine.get("columns")
+    declared = combine.columns
     if not declared:
         return []
     problems = []
-    for field_name in ("sortBy", "dedupeBy"):
-        for i, column in enumerate(combine.get(field_name) or ()):
+    for field_name, columns in (("sortBy", combine.sort_by), ("dedupeBy", combine.dedupe_by)):
+        for i, column in enumerate(columns):
             if column not in declared:
                 problems.append(
                     f"spec.combine.{field_name}[{i}]: column {column!r} is not in spec.combine.columns "
@@ -245,78 +305,19 @@ def spec_from_dict(name: str, spec: Any, namespace: str | None = None, rules: bo
         raw = validate_spec(spec, rules=rules)
     except SpecError as exc:
         raise SpecError(problems + exc.problems) from None
+    fields: SpecFields = from_api(SpecFields, raw)
     try:
-        items = _items(raw["items"])
+        items = items_spec(fields.items)
     except SpecError as exc:
         raise SpecError(problems + exc.problems) from None
     problems += _check_id_template(items)
     problems += _check_item_counts(items)
     if rules:
-        problems += _check_combine_columns(raw["combine"])
+        problems += _check_combine_columns(fields.combine)
     if problems:
         raise SpecError(problems)
-
-    gen = raw["generator"]
-    cache = raw.get("cache") or {}
-    rl = raw.get("rateLimit")
-    out = raw.get("output") or {}
-    combine = raw["combine"]
-    shards = raw["shards"]
-    return DatasetJobSpec(
-        name=name,
-        namespace=namespace,
-        items=items,
-        shards=shards,
-        parallelism=raw.get("parallelism", shards),
-        generator=GeneratorSpec(
-            image=gen.get("image"),
-            function=gen.get("function"),
-            command=tuple(gen["command"]) if "command" in gen else None,
-            output_file=gen.get("outputFile"),
-            working_dir=gen.get("workingDir"),
-            concurrency=gen["concurrency"],
-            startup_stagger_seconds=float(gen["startupStaggerSeconds"]),
-            env=tuple(gen.get("env") or ()),
-            raw=gen,
-            version=gen.get("version"),
-        ),
-        cache=CacheSpec(
-            redis_url=cache.get("redisUrl"),
-            ttl_seconds=cache.get("ttlSeconds", 604800),
-            namespace=cache_namespace(cache, name, namespace),
-        ),
-        rate_limit=RateLimitSpec(
-            requests_per_second=float(rl["requestsPerSecond"]),
-            burst=int(rl.get("burst") or max(1, round(rl["requestsPerSecond"]))),
-            scope=rl.get("scope") or name,
-        )
-        if rl
-        else None,
-        output=OutputSpec(
-            uri=out.get("uri"),
-            format=out.get("format", "csv"),
-            endpoint_url=out.get("endpointUrl"),
-            region=out.get("region"),
-            credentials_secret=out.get("credentialsSecret"),
-        ),
-        per_shard_retries=raw["retries"]["perShard"],
-        max_failed_shards=raw["retries"]["maxFailedShards"],
-        combine=CombineSpec(
-            dedupe_by=tuple(combine.get("dedupeBy") or ()),
-            sort_by=tuple(combine.get("sortBy") or ()),
-            min_item_success_ratio=float(combine["minItemSuccessRatio"]),
-            columns=tuple((combine.get("columns") or {}).items()),
-        ),
-        suspend=raw["suspend"],
-        ttl_seconds_after_finished=raw.get("ttlSecondsAfterFinished"),
-        queue_name=raw.get("queueName"),
-        workload_priority_class=raw.get("workloadPriorityClassName"),
-        raw_spec=raw,
-        reuse=ReuseSpec(
-            enabled=(raw.get("reuse") or {}).get("enabled", True),
-            max_age_seconds=(raw.get("reuse") or {}).get("maxAgeSeconds"),
-        ),
-    )
+    rate_limit = rate_limit_spec(fields.rate_limit, name) if fields.rate_limit else None
+    return DatasetJobSpec(name, namespace, fields, items, cache_spec(fields.cache, name, namespace), rate_limit, raw)
 
 
 def spec_from_document(doc: Any, rules: bool = True) -> DatasetJobSpec:
@@ -332,15 +333,17 @@ def spec_from_document(doc: Any, rules: bool = True) -> DatasetJobSpec:
     unknown = sorted(set(doc) - {"apiVersion", "kind", "metadata", "spec", "status"})
     if unknown:
         problems.append(f"{unknown[0]}: unknown field")
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    metadata = doc.get("metadata")
+    meta: dict[str, Any] = metadata if isinstance(metadata, dict) else {}
     if "spec" not in doc:
         problems.append("spec: is required")
     if problems:
         raise SpecError(problems)
-    return spec_from_dict(meta.get("name"), doc["spec"], meta.get("namespace"), rules=rules)
+    name: Any = meta.get("name")  # spec_from_dict refuses what is not a DNS label
+    return spec_from_dict(name, doc["spec"], meta.get("namespace"), rules=rules)
 
 
-def semantic_spec(raw_spec: dict) -> dict:
+def semantic_spec(raw_spec: dict[str, Any]) -> dict[str, Any]:
     """The part of a spec that determines the data; its hash is the run id."""
     out = {k: raw_spec[k] for k in _SEMANTIC_FIELDS if k in raw_spec}
     gen = {k: v for k, v in out["generator"].items() if k not in _OPERATIONAL_GENERATOR_FIELDS}
@@ -356,7 +359,7 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def run_id(raw_spec: dict, regenerate_token: str | None = None) -> str:
+def run_id(raw_spec: dict[str, Any], regenerate_token: str | None = None) -> str:
     """8 hex digits: same semantic spec (and token) → same run; any change → a new run."""
     # canonical_json sorts keys, but the order of product keys decides the item order: keep it.
     items = raw_spec.get("items") or {}

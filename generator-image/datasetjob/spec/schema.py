@@ -1,40 +1,37 @@
-"""The spec schema (one YAML source) and what it drives locally: defaults, structure, CEL rules.
+"""The spec schema, generated from the typed spec (`spec.api`), and what it drives locally:
+defaults, structure, CEL rules.
 
-The CRD is generated from the same file, so the API server and `dsj validate` agree.
+The CRD carries the same schema, so the API server and `dsj validate` agree.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Iterator
-from importlib import resources
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-import yaml
-
 from datasetjob.errors import SpecError
-
-_SCHEMA_FILE = "datasetjob.yaml"
+from datasetjob.spec.api import SPEC_DESCRIPTION, SpecFields
+from datasetjob.spec.apitypes import schema_of
 
 
 @functools.cache
-def spec_schema() -> dict:
+def spec_schema() -> dict[str, Any]:
     """The OpenAPI v3 (structural) schema of `spec`, as the CRD carries it."""
-    text = resources.files(__package__).joinpath("schema", _SCHEMA_FILE).read_text()
-    return yaml.safe_load(text)
+    return {"type": "object", "description": SPEC_DESCRIPTION, **schema_of(SpecFields)}
 
 
 @functools.cache
-def _closed_spec_schema() -> dict:
+def _closed_spec_schema() -> dict[str, Any]:
     return _closed(spec_schema())
 
 
-def _closed(schema: dict) -> dict:
+def _closed(schema: dict[str, Any]) -> dict[str, Any]:
     """A copy that rejects unknown fields, like the API server's strict field validation."""
     out = copy.deepcopy(schema)
 
-    def close(node: dict) -> None:
+    def close(node: Any) -> None:
         if not isinstance(node, dict):
             return
         if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
@@ -50,7 +47,7 @@ def _closed(schema: dict) -> dict:
     return out
 
 
-def apply_defaults(value: Any, schema: dict | None = None) -> Any:
+def apply_defaults(value: Any, schema: dict[str, Any] | None = None) -> Any:
     """Fill in schema defaults the way the API server does (absent fields only, recursively)."""
     schema = spec_schema() if schema is None else schema
     if isinstance(value, dict):
@@ -72,14 +69,14 @@ def apply_defaults(value: Any, schema: dict | None = None) -> Any:
     return value
 
 
-def _path(base: str, parts) -> str:
+def _path(base: str, parts: Sequence[str | int]) -> str:
     out = base
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else f".{part}"
     return out
 
 
-def _describe(error) -> tuple[list, str]:
+def _describe(error: Any) -> tuple[list[str | int], str]:
     """A jsonschema error as (path parts, human message)."""
     parts = list(error.absolute_path)
     v, arg = error.validator, error.validator_value
@@ -116,7 +113,7 @@ def _describe(error) -> tuple[list, str]:
     return parts, error.message
 
 
-def _structure_errors(spec: dict, base: str) -> list[str]:
+def _structure_errors(spec: dict[str, Any], base: str) -> list[str]:
     import jsonschema  # the schema is OpenAPI 3.0, whose keywords follow JSON Schema draft 4
 
     validator = jsonschema.Draft4Validator(_closed_spec_schema())
@@ -127,7 +124,7 @@ def _structure_errors(spec: dict, base: str) -> list[str]:
     return problems
 
 
-def _walk_rules(value: Any, schema: dict, path: str) -> Iterator[tuple[str, dict, Any]]:
+def _walk_rules(value: Any, schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any], Any]]:
     for rule in schema.get("x-kubernetes-validations") or []:
         yield path, rule, value
     if isinstance(value, dict):
@@ -143,25 +140,26 @@ def _walk_rules(value: Any, schema: dict, path: str) -> Iterator[tuple[str, dict
 
 
 @functools.cache
-def _compiled(rule: str):
+def _compiled(rule: str) -> Any:
     import celpy
 
     env = celpy.Environment()
     return env.program(env.compile(rule))
 
 
-def _cel_errors(spec: dict, base: str) -> list[str]:
+def _cel_errors(spec: dict[str, Any], base: str) -> list[str]:
     import celpy
+    from celpy.adapter import json_to_cel
 
     problems = []
     for path, rule, value in _walk_rules(spec, spec_schema(), base):
-        result = _compiled(rule["rule"]).evaluate({"self": celpy.json_to_cel(value)})
+        result = _compiled(rule["rule"]).evaluate({"self": json_to_cel(value)})
         if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
             problems.append(f"{path}{rule.get('fieldPath', '')}: {rule['message']}")
     return problems
 
 
-def validate_spec(spec: Any, base: str = "spec", rules: bool = True) -> dict:
+def validate_spec(spec: Any, base: str = "spec", rules: bool = True) -> dict[str, Any]:
     """Defaulted copy of `spec`, or SpecError naming every bad field.
 
     `rules=False` only applies the defaults: for workers, whose document the API server or
@@ -169,7 +167,7 @@ def validate_spec(spec: Any, base: str = "spec", rules: bool = True) -> dict:
     which on a small machine is time taken from the other workers)."""
     if not isinstance(spec, dict):
         raise SpecError([f"{base}: must be a mapping"])
-    defaulted = apply_defaults(spec)
+    defaulted: dict[str, Any] = apply_defaults(spec)
     if not rules:
         return defaulted
     problems = _structure_errors(defaulted, base)
