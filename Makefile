@@ -57,6 +57,7 @@ test: prerequisites verify services controlplane kueue images  ## set everything
 verify: venv prerequisites helm  ## lint, formatting, types, import layers, shell scripts, generated manifests, nothing uncommitted
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	shellcheck -x scripts/*.sh tests/e2e/harness/*.sh tests/e2e/kind/run.sh
 	$(PY) scripts/render-manifests.py --check

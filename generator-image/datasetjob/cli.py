@@ -9,17 +9,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from datasetjob.errors import ExitCode, GeneratorConfigError, OptionError, SpecError, StorageError
 
+if TYPE_CHECKING:  # the commands import what they use when they run: `dsj` starts with little loaded
+    from datasetjob.spec.model import DatasetJobSpec
 
-def _spec(path: str, rules: bool = True):
+
+def _spec(path: str, rules: bool = True) -> DatasetJobSpec:
     from datasetjob.spec.documents import load_spec_file
 
     return load_spec_file(path, rules=rules)
 
 
-def _check_generator(spec, spec_path: str) -> None:
+def _check_generator(spec: DatasetJobSpec, spec_path: str) -> None:
     """What the schema cannot know: the function imports (with the runner's search path)."""
     if not spec.generator.function:
         return
@@ -31,11 +35,11 @@ def _check_generator(spec, spec_path: str) -> None:
     load_function(spec.generator.function)
 
 
-def _notes(spec) -> None:
+def _notes(spec: DatasetJobSpec) -> None:
     """Things that are valid but would surprise: said once, on stderr."""
-    raw = spec.raw_spec["items"]
-    product = raw.get("product") or {}
-    if len(product) > 1 and "productOrder" not in raw and list(product) != sorted(product):
+    items = spec.fields.items
+    product = items.product or {}
+    if len(product) > 1 and items.product_order is None and list(product) != sorted(product):
         print(
             f"note: spec.items.product keys run in the written order {list(product)} here, but a "
             f"Kubernetes API server sorts them ({sorted(product)}); add productOrder: "
@@ -57,7 +61,7 @@ def _print_problems(exc: Exception, path: str) -> int:
     return ExitCode.BAD_SPEC
 
 
-def _check_universe(spec, run_id: str) -> int:
+def _check_universe(spec: DatasetJobSpec, run_id: str) -> int:
     """Every item check, streaming (only the ids are kept); a command's templates are checked
     against every shard's ids. Returns the number of items."""
     from datasetjob.store.universe import check_universe, resolve_items
@@ -71,7 +75,7 @@ def _check_universe(spec, run_id: str) -> int:
     return len(ids)
 
 
-def cmd_validate(args) -> int:
+def cmd_validate(args: argparse.Namespace) -> int:
     try:
         spec = _spec(args.file)
         _check_generator(spec, args.file)
@@ -85,7 +89,7 @@ def cmd_validate(args) -> int:
     return ExitCode.OK
 
 
-def _check_run_options(args) -> None:
+def _check_run_options(args: argparse.Namespace) -> None:
     """Options a run cannot start with: refused before anything starts, like a bad spec."""
     from datasetjob.local.options import check_output_option, check_redis_url_option
 
@@ -95,7 +99,7 @@ def _check_run_options(args) -> None:
         check_redis_url_option(args.redis_url)
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from datasetjob.local.runner import LocalRunner, LocalRunOptions
 
     try:
@@ -124,7 +128,7 @@ def cmd_run(args) -> int:
     return runner.run()
 
 
-def cmd_worker(args) -> int:
+def cmd_worker(args: argparse.Namespace) -> int:
     from datasetjob.worker.entrypoints import worker_main
 
     try:
@@ -135,7 +139,7 @@ def cmd_worker(args) -> int:
     return worker_main(spec, args.index, args.run_id)
 
 
-def cmd_combine(args) -> int:
+def cmd_combine(args: argparse.Namespace) -> int:
     from datasetjob.worker.entrypoints import combine_main
 
     try:
@@ -197,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
-    return args.fn(args)
+    code: int = args.fn(args)
+    return code
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -22,28 +23,28 @@ class ProgressSink(ABC):
     """Where a worker publishes its shard's live snapshot."""
 
     @abstractmethod
-    def publish(self, snapshot: dict) -> None: ...
+    def publish(self, snapshot: dict[str, Any]) -> None: ...
 
 
 class NullProgress(ProgressSink):
-    def publish(self, snapshot: dict) -> None:
+    def publish(self, snapshot: dict[str, Any]) -> None:
         pass
 
 
 class FileProgress(ProgressSink):
-    def __init__(self, directory: str | os.PathLike, index: int):
+    def __init__(self, directory: str | os.PathLike[str], index: int):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / f"{index:05d}.json"
 
-    def publish(self, snapshot: dict) -> None:
+    def publish(self, snapshot: dict[str, Any]) -> None:
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(dict(snapshot, updatedAt=time.time())))
         os.replace(tmp, self.path)
 
 
-def read_file_progress(directory: str | os.PathLike) -> dict[int, dict]:
-    out = {}
+def read_file_progress(directory: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
     folder = Path(directory)
     if not folder.is_dir():
         return out
@@ -73,12 +74,12 @@ class RedisProgress(ProgressSink):
         self.fallback = fallback
         self.on_publish = on_publish
 
-    def publish(self, snapshot: dict) -> None:
+    def publish(self, snapshot: dict[str, Any]) -> None:
         if self.fallback is not None:
             self.fallback.publish(snapshot)
         text = json.dumps(dict(snapshot, updatedAt=time.time()), separators=(",", ":"))
 
-        def op(c):
+        def op(c: redis.Redis) -> None:
             pipe = c.pipeline(transaction=False)
             pipe.hset(self.key, str(self.index), text)
             pipe.expire(self.key, RUN_KEYS_TTL_SECONDS)
@@ -103,7 +104,7 @@ def redis_progress(
     return RedisProgress(get_link(url), progress_key(namespace, run_id), index, fallback, on_publish)
 
 
-def _hgetall(url: str, key: str) -> dict:
+def _hgetall(url: str, key: str) -> dict[bytes | str, bytes | str]:
     """HGETALL over the process's shared client; {} (logged at debug level) if Redis fails."""
     try:
         return get_link(url).client.hgetall(key)
@@ -112,7 +113,7 @@ def _hgetall(url: str, key: str) -> dict:
         return {}
 
 
-def read_redis_progress(url: str, namespace: str, run_id: str) -> dict[int, dict]:
+def read_redis_progress(url: str, namespace: str, run_id: str) -> dict[int, dict[str, Any]]:
     """shard index → latest snapshot, from the run's hash dsj:progress:{namespace}:{run_id}
     (what workers publish through RedisProgress). {} when Redis is unreachable.
 
@@ -121,7 +122,7 @@ def read_redis_progress(url: str, namespace: str, run_id: str) -> dict[int, dict
      "cache": {"hits", "misses"}, "upstreamCalls", ...}.
     """
     raw = _hgetall(url, progress_key(namespace, run_id))
-    out: dict[int, dict] = {}
+    out: dict[int, dict[str, Any]] = {}
     for field, value in (raw or {}).items():
         try:
             out[int(field)] = json.loads(value)
@@ -130,7 +131,7 @@ def read_redis_progress(url: str, namespace: str, run_id: str) -> dict[int, dict
     return out
 
 
-def sum_shard_progress(snapshots: dict[int, dict]) -> dict:
+def sum_shard_progress(snapshots: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Totals over shard snapshots: {"items": {"done", "failed", "skipped"}, "rows", "cache": {...}}."""
     items = {"done": 0, "failed": 0, "skipped": 0}
     cache = {"hits": 0, "misses": 0}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, TypeAlias
 
 MASK = "***"
 CREDENTIALS_ENV = "DSJ_SPEC_CREDENTIALS"
@@ -17,8 +17,11 @@ CREDENTIALS_ENV = "DSJ_SPEC_CREDENTIALS"
 # scheme://userinfo@ — userinfo runs to the last '@' before the host's '/', '?', '#' or a space.
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s/?#]*)@")
 
+# Where a hidden string was (its keys and list indexes from the root) and the string itself.
+Secret: TypeAlias = tuple[list[str | int], str]
 
-def _mask_userinfo(match: re.Match) -> str:
+
+def _mask_userinfo(match: re.Match[str]) -> str:
     user, colon, _ = match.group("userinfo").partition(":")
     hidden = f"{user}:{MASK}" if colon else MASK  # a lone userinfo is often a token
     return f"{match.group('scheme')}{hidden}@"
@@ -34,7 +37,7 @@ def redact(value: Any) -> Any:
     return split_credentials(value)[0]
 
 
-def split_credentials(value: Any, path: tuple = ()) -> tuple[Any, list[tuple[list, str]]]:
+def split_credentials(value: Any, path: tuple[str | int, ...] = ()) -> tuple[Any, list[Secret]]:
     """(redacted copy, [(path, original string)] for every string that changed)."""
     if isinstance(value, str):
         hidden = redact_text(value)
@@ -55,7 +58,7 @@ def split_credentials(value: Any, path: tuple = ()) -> tuple[Any, list[tuple[lis
     return value, []
 
 
-def restore_credentials(value: Any, secrets: list[tuple[list, str]]) -> Any:
+def restore_credentials(value: Any, secrets: list[Secret]) -> Any:
     """The inverse of split_credentials on the redacted copy (in place; returns `value`)."""
     for path, original in secrets:
         target = value
@@ -65,9 +68,9 @@ def restore_credentials(value: Any, secrets: list[tuple[list, str]]) -> Any:
     return value
 
 
-def encode_secrets(secrets: list[tuple[list, str]]) -> str:
+def encode_secrets(secrets: list[Secret]) -> str:
     return json.dumps(secrets)
 
 
-def decode_secrets(text: str | None) -> list[tuple[list, str]]:
+def decode_secrets(text: str | None) -> list[Secret]:
     return [(list(path), original) for path, original in json.loads(text)] if text else []

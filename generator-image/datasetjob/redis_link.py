@@ -20,11 +20,12 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 
 # the logger these messages always had: they are mostly about the cache
@@ -138,7 +139,7 @@ class RedisLink:
         self._lock = threading.Lock()
         self._down = False
         self._retry_at = 0.0
-        self._scripts: dict[str, Any] = {}
+        self._scripts: dict[str, Script] = {}
 
     @property
     def down(self) -> bool:
@@ -147,7 +148,7 @@ class RedisLink:
     def usable(self) -> bool:
         return not self._down or time.monotonic() >= self._retry_at
 
-    def script(self, lua: str):
+    def script(self, lua: str) -> Script:
         found = self._scripts.get(lua)
         if found is None:
             found = self._scripts[lua] = self.client.register_script(lua)

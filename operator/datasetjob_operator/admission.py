@@ -9,12 +9,14 @@ so `kubectl get dsj -o yaml` answers "why is it waiting" without a second lookup
 
 from __future__ import annotations
 
+from typing import Any
+
 KUEUE_GROUP = "kueue.x-k8s.io"
 KUEUE_VERSION = "v1beta2"
 WORKLOADS = "workloads"
 
 
-def pending_reasons(workloads: list[dict]) -> dict[str, str]:
+def pending_reasons(workloads: list[dict[str, Any]]) -> dict[str, str]:
     """Job name -> Kueue's message for each workload that waits for admission."""
     out = {}
     for wl in workloads:

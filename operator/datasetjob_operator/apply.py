@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from .kube import Kube
 from .reconcile import Decision
@@ -27,7 +28,7 @@ class Target:
     name: str
     uid: str
     resource_version: str
-    stored_status: dict  # the status as the API server had it
+    stored_status: dict[str, Any]  # the status as the API server had it
 
 
 def apply(kube: Kube, target: Target, decision: Decision) -> bool:

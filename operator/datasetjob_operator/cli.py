@@ -11,12 +11,18 @@ import json
 import sys
 import time
 import uuid
+from typing import TYPE_CHECKING, Any, cast
 
 from datasetjob import API_GROUP, API_VERSION
 from datasetjob.errors import ExitCode
 
 from .crd import PLURAL
 from .naming import ANNOTATION_REGENERATE, ANNOTATION_RETRY_FAILED, LABEL_DATASETJOB, LABEL_ROLE
+
+if TYPE_CHECKING:  # kubernetes is imported where used: `dsj` loads this module also where it is not installed
+    from datetime import datetime
+
+    from kubernetes import client
 
 
 def operator_main(argv: list[str]) -> int:
@@ -54,36 +60,38 @@ def operator_main(argv: list[str]) -> int:
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=args.liveness or None,
-        identity=identity,
+        identity=identity,  # type: ignore[arg-type]  # a NewType of str that kopf does not export
     )
     return ExitCode.OK
 
 
-def _clients(args):
+def _clients(args: argparse.Namespace) -> tuple[client.CustomObjectsApi, client.CoreV1Api, client.BatchV1Api]:
     from kubernetes import client, config
 
-    config.load_kube_config(context=getattr(args, "context", None))
+    config.load_kube_config(context=getattr(args, "context", None))  # type: ignore[no-untyped-call]
     api = client.ApiClient()
     return client.CustomObjectsApi(api), client.CoreV1Api(api), client.BatchV1Api(api)
 
 
-def _namespace(args) -> str:
+def _namespace(args: argparse.Namespace) -> str:
     if args.namespace:
-        return args.namespace
+        namespace: str = args.namespace
+        return namespace
     from kubernetes import config
 
     try:
-        _, active = config.list_kube_config_contexts()
+        _, active = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
         return active["context"].get("namespace") or "default"
     except Exception:
         return "default"
 
 
-def _get(custom, namespace: str, name: str) -> dict:
-    return custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+def _get(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    # The client declares `object`: a custom object is a JSON object.
+    return cast(dict[str, Any], custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name))
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     custom, core, _ = _clients(args)
     ns = _namespace(args)
     obj = _get(custom, ns, args.name)
@@ -120,11 +128,11 @@ def cmd_status(args) -> int:
     Console().print(table)
     events = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={args.name}")
     for ev in sorted(events.items, key=lambda e: str(e.last_timestamp or ""))[-10:]:
-        print(f"  {ev.last_timestamp}  {ev.type:<8} {ev.reason:<16} {ev.message}")
+        print(f"  {ev.last_timestamp}  {ev.type or '':<8} {ev.reason or '':<16} {ev.message}")
     return ExitCode.OK
 
 
-def cmd_logs(args) -> int:
+def cmd_logs(args: argparse.Namespace) -> int:
     custom, core, _ = _clients(args)
     ns = _namespace(args)
     st = _get(custom, ns, args.name).get("status") or {}
@@ -135,18 +143,31 @@ def cmd_logs(args) -> int:
         pods = [
             p
             for p in pods
-            if (p.metadata.annotations or {}).get("batch.kubernetes.io/job-completion-index") == str(args.shard)
+            if (_metadata(p).annotations or {}).get("batch.kubernetes.io/job-completion-index") == str(args.shard)
         ]
     if not pods:
         print("no pods found", file=sys.stderr)
         return ExitCode.FAILED
-    for pod in sorted(pods, key=lambda p: p.metadata.creation_timestamp):
-        print(f"==> {pod.metadata.name} ({pod.status.phase})")
-        print(core.read_namespaced_pod_log(pod.metadata.name, ns, tail_lines=args.tail))
+    for pod in sorted(pods, key=_created):
+        name, status = _metadata(pod).name, pod.status
+        assert name is not None and status is not None  # the API server returns both on every pod
+        print(f"==> {name} ({status.phase})")
+        print(core.read_namespaced_pod_log(name, ns, tail_lines=args.tail))
     return ExitCode.OK
 
 
-def _annotate(args, key: str) -> int:
+def _metadata(pod: client.V1Pod) -> client.V1ObjectMeta:
+    assert pod.metadata is not None  # the API server returns every pod with its metadata
+    return pod.metadata
+
+
+def _created(pod: client.V1Pod) -> datetime:
+    created = _metadata(pod).creation_timestamp
+    assert created is not None  # the API server sets it on every object
+    return created
+
+
+def _annotate(args: argparse.Namespace, key: str) -> int:
     custom, _, _ = _clients(args)
     ns = _namespace(args)
     token = args.token or f"{int(time.time())}-{uuid.uuid4().hex[:6]}"
@@ -157,10 +178,10 @@ def _annotate(args, key: str) -> int:
     return ExitCode.OK
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the cluster commands to `dsj`'s subparsers."""
 
-    def common(p):
+    def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("name")
         p.add_argument("-n", "--namespace")
         p.add_argument("--context")

@@ -24,7 +24,7 @@ def conditions_for(
     for type_, on in wanted.items():
         status = "True" if on else "False"
         before = previous.get(type_)
-        changed = before is None or before.status != status
+        since = before.last_transition_time if before is not None and before.status == status else None
         out.append(
             Condition(
                 type=type_,
@@ -32,7 +32,7 @@ def conditions_for(
                 reason=reason if on else "NotApplicable",
                 message=message if on else "",
                 observed_generation=generation,
-                last_transition_time=now if changed else before.last_transition_time or now,
+                last_transition_time=since or now,
             )
         )
     return out

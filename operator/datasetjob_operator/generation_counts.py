@@ -4,6 +4,7 @@ termination messages (exact, need no Redis) plus live progress of shards still r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from datasetjob.spec.sharding import compress_indexes, expand_indexes
 
@@ -49,7 +50,9 @@ class GenerationCounts:
         return CacheCounts(hits=self.cache_hits, misses=self.cache_misses)
 
 
-def count_generation(job: dict, pods: list[dict], live: dict[int, dict] | None, shards: int) -> GenerationCounts:
+def count_generation(
+    job: dict[str, Any], pods: list[dict[str, Any]], live: dict[int, dict[str, Any]] | None, shards: int
+) -> GenerationCounts:
     """Shard counts from the Job status; item and cache counts from the workers' final
     termination messages (exact, need no Redis) plus live progress of shards still running."""
     status = job.get("status") or {}
@@ -57,7 +60,7 @@ def count_generation(job: dict, pods: list[dict], live: dict[int, dict] | None, 
     failed = expand_indexes(status.get("failedIndexes"))
     counts = GenerationCounts(total=shards, active=int(status.get("active") or 0), succeeded=succeeded, failed=failed)
 
-    final: dict[int, dict] = {}
+    final: dict[int, dict[str, Any]] = {}
     last_failure: dict[int, tuple[str, Failure]] = {}
     for pod in pods:
         index = pod_index(pod)
@@ -87,14 +90,14 @@ def count_generation(job: dict, pods: list[dict], live: dict[int, dict] | None, 
     return counts
 
 
-def _failure_text(term: dict, message: dict | None) -> str:
+def _failure_text(term: dict[str, Any], message: dict[str, Any] | None) -> str:
     if message and message.get("error"):
         return str(message["error"])[:300]
     text = (term.get("message") or term.get("reason") or "").strip()
     return text[-300:]
 
 
-def _add(counts: GenerationCounts, summary: dict) -> None:
+def _add(counts: GenerationCounts, summary: dict[str, Any]) -> None:
     items = summary.get("items") or {}
     cache = summary.get("cache") or {}
     counts.items_done += int(items.get("done", 0))

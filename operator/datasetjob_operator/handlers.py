@@ -7,6 +7,7 @@ an event never matters: the next tick sees the whole picture again.
 from __future__ import annotations
 
 import logging
+from typing import Any, TypedDict
 
 import kopf
 
@@ -23,12 +24,19 @@ from .reconcile import decide
 from .settings import Settings
 from .status import Phase
 
+
+class _Resource(TypedDict):
+    group: str
+    version: str
+    plural: str
+
+
 SETTINGS = Settings.from_env()
-RESOURCE = dict(group=API_GROUP, version=API_VERSION, plural=PLURAL)
+RESOURCE: _Resource = {"group": API_GROUP, "version": API_VERSION, "plural": PLURAL}
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Kopf's own bookkeeping under our group, not kopf.zalando.org.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -50,34 +58,52 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
 
 
 @kopf.on.login()
-def login(**kwargs):
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf_connection(**kwargs)
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_DATASETJOB: kopf.PRESENT})
-def jobs_by_owner(namespace, labels, body, **_):
+def jobs_by_owner(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    assert namespace is not None  # Jobs are namespaced
     return {(namespace, labels[LABEL_DATASETJOB]): slim_child(body, keep_spec=True)}
 
 
 @kopf.index("", "v1", "pods", labels={LABEL_DATASETJOB: kopf.PRESENT})
-def pods_by_owner(namespace, labels, body, **_):
+def pods_by_owner(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    assert namespace is not None  # pods are namespaced
     return {(namespace, labels[LABEL_DATASETJOB]): slim_child(body, keep_spec=False)}
 
 
-def _followed(status, **_) -> bool:
+def _followed(status: kopf.Status, **_: Any) -> bool:
     """Followed closely: not reconciled yet, or pods are working."""
-    phase = (status or {}).get("phase")
+    phase = status.get("phase") if status else None
     return phase is None or (phase in Phase.__members__.values() and Phase(phase).running)
 
 
+# Kopf passes its indexes (jobs_by_owner, pods_by_owner) as keyword arguments that its handler
+# protocols do not declare: hence the one ignore, where the function is first registered.
 @kopf.on.resume(**RESOURCE)
 @kopf.on.create(**RESOURCE)
 @kopf.on.update(**RESOURCE)
 @kopf.timer(**RESOURCE, interval=SETTINGS.resync_seconds, id="resync")
-@kopf.timer(**RESOURCE, interval=SETTINGS.active_resync_seconds, when=_followed, id="follow")
+@kopf.timer(**RESOURCE, interval=SETTINGS.active_resync_seconds, when=_followed, id="follow")  # type: ignore[arg-type]
 def reconcile(
-    meta, spec, status, uid, name, namespace, memo: kopf.Memo, jobs_by_owner: kopf.Index, pods_by_owner: kopf.Index, **_
-):
+    meta: kopf.Meta,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    uid: str,
+    name: str,
+    namespace: str | None,
+    memo: kopf.Memo,
+    jobs_by_owner: kopf.Index[tuple[str, str], dict[str, Any]],
+    pods_by_owner: kopf.Index[tuple[str, str], dict[str, Any]],
+    **_: Any,
+) -> None:
+    assert namespace is not None  # DatasetJobs are namespaced (see crd.py)
     with memo.memory.lock(uid):  # one reconcile per object at a time (the timer and a change handler may overlap)
         seen = observe(
             meta=meta,
@@ -100,5 +126,5 @@ def reconcile(
 # Optional: it adds no finalizer of its own and never holds a deletion up. The timers above
 # already keep Kopf's finalizer on every DatasetJob, so it runs on each deletion seen live.
 @kopf.on.delete(**RESOURCE, optional=True)
-def forget(uid, memo: kopf.Memo, **_):
+def forget(uid: str, memo: kopf.Memo, **_: Any) -> None:
     memo.memory.forget(uid)

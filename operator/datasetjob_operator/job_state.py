@@ -8,7 +8,7 @@ from typing import Any
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
-def termination(pod: dict) -> dict | None:
+def termination(pod: dict[str, Any]) -> dict[str, Any] | None:
     """The terminated state of the pod's first container, if it has ended."""
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     if not statuses:
@@ -16,7 +16,7 @@ def termination(pod: dict) -> dict | None:
     return ((statuses[0].get("state") or {}).get("terminated")) or None
 
 
-def termination_message(pod: dict) -> dict | None:
+def termination_message(pod: dict[str, Any]) -> dict[str, Any] | None:
     """The one-line JSON summary a worker or combine pod leaves (None if absent or not JSON)."""
     term = termination(pod)
     if not term or not term.get("message"):
@@ -31,29 +31,30 @@ def termination_message(pod: dict) -> dict | None:
     return None
 
 
-def pod_index(pod: dict) -> int | None:
+def pod_index(pod: dict[str, Any]) -> int | None:
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     value = annotations.get(INDEX_ANNOTATION)
     return int(value) if value is not None and str(value).isdigit() else None
 
 
-def job_condition(job: dict, type_: str) -> dict | None:
-    for cond in (job.get("status") or {}).get("conditions") or []:
+def job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    conditions: list[dict[str, Any]] = (job.get("status") or {}).get("conditions") or []
+    for cond in conditions:
         if cond.get("type") == type_ and cond.get("status") == "True":
             return cond
     return None
 
 
-def job_finished(job: dict) -> bool:
+def job_finished(job: dict[str, Any]) -> bool:
     return bool(job_condition(job, "Complete") or job_condition(job, "Failed"))
 
 
-def pod_job(pod: dict) -> str | None:
+def pod_job(pod: dict[str, Any]) -> str | None:
     labels = (pod.get("metadata") or {}).get("labels") or {}
     return labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
 
 
-def latest_message(pods: list[dict], phase: str) -> dict[str, Any] | None:
+def latest_message(pods: list[dict[str, Any]], phase: str) -> dict[str, Any] | None:
     ended = [p for p in pods if (p.get("status") or {}).get("phase") == phase]
     ended.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
     for pod in reversed(ended):

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from datasetjob import API_GROUP, API_VERSION, KIND
 
@@ -27,22 +28,23 @@ def now_rfc3339() -> str:
 
 
 class Kube:
-    def __init__(self, api_client: client.ApiClient):
+    def __init__(self, api_client: client.ApiClient) -> None:
         self.api = api_client
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
 
-    def create(self, obj: dict) -> bool:
+    def create(self, obj: dict[str, Any]) -> bool:
         """True if created now, False if it already existed."""
         ns, kind = obj["metadata"]["namespace"], obj["kind"]
+        # The client validates a dict body into its model (V1Job, ...) before it sends it.
         try:
             if kind == "Job":
-                self.batch.create_namespaced_job(ns, obj, field_manager=FIELD_MANAGER)
+                self.batch.create_namespaced_job(ns, obj, field_manager=FIELD_MANAGER)  # type: ignore[arg-type]
             elif kind == "ConfigMap":
-                self.core.create_namespaced_config_map(ns, obj, field_manager=FIELD_MANAGER)
+                self.core.create_namespaced_config_map(ns, obj, field_manager=FIELD_MANAGER)  # type: ignore[arg-type]
             elif kind == "Secret":
-                self.core.create_namespaced_secret(ns, obj, field_manager=FIELD_MANAGER)
+                self.core.create_namespaced_secret(ns, obj, field_manager=FIELD_MANAGER)  # type: ignore[arg-type]
             else:
                 raise ValueError(f"cannot create {kind}")
         except ApiException as exc:
@@ -60,10 +62,10 @@ class Kube:
             if exc.status != 404:
                 raise
 
-    def patch_job(self, namespace: str, name: str, patch: dict) -> None:
+    def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.batch.patch_namespaced_job(name, namespace, patch, field_manager=FIELD_MANAGER)
 
-    def patch_status(self, namespace: str, name: str, resource_version: str, status_patch: dict) -> bool:
+    def patch_status(self, namespace: str, name: str, resource_version: str, status_patch: dict[str, Any]) -> bool:
         """Writes a DatasetJob's status, only if the object is still at `resource_version`.
 
         False when it is not (409: someone wrote since we read it, so the decision was made
@@ -88,13 +90,15 @@ class Kube:
             raise
         return (cm.data or {}).get(key)
 
-    def workloads(self, namespace: str) -> list[dict]:
+    def workloads(self, namespace: str) -> list[dict[str, Any]]:
         """Kueue's Workloads in a namespace; [] where Kueue is not installed or not readable."""
         try:
-            return (
-                self.custom.list_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, namespace, WORKLOADS).get("items")
-                or []
+            # The client declares `object`: a custom object list is a JSON object.
+            listing = cast(
+                dict[str, Any],
+                self.custom.list_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, namespace, WORKLOADS),
             )
+            return listing.get("items") or []
         except ApiException as exc:
             if exc.status in (403, 404):
                 return []

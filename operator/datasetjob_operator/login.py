@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import kopf
 from kubernetes import client, config
@@ -25,7 +26,7 @@ def _api_server() -> str:
     return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
-def kopf_connection(**kwargs) -> kopf.ConnectionInfo | None:
+def kopf_connection(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """What Kopf's login handler returns; `kwargs` are that handler's."""
     folder = _service_account_dir()
     if folder is None:
@@ -43,9 +44,10 @@ def api_client() -> client.ApiClient:
     """The kubernetes client the operator writes with (see kube.Kube)."""
     folder = _service_account_dir()
     configuration = client.Configuration()
+    # kubernetes.config has no annotations: its calls below are untyped.
     if folder is not None:
         configuration.host = _api_server()
-        InClusterConfigLoader(
+        InClusterConfigLoader(  # type: ignore[no-untyped-call]
             token_filename=str(folder / "token"),
             cert_filename=str(folder / "ca.crt"),
             environ={
@@ -55,7 +57,7 @@ def api_client() -> client.ApiClient:
         ).load_and_set(configuration)
         return client.ApiClient(configuration)
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
     return client.ApiClient()

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .status import Phase
 
@@ -108,7 +108,7 @@ class ObjectMemory:
                 reads.attach(uid, key)
             value = reads.fresh(key, self._clock())
         if value is not _MISSING:
-            return value
+            return cast(V, value)  # stored by an earlier read() of this key, which returns a V
         value = read()  # outside the guard: other objects' reconciles need not wait for the API
         with self._guard:
             reads.store(key, value, self._clock())

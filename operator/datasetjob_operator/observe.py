@@ -11,9 +11,11 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from datasetjob.errors import SpecError
 from datasetjob.progress import read_redis_progress
-from datasetjob.spec.model import cache_namespace
+from datasetjob.spec.model import DatasetJobSpec, spec_from_dict
 
 from .admission import pending_reasons
 from .apply import Target
@@ -27,7 +29,7 @@ log = logging.getLogger("datasetjob.operator")
 # Kueue's pending reasons change slowly: re-read them this often at most (seconds).
 ADMISSION_READ_SECONDS = 2.0
 
-ChildIndex = Mapping[tuple[str, str], Iterable[dict]]  # (namespace, DatasetJob name) -> slim children
+ChildIndex = Mapping[tuple[str, str], Iterable[dict[str, Any]]]  # (namespace, DatasetJob name) -> slim children
 
 
 def new_memory(settings: Settings) -> ObjectMemory:
@@ -36,10 +38,10 @@ def new_memory(settings: Settings) -> ObjectMemory:
     return ObjectMemory(config_map_ttl=settings.resync_seconds, admission_ttl=ADMISSION_READ_SECONDS)
 
 
-def slim_child(body: Mapping, keep_spec: bool) -> dict:
+def slim_child(body: Mapping[str, Any], keep_spec: bool) -> dict[str, Any]:
     """What the reconciler needs of a child Job or pod, copied out of Kopf's live body."""
     meta = body.get("metadata", {})
-    out = {
+    out: dict[str, Any] = {
         "metadata": {
             k: json.loads(json.dumps(meta.get(k))) for k in ("name", "labels", "annotations", "creationTimestamp")
         },
@@ -58,9 +60,9 @@ class Observation:
 
 def observe(
     *,
-    meta: Mapping,
-    spec: Mapping,
-    status: Mapping | None,
+    meta: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any] | None,
     uid: str,
     name: str,
     namespace: str,
@@ -76,6 +78,7 @@ def observe(
     own_status = DatasetJobStatus.from_dict(stored_status)
     own_spec = json.loads(json.dumps(dict(spec)))
     own_jobs = list(jobs_by_owner.get(key, []))
+    typed = _typed_spec(name, namespace, own_spec)
     observed = Observed(
         name=name,
         namespace=namespace,
@@ -87,9 +90,9 @@ def observe(
         jobs={j["metadata"]["name"]: j for j in own_jobs},
         pods=list(pods_by_owner.get(key, [])),
         now=now_rfc3339(),
-        live_progress=_live_progress(settings, own_spec, namespace, name, own_status),
-        config_map_items=_config_map_items(memory, kube, uid, namespace, own_spec),
-        admission=_admission(memory, kube, uid, namespace, own_spec, own_jobs),
+        live_progress=_live_progress(settings, typed, own_status) if typed else None,
+        config_map_items=_config_map_items(memory, kube, uid, typed) if typed else None,
+        admission=_admission(memory, kube, uid, typed, own_jobs) if typed else None,
     )
     target = Target(
         namespace=namespace,
@@ -101,39 +104,50 @@ def observe(
     return Observation(observed, target)
 
 
-def _live_progress(settings: Settings, spec: dict, namespace: str, name: str, status: DatasetJobStatus) -> dict | None:
+def _typed_spec(name: str, namespace: str, spec: dict[str, Any]) -> DatasetJobSpec | None:
+    """The spec as the workers read it (defaults applied); None when it does not parse, which
+    `decide` reports on the object with every problem named."""
+    try:
+        return spec_from_dict(name, spec, namespace, rules=False)
+    except SpecError:
+        return None
+
+
+def _live_progress(
+    settings: Settings, spec: DatasetJobSpec, status: DatasetJobStatus
+) -> dict[int, dict[str, Any]] | None:
     if status.phase != Phase.GENERATING or not status.run_id:
         return None
-    spec_url = (spec.get("cache") or {}).get("redisUrl")
-    url = settings.default_redis_url_with_password() if spec_url is None else spec_url
+    url = settings.default_redis_url_with_password() if spec.cache.redis_url is None else spec.cache.redis_url
     if not url:
         return None
     try:
-        # Where the workers write it: the same function decides for both sides.
-        return read_redis_progress(url, cache_namespace(spec.get("cache"), name, namespace), status.run_id)
+        # Where the workers write it: spec.cache.namespace decides for both sides.
+        return read_redis_progress(url, spec.cache.namespace, status.run_id)
     except Exception as exc:  # live counts are a nicety; final counts come from pods
-        log.debug("no live progress for %s: %s", name, exc)
+        log.debug("no live progress for %s: %s", spec.name, exc)
         return None
 
 
-def _config_map_items(memory: ObjectMemory, kube: Kube, uid: str, namespace: str, spec: dict) -> str | None:
+def _config_map_items(memory: ObjectMemory, kube: Kube, uid: str, spec: DatasetJobSpec) -> str | None:
     """The item list of spec.items.fromConfigMap, if the spec names one."""
-    source = (spec.get("items") or {}).get("fromConfigMap")
-    if not source:
+    if not spec.items.from_config_map or spec.namespace is None:
         return None
-    cm_name, cm_key = source["name"], source["key"]
+    namespace = spec.namespace
+    cm_name, cm_key = spec.items.from_config_map
     return memory.config_map_items(
         uid, namespace, cm_name, cm_key, lambda: kube.config_map_key(namespace, cm_name, cm_key)
     )
 
 
 def _admission(
-    memory: ObjectMemory, kube: Kube, uid: str, namespace: str, spec: dict, jobs: list[dict]
+    memory: ObjectMemory, kube: Kube, uid: str, spec: DatasetJobSpec, jobs: list[dict[str, Any]]
 ) -> dict[str, str] | None:
     """Kueue's reasons for this namespace's waiting Jobs, read only while a Job of a queued
     DatasetJob is suspended."""
-    if not spec.get("queueName") or spec.get("suspend"):
+    if not spec.queue_name or spec.suspend or spec.namespace is None:
         return None
+    namespace = spec.namespace
     if not any((j.get("spec") or {}).get("suspend") for j in jobs):
         return None
     return memory.admission(uid, namespace, lambda: pending_reasons(kube.workloads(namespace)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from datasetjob.errors import SpecError
 from datasetjob.spec.item_source import count_items
@@ -31,13 +31,13 @@ class Observed:
     namespace: str
     uid: str
     generation: int
-    spec: dict
-    annotations: dict
+    spec: dict[str, Any]
+    annotations: dict[str, str]
     status: DatasetJobStatus  # as last written
-    jobs: dict[str, dict]  # this DatasetJob's Jobs by name
-    pods: list[dict]  # this DatasetJob's pods
+    jobs: dict[str, dict[str, Any]]  # this DatasetJob's Jobs by name
+    pods: list[dict[str, Any]]  # this DatasetJob's pods
     now: str  # RFC 3339
-    live_progress: dict[int, dict] | None = None  # per shard, while generating
+    live_progress: dict[int, dict[str, Any]] | None = None  # per shard, while generating
     config_map_items: str | None = None  # text of spec.items.fromConfigMap, if read
     admission: dict[str, str] | None = None  # Job name -> Kueue's reason it is not admitted yet
 
@@ -53,9 +53,9 @@ class Event(NamedTuple):
 @dataclass
 class Decision:
     status: DatasetJobStatus
-    create: list[dict] = field(default_factory=list)
+    create: list[dict[str, Any]] = field(default_factory=list)
     delete_jobs: list[str] = field(default_factory=list)
-    patch_jobs: list[tuple[str, dict]] = field(default_factory=list)
+    patch_jobs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     run_started: bool = False  # a run, or a retry of its failed shards, starts with this decision
 
@@ -188,7 +188,7 @@ def _start(
     )
 
 
-def _run_objects(run: planning.Run, settings: Settings) -> list[dict]:
+def _run_objects(run: planning.Run, settings: Settings) -> list[dict[str, Any]]:
     secret = planning.redis_secret(run, settings)
     return ([secret] if secret else []) + [planning.config_map(run), planning.generate_job(run, settings)]
 
@@ -245,7 +245,8 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
             decision.status = _with_phase(obs, status, Phase.FAILED, "ShardsFailed", message, events, "Warning")
             return decision
 
-    # The combine Job exists.
+    # The combine Job exists: with the generate Job alone, the branch above returned.
+    assert comb is not None
     status.jobs = replace(status.jobs or JobNames(), combine=comb_name)
     comb_pods = [p for p in obs.pods if pod_job(p) == comb_name]
     if job_condition(comb, "Complete"):
@@ -280,9 +281,9 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         message = result.get("message") or "the combine Job failed; see its pod"
         decision.status = _with_phase(obs, status, Phase.FAILED, reason, message, events, "Warning")
     else:
-        message = status.message if status.phase == Phase.COMBINING else "combining"
+        message = (status.message or "") if status.phase == Phase.COMBINING else "combining"
         decision.status = _running_phase(
-            obs, status, spec.suspend, comb_name, comb, Phase.COMBINING, "CombineStarted", message or "", events
+            obs, status, spec.suspend, comb_name, comb, Phase.COMBINING, "CombineStarted", message, events
         )
     return decision
 
@@ -292,7 +293,7 @@ def _running_phase(
     status: DatasetJobStatus,
     suspend: bool,
     job_name: str,
-    job: dict,
+    job: dict[str, Any],
     phase: Phase,
     reason: str,
     message: str,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 # Requests of pods whose DatasetJob names none: enough for the scheduler (and Kueue's quota)
 # to count them, small enough for a laptop cluster. Limits are left to the user: a default
@@ -46,8 +48,8 @@ class Settings:
     namespaces: tuple[str, ...] = field(default_factory=tuple)  # empty = all namespaces
     # Resources of generate / combine pods when spec.generator.resources / spec.combine.resources
     # are absent (the chart's worker.resources.generate / .combine).
-    generate_resources: dict = field(default_factory=lambda: dict(DEFAULT_GENERATE_RESOURCES))
-    combine_resources: dict = field(default_factory=lambda: dict(DEFAULT_COMBINE_RESOURCES))
+    generate_resources: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_GENERATE_RESOURCES))
+    combine_resources: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_COMBINE_RESOURCES))
     # Past this many bytes a spec does not fit a ConfigMap (1 MiB minus room for metadata).
     max_config_map_bytes: int = 1_000_000
 
@@ -55,7 +57,7 @@ class Settings:
         return with_password(self.default_redis_url, self.default_redis_password)
 
     @classmethod
-    def from_env(cls, env: dict | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         return cls(
             worker_image=env.get("DSJ_WORKER_IMAGE", cls.worker_image),
@@ -75,7 +77,7 @@ class Settings:
         )
 
 
-def _json_object(env, name: str, default: dict) -> dict:
+def _json_object(env: Mapping[str, str], name: str, default: dict[str, Any]) -> dict[str, Any]:
     """A JSON object from the environment (the chart renders values with toJson); the default
     when unset. A malformed value stops the operator at startup, naming the variable."""
     text = env.get(name, "").strip()

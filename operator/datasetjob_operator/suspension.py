@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .job_state import job_finished
 from .planning import KUEUE_QUEUE_LABEL
 
 
-def suspend_patches(applied: bool | None, wanted: bool, jobs: dict[str, dict | None]) -> list[tuple[str, dict]]:
+def suspend_patches(
+    applied: bool | None, wanted: bool, jobs: dict[str, dict[str, Any] | None]
+) -> list[tuple[str, dict[str, Any]]]:
     """Patches that put spec.suspend on the run's unfinished Jobs, only when it differs from
     what the operator applied last (status.appliedSuspend; None for a run started before that
     field existed: the spec counts as applied). A Job's suspension that someone else set or
@@ -19,7 +23,9 @@ def suspend_patches(applied: bool | None, wanted: bool, jobs: dict[str, dict | N
     ]
 
 
-def held_by_someone_else(name: str, job: dict, admission: dict[str, str] | None = None) -> tuple[str, str] | None:
+def held_by_someone_else(
+    name: str, job: dict[str, Any], admission: dict[str, str] | None = None
+) -> tuple[str, str] | None:
     """(reason, message) when an unfinished Job of the run is suspended although spec.suspend
     is false: Kueue waiting to admit it (with Kueue's own reason when known), or a person or
     another controller holding it."""

@@ -26,7 +26,10 @@ SINGLE_FLIGHT_TIMEOUT_SECONDS = 120.0
 
 class EmbeddedCache(Cache):
     def __init__(
-        self, directory: str | os.PathLike | None = None, namespace: str = "default", default_ttl: int | None = None
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        namespace: str = "default",
+        default_ttl: int | None = None,
     ):
         self.dir = Path(directory) if directory else embedded_cache_dir()
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datasetjob.cache.base import Cache
 from datasetjob.cache.embedded import EmbeddedCache
 from datasetjob.cache.null import NullCache
 from datasetjob.cache.redis_backend import RedisCache
 from datasetjob.errors import GeneratorConfigError
 from datasetjob.redis_link import effective_redis_url
+from datasetjob.spec.model import DatasetJobSpec
 
 __all__ = ["make_cache"]
 
 
-def make_cache(spec, run_id: str | None = None):
+def make_cache(spec: DatasetJobSpec, run_id: str | None = None) -> Cache:
     """None → the embedded on-disk cache; "" → no cache; redis://... → the shared Redis cache."""
     url = effective_redis_url(spec.cache.redis_url)
     if url == "":

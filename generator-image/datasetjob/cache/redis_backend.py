@@ -34,6 +34,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import redis
+
 from datasetjob.cache.base import Cache
 from datasetjob.cache.redis_scripts import FILL, LOOKUP, RELEASE, RENEW
 from datasetjob.cache.values import decode_value, encode_value
@@ -118,12 +120,12 @@ class RedisCache(Cache):
         text = self._l1_get(key)
         if text is not None:
             return True, decode_value(text)
-        ok, text = self.link.run(lambda c: c.get(self.value_key(key)))
-        if not ok or text is None:
+        ok, stored = self.link.run(lambda c: c.get(self.value_key(key)))
+        if not ok or stored is None:
             return False, None
-        found, value = self._decoded(key, text)
+        found, value = self._decoded(key, stored)
         if found:
-            self._l1_put(key, text, self._ttl(None))
+            self._l1_put(key, stored, self._ttl(None))
         return found, value
 
     def set(self, key: str, value: Any, ttl: int | None = None) -> None:
@@ -150,7 +152,7 @@ class RedisCache(Cache):
         encoded = {self.value_key(k): encode_value(k, v) for k, v in values.items()}
         seconds = self._ttl(ttl)
 
-        def op(c):
+        def op(c: redis.Redis) -> None:
             pipe = c.pipeline(transaction=False)
             for full, text in encoded.items():
                 pipe.set(full, text, ex=seconds or None)
@@ -191,18 +193,19 @@ class RedisCache(Cache):
     def flush_stats(self) -> None:
         """Add hits served in-process to the run's counters now (lookups do it as they go)."""
         pending = self._take_pending_hits()
-        if not pending or not self._stats_key:
+        stats = self._stats_key
+        if not pending or not stats:
             return
 
-        def op(c):
+        def op(c: redis.Redis) -> None:
             pipe = c.pipeline(transaction=False)
-            pipe.hincrby(self._stats_key, "hits", pending)
-            pipe.expire(self._stats_key, RUN_KEYS_TTL_SECONDS)
+            pipe.hincrby(stats, "hits", pending)
+            pipe.expire(stats, RUN_KEYS_TTL_SECONDS)
             pipe.execute()
 
         self.link.run(op)
 
-    def _decoded(self, key: str, text: bytes) -> tuple[bool, Any]:
+    def _decoded(self, key: str, text: bytes | str) -> tuple[bool, Any]:
         try:
             return True, decode_value(text.decode("utf-8") if isinstance(text, bytes) else text)
         except (UnicodeDecodeError, ValueError):
@@ -223,10 +226,11 @@ class RedisCache(Cache):
         delay = POLL_MIN_SECONDS
         while True:
             pending = self._take_pending_hits() if self._stats_key else 0
-            args = [token, self.lock_ms, RUN_KEYS_TTL_SECONDS, pending]
+            args: list[str | int] = [token, self.lock_ms, RUN_KEYS_TTL_SECONDS, pending]
             ok, reply = self.link.run(lambda c: self._lookup(keys=keys, args=args))
             if not ok:
                 return self._compute_direct(key, fn, ttl), False
+            assert reply is not None  # the script always answers a list
             status = int(reply[0])
             if status == 1:
                 found, value = self._decoded(key, reply[1])
@@ -271,7 +275,7 @@ class RedisCache(Cache):
             self._unhold(lock)
         keys = self._keys(key)
         seconds = self._ttl(ttl)
-        args = [text, seconds, token or "", RUN_KEYS_TTL_SECONDS]
+        args: list[str | int] = [text, seconds, token or "", RUN_KEYS_TTL_SECONDS]
         self._l1_put(key, text, seconds)
         self.link.run(lambda c: self._fill(keys=keys, args=args))
         return value
@@ -295,7 +299,7 @@ class RedisCache(Cache):
             if not held:
                 continue
 
-            def op(c):
+            def op(c: redis.Redis) -> None:
                 pipe = c.pipeline(transaction=False)
                 for lock, token in held:
                     self._renew(keys=[lock], args=[token, self.lock_ms], client=pipe)
@@ -310,7 +314,7 @@ class RedisCache(Cache):
             held = list(self._held.items())
             self._held.clear()
         for lock, token in held:
-            self.link.run(lambda c, lock=lock, token=token: self._release(keys=[lock], args=[token]))
+            self.link.run(lambda c: self._release(keys=[lock], args=[token]))  # run calls it at once
 
 
 __all__ = ["RedisCache"]

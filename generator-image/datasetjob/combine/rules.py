@@ -6,6 +6,7 @@ against its declared type and sorted. Pure: `combine` reads the rows and publish
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from datasetjob.errors import CombineRefused
@@ -13,7 +14,7 @@ from datasetjob.spec.sharding import compress_indexes
 from datasetjob.store.reuse import merge_lineage
 
 
-def check_coverage(shards: int, manifests: dict[int, dict], max_failed: int) -> list[int]:
+def check_coverage(shards: int, manifests: dict[int, dict[str, Any]], max_failed: int) -> list[int]:
     missing = [i for i in range(shards) if i not in manifests]
     if len(missing) > max_failed:
         raise CombineRefused(
@@ -24,7 +25,7 @@ def check_coverage(shards: int, manifests: dict[int, dict], max_failed: int) -> 
     return missing
 
 
-def count_manifest_items(total_items: int, manifests: dict[int, dict]) -> dict:
+def count_manifest_items(total_items: int, manifests: dict[int, dict[str, Any]]) -> dict[str, int]:
     """The run's items by outcome, from the committed shards' manifests: items of shards that
     did not commit are missing."""
     done = sum(m["items"]["done"] for m in manifests.values())
@@ -40,14 +41,14 @@ def count_manifest_items(total_items: int, manifests: dict[int, dict]) -> dict:
     }
 
 
-def run_lineage(manifests: dict[int, dict]) -> dict:
+def run_lineage(manifests: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Where the run's items came from: generated here, or reused from which earlier run."""
     reused_from = merge_lineage([manifests[i].get("reusedFrom") or {} for i in sorted(manifests)])
     fingerprints = sorted({m["fingerprint"] for m in manifests.values() if m.get("fingerprint")})
     return {"fingerprints": fingerprints, "reusedFrom": reused_from}
 
 
-def check_success_ratio(items: dict, minimum: float, first_failure: dict | None = None) -> None:
+def check_success_ratio(items: dict[str, int], minimum: float, first_failure: dict[str, Any] | None = None) -> None:
     ratio = items["done"] / items["total"] if items["total"] else 1.0
     if ratio + 1e-12 < minimum:
         first = f" First failure: item {first_failure['id']!r}: {first_failure['error']}." if first_failure else ""
@@ -60,7 +61,7 @@ def check_success_ratio(items: dict, minimum: float, first_failure: dict | None 
         )
 
 
-def check_columns(manifests: dict[int, dict], declared: dict[str, str]) -> list[str]:
+def check_columns(manifests: dict[int, dict[str, Any]], declared: dict[str, str]) -> list[str]:
     """The dataset's columns: every shard's columns, in first-seen order over the item order.
 
     The same rule as inside one shard (a row without a column leaves it empty), so the
@@ -85,7 +86,7 @@ def check_columns(manifests: dict[int, dict], declared: dict[str, str]) -> list[
     return reference
 
 
-_CHECKS = {
+_CHECKS: dict[str, Callable[[Any], bool]] = {
     "int64": lambda v: isinstance(v, int) and not isinstance(v, bool) or (isinstance(v, str) and _is_int(v)),
     "float64": lambda v: (
         isinstance(v, (int, float)) and not isinstance(v, bool) or (isinstance(v, str) and _is_float(v))
@@ -120,7 +121,7 @@ def check_value(column: str, kind: str, value: Any, where: str) -> None:
         )
 
 
-def sort_key_part(value: Any, kind: str | None) -> tuple:
+def sort_key_part(value: Any, kind: str | None) -> tuple[int, str] | tuple[int, float, str]:
     """Numbers (or numeric text) before text, numerically; the rest as text. A total order."""
     if value is None or value == "":
         return (2, "")

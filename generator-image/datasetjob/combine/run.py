@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datasetjob.combine.rules import (
     check_columns,
@@ -34,6 +34,9 @@ from datasetjob.store.backends import Store, local_tempdir
 from datasetjob.store.rowtypes import conform_row
 from datasetjob.store.tables import RowWriter, declared_arrow_schema, file_digest, iter_rows, write_rows
 
+if TYPE_CHECKING:  # the table libraries load slowly; imported where rows are written
+    import pyarrow as pa
+
 
 @dataclass
 class CombineResult:
@@ -43,12 +46,12 @@ class CombineResult:
     rows: int
     bytes: int
     sha256: str
-    items: dict
+    items: dict[str, Any]
     missing_shards: list[int] = field(default_factory=list)
     duplicates_dropped: int = 0
-    cache: dict = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
 
-    def to_message(self) -> dict:
+    def to_message(self) -> dict[str, Any]:
         return {
             "state": "published",
             "runId": self.run_id,
@@ -64,8 +67,8 @@ class CombineResult:
         }
 
 
-def _read_manifests(store: Store, run_id: str, shards: int) -> dict[int, dict]:
-    out = {}
+def _read_manifests(store: Store, run_id: str, shards: int) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
     for key in store.list(f"{layout.run_prefix(run_id)}shards/"):
         if key.endswith(".json"):
             manifest = json.loads(store.get_text(key))
@@ -74,7 +77,7 @@ def _read_manifests(store: Store, run_id: str, shards: int) -> dict[int, dict]:
     return out
 
 
-def _first_failure(store: Store, run_id: str, manifests: dict[int, dict]) -> dict | None:
+def _first_failure(store: Store, run_id: str, manifests: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
     """The first failed item in item order, to name it when the run is refused."""
     for index in sorted(manifests):
         if manifests[index]["items"]["failed"]:
@@ -95,7 +98,7 @@ def _local_shard(store: Store, run_id: str, index: int, fmt: str, tmpdir: str) -
     return path
 
 
-def _shard_rows(store: Store, run_id: str, index: int, fmt: str, tmpdir: str) -> Iterator[dict]:
+def _shard_rows(store: Store, run_id: str, index: int, fmt: str, tmpdir: str) -> Iterator[dict[str, Any]]:
     path = _local_shard(store, run_id, index, fmt, tmpdir)
     try:
         yield from iter_rows(path, fmt)
@@ -105,7 +108,7 @@ def _shard_rows(store: Store, run_id: str, index: int, fmt: str, tmpdir: str) ->
 
 def _arrow_schema(
     store: Store, run_id: str, indexes: list[int], tmpdir: str, columns: list[str], declared: dict[str, str]
-):
+) -> pa.Schema | None:
     """Declared types when there are any (values are converted to them); otherwise the shards'
     types unified, refusing (naming the column) a column that is a number in one shard and
     text in another."""
@@ -121,7 +124,7 @@ def _arrow_schema(
         return pa.unify_schemas(list(schemas.values()), promote_options="permissive")
     except (pa.ArrowTypeError, pa.ArrowInvalid):
         pass
-    first: dict[str, tuple] = {}
+    first: dict[str, tuple[pa.DataType, int]] = {}
     for index, schema in schemas.items():
         for f in schema:
             if pa.types.is_null(f.type):
@@ -303,8 +306,9 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
         )
         _write_dataset(rows, writer)
         sha, size = file_digest(out_path)
-        dataset = {
-            "uri": store.key_uri(layout.combined_key(run_id, fmt)),
+        uri = store.key_uri(layout.combined_key(run_id, fmt))
+        dataset: dict[str, Any] = {
+            "uri": uri,
             "rows": writer.rows,
             "bytes": size,
             "sha256": sha,
@@ -314,7 +318,7 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
         manifest_uri = _publish(store, run_id, fmt, out_path, manifest)
         return CombineResult(
             run_id=run_id,
-            uri=dataset["uri"],
+            uri=uri,
             manifest_uri=manifest_uri,
             rows=writer.rows,
             bytes=size,

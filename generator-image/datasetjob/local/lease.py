@@ -57,7 +57,7 @@ class Holder:
         except (ValueError, KeyError, TypeError):
             return None  # empty (being written) or not ours
 
-    def to_json(self, **extra) -> bytes:
+    def to_json(self, **extra: str) -> bytes:
         return json.dumps(dict(asdict(self), **extra)).encode()
 
     def describe(self) -> str:
@@ -124,6 +124,7 @@ class LocalLock:
             return None
 
     def write(self, data: bytes) -> None:
+        assert self.fd is not None  # written only while held
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, data, 0)
 
@@ -184,6 +185,7 @@ class S3Lease:
         if not self.conditional:
             self._put()
             return
+        assert self.etag is not None  # acquire() set it or raised
         etag = self.store.replace_if_unchanged(self.key, body, self.etag)
         if etag is None:
             raise LeaseLost(f"{self.store.key_uri(self.key)}: another run took over this run's lease")
@@ -201,17 +203,18 @@ class Lease:
         self.lost: LeaseLost | None = None
         self._stop = threading.Event()
         if remote:
-            threading.Thread(target=self._renew_loop, name="lease-renewal", daemon=True).start()
+            threading.Thread(target=self._renew_loop, args=(remote,), name="lease-renewal", daemon=True).start()
 
     @property
     def inheritable_fd(self) -> int:
         """Pass to every worker (Popen pass_fds): the lease lasts until the last of them exits."""
+        assert self.lock.fd is not None  # a Lease is made from a held lock, until release()
         return self.lock.fd
 
-    def _renew_loop(self) -> None:
+    def _renew_loop(self, remote: S3Lease) -> None:
         while not self._stop.wait(RENEW_SECONDS):
             try:
-                self.remote.renew()
+                remote.renew()
             except LeaseLost as exc:
                 self.lost = exc
                 return
@@ -235,8 +238,7 @@ def _host_lock_path(store: Store, run_id: str, lock_dir: Path) -> Path:
 def acquire_lease(store: Store, run_id: str, lock_dir: Path) -> Lease:
     """The lease on runs/<run_id>/ of `store`, or LeaseHeld naming the live holder."""
     key = layout.lease_key(run_id)
-    local = isinstance(store, FileStore)
-    lock = LocalLock(store.path(key) if local else _host_lock_path(store, run_id, lock_dir))
+    lock = LocalLock(store.path(key) if isinstance(store, FileStore) else _host_lock_path(store, run_id, lock_dir))
     where = store.key_uri(layout.run_prefix(run_id))
     if not lock.try_acquire():
         other = lock.holder()

@@ -17,11 +17,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from datasetjob.combine.run import combine_run
 from datasetjob.contract import PARENT_PID_ENV, RETRY_FAILED_ITEMS_ENV
-from datasetjob.errors import CombineRefused, ExitCode, LeaseHeld, StorageError
+from datasetjob.errors import CombineRefused, ExitCode, LeaseHeld, LeaseLost, StorageError
 from datasetjob.local.lease import Lease, acquire_lease
 from datasetjob.local.shard_process import ShardProcess
 from datasetjob.local.view import RunView, workers_text
@@ -82,13 +82,14 @@ class LocalRunner:
     and retries them, stops them on Ctrl-C or a lost lease, then combines. Reports to `view`."""
 
     def __init__(self, spec: DatasetJobSpec, opts: LocalRunOptions, console: Console | None = None):
+        output_uri = opts.output or spec.output.uri or default_output_uri(spec.name)
         if opts.output or not spec.output.uri:
-            spec = spec.with_output_uri(opts.output or default_output_uri(spec.name))
+            spec = spec.with_output_uri(output_uri)
         self.spec = spec
         self.opts = opts
         self.view = RunView(console, quiet=opts.quiet)
         self.run_id = compute_run_id(spec.raw_spec)
-        self.store = open_store(spec.output.uri, spec.output.endpoint_url, spec.output.region)
+        self.store = open_store(output_uri, spec.output.endpoint_url, spec.output.region)
         base = Path(opts.workdir) if opts.workdir else Path("datasets", spec.name)
         self.local_dir = (base / "logs" / self.run_id).resolve()
         self.progress_dir = self.local_dir / ".progress"
@@ -100,7 +101,7 @@ class LocalRunner:
         self.worker_credentials: str | None = None
 
     # -- set-up -----------------------------------------------------------------------------
-    def _prepare(self) -> tuple[list, list[str]]:
+    def _prepare(self) -> tuple[list[Any], list[str]]:
         items, ids = resolve_items(self.spec)
         if not (self.opts.resume or self.opts.retry_failed):
             self.store.delete_prefix(layout.run_prefix(self.run_id), keep=frozenset({layout.lease_key(self.run_id)}))
@@ -124,7 +125,7 @@ class LocalRunner:
                         shard.state = "committed"
         return items, ids
 
-    def _env(self, index: int, slot: int) -> dict:
+    def _env(self, index: int, slot: int) -> dict[str, str]:
         env = dict(
             os.environ,
             JOB_COMPLETION_INDEX=str(index),
@@ -150,6 +151,7 @@ class LocalRunner:
         return env
 
     def _start(self, shard: ShardProcess, slot: int) -> None:
+        assert self.lease is not None  # held from run() on
         shard.attempts += 1
         shard.log_path = self.local_dir / f"{shard_name(shard.index)}.log"
         log = open(shard.log_path, "a")
@@ -184,7 +186,10 @@ class LocalRunner:
     # -- the loop ---------------------------------------------------------------------------
     def _reap(self) -> None:
         for shard in self.shards:
-            if shard.state != "running" or shard.proc.poll() is None:
+            if shard.state != "running":
+                continue
+            assert shard.proc is not None  # a running shard has its process
+            if shard.proc.poll() is None:
                 continue
             code = shard.proc.returncode
             shard.exit_codes.append(code)
@@ -208,17 +213,18 @@ class LocalRunner:
                 running += 1
 
     def _stop_all(self) -> None:
-        for shard in self.shards:
-            if shard.state == "running" and shard.proc.poll() is None:
-                os.killpg(shard.proc.pid, signal.SIGTERM)
+        # A running shard always has its process.
+        running = [shard.proc for shard in self.shards if shard.state == "running" and shard.proc is not None]
+        for proc in running:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
-        for shard in self.shards:
-            if shard.state == "running":
-                try:
-                    shard.proc.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    os.killpg(shard.proc.pid, signal.SIGKILL)
-                    shard.proc.wait()
+        for proc in running:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
     def run(self) -> int:
         try:
@@ -238,6 +244,8 @@ class LocalRunner:
             self.lease.release()
 
     def _run(self) -> int:
+        lease = self.lease
+        assert lease is not None  # held from run() on
         started = time.monotonic()
         # The combine's table libraries take a while to import; do it while shards run.
         threading.Thread(target=_prewarm_combine, daemon=True).start()
@@ -253,7 +261,7 @@ class LocalRunner:
         first_wave = list(range(self.workers))
         previous = signal.signal(signal.SIGINT, self._on_interrupt)
         previous_term = signal.signal(signal.SIGTERM, self._on_interrupt)
-        lease_lost = None
+        lease_lost: LeaseLost | None = None
         try:
             with self.view.live(total, self.spec.shards) as show:
                 while True:
@@ -262,8 +270,8 @@ class LocalRunner:
                     show(read_file_progress(self.progress_dir), self.shards, time.monotonic() - started)
                     if all(s.state in ("committed", "failed") for s in self.shards):
                         break
-                    if self.lease.lost:
-                        lease_lost, self.interrupted = self.lease.lost, True
+                    if lease.lost:
+                        lease_lost, self.interrupted = lease.lost, True
                     if self.interrupted:
                         self._stop_all()
                         self._reap()
@@ -273,7 +281,7 @@ class LocalRunner:
             signal.signal(signal.SIGINT, previous)
             signal.signal(signal.SIGTERM, previous_term)
         if lease_lost:
-            self.view.stopped(lease_lost)
+            self.view.stopped(str(lease_lost))
             return ExitCode.FAILED
         if self.interrupted:
             committed = sum(s.state == "committed" for s in self.shards)
@@ -284,7 +292,7 @@ class LocalRunner:
             return ExitCode.INTERRUPTED
         return self._finish(total, started)
 
-    def _on_interrupt(self, *_):
+    def _on_interrupt(self, *_: object) -> None:
         self.interrupted = True
 
     def _finish(self, total: int, started: float) -> int:

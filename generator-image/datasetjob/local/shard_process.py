@@ -11,7 +11,7 @@ from pathlib import Path
 class ShardProcess:
     index: int
     attempts: int = 0
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None  # set when it starts
     state: str = "pending"  # pending | running | committed | failed
     exit_codes: list[int] = field(default_factory=list)
     log_path: Path | None = None

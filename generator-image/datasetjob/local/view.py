@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -43,7 +43,7 @@ def workers_text(workers: int, capped: bool, cpus: int, parallelism: int) -> str
     return text
 
 
-def total_rate(items: dict, wall: float) -> float:
+def total_rate(items: dict[str, int], wall: float) -> float:
     return (items["done"] + items["failed"]) / wall if wall else 0.0
 
 
@@ -61,6 +61,7 @@ class RunView:
         self._error(f"[red bold]Run failed[/]: {escape(redact_text(reason))}")
 
     def started(self, spec: DatasetJobSpec, run_id: str, total: int, workers: str, log_dir: Path) -> None:
+        assert spec.output.uri is not None  # LocalRunner always sets the output
         self.console.print(
             f"[bold]{spec.name}[/] run [cyan]{run_id}[/]: {total} items in "
             f"{spec.shards} shards, {workers} → {redact_text(spec.output.uri)}"
@@ -69,7 +70,9 @@ class RunView:
 
     # -- while shards run -----------------------------------------------------------------------
     @contextmanager
-    def live(self, total: int, shards: int) -> Iterator[Callable[[dict, list, float], None]]:
+    def live(
+        self, total: int, shards: int
+    ) -> Iterator[Callable[[dict[int, dict[str, Any]], list[ShardProcess], float], None]]:
         """A function to call on every tick with (progress snapshots by shard index, the shard
         processes, seconds since the run started); the bar and the table redraw from them."""
         bar = Progress(
@@ -86,7 +89,7 @@ class RunView:
 
         with Live(Group(bar), console=self.console, refresh_per_second=4, transient=False) as live:
 
-            def show(snapshots: dict, processes: list, elapsed: float) -> None:
+            def show(snapshots: dict[int, dict[str, Any]], processes: list[ShardProcess], elapsed: float) -> None:
                 totals = sum_shard_progress(snapshots)["items"]
                 done, failed = totals["done"] + totals["failed"], totals["failed"]
                 bar.update(task, completed=done, failed=failed, rate=done / elapsed if elapsed else 0)
@@ -162,7 +165,7 @@ class RunView:
         self.errors.print(markup, highlight=False, soft_wrap=True)
 
 
-def shard_table(snapshots: dict, processes: list, total: int, shards: int) -> Table:
+def shard_table(snapshots: dict[int, dict[str, Any]], processes: list[ShardProcess], total: int, shards: int) -> Table:
     table = Table(box=None, padding=(0, 1), show_edge=False)
     for col in ("shard", "state", "items", "failed", "rows", "cache hit", "attempt"):
         table.add_column(col, justify="right" if col not in ("shard", "state") else "left")

@@ -10,14 +10,17 @@ from datasetjob.ratelimit.base import TokenBucket
 from datasetjob.ratelimit.local import InProcessTokenBucket, LocalTokenBucket
 from datasetjob.ratelimit.redis_bucket import RedisTokenBucket
 from datasetjob.redis_link import effective_redis_url
+from datasetjob.spec.model import DatasetJobSpec
 
 log = logging.getLogger("datasetjob.ratelimit")
 
 
-def make_limiter(spec) -> TokenBucket:
-    """The bucket of `spec.rateLimit`: in Redis when a Redis is configured, else on local disk
-    (shared by the machine's workers), or, in a pod without Redis, the pod's share in-process."""
+def make_limiter(spec: DatasetJobSpec) -> TokenBucket:
+    """The bucket of `spec.rateLimit` (which must be set): in Redis when a Redis is configured, else
+    on local disk (shared by the machine's workers), or, in a pod without Redis, the pod's share
+    in-process."""
     rl = spec.rate_limit
+    assert rl is not None  # callers make a limiter only for a spec with a rate limit
     url = effective_redis_url(spec.cache.redis_url)
     if url:
         return RedisTokenBucket(

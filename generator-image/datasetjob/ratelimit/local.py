@@ -41,7 +41,7 @@ class LocalTokenBucket(TokenBucket):
     under an exclusive flock(); `at` is wall-clock time, the one clock all processes share.
     """
 
-    def __init__(self, directory: str | os.PathLike, scope: str, requests_per_second: float, burst: int):
+    def __init__(self, directory: str | os.PathLike[str], scope: str, requests_per_second: float, burst: int):
         if requests_per_second <= 0:
             raise ValueError("requests_per_second must be > 0")
         folder = Path(directory) / "ratelimit"
@@ -55,6 +55,8 @@ class LocalTokenBucket(TokenBucket):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             raw = os.read(fd, 4096)
+            tokens: float | None
+            at: float | None
             try:
                 state = json.loads(raw) if raw.strip() else {}
                 tokens, at = float(state["tokens"]), float(state["at"])

@@ -72,8 +72,8 @@ class RedisTokenBucket(TokenBucket):
         self.parallelism = max(1, int(parallelism))
         self.link = get_link(url)
         self._script = self.link.script(TOKEN_BUCKET)
-        self._args_try = [repr(self.rate), self.burst, 0]
-        self._args_reserve = [repr(self.rate), self.burst, 1]
+        self._args_try: list[str | int] = [repr(self.rate), self.burst, 0]
+        self._args_reserve: list[str | int] = [repr(self.rate), self.burst, 1]
         self.fallback = InProcessTokenBucket(self.rate / self.parallelism, max(1, self.burst // self.parallelism))
         self.link.check()
 
@@ -88,6 +88,7 @@ class RedisTokenBucket(TokenBucket):
         ok, reply = self.link.run(lambda c: self._script(keys=[self.key], args=args))
         if not ok:
             return self.fallback.step(reserve)
+        assert reply is not None  # the script always answers [wait, slot]
         return float(reply[0]), float(reply[1])
 
 

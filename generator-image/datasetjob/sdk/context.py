@@ -22,15 +22,28 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from datasetjob.sdk.backoff import retry_upstream
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class ItemCache(Protocol):
+    """What ctx needs of the worker's cache (datasetjob.cache.Cache)."""
+
+    def get_or_compute(self, key: str, fn: Callable[[], Any], ttl: int | None = None) -> tuple[Any, bool]: ...
+
+
+class TokenSource(Protocol):
+    """What ctx needs of the worker's rate limiter (datasetjob.ratelimit.TokenBucket)."""
+
+    def acquire(self) -> object: ...
 
 
 @dataclass
@@ -59,7 +72,7 @@ _held = threading.local()  # depth of token-holding blocks in this thread
 
 
 @contextmanager
-def _token(limiter, counters):
+def _token(limiter: TokenSource | None, counters: Counters | None) -> Iterator[None]:
     """Take one token unless this thread already holds one (nested blocks share it)."""
     depth = getattr(_held, "depth", 0)
     if depth == 0:
@@ -74,7 +87,7 @@ def _token(limiter, counters):
         _held.depth = depth
 
 
-def _take_fresh_token(limiter, counters) -> None:
+def _take_fresh_token(limiter: TokenSource | None, counters: Counters | None) -> None:
     """A retry is a new request: always a new token, even inside a token-holding block."""
     if limiter is not None:
         limiter.acquire()
@@ -82,7 +95,7 @@ def _take_fresh_token(limiter, counters) -> None:
         counters.add(upstream_calls=1)
 
 
-def limited(fn: Callable[..., T]) -> Callable[..., T]:
+def limited(fn: Callable[P, T]) -> Callable[P, T]:
     """Decorator: each call of `fn` takes one token of the worker's shared rate limit.
 
         @datasetjob.limited
@@ -93,7 +106,7 @@ def limited(fn: Callable[..., T]) -> Callable[..., T]:
     """
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         ctx = _current.get()
         if ctx is None:
             return fn(*args, **kwargs)
@@ -125,9 +138,9 @@ class ItemContext:
         shard: str,
         index: int,
         run_id: str,
-        cache,
+        cache: ItemCache,
         counters: Counters,
-        limiter=None,
+        limiter: TokenSource | None = None,
         default_ttl: int | None = None,
         logger: logging.Logger | None = None,
     ):
@@ -145,23 +158,23 @@ class ItemContext:
         self.log = logging.LoggerAdapter(base, {"item_id": item_id, "shard": shard})
 
     @contextmanager
-    def limit(self):
+    def limit(self) -> Iterator[None]:
         """Take one token of the shared rate limit for the block (blocks until there is one).
         Nested blocks, `limited` functions and ctx.cached misses inside it share that token."""
         with _token(self._limiter, self._counters):
             yield
 
-    def limited(self, fn: Callable[..., T]) -> Callable[..., T]:
+    def limited(self, fn: Callable[P, T]) -> Callable[P, T]:
         """`fn` wrapped so that each call takes one token: `get = ctx.limited(http.get)`."""
 
         @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
             with self.limit():
                 return fn(*args, **kwargs)
 
         return wrapper
 
-    def retry(self, fn: Callable[[], T], **options) -> T:
+    def retry(self, fn: Callable[[], T], **options: Any) -> T:
         """retry_upstream(fn, **options) under this worker's rate limit: the first call takes a
         token unless the caller holds one (inside ctx.cached or ctx.limit()); every retry
         takes a new one, so backing off never bursts past the shared budget."""
@@ -170,7 +183,7 @@ class ItemContext:
             return retry_upstream(fn, **options)
 
     def cached(self, key: str, fn: Callable[[], Any], ttl: int | None = None) -> Any:
-        def compute():
+        def compute() -> Any:
             with self.limit():
                 return fn()
 

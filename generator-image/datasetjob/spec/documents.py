@@ -33,7 +33,8 @@ def read_spec_text(path: str | Path, max_bytes: int = MAX_SPEC_BYTES) -> str:
         ) from None
 
 
-def load_document(path: str | Path, max_bytes: int = MAX_SPEC_BYTES) -> dict:
+def load_document(path: str | Path, max_bytes: int = MAX_SPEC_BYTES) -> object:
+    """The file's one document, unchecked: spec_from_document refuses anything but a DatasetJob."""
     text = read_spec_text(path, max_bytes)
     if str(path).endswith(".json"):
         return parse_json(text, str(path))

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
-from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from yaml.error import Mark
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from datasetjob.errors import SpecError
 from datasetjob.spec.limits import INT64_MAX, INT64_MIN, MAX_DEPTH, MAX_EXPANDED_NODES
@@ -39,18 +40,20 @@ def _join(path: list[str]) -> str:
 class _Loader(yaml.SafeLoader):
     """Tracks the field path while composing, so every refusal can name where it happened."""
 
-    def __init__(self, stream):
+    def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._path: list[str] = []
         self._keys: dict[int, dict[str, int]] = {}  # mapping node id -> key -> line
         self._sizes: dict[int, int] = {}  # node id -> node count with aliases written out
         self._expanded = 0
 
-    def _refuse(self, message: str, mark=None) -> SpecError:
+    def _refuse(self, message: str, mark: Mark | None = None) -> SpecError:
         line = f" (line {mark.line + 1})" if mark is not None else ""
         return SpecError([f"{_join(self._path)}: {message}{line}"])
 
-    def compose_node(self, parent, index):
+    def compose_node(self, parent: Node | None, index: Node | int | None) -> Node | None:
+        # `index` is the position in a sequence, the key node of a mapping value, or None while
+        # composing a mapping key (PyYAML's stubs only know the first).
         if parent is None:
             label = ""
         elif isinstance(parent, SequenceNode):
@@ -65,11 +68,13 @@ class _Loader(yaml.SafeLoader):
                 self._check_key(parent, index)
             if len(self._path) > MAX_DEPTH + 1:
                 raise self._refuse(
-                    f"nested deeper than {MAX_DEPTH} levels (the nesting depth limit)", self.peek_event().start_mark
+                    f"nested deeper than {MAX_DEPTH} levels (the nesting depth limit)",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]  # unannotated in PyYAML's stubs
                 )
             alias = self.check_event(yaml.AliasEvent)
-            mark = self.peek_event().start_mark
-            node = super().compose_node(parent, index)
+            mark: Mark | None = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # as above
+            node = super().compose_node(parent, index)  # type: ignore[arg-type]  # see `index` above
+            assert node is not None  # PyYAML composes a node or raises
             self._expanded += self._size(node, mark) if alias else 1
             if self._expanded > MAX_EXPANDED_NODES:
                 raise self._refuse(
@@ -99,18 +104,18 @@ class _Loader(yaml.SafeLoader):
             raise self._refuse(f"duplicate key (first at line {seen[key.value]})", key.start_mark)
         seen[key.value] = key.start_mark.line + 1
 
-    def _check_node(self, node) -> None:
+    def _check_node(self, node: Node) -> None:
         if node.tag in _NOT_JSON:
             raise self._refuse(f"{_NOT_JSON[node.tag]} ({node.tag}) is not a JSON value", node.start_mark)
         if isinstance(node, MappingNode):
             self._keys.pop(id(node), None)
 
-    def _size(self, node, mark) -> int:
+    def _size(self, node: Node, mark: Mark | None) -> int:
         """Values under `node` with every alias written out; a cycle is refused."""
         if id(node) in self._sizes:
             return self._sizes[id(node)]
         # Iterative post-order: an alias chain may be as deep as the nesting limit allows.
-        stack: list[tuple[Any, bool]] = [(node, False)]
+        stack: list[tuple[Node, bool]] = [(node, False)]
         active: set[int] = set()
         while stack:
             current, children_done = stack.pop()
@@ -129,7 +134,7 @@ class _Loader(yaml.SafeLoader):
             stack.extend((k, False) for k in kids if id(k) not in self._sizes)
         return self._sizes[id(node)]
 
-    def construct_yaml_timestamp(self, node):
+    def construct_yaml_timestamp(self, node: ScalarNode) -> str:  # type: ignore[override]  # a str, not a date
         # JSON has no dates: keep what was written, as the API server would see a string.
         return self.construct_scalar(node)
 
@@ -137,7 +142,7 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor(_TIMESTAMP, _Loader.construct_yaml_timestamp)
 
 
-def _children(node) -> list:
+def _children(node: Node) -> list[Node]:
     if isinstance(node, SequenceNode):
         return list(node.value)
     if isinstance(node, MappingNode):
@@ -175,7 +180,7 @@ def parse_yaml(text: str, source: str) -> Iterator[Any]:
     except yaml.YAMLError as exc:
         raise SpecError([f"{source}: not valid YAML: {exc}"]) from None
     try:
-        while loader.check_data():
+        while loader.check_data():  # type: ignore[no-untyped-call]  # unannotated in PyYAML's stubs
             doc = loader.get_data()
             check_json_values(doc)
             yield doc
@@ -185,8 +190,8 @@ def parse_yaml(text: str, source: str) -> Iterator[Any]:
         loader.dispose()
 
 
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
             raise SpecError([f"duplicate key {key!r} in a JSON object"])
@@ -194,7 +199,7 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
     return out
 
 
-def _no_constant(name: str):
+def _no_constant(name: str) -> NoReturn:
     raise SpecError([f"{name} is not a JSON number"])
 
 

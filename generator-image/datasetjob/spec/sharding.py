@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 def shard_bounds(total: int, shards: int, index: int) -> tuple[int, int]:
     """[start, stop) of shard `index`: contiguous, sizes differ by at most one, the larger first."""
@@ -16,7 +18,7 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
 
 
-def compress_indexes(indexes) -> str:
+def compress_indexes(indexes: Iterable[int]) -> str:
     """[0,1,2,3,5,7,8] -> "0-3,5,7-8", the format of Job.status.completedIndexes."""
     parts, run_start, prev = [], None, None
     for i in sorted(set(indexes)):

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlparse
@@ -28,13 +29,13 @@ class Store(ABC):
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None: ...
     @abstractmethod
-    def put_file(self, key: str, path: str | os.PathLike) -> None: ...
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None: ...
     @abstractmethod
     def get_bytes(self, key: str) -> bytes: ...
     @abstractmethod
     def open_read(self, key: str) -> BinaryIO: ...
     @abstractmethod
-    def download(self, key: str, path: str | os.PathLike) -> None: ...
+    def download(self, key: str, path: str | os.PathLike[str]) -> None: ...
     @abstractmethod
     def exists(self, key: str) -> bool: ...
     @abstractmethod
@@ -51,7 +52,7 @@ class Store(ABC):
 
 
 class FileStore(Store):
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).resolve()
         self.uri = f"file://{self.root}"
 
@@ -68,7 +69,7 @@ class FileStore(Store):
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
 
-    def _write(self, key: str, fill) -> None:
+    def _write(self, key: str, fill: Callable[[Path], object]) -> None:
         """fill(tmp) writes the object to a temp file, published whole or removed (disk full)."""
         tmp = None
         try:
@@ -89,7 +90,7 @@ class FileStore(Store):
 
         self._write(key, fill)
 
-    def put_file(self, key: str, path) -> None:
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
         self._write(key, lambda tmp: shutil.copyfile(path, tmp))
 
     def get_bytes(self, key: str) -> bytes:
@@ -104,7 +105,7 @@ class FileStore(Store):
         except OSError as exc:
             raise StorageError(f"{self.key_uri(key)}: {exc.strerror}") from None
 
-    def download(self, key: str, path) -> None:
+    def download(self, key: str, path: str | os.PathLike[str]) -> None:
         try:
             shutil.copyfile(self.path(key), path)
         except FileNotFoundError:
@@ -178,7 +179,7 @@ class S3Store(Store):
         except Exception as exc:  # botocore raises many types; callers need one
             raise self._wrap(exc, key) from exc
 
-    def put_file(self, key: str, path) -> None:
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
         try:
             self.client.upload_file(str(path), self.bucket, self._key(key))
         except Exception as exc:
@@ -186,17 +187,19 @@ class S3Store(Store):
 
     def get_bytes(self, key: str) -> bytes:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            data: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            return data
         except Exception as exc:
             raise self._wrap(exc, key) from exc
 
     def open_read(self, key: str) -> BinaryIO:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            body: BinaryIO = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            return body
         except Exception as exc:
             raise self._wrap(exc, key) from exc
 
-    def download(self, key: str, path) -> None:
+    def download(self, key: str, path: str | os.PathLike[str]) -> None:
         try:
             self.client.download_file(self.bucket, self._key(key), str(path))
         except Exception as exc:
@@ -214,7 +217,7 @@ class S3Store(Store):
             raise self._wrap(exc, key) from exc
 
     def list(self, prefix: str) -> list[str]:
-        out = []
+        out: list[str] = []
         strip = len(self.prefix) + 1 if self.prefix else 0
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(
@@ -246,13 +249,14 @@ class S3Store(Store):
             raise StorageError(f"{self.key_uri(prefix)}: {len(failed)} object(s) could not be deleted: {shown}")
 
     # -- conditional writes (the run lease) ---------------------------------------------------
-    def _conditional_put(self, key: str, data: bytes, **condition) -> str | None:
+    def _conditional_put(self, key: str, data: bytes, **condition: str) -> str | None:
         """The new ETag, or None when the condition failed; ConditionalWritesUnsupported when the
         server says it cannot do conditional writes."""
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)["ETag"]
+            etag: str = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)["ETag"]
+            return etag
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code in ("PreconditionFailed", "ConditionalRequestConflict"):

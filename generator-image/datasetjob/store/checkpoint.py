@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from typing import Any
 
 from datasetjob.store import layout
 from datasetjob.store.backends import Store
+from datasetjob.store.rowtypes import Row
 
 
 class Checkpoint:
@@ -23,12 +25,12 @@ class Checkpoint:
         self.prefix = layout.checkpoint_prefix(run_id, index)
         self.flush_every_items = flush_every_items
         self.flush_every_seconds = flush_every_seconds
-        self._pending: list[dict] = []
+        self._pending: list[dict[str, Any]] = []  # {"position", "id", "rows"} entries
         self._last_flush = time.monotonic()
 
-    def load(self) -> dict[int, list[dict]]:
+    def load(self) -> dict[int, list[Row]]:
         """position → rows of every item a previous attempt finished."""
-        done: dict[int, list[dict]] = {}
+        done: dict[int, list[Row]] = {}
         for key in self.store.list(self.prefix):
             for line in self.store.get_text(key).splitlines():
                 if line.strip():
@@ -36,7 +38,7 @@ class Checkpoint:
                     done[entry["position"]] = entry["rows"]
         return done
 
-    def record(self, position: int, item_id: str, rows: list[dict]) -> None:
+    def record(self, position: int, item_id: str, rows: list[Row]) -> None:
         self._pending.append({"position": position, "id": item_id, "rows": rows})
         if (
             len(self._pending) >= self.flush_every_items

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Any
 
 from datasetjob.spec.model import DatasetJobSpec, canonical_json
 
@@ -30,7 +31,9 @@ def image_digest(image: str | None, known: str | None = None) -> str | None:
     return known or None
 
 
-def fingerprint_inputs(spec: DatasetJobSpec, digest: str | None = None, regenerate_token: str | None = None) -> dict:
+def fingerprint_inputs(
+    spec: DatasetJobSpec, digest: str | None = None, regenerate_token: str | None = None
+) -> dict[str, Any]:
     """Everything the fingerprint covers, as a JSON document (also stored for humans)."""
     gen = spec.generator
     return {
@@ -50,11 +53,11 @@ def fingerprint_inputs(spec: DatasetJobSpec, digest: str | None = None, regenera
     }
 
 
-def generator_fingerprint(inputs: dict) -> str:
+def generator_fingerprint(inputs: dict[str, Any]) -> str:
     """16 hex digits of the canonical inputs."""
     return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()[:16]
 
 
-def item_digest(item) -> str:
+def item_digest(item: Any) -> str:
     """Guards against two different items that share an id (an idTemplate over some fields)."""
     return hashlib.sha256(canonical_json(item).encode()).hexdigest()[:16]

@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from datasetjob.store import layout
 from datasetjob.store.backends import Store
@@ -18,7 +19,7 @@ from datasetjob.store.reuse import ItemRecord, parse_segment, segment_body
 
 
 class ItemStore:
-    def __init__(self, store: Store, fingerprint: str, inputs: dict):
+    def __init__(self, store: Store, fingerprint: str, inputs: dict[str, Any]):
         self.store = store
         self.fingerprint = fingerprint
         self.inputs = inputs

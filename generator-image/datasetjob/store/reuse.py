@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
+
+from datasetjob.store.rowtypes import Row
 
 
 @dataclass(frozen=True)
 class ItemRecord:
     id: str
     item_digest: str
-    rows: list
+    rows: list[Row]
     run_id: str
     generated_at: float  # seconds since the epoch
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "item": self.item_digest,
@@ -28,7 +31,7 @@ class ItemRecord:
         }
 
     @classmethod
-    def from_json(cls, value: dict) -> ItemRecord:
+    def from_json(cls, value: dict[str, Any]) -> ItemRecord:
         return cls(
             id=value["id"],
             item_digest=value["item"],

@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeAlias
 
 from datasetjob.errors import RowValueError
 from datasetjob.spec.limits import INT64_MAX, INT64_MIN
+
+# One row of a dataset: column -> value (a JSON value, or what a row file reads back).
+Row: TypeAlias = dict[str, Any]
 
 
 def _refuse(column: str, value: Any, why: str) -> RowValueError:
@@ -38,17 +41,19 @@ def _to_int64(column: str, value: Any) -> int:
             raise _refuse(column, value, "is not int64 (spec.combine.columns); return None for a missing value")
         if not value.is_integer():
             raise _refuse(column, value, "is not int64 (spec.combine.columns)")
-        value = int(value)
+        number = int(value)
     elif isinstance(value, str):
         try:
-            value = int(value.strip())
+            number = int(value.strip())
         except ValueError:
             raise _refuse(column, value, "is not int64 (spec.combine.columns)") from None
-    elif not isinstance(value, int):
+    elif isinstance(value, int):
+        number = value
+    else:
         raise _refuse(column, value, "is not int64 (spec.combine.columns)")
-    if not INT64_MIN <= value <= INT64_MAX:
-        raise _refuse(column, value, "is outside the int64 range (spec.combine.columns)")
-    return value
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise _refuse(column, number, "is outside the int64 range (spec.combine.columns)")
+    return number
 
 
 def _to_float64(column: str, value: Any) -> float:
@@ -113,7 +118,7 @@ def conform_value(column: str, kind: str | None, value: Any, fmt: str) -> Any:
     return value
 
 
-def conform_row(row: dict, declared: dict[str, str], fmt: str) -> dict:
+def conform_row(row: Row, declared: dict[str, str], fmt: str) -> Row:
     return {column: conform_value(column, declared.get(column), value, fmt) for column, value in row.items()}
 
 
@@ -130,7 +135,7 @@ def value_kind(value: Any) -> str | None:
     return "list" if isinstance(value, list) else "object"
 
 
-def type_conflicts(rows_by_position: Iterable[tuple[int, list[dict]]], declared: dict[str, str]) -> dict[int, str]:
+def type_conflicts(rows_by_position: Iterable[tuple[int, list[Row]]], declared: dict[str, str]) -> dict[int, str]:
     """For Parquet: positions whose value in an undeclared column has another kind than the first
     value of that column in item order (a Parquet column has one type), with the reason."""
     first: dict[str, tuple[str, int]] = {}

@@ -12,7 +12,13 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
+
+from datasetjob.store.rowtypes import Row
+
+if TYPE_CHECKING:  # imported where used: pyarrow takes a while to load
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 
 def format_csv_value(value: Any) -> str:
@@ -27,12 +33,12 @@ def format_csv_value(value: Any) -> str:
     return str(value)
 
 
-def _json_line(row: dict, strict: bool = True) -> str:
+def _json_line(row: Row, strict: bool = True) -> str:
     # Strict JSON: rows are conformed first (rowtypes), so NaN/Infinity here is a bug, not data.
     return json.dumps(row, ensure_ascii=False, allow_nan=not strict) + "\n"
 
 
-def columns_of(rows: Iterable[dict]) -> list[str]:
+def columns_of(rows: Iterable[Row]) -> list[str]:
     """Union of the rows' keys in first-seen order."""
     seen: dict[str, None] = {}
     for row in rows:
@@ -42,7 +48,7 @@ def columns_of(rows: Iterable[dict]) -> list[str]:
 
 
 def write_rows(
-    rows: list[dict], path: str, fmt: str, columns: list[str] | None = None, strict_json: bool = True
+    rows: list[Row], path: str, fmt: str, columns: list[str] | None = None, strict_json: bool = True
 ) -> list[str]:
     """Write `rows` to `path`; returns the column list. Zero rows → an empty file.
     `strict_json=False` is for scratch files only (Parquet floats may be infinite)."""
@@ -69,7 +75,7 @@ def write_rows(
     return columns
 
 
-def declared_arrow_schema(columns: list[str], declared: dict[str, str]):
+def declared_arrow_schema(columns: list[str], declared: dict[str, str]) -> pa.Schema:
     """The Parquet schema of spec.combine.columns, in the dataset's column order."""
     import pyarrow as pa
 
@@ -92,7 +98,7 @@ def read_columns(path: str, fmt: str) -> list[str]:
     raise ValueError(f"unknown format {fmt!r}")
 
 
-def iter_rows(path: str, fmt: str, chunk_rows: int = 50_000) -> Iterator[dict]:
+def iter_rows(path: str, fmt: str, chunk_rows: int = 50_000) -> Iterator[Row]:
     """Stream a row file; memory is bounded by `chunk_rows`. CSV values stay text."""
     if fmt == "csv":
         import pandas as pd
@@ -123,7 +129,8 @@ def count_rows(path: str, fmt: str) -> int:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows
+        rows: int = pq.ParquetFile(path).metadata.num_rows
+        return rows
     return sum(1 for _ in iter_rows(path, fmt))
 
 
@@ -141,11 +148,11 @@ def file_digest(path: str) -> tuple[str, int]:
 class RowWriter:
     """Incremental writer for the combined dataset (the combine never holds all rows)."""
 
-    def __init__(self, path: str, fmt: str, columns: list[str], arrow_schema=None):
+    def __init__(self, path: str, fmt: str, columns: list[str], arrow_schema: pa.Schema | None = None):
         self.path, self.fmt, self.columns = path, fmt, columns
         self.rows = 0
-        self._f = None
-        self._pq = None
+        self._f: TextIO | None = None
+        self._pq: pq.ParquetWriter | None = None
         self._schema = arrow_schema
         if fmt == "csv":
             self._f = open(path, "w", newline="", encoding="utf-8")
@@ -157,7 +164,7 @@ class RowWriter:
         elif fmt != "parquet":
             raise ValueError(f"unknown format {fmt!r}")
 
-    def write(self, rows: list[dict]) -> None:
+    def write(self, rows: list[Row]) -> None:
         if not rows:
             return
         self.rows += len(rows)
@@ -165,6 +172,7 @@ class RowWriter:
             for row in rows:
                 self._csv.writerow([format_csv_value(row.get(c)) for c in self.columns])
         elif self.fmt == "jsonl":
+            assert self._f is not None  # opened for csv and jsonl
             for row in rows:
                 self._f.write(_json_line({c: row.get(c) for c in self.columns}))
         else:

@@ -10,9 +10,9 @@ the reading; turning lines into items and ids is `item_source`, which does no I/
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from datasetjob.contract import ITEMS_DIR_ENV
 from datasetjob.errors import SpecError, StorageError
@@ -67,7 +67,7 @@ def _unreadable(field: str, source: str, exc: Exception) -> SpecError:
     return SpecError([f"{field}: cannot read {source}: {reason}"])
 
 
-def _stream_lines(opener, field: str, source: str) -> Iterator[str]:
+def _stream_lines(opener: Callable[[], BinaryIO], field: str, source: str) -> Iterator[str]:
     try:
         stream = opener()
     except (OSError, StorageError) as exc:
@@ -88,7 +88,7 @@ def _config_map_lines(spec: DatasetJobSpec) -> Iterator[str] | None:
     return _stream_lines(lambda: open(path, "rb"), "spec.items.fromConfigMap", f"key {key!r} of ConfigMap {name!r}")
 
 
-def _items(spec: DatasetJobSpec) -> Iterator:
+def _items(spec: DatasetJobSpec) -> Iterator[Any]:
     def read_lines(uri: str) -> Iterator[str]:
         return _stream_lines(
             lambda: open_uri(uri, spec.output.endpoint_url, spec.output.region), "spec.items.fromUri", uri
@@ -97,7 +97,7 @@ def _items(spec: DatasetJobSpec) -> Iterator:
     return iter_items(spec.items, read_lines, _config_map_lines(spec))
 
 
-def resolve_items(spec: DatasetJobSpec) -> tuple[list, list[str]]:
+def resolve_items(spec: DatasetJobSpec) -> tuple[list[Any], list[str]]:
     """(items, ids) in the universe's order; SpecError if the source is bad or ids collide."""
     items = list(_items(spec))
     return items, item_ids(items, spec.items.id_template)

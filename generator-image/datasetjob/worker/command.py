@@ -62,6 +62,7 @@ def work_dir(gen: GeneratorSpec) -> Path:
 def output_path(gen: GeneratorSpec, values: dict[str, str]) -> Path:
     """The command's output file, resolved; GeneratorConfigError when it leaves the work dir."""
     base = work_dir(gen)
+    assert gen.output_file is not None  # the spec's rules require outputFile with a command
     written = substitute(gen.output_file, values)
     target = (base / written).resolve()  # follows symlinks of every existing component
     if target == base or not target.is_relative_to(base):

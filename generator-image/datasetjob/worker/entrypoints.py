@@ -17,12 +17,12 @@ from datasetjob.combine.run import combine_run
 from datasetjob.contract import IMAGE_DIGEST_ENV, REGENERATE_TOKEN_ENV
 from datasetjob.errors import CombineRefused, ExitCode, GeneratorConfigError, SpecError
 from datasetjob.progress import FileProgress, NullProgress, ProgressSink, redis_progress
-from datasetjob.ratelimit import make_limiter
+from datasetjob.ratelimit import TokenBucket, make_limiter
 from datasetjob.redaction import CREDENTIALS_ENV, decode_secrets, restore_credentials
 from datasetjob.redis_link import effective_redis_url
 from datasetjob.spec.model import DatasetJobSpec, spec_from_document
 from datasetjob.spec.model import run_id as compute_run_id
-from datasetjob.store.backends import open_store
+from datasetjob.store.backends import Store, open_store
 from datasetjob.store.fingerprint import fingerprint_inputs, generator_fingerprint, image_digest
 from datasetjob.store.item_store import ItemStore
 from datasetjob.store.universe import resolve_items
@@ -61,7 +61,7 @@ def resolve_run_id(spec: DatasetJobSpec, given: str | None) -> str:
     return given or os.environ.get("DSJ_RUN_ID") or compute_run_id(spec.raw_spec, os.environ.get(REGENERATE_TOKEN_ENV))
 
 
-def item_store(spec: DatasetJobSpec, store) -> ItemStore | None:
+def item_store(spec: DatasetJobSpec, store: Store) -> ItemStore | None:
     """Where this run takes and records reusable item rows; None when reuse is off. A command
     generator writes one file per shard, so its rows cannot be told apart by item."""
     if not spec.reuse.enabled or spec.generator.command:
@@ -71,13 +71,13 @@ def item_store(spec: DatasetJobSpec, store) -> ItemStore | None:
     return ItemStore(store, generator_fingerprint(inputs), inputs)
 
 
-def open_output(spec: DatasetJobSpec):
+def open_output(spec: DatasetJobSpec) -> Store:
     if not spec.output.uri:
         raise GeneratorConfigError("spec.output.uri: required to run a worker")
     return open_store(spec.output.uri, spec.output.endpoint_url, spec.output.region)
 
 
-def _make_limiter(spec: DatasetJobSpec):
+def _make_limiter(spec: DatasetJobSpec) -> TokenBucket | None:
     if spec.rate_limit is None:
         return None
     return make_limiter(spec)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from datasetjob.errors import GeneratorConfigError
+from datasetjob.store.rowtypes import Row
 
 
 def load_function(ref: str) -> Callable[[Any, Any], Any]:
@@ -26,7 +27,8 @@ def load_function(ref: str) -> Callable[[Any, Any], Any]:
             raise GeneratorConfigError(f"spec.generator.function: module {module_name!r} has no attribute {attr!r}")
     if not callable(target):
         raise GeneratorConfigError(f"spec.generator.function: {ref!r} is not callable")
-    return target
+    fn: Callable[[Any, Any], Any] = target
+    return fn
 
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -40,7 +42,7 @@ def substitute(template: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
-def normalise_rows(result: Any) -> list[dict]:
+def normalise_rows(result: Any) -> list[Row]:
     """A generator's return value as a list of rows."""
     if result is None:
         return []
@@ -51,9 +53,10 @@ def normalise_rows(result: Any) -> list[dict]:
     raise TypeError(f"generator must return a dict, a list of dicts or None, got {type(result).__name__}")
 
 
-def json_safe_rows(rows: list[dict], item_id: str) -> list[dict]:
+def json_safe_rows(rows: list[Row], item_id: str) -> list[Row]:
     """Rows must survive a JSON round trip (checkpoints and jsonl output are JSON)."""
     try:
-        return json.loads(json.dumps(rows, allow_nan=True))
+        copied: list[Row] = json.loads(json.dumps(rows, allow_nan=True))
+        return copied
     except (TypeError, ValueError) as exc:
         raise TypeError(f"row of item {item_id!r} is not JSON-serialisable: {exc}") from None

@@ -55,7 +55,7 @@ def stop_on_sigterm(stopping: threading.Event) -> None:
         os.read(read_fd, 1)
         stopping.set()
 
-    def on_sigterm(*_) -> None:
+    def on_sigterm(*_: object) -> None:
         try:
             os.write(write_fd, b"x")
         except BlockingIOError:  # already signalled many times

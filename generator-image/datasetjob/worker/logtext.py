@@ -16,7 +16,7 @@ _NAMED = {"\n": "\\n", "\r": "\\r"}
 def one_line(text: str) -> str:
     """`text` with every control character escaped (\\n, \\r, \\x1b, \\u2028 ...)."""
 
-    def escape(match: re.Match) -> str:
+    def escape(match: re.Match[str]) -> str:
         char = match.group(0)
         return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
 

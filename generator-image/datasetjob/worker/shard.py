@@ -16,12 +16,15 @@ import subprocess
 import threading
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
+from datasetjob.cache.base import Cache
 from datasetjob.contract import RETRY_FAILED_ITEMS_ENV
 from datasetjob.errors import ExitCode, GeneratorConfigError
+from datasetjob.progress import ProgressSink
+from datasetjob.ratelimit.base import TokenBucket
 from datasetjob.sdk.context import Counters, ItemContext
 from datasetjob.spec.model import DatasetJobSpec
 from datasetjob.spec.sharding import processing_order, shard_bounds, shard_name
@@ -29,8 +32,9 @@ from datasetjob.store import layout
 from datasetjob.store.backends import Store, local_tempdir
 from datasetjob.store.checkpoint import Checkpoint
 from datasetjob.store.fingerprint import item_digest
+from datasetjob.store.item_store import ItemStore
 from datasetjob.store.reuse import ItemRecord, lineage, select_reusable
-from datasetjob.store.rowtypes import conform_row, type_conflicts
+from datasetjob.store.rowtypes import Row, conform_row, type_conflicts
 from datasetjob.store.tables import count_rows, file_digest, read_columns, write_rows
 from datasetjob.worker.command import output_path, shard_values, work_dir
 from datasetjob.worker.generator import json_safe_rows, load_function, normalise_rows, substitute
@@ -47,10 +51,10 @@ class WorkerSetup:
     store: Store
     items: list[Any]
     ids: list[str]
-    cache: Any
-    progress: Any
-    limiter: Any = None
-    item_store: Any = None  # an ItemStore when spec.reuse is on (function mode), else None
+    cache: Cache
+    progress: ProgressSink
+    limiter: TokenBucket | None = None  # None: no spec.rateLimit
+    item_store: ItemStore | None = None  # when spec.reuse is on (function mode)
 
 
 class ShardWorker:
@@ -66,7 +70,7 @@ class ShardWorker:
         self._done = threading.Event()  # the shard is over: stops the progress ticker
         self._lock = threading.Lock()
         self._reused: dict[int, ItemRecord] = {}
-        self._generated: dict[int, list[dict]] = {}
+        self._generated: dict[int, list[Row]] = {}
         self._checkpoint: Checkpoint | None = None  # function mode; flushed or discarded at commit
 
     # -- progress ---------------------------------------------------------------------------
@@ -115,10 +119,11 @@ class ShardWorker:
             with self._lock:
                 self._publish()
 
-    def _run_function(self) -> tuple[str | None, list[dict]]:
+    def _run_function(self) -> tuple[str | None, list[dict[str, Any]]]:
+        assert self.spec.generator.function is not None  # the spec's rules: a function when no command
         fn = load_function(self.spec.generator.function)
         checkpoint = Checkpoint(self.s.store, self.s.run_id, self.s.index)
-        results: dict[int, list[dict]] = checkpoint.load()
+        results: dict[int, list[Row]] = checkpoint.load()
         results = {p: r for p, r in results.items() if p in self.positions}
         self.summary.items_skipped = len(results)
         if results:
@@ -130,11 +135,11 @@ class ShardWorker:
         self.summary.items_reused = len(self._reused)
         self.summary.items_done = len(results)
         self.summary.rows = sum(len(r) for r in results.values())
-        failures: list[dict] = []
+        failures: list[dict[str, Any]] = []
         todo = [p for p in processing_order(self.positions, self.s.index) if p not in results]
         declared = dict(self.spec.combine.columns)
 
-        def one(position: int):
+        def one(position: int) -> list[Row]:
             item, item_id = self.s.items[position], self.s.ids[position]
             ctx = ItemContext(
                 item=item,
@@ -153,7 +158,7 @@ class ShardWorker:
 
         width = self.spec.generator.concurrency
         with ThreadPoolExecutor(max_workers=width, thread_name_prefix="item") as pool:
-            pending: dict = {}
+            pending: dict[Future[list[Row]], int] = {}
             queue = iter(todo)
             while True:
                 while len(pending) < width * 2 and not self.stopping.is_set():
@@ -186,7 +191,7 @@ class ShardWorker:
         self._checkpoint = checkpoint
         return path, sorted(failures, key=lambda f: f["position"])
 
-    def _reusable(self, done: dict[int, list[dict]]) -> dict[int, ItemRecord]:
+    def _reusable(self, done: dict[int, list[Row]]) -> dict[int, ItemRecord]:
         """Rows that earlier runs stored for this shard's other items (none when reuse is off)."""
         if self.s.item_store is None:
             return {}
@@ -216,7 +221,9 @@ class ShardWorker:
         ]
         self.s.item_store.save(self.s.run_id, self.s.index, records)
 
-    def _fail_type_conflicts(self, results: dict, failures: list[dict], declared: dict) -> None:
+    def _fail_type_conflicts(
+        self, results: dict[int, list[Row]], failures: list[dict[str, Any]], declared: dict[str, str]
+    ) -> None:
         """A Parquet column holds one type: items whose value has another kind than the column's
         first value (in item order) fail, named, instead of the whole shard."""
         in_order = ((p, results[p]) for p in self.positions if p in results)
@@ -230,7 +237,14 @@ class ShardWorker:
             )
             log.warning("item %s failed: %s", self.s.ids[position], why)
 
-    def _record(self, position, fut, results, failures, checkpoint) -> None:
+    def _record(
+        self,
+        position: int,
+        fut: Future[list[Row]],
+        results: dict[int, list[Row]],
+        failures: list[dict[str, Any]],
+        checkpoint: Checkpoint,
+    ) -> None:
         item_id = self.s.ids[position]
         exc = fut.exception()
         with self._lock:
@@ -249,7 +263,7 @@ class ShardWorker:
                 )
                 log.warning("item %s failed: %s: %s", item_id, type(exc).__name__, exc)
 
-    def _run_command(self) -> tuple[str | None, list[dict]]:
+    def _run_command(self) -> tuple[str | None, list[dict[str, Any]]]:
         tmpdir = local_tempdir()
         staged = None
         try:
@@ -259,8 +273,9 @@ class ShardWorker:
             if staged is None:  # failed or stopped: nothing to commit, nothing to keep
                 shutil.rmtree(tmpdir, ignore_errors=True)
 
-    def _run_command_in(self, tmpdir: str) -> tuple[str | None, list[dict]]:
+    def _run_command_in(self, tmpdir: str) -> tuple[str | None, list[dict[str, Any]]]:
         gen = self.spec.generator
+        assert gen.command is not None  # command mode
         items_file = os.path.join(tmpdir, "items.jsonl")
         with open(items_file, "w", encoding="utf-8") as f:
             for p in self.positions:
@@ -294,7 +309,7 @@ class ShardWorker:
         self._checkpoint = None
         return staged, []
 
-    def _commit(self, path: str, failures: list[dict]) -> None:
+    def _commit(self, path: str, failures: list[dict[str, Any]]) -> None:
         """Failures, then data, then the shard manifest: the manifest is the commit marker."""
         store, run_id, index = self.s.store, self.s.run_id, self.s.index
         sha, size = file_digest(path)
@@ -328,7 +343,7 @@ class ShardWorker:
         s.cache_hits, s.cache_misses = self.counters.cache_hits, self.counters.cache_misses
         s.upstream_calls = self.counters.upstream_calls
 
-    def _from_manifest(self, manifest: dict) -> None:
+    def _from_manifest(self, manifest: dict[str, Any]) -> None:
         s = self.summary
         s.state = "committed"
         s.items_done = manifest["items"]["done"]

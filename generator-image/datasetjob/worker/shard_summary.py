@@ -7,6 +7,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger("datasetjob.worker")
 
@@ -30,9 +31,9 @@ class ShardSummary:
     error: str | None = None
     columns: list[str] = field(default_factory=list)
 
-    def to_message(self) -> dict:
+    def to_message(self) -> dict[str, Any]:
         """The one-line termination message (kept well under the 4 KiB limit)."""
-        out = {
+        out: dict[str, Any] = {
             "runId": self.run_id,
             "shard": self.index,
             "state": self.state,
@@ -54,7 +55,7 @@ class ShardSummary:
         return out
 
 
-def write_termination_message(summary: ShardSummary | dict) -> None:
+def write_termination_message(summary: ShardSummary | dict[str, Any]) -> None:
     message = summary.to_message() if isinstance(summary, ShardSummary) else summary
     path = os.environ.get("DSJ_TERMINATION_LOG") or "/dev/termination-log"
     if not os.environ.get("DSJ_TERMINATION_LOG") and not os.path.exists(path):
