@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from datasetjob.errors import OptionError
+from datasetjob.spec.model import redis_url_problem
 from datasetjob.spec.schema import spec_schema
 
 
@@ -23,7 +24,10 @@ def check_output_option(value: str) -> str:
 
 
 def check_redis_url_option(value: str) -> None:
-    """The same rule as spec.cache.redisUrl (one pattern, in the schema)."""
+    """The same rules as spec.cache.redisUrl (the schema's pattern, then the URL's parts)."""
     pattern = spec_schema()["properties"]["cache"]["properties"]["redisUrl"]["pattern"]
     if not re.match(pattern, value):
         raise OptionError([f"--redis-url: {value!r} is not a Redis URL (use redis://, rediss:// or unix://)"])
+    problem = redis_url_problem(value)
+    if problem:
+        raise OptionError([f"--redis-url: {problem}"])

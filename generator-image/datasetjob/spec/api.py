@@ -22,6 +22,7 @@ from datasetjob.spec.apitypes import (
     defaulted_field,
     required_field,
 )
+from datasetjob.spec.limits import MAX_ID_LENGTH, MAX_ID_TEMPLATE_LENGTH
 
 SPEC_DESCRIPTION = (
     "What to generate: an item universe split into shards, a generator run over every item, and "
@@ -39,6 +40,10 @@ _QUANTITY = (
 KubeObject = dict[str, Any]
 Quantity = Annotated[int | str, Schema(pattern=_QUANTITY, **{"x-kubernetes-int-or-string": True})]
 LabelValue = Annotated[str, Schema(maxLength=63, pattern=_LABEL_VALUE)]
+# An id template is literal text, {field} placeholders and {{ }} for literal braces: no format
+# specs, conversions, attribute or index access (a width like {k:>999999999} is a memory bomb).
+ID_TEMPLATE_FIELD = "[A-Za-z_][A-Za-z0-9_]*"
+ID_TEMPLATE_PATTERN = "^(?:[^{}]|\\{\\{|\\}\\}|\\{" + ID_TEMPLATE_FIELD + "\\})*$"
 ColumnName = Annotated[str, Schema(minLength=1)]
 ColumnType = Annotated[str, Schema(enum=["string", "int64", "float64", "bool"])]
 ProductValues = Annotated[tuple[Any, ...], Schema(minItems=1, description="The values of one field of the product.")]
@@ -103,10 +108,13 @@ class ItemSource:
         pattern="^(s3://[^/]+/.+|file://.+)$",
     )
     id_template: str | None = api_field(
-        "Python format string over an object item's fields that makes its id, e.g. "
-        '"{symbol}:{date}". Ids must be unique; default: the string itself, or the item\'s '
-        "canonical JSON.",
+        "Template over an object item's fields that makes its id, e.g. "
+        '"{symbol}:{date}": literal text and {field} placeholders ({{ and }} for literal braces; '
+        f"no format specs). Ids must be unique and at most {MAX_ID_LENGTH} characters; default: the "
+        "string itself, or the item's canonical JSON.",
         minLength=1,
+        maxLength=MAX_ID_TEMPLATE_LENGTH,
+        pattern=ID_TEMPLATE_PATTERN,
     )
 
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from datasetjob.errors import SpecError
-from datasetjob.spec.limits import MAX_ITEMS
-from datasetjob.spec.model import ItemsSpec, canonical_json
+from datasetjob.spec.limits import MAX_ID_LENGTH, MAX_ITEMS
+from datasetjob.spec.model import ItemsSpec, canonical_json, id_template_parts
 
 _SKIP = object()
 
@@ -92,21 +92,51 @@ def count_items(items: ItemsSpec, config_map_text: str | None = None) -> int | N
     return None
 
 
+def _templated_id(item: dict[str, Any], template: str) -> str:
+    """The template's literals and the item's fields, refused as soon as the id would pass
+    MAX_ID_LENGTH: never built longer, whatever the fields hold or the template repeats."""
+    literals, fields = id_template_parts(template)
+    size = sum(map(len, literals))
+    parts = [literals[0]]
+    for name, literal in zip(fields, literals[1:], strict=True):
+        try:
+            value = item[name]
+        except KeyError:
+            raise SpecError(
+                [f"spec.items.idTemplate: item {canonical_json(item)[:80]} has no field {name!r}"]
+            ) from None
+        text = value if type(value) is str else format(value)
+        size += len(text)
+        if size > MAX_ID_LENGTH:
+            raise SpecError(
+                [
+                    f"spec.items.idTemplate: the id of item {canonical_json(item)[:80]} would be longer than "
+                    f"{MAX_ID_LENGTH} characters (MAX_ID_LENGTH, the item id limit)"
+                ]
+            )
+        parts += (text, literal)
+    return "".join(parts)
+
+
 def item_id(item: Any, template: str | None) -> str:
     if template:
         if not isinstance(item, dict):
             raise SpecError([f"spec.items.idTemplate: items must be objects to use a template, got {item!r:.60}"])
-        try:
-            return template.format(**item)
-        except KeyError as exc:
-            raise SpecError([f"spec.items.idTemplate: item {canonical_json(item)[:80]} has no field {exc}"]) from None
-        except (IndexError, ValueError, AttributeError) as exc:
-            raise SpecError([f"spec.items.idTemplate: cannot format item {canonical_json(item)[:80]}: {exc}"]) from None
+        return _templated_id(item, template)
     if isinstance(item, str):
         return item
     if type(item) is int:  # what canonical_json gives, without its cost (a range has millions)
         return str(item)
     return canonical_json(item)
+
+
+def _nul_error(ident: str, number: int) -> SpecError:
+    return SpecError(
+        [
+            f"spec.items: item {number} (id {ident[:80]!r}) has a NUL character in its id, which no "
+            "file name, command argument or log line can carry"
+        ]
+    )
 
 
 def _duplicates_error(dupes: list[str], template: str | None) -> SpecError:
@@ -123,6 +153,9 @@ def _duplicates_error(dupes: list[str], template: str | None) -> SpecError:
 def item_ids(items: Iterable[Any], template: str | None) -> list[str]:
     """Ids for all items; duplicates are an error that lists a few of them."""
     ids = [item_id(it, template) for it in items]
+    for number, ident in enumerate(ids, 1):
+        if "\x00" in ident:
+            raise _nul_error(ident, number)
     counts = Counter(ids)
     if len(counts) != len(ids):
         raise _duplicates_error([i for i, n in counts.items() if n > 1], template)
@@ -139,6 +172,8 @@ def count_unique_ids(items: Iterable[Any], template: str | None) -> int:
     for item in items:
         n += 1
         ident = item_id(item, template)
+        if "\x00" in ident:
+            raise _nul_error(ident, n)
         if ident in seen:
             dupes[ident] = None
         else:

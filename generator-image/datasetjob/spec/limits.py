@@ -21,6 +21,11 @@ MAX_ITEMS = 2_000_000
 # What fromUri (or a fromConfigMap key) may read: in total, and on one line.
 MAX_ITEM_SOURCE_BYTES = 256 << 20
 MAX_ITEM_LINE_BYTES = 1 << 20
+# Characters of an item id that spec.items.idTemplate makes: ids are held once per item by every
+# process, and travel in file names, argv and log lines.
+MAX_ID_LENGTH = 512
+# Characters of spec.items.idTemplate (a few hundred placeholders; longer cannot make a short id).
+MAX_ID_TEMPLATE_LENGTH = 4096
 # Integers a spec may hold: the API server stores them as int64.
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 

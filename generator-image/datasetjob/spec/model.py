@@ -4,17 +4,19 @@ parsing and validation only, no I/O."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from datasetjob.contract import API_GROUP, API_VERSION, KIND
 from datasetjob.errors import SpecError
 from datasetjob.spec.api import (
+    ID_TEMPLATE_FIELD,
     CacheFields,
     CombineSpec,
     GeneratorSpec,
@@ -25,7 +27,7 @@ from datasetjob.spec.api import (
     SpecFields,
 )
 from datasetjob.spec.apitypes import from_api
-from datasetjob.spec.limits import MAX_INLINE_ITEMS, MAX_ITEMS
+from datasetjob.spec.limits import MAX_ID_TEMPLATE_LENGTH, MAX_INLINE_ITEMS, MAX_ITEMS
 from datasetjob.spec.schema import validate_spec
 
 # Public names; the typed parts of a spec are defined in spec.api and re-exported here.
@@ -41,8 +43,10 @@ __all__ = [
     "cache_namespace",
     "cache_spec",
     "canonical_json",
+    "id_template_parts",
     "items_spec",
     "range_length",
+    "redis_url_problem",
     "rate_limit_spec",
     "run_id",
     "semantic_spec",
@@ -227,28 +231,125 @@ class DatasetJobSpec:
         return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": meta, "spec": self.raw_spec}
 
 
-def _template_fields(template: str) -> list[str]:
-    try:
-        return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as exc:
-        raise SpecError([f"spec.items.idTemplate: {exc}"]) from None
+_TEMPLATE_PIECE = re.compile(r"[^{}]+|\{\{|\}\}|\{(" + ID_TEMPLATE_FIELD + r")\}")
+
+
+def _template_refusal(template: str, at: int) -> str:
+    """Why the template cannot go on at offset `at` (where no allowed piece starts)."""
+    if template[at] == "}":
+        return f"a single '}}' at offset {at}; write '}}}}' for a literal brace"
+    end = template.find("}", at)
+    if end < 0:
+        return f"'{{' at offset {at} is never closed; write '{{{{' for a literal brace"
+    inside = template[at + 1 : end]
+    shown = f"{{{inside[:40]}{'…' if len(inside) > 40 else ''}}}"
+    if not inside:
+        return "'{}' names no field"
+    for mark, what in (
+        (":", "format specs are"),
+        ("!", "conversions are"),
+        (".", "attribute access is"),
+        ("[", "indexing is"),
+    ):
+        if mark in inside:
+            return f"{shown} uses {mark!r}: {what} not allowed"
+    return f"{shown} is not a field name (letters, digits and '_')"
+
+
+@functools.lru_cache(maxsize=64)
+def id_template_parts(template: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(literals, fields) of an id template, one more literal than fields: the id is
+    literals[0] + fields[0]'s value + literals[1] + ... Only literal text, {field} placeholders
+    and {{ }} escapes are allowed (the schema's pattern says the same); SpecError otherwise."""
+    prefix = "spec.items.idTemplate: "
+    if len(template) > MAX_ID_TEMPLATE_LENGTH:
+        raise SpecError([f"{prefix}longer than {MAX_ID_TEMPLATE_LENGTH} characters (the id template limit)"])
+    literals: list[str] = []
+    fields: list[str] = []
+    text: list[str] = []  # the literal being read
+    at = 0
+    while at < len(template):
+        piece = _TEMPLATE_PIECE.match(template, at)
+        if piece is None:
+            why = _template_refusal(template, at)
+            raise SpecError([f"{prefix}only {{field}} placeholders and {{{{ }}}} escapes are allowed: {why}"])
+        if piece.group(1) is not None:
+            literals.append("".join(text))
+            fields.append(piece.group(1))
+            text = []
+        else:
+            text.append(piece.group(0)[0] if piece.group(0) in ("{{", "}}") else piece.group(0))
+        at = piece.end()
+    literals.append("".join(text))
+    return tuple(literals), tuple(fields)
 
 
 def _check_id_template(items: ItemsSpec) -> list[str]:
     if not items.id_template:
         return []
-    names = _template_fields(items.id_template)
+    try:
+        names = id_template_parts(items.id_template)[1]
+    except SpecError as exc:
+        return exc.problems
     if not names:
         return ["spec.items.idTemplate: has no {field} placeholder, so every id would be the same"]
-    bad = [n for n in names if not n or not n.isidentifier()]
-    if bad:
-        return [f"spec.items.idTemplate: placeholders must be field names, got {bad!r}"]
     if items.product is not None:
         keys = [k for k, _ in items.product]
         missing = [n for n in names if n not in keys]
         if missing:
             return [f"spec.items.idTemplate: unknown field {missing[0]!r} (product keys: {', '.join(keys)})"]
     return []
+
+
+def _schema_problem(problem: str, raw: Any) -> str:
+    """The schema's message for a bad idTemplate quotes its pattern; say what is wrong instead."""
+    field_prefix = "spec.items.idTemplate: "
+    items = raw.get("items") if isinstance(raw, dict) else None
+    template = items.get("idTemplate") if isinstance(items, dict) else None
+    if not problem.startswith(field_prefix) or not isinstance(template, str) or not template:
+        return problem
+    try:
+        id_template_parts(template)
+    except SpecError as exc:
+        return exc.problems[0]
+    return problem
+
+
+_DB = re.compile(r"[0-9]+")
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What keeps a Redis URL from working (None if nothing): the scheme, the host and a port
+    from 1 to 65535, a numeric database. "" (no cache) is fine."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query, keep_blank_values=True)
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return "must start with redis://, rediss:// or unix://"
+    dbs = list(query.get("db") or [])
+    if parts.scheme == "unix":
+        if not parts.path:
+            return "names no socket path (use unix:///path/to/redis.sock)"
+    else:
+        port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if port_text and (port is None or not 1 <= port <= 65535):
+            return f"port {port_text!r} is not a number from 1 to 65535"
+        if not parts.hostname:
+            return "names no host (use redis://HOST:PORT/DB)"
+        if parts.path.strip("/"):
+            dbs.insert(0, parts.path[1:])
+    for db in dbs:
+        if not _DB.fullmatch(db):
+            return f"database {db!r} is not a number (use e.g. /0)"
+    return None
 
 
 def range_length(start: int, stop: int, step: int) -> int:
@@ -304,7 +405,7 @@ def spec_from_dict(name: str, spec: Any, namespace: str | None = None, rules: bo
     try:
         raw = validate_spec(spec, rules=rules)
     except SpecError as exc:
-        raise SpecError(problems + exc.problems) from None
+        raise SpecError(problems + [_schema_problem(p, spec) for p in exc.problems]) from None
     fields: SpecFields = from_api(SpecFields, raw)
     try:
         items = items_spec(fields.items)
@@ -312,6 +413,10 @@ def spec_from_dict(name: str, spec: Any, namespace: str | None = None, rules: bo
         raise SpecError(problems + exc.problems) from None
     problems += _check_id_template(items)
     problems += _check_item_counts(items)
+    if fields.cache.redis_url:
+        bad_url = redis_url_problem(fields.cache.redis_url)
+        if bad_url:
+            problems.append(f"spec.cache.redisUrl: {bad_url}")
     if rules:
         problems += _check_combine_columns(fields.combine)
     if problems:

@@ -14,6 +14,7 @@ import hashlib
 import re
 from typing import Any
 
+from datasetjob.redaction import env_value_digest
 from datasetjob.spec.model import DatasetJobSpec, canonical_json
 
 FINGERPRINT_VERSION = 1  # bump when the stored row format changes: old rows stop matching
@@ -46,11 +47,17 @@ def fingerprint_inputs(
         "imageDigest": digest,
         "version": gen.version,
         "regenerate": regenerate_token or None,
-        # Env order counts: a later entry may refer to an earlier one with $(NAME).
-        "env": [dict(e) for e in gen.env],
+        # Env order counts: a later entry may refer to an earlier one with $(NAME). A literal
+        # value counts by its hash: these inputs are stored (fingerprint.json) and it may be a key.
+        "env": [_hashed_env(e) for e in gen.env],
         # A mapping: an API server sorts map keys, and column order does not change a row.
         "columns": dict(spec.combine.columns),
     }
+
+
+def _hashed_env(entry: dict[str, Any]) -> dict[str, Any]:
+    value = entry.get("value")
+    return dict(entry, value=env_value_digest(value)) if isinstance(value, str) else dict(entry)
 
 
 def generator_fingerprint(inputs: dict[str, Any]) -> str:

@@ -13,9 +13,11 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlparse
 
 from datasetjob.contract import ITEMS_DIR_ENV
 from datasetjob.errors import SpecError, StorageError
+from datasetjob.spec.documents import open_regular_file
 from datasetjob.spec.item_source import count_unique_ids, item_ids, iter_items
 from datasetjob.spec.limits import MAX_ITEM_LINE_BYTES, MAX_ITEM_SOURCE_BYTES, size_text
 from datasetjob.spec.model import DatasetJobSpec, range_length
@@ -85,14 +87,22 @@ def _config_map_lines(spec: DatasetJobSpec) -> Iterator[str] | None:
         return None
     name, key = spec.items.from_config_map
     path = Path(os.environ[ITEMS_DIR_ENV], key)
-    return _stream_lines(lambda: open(path, "rb"), "spec.items.fromConfigMap", f"key {key!r} of ConfigMap {name!r}")
+    return _stream_lines(
+        lambda: open_regular_file(path), "spec.items.fromConfigMap", f"key {key!r} of ConfigMap {name!r}"
+    )
+
+
+def _open_item_uri(spec: DatasetJobSpec, uri: str) -> BinaryIO:
+    """A file:// source only when it is a regular file (a FIFO would block for ever)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":  # the path as open_uri takes it
+        return open_regular_file(parsed.netloc + parsed.path if parsed.netloc not in ("", "localhost") else parsed.path)
+    return open_uri(uri, spec.output.endpoint_url, spec.output.region)
 
 
 def _items(spec: DatasetJobSpec) -> Iterator[Any]:
     def read_lines(uri: str) -> Iterator[str]:
-        return _stream_lines(
-            lambda: open_uri(uri, spec.output.endpoint_url, spec.output.region), "spec.items.fromUri", uri
-        )
+        return _stream_lines(lambda: _open_item_uri(spec, uri), "spec.items.fromUri", uri)
 
     return iter_items(spec.items, read_lines, _config_map_lines(spec))
 
