@@ -257,3 +257,16 @@ def test_too_many_items(kind, n):
         }
     )
     check_refused(yaml.safe_dump(_set(copy.deepcopy(GOOD), ("spec", "items"), items)).encode())
+
+
+@FUZZ
+@given(
+    st.sampled_from(["symbol", "date", "missing"]),
+    st.sampled_from([":>", ":<", ":^", ":0", ":_", ":,", ":.", "!r", "!s", "!a", ".real", "[0]", ":{symbol}"]),
+    st.integers(min_value=0, max_value=1 << 62),
+    st.text(alphabet="-_:/ ab", max_size=5),
+)
+def test_id_templates_with_format_specs(field, spec_kind, width, literal):
+    """A template may only name fields: a width, conversion or lookup is refused before any id is built."""
+    template = f"{literal}{{{field}{spec_kind}{width}}}{literal}"
+    check_refused(yaml.safe_dump(_set(copy.deepcopy(GOOD), ("spec", "items", "idTemplate"), template)).encode())
