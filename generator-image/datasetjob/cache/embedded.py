@@ -2,12 +2,18 @@
 
 Single-flight uses one flock()ed lock file per key, so N processes (and threads) missing the
 same key make one upstream call; the others block on the lock and then read the value.
+
+It is a cache: a file that is not a database (or is damaged) is moved aside to
+cache.sqlite.corrupt-<time> and a fresh one started, said once in the log, never a failed run.
+Damage found mid-run turns the cache off in that process and marks the file, so the next
+process to start sets it aside.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -23,6 +29,15 @@ from datasetjob.localdirs import embedded_cache_dir
 # Past this, a lock holder is presumed stuck and the waiter computes for itself.
 SINGLE_FLIGHT_TIMEOUT_SECONDS = 120.0
 
+log = logging.getLogger("datasetjob.cache")
+
+_SCHEMA = "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL)"
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    """Not a database, or a damaged one (a busy or locked database is an OperationalError)."""
+    return not isinstance(exc, sqlite3.OperationalError)
+
 
 class EmbeddedCache(Cache):
     def __init__(
@@ -35,11 +50,71 @@ class EmbeddedCache(Cache):
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "locks").mkdir(exist_ok=True)
         self.db_path = self.dir / "cache.sqlite"
+        self.bad_marker = self.dir / "cache.sqlite-damaged"
         self.namespace = namespace
         self.default_ttl = default_ttl
         self._local = threading.local()
-        with self._connect() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL)")
+        self._off = False  # damage found mid-run: this process goes on without the cache
+        self._why = ""
+        if self.bad_marker.exists() or not self._usable():
+            self._set_aside()
+
+    def _usable(self) -> bool:
+        try:
+            conn = self._connect()
+            try:
+                conn.execute(_SCHEMA)
+            finally:
+                conn.close()
+            return True
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise
+            self._why = " ".join(str(exc).split())
+            return False
+
+    def _set_aside(self) -> None:
+        """Under a lock, so of the processes that find the file damaged one moves it and the
+        others find the fresh one."""
+        self._why = "marked damaged by an earlier process"
+        fd = os.open(self.dir / "locks" / "cache.sqlite.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not self.bad_marker.exists() and self._usable():
+                return  # set aside by another process while this one waited
+            aside = self.dir / f"cache.sqlite.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+            if self.db_path.exists():
+                os.replace(self.db_path, aside)
+            for extra in ("-wal", "-shm", "-journal"):
+                (self.dir / f"cache.sqlite{extra}").unlink(missing_ok=True)
+            self.bad_marker.unlink(missing_ok=True)
+            conn = self._connect()
+            try:
+                conn.execute(_SCHEMA)
+            finally:
+                conn.close()
+            log.warning(
+                "embedded cache %s is corrupt (%s): moved aside to %s; started an empty one",
+                self.db_path,
+                self._why,
+                aside,
+            )
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _damage(self, exc: sqlite3.DatabaseError) -> None:
+        """Damage found mid-run: no cache in this process from now on, and the file marked."""
+        if not _damaged(exc):
+            raise exc
+        if not self._off:
+            self._off = True
+            self.bad_marker.touch()
+            log.warning(
+                "embedded cache %s is corrupt (%s): going on without it; it is set aside when the next run starts",
+                self.db_path,
+                " ".join(str(exc).split()),
+            )
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
@@ -58,18 +133,30 @@ class EmbeddedCache(Cache):
         return f"{self.namespace}:{key}"
 
     def get(self, key: str) -> tuple[bool, Any]:
-        row = self._conn.execute("SELECT value, expires FROM entries WHERE key = ?", (self._full(key),)).fetchone()
+        if self._off:
+            return False, None
+        try:
+            row = self._conn.execute("SELECT value, expires FROM entries WHERE key = ?", (self._full(key),)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._damage(exc)
+            return False, None
         if row is None or (row[1] is not None and row[1] < time.time()):
             return False, None
         return True, decode_value(row[0])
 
     def set(self, key: str, value: Any, ttl: int | None = None) -> None:
         text = encode_value(key, value)
+        if self._off:
+            return
         ttl = self.default_ttl if ttl is None else ttl
         expires = time.time() + ttl if ttl else None
-        self._conn.execute(
-            "INSERT OR REPLACE INTO entries (key, value, expires) VALUES (?, ?, ?)", (self._full(key), text, expires)
-        )
+        try:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO entries (key, value, expires) VALUES (?, ?, ?)",
+                (self._full(key), text, expires),
+            )
+        except sqlite3.DatabaseError as exc:
+            self._damage(exc)
 
     def _lock_path(self, key: str) -> Path:
         digest = hashlib.sha1(self._full(key).encode()).hexdigest()

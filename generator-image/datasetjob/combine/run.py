@@ -3,6 +3,10 @@
 Decisions (what to publish, or why not) are pure functions over the shard manifests, in
 `combine.rules`; the rows are streamed shard by shard, so memory does not grow with the
 number of shards (sorting merges per-shard sorted runs; dedupe keeps a set of keys).
+
+A shard file is published only as its manifest committed it: its sha256 and row count are
+checked as it is read. One that does not match (cut short, overwritten) refuses the run
+(ShardCorrupt) and has its manifest moved aside, so `--resume` generates that shard again.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from datasetjob.combine.rules import (
     check_columns,
@@ -30,7 +34,7 @@ from datasetjob.redaction import redact
 from datasetjob.spec.model import DatasetJobSpec
 from datasetjob.spec.sharding import compress_indexes, shard_name
 from datasetjob.store import layout
-from datasetjob.store.backends import Store, local_tempdir
+from datasetjob.store.backends import FileStore, S3Store, Store, local_tempdir
 from datasetjob.store.rowtypes import conform_row
 from datasetjob.store.tables import RowWriter, declared_arrow_schema, file_digest, iter_rows, write_rows
 
@@ -90,24 +94,76 @@ def _first_failure(store: Store, run_id: str, manifests: dict[int, dict[str, Any
     return None
 
 
-def _local_shard(store: Store, run_id: str, index: int, fmt: str, tmpdir: str) -> str:
-    """The shard's file in tmpdir, downloaded once (the parquet schema pass keeps it for the rows)."""
-    path = os.path.join(tmpdir, f"{shard_name(index)}.{fmt}")
-    if not os.path.exists(path):
-        store.download(layout.shard_data_key(run_id, index, fmt), path)
-    return path
+class ShardFiles:
+    """The committed shards' files, downloaded to tmpdir once each and checked against their
+    manifests (sha256 on download, row count once read)."""
+
+    def __init__(self, store: Store, run_id: str, fmt: str, tmpdir: str, manifests: dict[int, dict[str, Any]]):
+        self.store, self.run_id, self.fmt, self.tmpdir, self.manifests = store, run_id, fmt, tmpdir, manifests
+
+    def local(self, index: int) -> str:
+        """The shard's file in tmpdir (the parquet schema pass keeps it for the rows)."""
+        path = os.path.join(self.tmpdir, f"{shard_name(index)}.{self.fmt}")
+        if not os.path.exists(path):
+            key = layout.shard_data_key(self.run_id, index, self.fmt)
+            try:
+                self.store.download(key, path)
+            except StorageError:
+                if self.store.exists(key):
+                    raise
+                self.corrupt(index, "is missing")
+            expected = self.manifests[index].get("sha256")
+            if expected:
+                sha, size = file_digest(path)
+                if sha != expected:
+                    os.unlink(path)
+                    self.corrupt(
+                        index,
+                        f"has sha256 {sha[:12]}… ({size} bytes) but its manifest committed {expected[:12]}… "
+                        f"({self.manifests[index].get('bytes', '?')} bytes)",
+                    )
+        return path
+
+    def rows(self, index: int) -> Iterator[dict[str, Any]]:
+        path = self.local(index)
+        count = 0
+        try:
+            for row in iter_rows(path, self.fmt):
+                count += 1
+                yield row
+        finally:
+            os.unlink(path)
+        if count != self.manifests[index]["rows"]:
+            self.corrupt(index, f"holds {count} rows but its manifest committed {self.manifests[index]['rows']}")
+
+    def corrupt(self, index: int, what: str) -> NoReturn:
+        """Uncommit the shard (its manifest moved aside) and refuse the run."""
+        uri = self.store.key_uri(layout.shard_data_key(self.run_id, index, self.fmt))
+        aside = _set_manifest_aside(self.store, layout.shard_manifest_key(self.run_id, index))
+        raise CombineRefused(
+            "ShardCorrupt",
+            f"{shard_name(index)}'s data file {uri} {what}. Nothing was published; the shard is no longer "
+            f"committed (its manifest was moved to {aside}): resume the run (dsj run SPEC --resume, or "
+            "rerun the Job) to generate it again.",
+        )
 
 
-def _shard_rows(store: Store, run_id: str, index: int, fmt: str, tmpdir: str) -> Iterator[dict[str, Any]]:
-    path = _local_shard(store, run_id, index, fmt, tmpdir)
-    try:
-        yield from iter_rows(path, fmt)
-    finally:
-        os.unlink(path)
+def _set_manifest_aside(store: Store, key: str) -> str:
+    """Moves a shard manifest to <key>.corrupt-<time> (not a .json key: no longer a commit)."""
+    aside = f"{key}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    if isinstance(store, FileStore):
+        os.replace(store.path(key), store.path(aside))
+    else:
+        store.put_bytes(aside, store.get_bytes(key))
+        if isinstance(store, S3Store):
+            store.delete(key)
+        else:
+            store.delete_prefix(key)
+    return store.key_uri(aside)
 
 
 def _arrow_schema(
-    store: Store, run_id: str, indexes: list[int], tmpdir: str, columns: list[str], declared: dict[str, str]
+    files: ShardFiles, indexes: list[int], columns: list[str], declared: dict[str, str]
 ) -> pa.Schema | None:
     """Declared types when there are any (values are converted to them); otherwise the shards'
     types unified, refusing (naming the column) a column that is a number in one shard and
@@ -117,7 +173,7 @@ def _arrow_schema(
 
     if declared:
         return declared_arrow_schema(columns, declared)
-    schemas = {index: pq.read_schema(_local_shard(store, run_id, index, "parquet", tmpdir)) for index in indexes}
+    schemas = {index: pq.read_schema(files.local(index)) for index in indexes}
     if not schemas:
         return None
     try:
@@ -172,11 +228,10 @@ def judge_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: int)
     return Verdict(manifests, missing, items, columns)
 
 
-def _checked_rows(
-    store: Store, run_id: str, index: int, fmt: str, tmpdir: str, declared: dict[str, str]
-) -> Iterator[dict[str, Any]]:
+def _checked_rows(files: ShardFiles, index: int, declared: dict[str, str]) -> Iterator[dict[str, Any]]:
     """One shard's rows, each held to the declared column types."""
-    for n, row in enumerate(_shard_rows(store, run_id, index, fmt, tmpdir)):
+    fmt = files.fmt
+    for n, row in enumerate(files.rows(index)):
         if fmt == "csv":  # CSV stays text (byte-identical rows): checked, not converted
             for col, kind in declared.items():
                 check_value(col, kind, row.get(col), f"{shard_name(index)} row {n + 1}")
@@ -189,13 +244,13 @@ def _checked_rows(
 
 
 def _ordered_rows(
-    spec: DatasetJobSpec, run_id: str, store: Store, shards: list[int], columns: list[str], tmpdir: str
+    spec: DatasetJobSpec, files: ShardFiles, shards: list[int], columns: list[str]
 ) -> Iterator[dict[str, Any]]:
     """Every row in dataset order: shard by shard, or merged by spec.combine.sortBy from per-shard
     sorted runs spilled to disk (one shard in memory at a time)."""
-    fmt, sort_by, declared = spec.output.format, spec.combine.sort_by, dict(spec.combine.columns)
+    sort_by, declared = spec.combine.sort_by, dict(spec.combine.columns)
     if not sort_by:
-        return (row for index in shards for row in _checked_rows(store, run_id, index, fmt, tmpdir, declared))
+        return (row for index in shards for row in _checked_rows(files, index, declared))
     kinds = [declared.get(c) for c in sort_by]
 
     def key(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -203,8 +258,8 @@ def _ordered_rows(
 
     runs = []
     for index in shards:
-        rows = sorted(_checked_rows(store, run_id, index, fmt, tmpdir, declared), key=key)
-        run_path = os.path.join(tmpdir, f"sorted-{index}.jsonl")
+        rows = sorted(_checked_rows(files, index, declared), key=key)
+        run_path = os.path.join(files.tmpdir, f"sorted-{index}.jsonl")
         write_rows(rows, run_path, "jsonl", columns, strict_json=False)
         runs.append(iter_rows(run_path, "jsonl"))
     return heapq.merge(*runs, key=key)
@@ -294,16 +349,16 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
     verdict = judge_run(spec, run_id, store, total_items)
     tmpdir = local_tempdir("dsj-combine-")
     try:
+        files = ShardFiles(store, run_id, fmt, tmpdir, verdict.manifests)
         with_rows = [i for i in sorted(verdict.manifests) if verdict.manifests[i]["rows"] > 0]
+        for index in sorted(verdict.manifests):
+            if verdict.manifests[index]["rows"] == 0:
+                os.unlink(files.local(index))  # checked too: an empty shard must still be the one committed
         declared = dict(spec.combine.columns)
-        schema = (
-            _arrow_schema(store, run_id, with_rows, tmpdir, verdict.columns, declared) if fmt == "parquet" else None
-        )
+        schema = _arrow_schema(files, with_rows, verdict.columns, declared) if fmt == "parquet" else None
         out_path = os.path.join(tmpdir, f"combined-dataset.{fmt}")
         writer = RowWriter(out_path, fmt, verdict.columns, schema)
-        rows = Deduplicated(
-            _ordered_rows(spec, run_id, store, with_rows, verdict.columns, tmpdir), spec.combine.dedupe_by
-        )
+        rows = Deduplicated(_ordered_rows(spec, files, with_rows, verdict.columns), spec.combine.dedupe_by)
         _write_dataset(rows, writer)
         sha, size = file_digest(out_path)
         uri = store.key_uri(layout.combined_key(run_id, fmt))

@@ -8,6 +8,7 @@ worker killed mid-write loses at most the items since its last flush, never a ha
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 from datasetjob.store import layout
 from datasetjob.store.backends import Store
 from datasetjob.store.rowtypes import Row
+
+log = logging.getLogger("datasetjob.store")
 
 
 class Checkpoint:
@@ -32,10 +35,16 @@ class Checkpoint:
         """position → rows of every item a previous attempt finished."""
         done: dict[int, list[Row]] = {}
         for key in self.store.list(self.prefix):
-            for line in self.store.get_text(key).splitlines():
-                if line.strip():
-                    entry = json.loads(line)
-                    done[entry["position"]] = entry["rows"]
+            try:
+                part = {}
+                for line in self.store.get_text(key).split("\n"):
+                    if line.strip():
+                        entry = json.loads(line)
+                        part[int(entry["position"])] = list(entry["rows"])
+            except (ValueError, TypeError, KeyError) as exc:  # a damaged part: its items are made again
+                log.warning("checkpoint part %s is unreadable (%s): skipped", self.store.key_uri(key), exc)
+                continue
+            done.update(part)
         return done
 
     def record(self, position: int, item_id: str, rows: list[Row]) -> None:

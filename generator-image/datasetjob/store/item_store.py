@@ -2,20 +2,27 @@
 
 Segments are immutable: each shard commit adds one with the items it generated, so concurrent
 shards and later runs never write the same key. Reading takes every segment of the fingerprint;
-which records apply is decided by reuse.select_reusable.
+which records apply is decided by reuse.select_reusable. The store is a cache of rows: a segment
+that is not one (cut short, overwritten) is set aside, named in the log, and its items are
+generated again.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from datasetjob.errors import StorageError
 from datasetjob.store import layout
-from datasetjob.store.backends import Store
+from datasetjob.store.backends import FileStore, Store
 from datasetjob.store.reuse import ItemRecord, parse_segment, segment_body
+
+log = logging.getLogger("datasetjob.store")
 
 
 class ItemStore:
@@ -30,8 +37,40 @@ class ItemStore:
         keys = [k for k in self.store.list(prefix) if k.endswith(".jsonl")]
         # Object stores answer one GET at a time slowly; a few at once keeps start-up short.
         with ThreadPoolExecutor(max_workers=8) as pool:
-            texts = list(pool.map(self.store.get_text, keys))
-        return [record for text in texts for record in parse_segment(text, ids)]
+            segments = list(pool.map(lambda key: self._read(key, ids), keys))
+        return [record for records in segments for record in records]
+
+    def _read(self, key: str, ids: set[str] | None) -> list[ItemRecord]:
+        try:
+            data = self.store.get_bytes(key)
+        except StorageError:
+            if not self.store.exists(key):
+                return []  # set aside by another shard since the listing
+            raise
+        try:
+            return parse_segment(data.decode("utf-8"), ids)
+        except ValueError as exc:
+            self._set_aside(key, " ".join(str(exc).split())[:200])
+            return []
+
+    def _set_aside(self, key: str, why: str) -> None:
+        """Moves a corrupt segment out of the way (on disk); on S3, where a rename is a copy,
+        it is only skipped. Said once: a shard that finds it already moved says nothing."""
+        uri = self.store.key_uri(key)
+        if not isinstance(self.store, FileStore):
+            log.warning("reuse segment %s is corrupt (%s): skipped; its items are generated again", uri, why)
+            return
+        aside = f"{key}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        try:
+            os.replace(self.store.path(key), self.store.path(aside))
+        except FileNotFoundError:
+            return
+        log.warning(
+            "reuse segment %s is corrupt (%s): moved aside to %s; its items are generated again",
+            uri,
+            why,
+            self.store.key_uri(aside),
+        )
 
     def save(self, run_id: str, index: int, records: list[ItemRecord]) -> None:
         if not records:

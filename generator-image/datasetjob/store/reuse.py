@@ -31,7 +31,22 @@ class ItemRecord:
         }
 
     @classmethod
-    def from_json(cls, value: dict[str, Any]) -> ItemRecord:
+    def from_json(cls, value: Any) -> ItemRecord:
+        """The record a segment line holds; ValueError when the line is not one."""
+        if not isinstance(value, dict):
+            raise ValueError(f"a record is a JSON object, not {type(value).__name__}")
+        fields: dict[str, tuple[type, ...]] = {
+            "id": (str,),
+            "item": (str,),
+            "rows": (list,),
+            "runId": (str,),
+            "generatedAt": (int, float),
+        }
+        for name, kinds in fields.items():
+            if not isinstance(value.get(name), kinds) or isinstance(value.get(name), bool):
+                raise ValueError(f"field {name!r} is missing or has the wrong type")
+        if not all(isinstance(row, dict) for row in value["rows"]):
+            raise ValueError("field 'rows' holds something that is not a row")
         return cls(
             id=value["id"],
             item_digest=value["item"],
@@ -51,16 +66,20 @@ def segment_body(records: list[ItemRecord]) -> bytes:
 
 def parse_segment(text: str, ids: set[str] | None = None) -> list[ItemRecord]:
     """The records of a segment; with `ids`, only theirs (a shard wants a tenth of the rows of a
-    ten-shard run: decoding only the ids of the rest keeps start-up short)."""
+    ten-shard run: decoding only the ids of the rest keeps start-up short). ValueError naming
+    the line when the text is not a segment."""
     out = []
-    for line in text.split("\n"):  # not splitlines: rows may hold U+2028 and other separators
+    for number, line in enumerate(text.split("\n"), 1):  # not splitlines: rows may hold U+2028
         if not line.strip():
             continue
-        if ids is not None and line.startswith(_ID_FIRST):
-            item_id, _ = _decoder.raw_decode(line, len(_ID_FIRST))
-            if item_id not in ids:
-                continue
-        out.append(ItemRecord.from_json(json.loads(line)))
+        try:
+            if ids is not None and line.startswith(_ID_FIRST):
+                item_id, _ = _decoder.raw_decode(line, len(_ID_FIRST))
+                if item_id not in ids:
+                    continue
+            out.append(ItemRecord.from_json(json.loads(line)))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"line {number}: {exc}") from None
     return out
 
 

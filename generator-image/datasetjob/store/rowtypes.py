@@ -8,7 +8,10 @@ item, named in the failures) and again in the combine (for files a command wrote
 - NaN is a missing value (empty in CSV, null in JSON, null in Parquet), except in a declared
   int64 or bool column, where it is refused rather than silently emptied;
 - integers must fit int64 where the format stores them as int64 (Parquet; any declared int64);
-- JSON lines carry no Infinity (not JSON).
+- JSON lines carry no Infinity (not JSON);
+- text is UTF-8: a string (or a key or string inside a nested value, or a column name) holding
+  a lone surrogate is refused in every format;
+- Parquet (`type_conflicts`): a column holds one type, nested values included.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from datasetjob.errors import RowValueError
 from datasetjob.spec.limits import INT64_MAX, INT64_MIN
+
+if TYPE_CHECKING:  # imported where used, and only for nested values: pyarrow loads slowly
+    import pyarrow as pa
 
 # One row of a dataset: column -> value (a JSON value, or what a row file reads back).
 Row: TypeAlias = dict[str, Any]
@@ -110,15 +116,32 @@ def conform_value(column: str, kind: str | None, value: Any, fmt: str) -> Any:
         and not INT64_MIN <= value <= INT64_MAX
     ):
         raise _refuse(column, value, "is outside the int64 range Parquet stores")
-    if isinstance(value, (dict, list)) and fmt != "parquet":
+    if isinstance(value, str):
+        if not value.isascii():
+            _check_text(column, value, value)
+    elif isinstance(value, (dict, list)):
         try:
-            json.dumps(value, allow_nan=False)
+            text = json.dumps(value, ensure_ascii=False, allow_nan=fmt == "parquet")
         except ValueError:
             raise _refuse(column, value, "holds NaN or Infinity, which JSON cannot carry") from None
+        if not text.isascii():
+            _check_text(column, value, text)
     return value
 
 
+def _check_text(column: str, value: Any, text: str) -> None:
+    """Refuse text no file can hold: a lone surrogate is not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise _refuse(column, value, f"is not valid UTF-8 text (it holds the lone surrogate {bad!r})") from None
+
+
 def conform_row(row: Row, declared: dict[str, str], fmt: str) -> Row:
+    if not "".join(row).isascii():
+        for column in row:
+            _check_text(column, column, column)
     return {column: conform_value(column, declared.get(column), value, fmt) for column, value in row.items()}
 
 
@@ -135,21 +158,79 @@ def value_kind(value: Any) -> str | None:
     return "list" if isinstance(value, list) else "object"
 
 
+class _NestedTypes:
+    """Parquet types of the nested (list or object) values of undeclared columns, merged over
+    the items as pyarrow merges them when it writes the shard's table."""
+
+    def __init__(self) -> None:
+        self.types: dict[str, pa.DataType] = {}
+
+    def merge(self, column: str, value: Any, merged: dict[str, pa.DataType]) -> str | None:
+        """Adds `value`'s type to `merged` (this item's view of the column types); the reason
+        when the value cannot join its column."""
+        import pyarrow as pa
+
+        try:
+            new = pa.array([value]).type
+        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+            return f"cannot be stored in Parquet: {_one_line(exc)}"
+        current = merged.get(column, self.types.get(column))
+        if current is None or current == new:
+            merged[column] = new
+            return None
+        try:
+            schema = pa.unify_schemas(
+                [pa.schema([pa.field(column, current)]), pa.schema([pa.field(column, new)])],
+                promote_options="permissive",
+            )
+        except (pa.ArrowException, ValueError, TypeError):
+            return (
+                f"is {new} but earlier items hold {current} there (a Parquet column holds one type); "
+                "declare its type in spec.combine.columns to convert"
+            )
+        merged[column] = schema.field(column).type
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
 def type_conflicts(rows_by_position: Iterable[tuple[int, list[Row]]], declared: dict[str, str]) -> dict[int, str]:
     """For Parquet: positions whose value in an undeclared column has another kind than the first
-    value of that column in item order (a Parquet column has one type), with the reason."""
-    first: dict[str, tuple[str, int]] = {}
+    value of that column in item order (a Parquet column has one type), or a nested value whose
+    type does not merge with the column's (or holds mixed types itself), with the reason. An
+    item that fails adds nothing to what later items are held to."""
+    first: dict[str, str] = {}
+    nested = _NestedTypes()
     out: dict[int, str] = {}
     for position, rows in rows_by_position:
+        kinds: dict[str, str] = {}
+        merged: dict[str, pa.DataType] = {}
+        why = None
         for row in rows:
             for column, value in row.items():
                 kind = value_kind(value)
                 if column in declared or kind is None:
                     continue
-                seen = first.setdefault(column, (kind, position))
-                if seen[0] != kind and position not in out:
-                    out[position] = (
-                        f"column {column!r}: {value!r:.80} is a {kind} but earlier items hold a "
-                        f"{seen[0]} there; declare its type in spec.combine.columns to convert"
+                seen = first.get(column) or kinds.setdefault(column, kind)
+                if seen != kind:
+                    why = (
+                        f"{value!r:.80} is a {kind} but earlier items hold a {seen} there; "
+                        "declare its type in spec.combine.columns to convert"
                     )
+                elif kind in ("list", "object"):
+                    reason = nested.merge(column, value, merged)
+                    why = f"{value!r:.80} {reason}" if reason else None
+                if why:
+                    why = f"column {column!r}: {why}"
+                    break
+            if why:
+                break
+        if why:
+            out[position] = why
+            continue
+        for column, kind in kinds.items():
+            first.setdefault(column, kind)
+        nested.types.update(merged)
     return out

@@ -258,10 +258,9 @@ class ShardWorker:
                 self.summary.items_failed += 1
                 tb = traceback.extract_tb(exc.__traceback__)
                 where = f"{tb[-1].filename}:{tb[-1].lineno}" if tb else ""
-                failures.append(
-                    {"id": item_id, "position": position, "error": f"{type(exc).__name__}: {exc}", "where": where}
-                )
-                log.warning("item %s failed: %s: %s", item_id, type(exc).__name__, exc)
+                error = _utf8(f"{type(exc).__name__}: {exc}")  # a generator's message may hold any text
+                failures.append({"id": item_id, "position": position, "error": error, "where": _utf8(where)})
+                log.warning("item %s failed: %s", item_id, error)
 
     def _run_command(self) -> tuple[str | None, list[dict[str, Any]]]:
         tmpdir = local_tempdir()
@@ -353,3 +352,8 @@ class ShardWorker:
         s.rows, s.sha256 = manifest["rows"], manifest.get("sha256")
         s.cache_hits, s.cache_misses = manifest["cache"]["hits"], manifest["cache"]["misses"]
         self.s.progress.publish(dict(s.to_message(), index=s.index))
+
+
+def _utf8(text: str) -> str:
+    """`text` as UTF-8 can carry it: a lone surrogate becomes its escape."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
