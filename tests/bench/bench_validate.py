@@ -21,7 +21,8 @@ from pathlib import Path
 HEADER = "apiVersion: datagen.dev/v1alpha1\nkind: DatasetJob\nmetadata: {name: bench}\nspec:\n"
 GENERATOR = "  shards: 10\n  generator: {function: 'json:dumps'}\n"
 EXPAND = (
-    "import sys; from datasetjob.spec.documents import load_spec_file; from datasetjob.store.universe import resolve_items; "
+    "import sys; from datasetjob.spec.documents import load_spec_file; "
+    "from datasetjob.store.universe import resolve_items; "
     "items, ids = resolve_items(load_spec_file(sys.argv[1])); print(len(ids))"
 )
 
@@ -70,7 +71,8 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="dsj-bench-validate-") as tmp:
         specs = universes(Path(tmp), args.items)
-        baseline = measure([sys.executable, "-c", "import datasetjob.cli, datasetjob.store.universe, jsonschema, celpy"])
+        imports_only = "import datasetjob.cli, datasetjob.store.universe, jsonschema, celpy"
+        baseline = measure([sys.executable, "-c", imports_only])
         print(f"{'universe':36} {'dsj validate':>22} {'a worker expands (list)':>26}")
         print(f"{'(python + imports only)':36} {baseline[0]:8.2f} s {baseline[1]:8.0f} MB")
         for name, path in specs.items():
