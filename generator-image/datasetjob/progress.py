@@ -5,6 +5,7 @@ cache the worker also stores each snapshot in the run's hash dsj:progress:{names
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,11 +37,27 @@ class FileProgress(ProgressSink):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / f"{index:05d}.json"
+        self._warned = False
 
     def publish(self, snapshot: dict[str, Any]) -> None:
+        """Best effort: progress that cannot be written (a full disk) is skipped, not fatal. The
+        temp file is never opened through a symbolic link (O_NOFOLLOW), and the rename replaces
+        a link at the final name instead of following it."""
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(dict(snapshot, updatedAt=time.time())))
-        os.replace(tmp, self.path)
+        data = json.dumps(dict(snapshot, updatedAt=time.time())).encode()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if not self._warned:
+                self._warned = True
+                logging.getLogger("datasetjob.progress").warning("cannot write progress %s: %s", tmp, exc.strerror)
 
 
 def read_file_progress(directory: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:

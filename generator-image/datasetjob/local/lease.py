@@ -15,6 +15,7 @@ taken over by the next run (typically `dsj run --resume`, which keeps the checkp
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -26,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from datasetjob.errors import ConditionalWritesUnsupported, LeaseHeld, LeaseLost
+from datasetjob.errors import ConditionalWritesUnsupported, LeaseHeld, LeaseLost, StorageError
 from datasetjob.store import layout
 from datasetjob.store.backends import FileStore, S3Store, Store
 
@@ -100,9 +101,17 @@ class LocalLock:
         self.fd: int | None = None
 
     def try_acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"{self.path.parent}: cannot create: {exc.strerror}") from None
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # never through a symbolic link: its target would be truncated and rewritten
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise StorageError(f"{self.path}: is a symbolic link, not a run's lease; remove it") from None
+                raise StorageError(f"{self.path}: cannot open the run's lease: {exc.strerror}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -119,9 +128,15 @@ class LocalLock:
 
     def holder(self) -> Holder | None:
         try:
-            return Holder.parse(self.path.read_bytes())
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             return None
+        try:
+            return Holder.parse(os.read(fd, 4096))
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
 
     def write(self, data: bytes) -> None:
         assert self.fd is not None  # written only while held

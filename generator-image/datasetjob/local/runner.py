@@ -4,10 +4,22 @@ Same worker code, same storage layout, same exit semantics as in a cluster; the 
 plays the Job controller (at most `workers` shards at once, per-shard retries, a failure
 budget) and the operator (progress, combine, summary). What the terminal shows is
 `run_view.RunView`'s business: the runner only reports to it.
+
+Stopping is bounded: within 10 s after SIGTERM or Ctrl-C, `dsj run` has exited and no process
+of the run is left. Workers get SIGTERM at once and STOP_GRACE_SECONDS (5 s) to checkpoint;
+then each kills everything it started and exits. A worker still there KILL_AFTER_SECONDS (8 s)
+after the signal is killed (SIGKILL) with its process group and every process below it. A
+worker's leftovers die with it in any case (worker.lifetime), and when `dsj run` itself is
+killed its workers get SIGTERM from the kernel and follow the same rule.
+
+The run never follows a symbolic link in its own directories (logs/<runId>/ and, on disk,
+runs/<runId>/ of the output): a run that finds one is refused before anything is written,
+naming it, and its own files are opened with O_NOFOLLOW.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,13 +27,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datasetjob.combine.run import combine_run
 from datasetjob.contract import PARENT_PID_ENV, RETRY_FAILED_ITEMS_ENV
-from datasetjob.errors import CombineRefused, ExitCode, LeaseHeld, LeaseLost, StorageError
+from datasetjob.errors import CombineRefused, ExitCode, GeneratorConfigError, LeaseHeld, LeaseLost, StorageError
 from datasetjob.local.lease import Lease, acquire_lease
 from datasetjob.local.shard_process import ShardProcess
 from datasetjob.local.view import RunView, workers_text
@@ -31,8 +44,10 @@ from datasetjob.spec.model import DatasetJobSpec
 from datasetjob.spec.model import run_id as compute_run_id
 from datasetjob.spec.sharding import shard_name
 from datasetjob.store import layout
-from datasetjob.store.backends import open_store
+from datasetjob.store.backends import FileStore, open_store
 from datasetjob.store.universe import resolve_items
+from datasetjob.worker.command import check_work_dir_within
+from datasetjob.worker.lifetime import descendants
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -68,6 +83,54 @@ def default_workers(requested: int | None, parallelism: int, shards: int, cpus: 
     return (cpus, True) if wanted > cpus else (wanted, False)
 
 
+# After SIGTERM (or Ctrl-C), a worker still running this long is killed with all it started.
+KILL_AFTER_SECONDS = 8.0
+
+
+def foreign_links(trees: Iterable[Path]) -> list[Path]:
+    """Symbolic links at or under each of `trees`, none followed. A run makes none in its own
+    directories, so any there was planted, and following it would touch a file elsewhere."""
+    found: list[Path] = []
+    for top in trees:
+        if top.is_symlink():
+            found.append(top)
+            continue
+        if not top.is_dir():
+            continue
+        for folder, dirs, files in os.walk(top):  # does not descend into linked directories
+            found.extend(path for path in (Path(folder, name) for name in dirs + files) if path.is_symlink())
+    return sorted(found)
+
+
+def _open_own(path: Path, flags: int) -> int:
+    """A file of the run's own, never through a symbolic link (ELOOP instead)."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+
+
+def _write_own(path: Path, data: bytes) -> None:
+    """Write a file of the run's own; an OSError names the file."""
+    try:
+        fd = _open_own(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def _os_error_text(exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
 def lease_lock_dir() -> Path:
     """Host-local lock files of runs whose output is not on this disk (S3)."""
     return Path(os.environ.get("DSJ_LEASE_DIR") or Path.home() / ".cache" / "datasetjob" / "leases")
@@ -91,13 +154,15 @@ class LocalRunner:
         self.run_id = compute_run_id(spec.raw_spec)
         self.store = open_store(output_uri, spec.output.endpoint_url, spec.output.region)
         base = Path(opts.workdir) if opts.workdir else Path("datasets", spec.name)
-        self.local_dir = (base / "logs" / self.run_id).resolve()
+        # Not resolved below the base: a link planted at logs/<runId> must be seen, not followed.
+        self.local_dir = base.resolve() / "logs" / self.run_id
         self.progress_dir = self.local_dir / ".progress"
         self.cpus = available_cpus()
         self.workers, self.workers_capped = default_workers(opts.workers, spec.parallelism, spec.shards, self.cpus)
         self.shards = [ShardProcess(i) for i in range(spec.shards)]
         self.interrupted = False
         self.lease: Lease | None = None
+        self.lease_lost: LeaseLost | None = None
         self.worker_credentials: str | None = None
 
     # -- set-up -----------------------------------------------------------------------------
@@ -109,13 +174,12 @@ class LocalRunner:
         doc, secrets = split_credentials(self.spec.to_document())
         self.worker_credentials = encode_secrets(secrets) if secrets else None
         self.store.put_bytes(layout.spec_key(self.run_id), json.dumps(doc, indent=1).encode())
-        self.local_dir.mkdir(parents=True, exist_ok=True)
-        if self.progress_dir.exists():
-            for f in self.progress_dir.glob("*"):
-                f.unlink()
-        self.progress_dir.mkdir(exist_ok=True)
+        with os.scandir(self.progress_dir) as entries:  # a link among them is removed, not followed
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.path)
         self.spec_file = self.local_dir / "datasetjob.json"
-        self.spec_file.write_text(json.dumps(doc, indent=1))
+        _write_own(self.spec_file, json.dumps(doc, indent=1).encode())
         if self.opts.resume or self.opts.retry_failed:
             for shard in self.shards:
                 key = layout.shard_manifest_key(self.run_id, shard.index)
@@ -124,6 +188,33 @@ class LocalRunner:
                     if not (self.opts.retry_failed and failed_items):
                         shard.state = "committed"
         return items, ids
+
+    def _refusal(self) -> str | None:
+        """Why this run must not start, before anything is written: a command's working directory
+        outside the directory `dsj run` runs in, or a symbolic link in the run's own directories."""
+        if self.spec.generator.command:
+            try:
+                check_work_dir_within(self.spec.generator, Path.cwd())
+            except GeneratorConfigError as exc:
+                return str(exc)
+        trees = [self.local_dir]
+        if isinstance(self.store, FileStore):
+            trees.append(self.store.path(layout.run_prefix(self.run_id).rstrip("/")))
+        links = foreign_links(trees)
+        if not links:
+            return None
+        more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
+        return (
+            f"{links[0]}{more}: a symbolic link in this run's own directories; dsj run never follows "
+            "a link it did not make. Remove it, then run again."
+        )
+
+    def _make_local_dirs(self) -> None:
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        self.progress_dir.mkdir(exist_ok=True)
+        probe = self.local_dir / f".probe-{os.getpid()}"
+        _write_own(probe, b"")  # a directory that exists but cannot be written fails here
+        probe.unlink()
 
     def _env(self, index: int, slot: int) -> dict[str, str]:
         env = dict(
@@ -151,12 +242,24 @@ class LocalRunner:
         return env
 
     def _start(self, shard: ShardProcess, slot: int) -> None:
-        assert self.lease is not None  # held from run() on
         shard.attempts += 1
         shard.log_path = self.local_dir / f"{shard_name(shard.index)}.log"
-        log = open(shard.log_path, "a")
-        log.write(f"--- attempt {shard.attempts} at {time.strftime('%H:%M:%S')} ---\n")
-        log.flush()
+        try:
+            log = _open_own(shard.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(shard.log_path)) from None
+        try:
+            try:
+                os.write(log, f"--- attempt {shard.attempts} at {time.strftime('%H:%M:%S')} ---\n".encode())
+            except OSError as exc:  # a full log disk
+                raise OSError(exc.errno, exc.strerror, str(shard.log_path)) from None
+            self._spawn(shard, slot, log)
+        finally:
+            os.close(log)
+        shard.state = "running"
+
+    def _spawn(self, shard: ShardProcess, slot: int, log: int) -> None:
+        assert self.lease is not None  # held from run() on
         cmd = [
             sys.executable,
             "-m",
@@ -169,8 +272,9 @@ class LocalRunner:
             "--run-id",
             self.run_id,
         ]
-        # Its own session, so a Ctrl-C reaches only the runner, which stops workers in order; the
-        # worker stops by itself when the runner dies (PARENT_PID_ENV), and holds the run's lease
+        # Its own session and process group, so a Ctrl-C reaches only the runner, which stops
+        # workers in order, and killpg reaches everything a worker left in its group; the worker
+        # stops by itself when the runner dies (PARENT_PID_ENV), and holds the run's lease
         # descriptor, so no other run starts while it is still saving its checkpoint.
         shard.proc = subprocess.Popen(
             cmd,
@@ -180,8 +284,6 @@ class LocalRunner:
             start_new_session=True,
             pass_fds=(self.lease.inheritable_fd,),
         )
-        log.close()
-        shard.state = "running"
 
     # -- the loop ---------------------------------------------------------------------------
     def _reap(self) -> None:
@@ -192,6 +294,7 @@ class LocalRunner:
             if shard.proc.poll() is None:
                 continue
             code = shard.proc.returncode
+            _signal_group(shard.proc.pid, signal.SIGKILL)  # whatever it left in its process group
             shard.exit_codes.append(code)
             if code == 0:
                 shard.state = "committed"
@@ -213,20 +316,36 @@ class LocalRunner:
                 running += 1
 
     def _stop_all(self) -> None:
+        """SIGTERM to every running worker's process group; KILL_AFTER_SECONDS later, SIGKILL to
+        the group of each one still running and to every process below it."""
         # A running shard always has its process.
         running = [shard.proc for shard in self.shards if shard.state == "running" and shard.proc is not None]
         for proc in running:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
+                _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_AFTER_SECONDS
         for proc in running:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                below = descendants(proc.pid)  # those that left its group or session too
+                _signal_group(proc.pid, signal.SIGKILL)
+                for pid in below:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(1.0)  # only a process stuck in the kernel takes longer
 
     def run(self) -> int:
+        refusal = self._refusal()
+        if refusal:
+            self.view.refused(refusal)
+            return ExitCode.BAD_SPEC
+        try:
+            self._make_local_dirs()
+        except OSError as exc:
+            self.view.refused(f"cannot write the run's logs in {self.local_dir}: {_os_error_text(exc)}")
+            return ExitCode.BAD_SPEC
         try:
             self.lease = acquire_lease(self.store, self.run_id, lease_lock_dir())
         except LeaseHeld as exc:
@@ -239,6 +358,9 @@ class LocalRunner:
             return self._run()
         except StorageError as exc:  # the output store failed under us (disk full, permissions, ...)
             self.view.run_failed(str(exc))
+            return ExitCode.FAILED
+        except OSError as exc:  # the run's own files (logs, progress): disk full, read-only, ...
+            self.view.run_failed(_os_error_text(exc))
             return ExitCode.FAILED
         finally:
             self.lease.release()
@@ -261,27 +383,16 @@ class LocalRunner:
         first_wave = list(range(self.workers))
         previous = signal.signal(signal.SIGINT, self._on_interrupt)
         previous_term = signal.signal(signal.SIGTERM, self._on_interrupt)
-        lease_lost: LeaseLost | None = None
         try:
-            with self.view.live(total, self.spec.shards) as show:
-                while True:
-                    self._reap()
-                    self._schedule(first_wave)
-                    show(read_file_progress(self.progress_dir), self.shards, time.monotonic() - started)
-                    if all(s.state in ("committed", "failed") for s in self.shards):
-                        break
-                    if lease.lost:
-                        lease_lost, self.interrupted = lease.lost, True
-                    if self.interrupted:
-                        self._stop_all()
-                        self._reap()
-                        break
-                    time.sleep(0.1)
+            self._loop(lease, total, started, first_wave)
+        except BaseException:
+            self._stop_all()  # no worker outlives a runner that fails
+            raise
         finally:
             signal.signal(signal.SIGINT, previous)
             signal.signal(signal.SIGTERM, previous_term)
-        if lease_lost:
-            self.view.stopped(str(lease_lost))
+        if self.lease_lost:
+            self.view.stopped(str(self.lease_lost))
             return ExitCode.FAILED
         if self.interrupted:
             committed = sum(s.state == "committed" for s in self.shards)
@@ -291,6 +402,22 @@ class LocalRunner:
             self.view.interrupted(committed, self.spec.shards, resume)
             return ExitCode.INTERRUPTED
         return self._finish(total, started)
+
+    def _loop(self, lease: Lease, total: int, started: float, first_wave: list[int]) -> None:
+        with self.view.live(total, self.spec.shards) as show:
+            while True:
+                self._reap()
+                self._schedule(first_wave)
+                show(read_file_progress(self.progress_dir), self.shards, time.monotonic() - started)
+                if all(s.state in ("committed", "failed") for s in self.shards):
+                    return
+                if lease.lost:
+                    self.lease_lost, self.interrupted = lease.lost, True
+                if self.interrupted:
+                    self._stop_all()
+                    self._reap()
+                    return
+                time.sleep(0.1)
 
     def _on_interrupt(self, *_: object) -> None:
         self.interrupted = True
@@ -306,6 +433,11 @@ class LocalRunner:
             return ExitCode.FAILED
         except OSError as exc:  # the combine's scratch space (TMPDIR) failed, e.g. disk full
             self.view.combine_failed(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+            return ExitCode.FAILED
+        except StorageError:
+            raise
+        except Exception as exc:  # shard data the combine cannot read: a reason, not a traceback
+            self.view.combine_failed(f"{type(exc).__name__}: {exc}")
             return ExitCode.FAILED
         self.view.summary(
             self.spec,

@@ -128,14 +128,25 @@ class FileStore(Store):
         return sorted(out)
 
     def delete_prefix(self, prefix: str, keep: frozenset[str] = frozenset()) -> None:
+        """Never follows a symbolic link: a link under the prefix is removed, not its target."""
+        try:
+            self._delete(prefix, keep)
+        except OSError as exc:
+            where = exc.filename or self.path(prefix)
+            raise StorageError(f"{where}: cannot delete: {exc.strerror or exc}") from None
+
+    def _delete(self, prefix: str, keep: frozenset[str]) -> None:
         target = self.path(prefix.rstrip("/"))
         kept = {self.path(k) for k in keep}
-        if target.is_dir() and kept:
+        if target.is_symlink():
+            if target not in kept:
+                target.unlink()
+        elif target.is_dir() and kept:
             for child in target.iterdir():
                 if child in kept:
                     continue
                 if any(k.is_relative_to(child) for k in kept):
-                    self.delete_prefix(str(child.relative_to(self.root)) + "/", keep)
+                    self._delete(str(child.relative_to(self.root)) + "/", keep)
                 elif child.is_dir() and not child.is_symlink():
                     shutil.rmtree(child)
                 else:

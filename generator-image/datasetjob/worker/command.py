@@ -3,7 +3,8 @@ the placeholder values of a shard, and the output file its command writes.
 
 The worker deletes a stale output file before the command runs and copies it afterwards, so the
 file must lie inside the shard's working directory (`generator.workingDir`, else the worker's
-current directory) after resolving `..` and symlinks; anything else is a bad spec.
+current directory) after resolving `..` and symlinks; anything else is a bad spec. A local run
+(`dsj run`) also keeps the working directory inside the directory it runs in.
 """
 
 from __future__ import annotations
@@ -72,6 +73,24 @@ def output_path(gen: GeneratorSpec, values: dict[str, str]) -> Path:
             "no symlink that leads out)"
         )
     return target
+
+
+def check_work_dir_within(gen: GeneratorSpec, base: Path) -> None:
+    """A local run's rule: the command's working directory lies inside `base` (where `dsj run`
+    runs), `..` and symlinks resolved. The worker deletes a stale output file there before each
+    attempt, so a working directory elsewhere would let a spec delete a file anywhere on this
+    machine. (A pod's working directory is the container's own, so the worker does not ask.)"""
+    if not gen.working_dir:
+        return
+    root = base.resolve()
+    target = (root / gen.working_dir).resolve()  # an absolute working dir replaces the root
+    if not target.is_relative_to(root):
+        raise GeneratorConfigError(
+            f"spec.generator.workingDir: {gen.working_dir!r} resolves to {str(target)!r}, outside the "
+            f"directory dsj run runs in ({str(root)!r}); a local run keeps the command inside it (the "
+            "worker deletes a stale outputFile there): name a directory inside it, or run dsj run from "
+            "a directory that contains the working directory"
+        )
 
 
 def check_command(spec: DatasetJobSpec, ids: Sequence[str], run_id: str) -> None:

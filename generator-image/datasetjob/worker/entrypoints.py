@@ -26,7 +26,7 @@ from datasetjob.store.backends import Store, open_store
 from datasetjob.store.fingerprint import fingerprint_inputs, generator_fingerprint, image_digest
 from datasetjob.store.item_store import ItemStore
 from datasetjob.store.universe import resolve_items
-from datasetjob.worker.lifetime import stop_on_sigterm, stop_with_parent
+from datasetjob.worker.lifetime import adopt_orphans, exit_now, stop_on_sigterm, stop_with_parent
 from datasetjob.worker.logtext import OneLineFormatter
 from datasetjob.worker.shard import ShardWorker, WorkerSetup
 from datasetjob.worker.shard_summary import ShardSummary, write_termination_message
@@ -83,11 +83,23 @@ def _make_limiter(spec: DatasetJobSpec) -> TokenBucket | None:
     return make_limiter(spec)
 
 
-def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> int:
-    """Run one shard. Never raises: every outcome is an exit code plus a termination message."""
+def worker_main(spec: DatasetJobSpec, index: int | None, run_id: str | None, exit_process: bool = True) -> int:
+    """Run one shard. Never raises: every outcome is an exit code plus a termination message.
+
+    With `exit_process` (the `dsj worker` process) it does not return either: the process ends
+    with that code through lifetime.exit_now, killing whatever the generator or command left
+    running (threads included)."""
     setup_logging()
     stop_with_parent()
+    adopt_orphans()
     _extend_sys_path()
+    code = _run_shard(spec, index, run_id)
+    if exit_process:
+        exit_now(code)
+    return code
+
+
+def _run_shard(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> int:
     spec = with_credentials(spec)
     if index is None:
         index = int(os.environ.get("JOB_COMPLETION_INDEX", "-1"))
