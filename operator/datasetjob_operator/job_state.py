@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
@@ -61,4 +61,53 @@ def latest_message(pods: list[dict[str, Any]], phase: str) -> dict[str, Any] | N
         message = termination_message(pod)
         if message:
             return message
+    return None
+
+
+# Waiting reasons of a container that will not start by itself: a missing Secret or ConfigMap
+# key, an image that cannot be pulled or named. (ContainerCreating and PodInitializing are
+# the normal way in.)
+CANNOT_START_REASONS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+    }
+)
+
+
+class StartProblem(NamedTuple):
+    """Why a pending pod's containers do not start, and since when (RFC 3339)."""
+
+    reason: str
+    message: str
+    since: str
+
+
+def pod_condition(pod: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    conditions: list[dict[str, Any]] = (pod.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def start_problem(pod: dict[str, Any]) -> StartProblem | None:
+    """What keeps a pending pod from starting, if it is something that will not pass by itself:
+    the scheduler finds no node for it, or a container waits for a Secret, a ConfigMap or an
+    image that is not there. None for a pod that is starting, running or finished."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    if meta.get("deletionTimestamp") or status.get("phase") != "Pending":
+        return None
+    scheduled = pod_condition(pod, "PodScheduled")
+    # Waiting started when the pod was scheduled (or, before that, created).
+    since = (scheduled or {}).get("lastTransitionTime") or meta.get("creationTimestamp") or ""
+    if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        return StartProblem("Unschedulable", scheduled.get("message") or "no node fits the pod", since)
+    statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+    for container in statuses:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in CANNOT_START_REASONS:
+            return StartProblem(waiting["reason"], waiting.get("message") or "", since)
     return None

@@ -21,6 +21,8 @@ from .crd import PLURAL
 from .naming import FIELD_MANAGER
 
 log = logging.getLogger("datasetjob.operator")
+# Only the Secret's metadata comes back: its values never reach the operator.
+_METADATA_ONLY = {"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"}
 
 
 def now_rfc3339() -> str:
@@ -33,6 +35,7 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self._told_secrets_forbidden = False
 
     def create(self, obj: dict[str, Any]) -> bool:
         """True if created now, False if it already existed."""
@@ -89,6 +92,27 @@ class Kube:
                 return None
             raise
         return (cm.data or {}).get(key)
+
+    def secret_exists(self, namespace: str, name: str) -> bool | None:
+        """Whether Secret namespace/name exists, asked by a server-side dry-run create: the
+        operator may create Secrets but never read them, and "already exists" answers without
+        a value leaving the API server. None when even that is refused (the pods will tell)."""
+        try:
+            self.core.create_namespaced_secret(namespace, {"metadata": {"name": name}}, dry_run="All")  # type: ignore[arg-type]  # the client validates a dict body into V1Secret
+        except ApiException as exc:
+            if exc.status == 409:
+                return True
+            if exc.status == 403:
+                if not self._told_secrets_forbidden:
+                    self._told_secrets_forbidden = True
+                    log.warning(
+                        "cannot check that output credentials Secrets exist (no RBAC create on secrets in %s); "
+                        "a missing one shows when the run's pods cannot start",
+                        namespace,
+                    )
+                return None
+            raise
+        return False
 
     def workloads(self, namespace: str) -> list[dict[str, Any]]:
         """Kueue's Workloads in a namespace; [] where Kueue is not installed or not readable."""

@@ -2,9 +2,10 @@
 
 Kopf hands every reconcile a fresh body, so a few things live here instead: a lock per object
 (a timer and a change handler may overlap), the phase an object is in and since when (for the
-phase duration metric), and two reads of the API server reused for a while: the item list of
-spec.items.fromConfigMap and Kueue's pending reasons in a namespace. Those reads are shared by
-every DatasetJob that reads the same key, and dropped with the last one that reads it.
+phase duration metric), and three reads of the API server reused for a while: the item list of
+spec.items.fromConfigMap, Kueue's pending reasons in a namespace, and whether the credentials
+Secret of a run about to start exists. Those reads are shared by every DatasetJob that reads
+the same key, and dropped with the last one that reads it.
 
 `forget` drops everything about one object, so memory follows the DatasetJobs that exist,
 not every DatasetJob ever seen. No I/O here: the reads are callables handed in.
@@ -69,13 +70,20 @@ class ObjectMemory:
     """Per-DatasetJob state kept between reconciles; the operator's startup handler owns the one
     instance, the reconcile handler uses it, the delete handler calls `forget`."""
 
-    def __init__(self, config_map_ttl: float, admission_ttl: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        config_map_ttl: float,
+        admission_ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+        secret_ttl: float | None = None,
+    ):
         self._clock = clock
         self._guard = threading.Lock()  # the tables below are shared by Kopf's worker threads
         self._locks: dict[str, threading.Lock] = {}
         self._phase_since: dict[str, tuple[Phase | None, float]] = {}
         self._config_maps = _SharedReads(config_map_ttl)
         self._admission = _SharedReads(admission_ttl)
+        self._secrets = _SharedReads(admission_ttl if secret_ttl is None else secret_ttl)
 
     def lock(self, uid: str) -> threading.Lock:
         """One reconcile per object at a time: held while observing, deciding and applying."""
@@ -102,6 +110,15 @@ class ObjectMemory:
         """Kueue's pending reasons in a namespace: `read()` once per time-to-live."""
         return self._shared_read(self._admission, uid, namespace, read)
 
+    def secret_exists(self, uid: str, namespace: str, name: str, read: Callable[[], V]) -> V:
+        """Whether Secret namespace/name exists: `read()` once per time-to-live."""
+        return self._shared_read(self._secrets, uid, (namespace, name), read)
+
+    def stop_reading_secret(self, uid: str) -> None:
+        """The object needs no Secret read any more (its run started)."""
+        with self._guard:
+            self._secrets.detach(uid)
+
     def _shared_read(self, reads: _SharedReads, uid: str, key: Hashable, read: Callable[[], V]) -> V:
         with self._guard:
             if uid in self._locks:  # a forgotten object reads without leaving a trace
@@ -124,8 +141,10 @@ class ObjectMemory:
             self._phase_since.pop(uid, None)
             self._config_maps.detach(uid)
             self._admission.detach(uid)
+            self._secrets.detach(uid)
 
     def __len__(self) -> int:
         """Entries held, all tables together: what grows with the DatasetJobs remembered."""
         with self._guard:
-            return len(self._locks) + len(self._phase_since) + len(self._config_maps) + len(self._admission)
+            tables = (self._config_maps, self._admission, self._secrets)
+            return len(self._locks) + len(self._phase_since) + sum(len(t) for t in tables)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from datasetjob.errors import SpecError
@@ -21,13 +21,15 @@ from .admission import pending_reasons
 from .apply import Target
 from .kube import Kube, now_rfc3339
 from .object_memory import ObjectMemory
-from .reconcile import Observed
+from .reconcile import Observed, credentials_secret_to_check
 from .settings import Settings
 from .status import DatasetJobStatus, Phase
 
 log = logging.getLogger("datasetjob.operator")
 # Kueue's pending reasons change slowly: re-read them this often at most (seconds).
 ADMISSION_READ_SECONDS = 2.0
+# A run waiting for its credentials Secret starts within this long of its creation (seconds).
+SECRET_READ_SECONDS = 2.0
 
 ChildIndex = Mapping[tuple[str, str], Iterable[dict[str, Any]]]  # (namespace, DatasetJob name) -> slim children
 
@@ -35,7 +37,9 @@ ChildIndex = Mapping[tuple[str, str], Iterable[dict[str, Any]]]  # (namespace, D
 def new_memory(settings: Settings) -> ObjectMemory:
     """The item list of spec.items.fromConfigMap is read at most once per resync period: it is
     only counted (pods read it themselves), and the active loop ticks twice a second."""
-    return ObjectMemory(config_map_ttl=settings.resync_seconds, admission_ttl=ADMISSION_READ_SECONDS)
+    return ObjectMemory(
+        config_map_ttl=settings.resync_seconds, admission_ttl=ADMISSION_READ_SECONDS, secret_ttl=SECRET_READ_SECONDS
+    )
 
 
 def slim_child(body: Mapping[str, Any], keep_spec: bool) -> dict[str, Any]:
@@ -43,7 +47,8 @@ def slim_child(body: Mapping[str, Any], keep_spec: bool) -> dict[str, Any]:
     meta = body.get("metadata", {})
     out: dict[str, Any] = {
         "metadata": {
-            k: json.loads(json.dumps(meta.get(k))) for k in ("name", "labels", "annotations", "creationTimestamp")
+            k: json.loads(json.dumps(meta.get(k)))
+            for k in ("name", "labels", "annotations", "creationTimestamp", "deletionTimestamp")
         },
         "status": json.loads(json.dumps(body.get("status") or {})),
     }
@@ -94,6 +99,7 @@ def observe(
         config_map_items=_config_map_items(memory, kube, uid, typed) if typed else None,
         admission=_admission(memory, kube, uid, typed, own_jobs) if typed else None,
     )
+    observed = _with_credentials_check(observed, memory, kube, settings)
     target = Target(
         namespace=namespace,
         name=name,
@@ -102,6 +108,17 @@ def observe(
         stored_status=stored_status,
     )
     return Observation(observed, target)
+
+
+def _with_credentials_check(observed: Observed, memory: ObjectMemory, kube: Kube, settings: Settings) -> Observed:
+    """Whether the credentials Secret exists, read only when a run is about to start."""
+    secret = credentials_secret_to_check(observed, settings)
+    if secret is None:
+        memory.stop_reading_secret(observed.uid)
+        return observed
+    namespace = observed.namespace
+    found = memory.secret_exists(observed.uid, namespace, secret, lambda: kube.secret_exists(namespace, secret))
+    return replace(observed, credentials_secret_found=found)
 
 
 def _typed_spec(name: str, namespace: str, spec: dict[str, Any]) -> DatasetJobSpec | None:

@@ -8,21 +8,33 @@ the API server, so the state machine is tested in milliseconds.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from datasetjob.errors import SpecError
 from datasetjob.spec.item_source import count_items
+from datasetjob.spec.model import DatasetJobSpec
 from datasetjob.spec.model import run_id as compute_run_id
 
 from . import naming, planning
 from .cluster_spec import checked_item_total, parsed_spec, with_default_output
-from .conditions import conditions_for
+from .conditions import Stall, conditions_for, stalled_reason
 from .generation_counts import count_generation
-from .job_state import job_condition, job_finished, latest_message, pod_job
+from .job_state import job_condition, job_finished, latest_message, pod_job, start_problem
 from .settings import Settings
 from .status import CacheCounts, DatasetJobStatus, ItemCounts, JobNames, Output, Phase, ShardCounts
 from .suspension import held_by_someone_else, suspend_patches
+
+# A pod that cannot start (see job_state.start_problem) counts only after this many seconds:
+# an image pull that fails once, or a Secret created a moment after the DatasetJob, pass.
+POD_START_GRACE_SECONDS = 30.0
+# Stalled reasons: the run's credentials Secret is missing (checked before the Job is
+# created), and pods that cannot start.
+CREDENTIALS_SECRET_NOT_FOUND = "CredentialsSecretNotFound"
+PODS_CANNOT_START = "PodsCannotStart"
+POD_STALLS = (PODS_CANNOT_START,)
 
 
 @dataclass
@@ -40,6 +52,9 @@ class Observed:
     live_progress: dict[int, dict[str, Any]] | None = None  # per shard, while generating
     config_map_items: str | None = None  # text of spec.items.fromConfigMap, if read
     admission: dict[str, str] | None = None  # Job name -> Kueue's reason it is not admitted yet
+    # Does the Secret of spec.output.credentialsSecret exist? Read only before a run starts;
+    # None when not read or not readable (the pods then say it, see POD_START_GRACE_SECONDS).
+    credentials_secret_found: bool | None = None
 
 
 class Event(NamedTuple):
@@ -67,21 +82,31 @@ class Decision:
 def _with_phase(
     obs: Observed,
     status: DatasetJobStatus,
-    phase: Phase,
+    phase: Phase | None,
     reason: str,
     message: str,
     events: list[Event],
     event_type: str = "Normal",
+    stall: Stall | None = None,
 ) -> DatasetJobStatus:
-    if status.phase != phase:
+    """The status in `phase`; with a `stall`, Stalled is True and the stall is the status's
+    reason and message. Events: a phase change, a stall that starts (or changes its reason),
+    and pods that start after a stall."""
+    if status.phase != phase and phase is not None:
         events.append(Event(event_type, reason, message or phase.value))
-    finished_now = phase.finished and not (obs.status.phase and obs.status.phase.finished)
+    was_stalled = stalled_reason(obs.status.conditions)
+    if stall is not None and was_stalled != stall.reason:
+        events.append(Event("Warning", stall.reason, stall.message))
+    elif stall is None and was_stalled in POD_STALLS and status.phase == phase and phase is not None:
+        events.append(Event("Normal", "PodsStarted", f"the pods that could not start have started ({phase.value})"))
+    finished_now = bool(phase and phase.finished) and not (obs.status.phase and obs.status.phase.finished)
+    conditions = conditions_for(obs.status.conditions, phase, reason, message, obs.now, obs.generation, stall)
     return replace(
         status,
         phase=phase,
-        reason=reason,
-        message=message,
-        conditions=conditions_for(obs.status.conditions, phase, reason, message, obs.now, obs.generation),
+        reason=stall.reason if stall else reason,
+        message=stall.message if stall else message,
+        conditions=conditions,
         finished_at=obs.now if finished_now else status.finished_at,
     )
 
@@ -92,24 +117,32 @@ def _failed_decision(obs: Observed, reason: str, message: str) -> Decision:
     return Decision(status=_with_phase(obs, status, Phase.FAILED, reason, message, events, "Warning"), events=events)
 
 
-def decide(obs: Observed, settings: Settings) -> Decision:
-    try:
-        # Key order kept (not canonical JSON): the order of product keys is the item order.
-        spec = parsed_spec(
-            obs.name,
-            obs.namespace,
-            json.dumps(with_default_output(obs.spec, obs.namespace, obs.name, settings), separators=(",", ":")),
+def _cluster_spec(obs: Observed, settings: Settings) -> DatasetJobSpec:
+    """The spec as the run would use it; SpecError names every problem."""
+    # Key order kept (not canonical JSON): the order of product keys is the item order.
+    spec = parsed_spec(
+        obs.name,
+        obs.namespace,
+        json.dumps(with_default_output(obs.spec, obs.namespace, obs.name, settings), separators=(",", ":")),
+    )
+    if not spec.output.uri:
+        raise SpecError(
+            [
+                "spec.output.uri: required in a cluster (s3://bucket/prefix), unless the "
+                "installation sets a default output location"
+            ]
         )
-        if not spec.output.uri:
-            raise SpecError(
-                [
-                    "spec.output.uri: required in a cluster (s3://bucket/prefix), unless the "
-                    "installation sets a default output location"
-                ]
-            )
-    except SpecError as exc:
-        return _failed_decision(obs, "InvalidSpec", "; ".join(exc.problems))
+    return spec
 
+
+class _Plan(NamedTuple):
+    run: planning.Run
+    starting: bool  # a new run, or a retry of the current one's failed shards, starts now
+    retrying: bool
+    retry_token: str | None
+
+
+def _plan(obs: Observed, spec: DatasetJobSpec) -> _Plan:
     regenerate = obs.annotations.get(naming.ANNOTATION_REGENERATE)
     retry_token = obs.annotations.get(naming.ANNOTATION_RETRY_FAILED)
     run_id = compute_run_id(spec.raw_spec, regenerate)
@@ -119,17 +152,56 @@ def decide(obs: Observed, settings: Settings) -> Decision:
     retrying = bool(same_run and retry_token and retry_token != obs.status.retry_token and finished)
     if retrying:
         attempt = naming.attempt_of(retry_token)
-
     run = planning.Run(obs.name, obs.namespace, obs.uid, run_id, attempt, spec, regenerate)
-    if not same_run or retrying:
+    return _Plan(run, not same_run or retrying, retrying, retry_token)
+
+
+def credentials_secret_to_check(obs: Observed, settings: Settings) -> str | None:
+    """The Secret (spec.output.credentialsSecret, or the installation's default) whose
+    existence `decide` needs: only when a run is about to start."""
+    try:
+        spec = _cluster_spec(obs, settings)
+    except SpecError:
+        return None
+    return spec.output.credentials_secret if _plan(obs, spec).starting else None
+
+
+def decide(obs: Observed, settings: Settings) -> Decision:
+    try:
+        spec = _cluster_spec(obs, settings)
+    except SpecError as exc:
+        return _failed_decision(obs, "InvalidSpec", "; ".join(exc.problems))
+
+    plan = _plan(obs, spec)
+    if plan.starting:
         try:
             total_items = checked_item_total(spec, obs.config_map_items)
         except SpecError as exc:
             return _failed_decision(obs, "InvalidSpec", "; ".join(exc.problems))
-        return _start(obs, run, settings, total_items, retry_token, retrying)
+        if obs.credentials_secret_found is False and spec.output.credentials_secret:
+            return _waiting_for_secret(obs, plan.run, spec.output.credentials_secret)
+        return _start(obs, plan.run, settings, total_items, plan.retry_token, plan.retrying)
     # Every later tick (twice a second while shards run) only counts: O(1) for values,
     # product and range; the ids were checked when the run started.
-    return _progress(obs, run, settings, count_items(spec.items, obs.config_map_items))
+    return _progress(obs, plan.run, settings, count_items(spec.items, obs.config_map_items))
+
+
+def _waiting_for_secret(obs: Observed, run: planning.Run, secret: str) -> Decision:
+    """The run's pods would wait for a Secret that is not there: the Job is not created until
+    it exists (every reconcile looks again). A previous run's unfinished Jobs go, as when the
+    run starts: the spec that made them is gone."""
+    message = (
+        f'spec.output.credentialsSecret: Secret "{secret}" not found in namespace {obs.namespace}; '
+        "the run starts once it exists"
+    )
+    events: list[Event] = []
+    status = replace(obs.status, observed_generation=obs.generation)
+    stall = Stall(CREDENTIALS_SECRET_NOT_FOUND, message)
+    gen_name = naming.generate_job_name(run.name, run.run_id, run.attempt)
+    stale = [name for name, job in obs.jobs.items() if name != gen_name and not job_finished(job)]
+    return Decision(
+        status=_with_phase(obs, status, None, "", "", events, stall=stall), delete_jobs=stale, events=events
+    )
 
 
 def _start(
@@ -223,7 +295,7 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
             generation_over = counts.finished or job_condition(gen, "Failed") is not None
             if not generation_over:
                 decision.status = _running_phase(
-                    obs, status, spec.suspend, gen_name, gen, Phase.GENERATING, "Generating", "", events
+                    obs, status, spec.suspend, gen_name, gen, gen_pods, Phase.GENERATING, "Generating", "", events
                 )
                 return decision
             if counts.finished and len(counts.failed) <= spec.max_failed_shards:
@@ -281,9 +353,11 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         message = result.get("message") or "the combine Job failed; see its pod"
         decision.status = _with_phase(obs, status, Phase.FAILED, reason, message, events, "Warning")
     else:
-        message = (status.message or "") if status.phase == Phase.COMBINING else "combining"
+        # The message the combine started with, unless a stall has replaced it since.
+        kept = status.phase == Phase.COMBINING and status.reason == "CombineStarted"
+        message = (status.message or "") if kept else "combining"
         decision.status = _running_phase(
-            obs, status, spec.suspend, comb_name, comb, Phase.COMBINING, "CombineStarted", message, events
+            obs, status, spec.suspend, comb_name, comb, comb_pods, Phase.COMBINING, "CombineStarted", message, events
         )
     return decision
 
@@ -294,16 +368,47 @@ def _running_phase(
     suspend: bool,
     job_name: str,
     job: dict[str, Any],
+    pods: list[dict[str, Any]],
     phase: Phase,
     reason: str,
     message: str,
     events: list[Event],
 ) -> DatasetJobStatus:
     """An unfinished Job's phase: Queued while someone else (Kueue) holds it, Suspended when the
-    spec says so, else `phase`."""
+    spec says so, else `phase`, Stalled while its pods cannot start."""
     held = None if suspend else held_by_someone_else(job_name, job, obs.admission)
     if held:
         return _with_phase(obs, status, Phase.QUEUED, held[0], held[1], events)
     if suspend:
         return _with_phase(obs, status, Phase.SUSPENDED, "Suspended", "", events)
-    return _with_phase(obs, status, phase, reason, message, events)
+    return _with_phase(obs, status, phase, reason, message, events, stall=pods_cannot_start(pods, obs.now))
+
+
+def pods_cannot_start(pods: list[dict[str, Any]], now: str) -> Stall | None:
+    """A stall when some of a Job's pods have been unable to start for POD_START_GRACE_SECONDS:
+    how many of its unfinished pods, and the most frequent reason with the kubelet's or the
+    scheduler's message, e.g. '3 of 10 pods cannot start: CreateContainerConfigError:
+    secret "s3-credentials" not found'."""
+    live = [
+        p
+        for p in pods
+        if (p.get("status") or {}).get("phase") in (None, "Pending", "Running")
+        and not (p.get("metadata") or {}).get("deletionTimestamp")
+    ]
+    problems = [problem for problem in map(start_problem, live) if problem is not None]
+    stuck = [(p.reason, p.message) for p in problems if _seconds_between(p.since, now) >= POD_START_GRACE_SECONDS]
+    if not stuck:
+        return None
+    (reason, detail), _ = Counter(stuck).most_common(1)[0]
+    return Stall(
+        PODS_CANNOT_START,
+        f"{len(stuck)} of {len(live)} pods cannot start: {reason}" + (f": {detail}" if detail else ""),
+    )
+
+
+def _seconds_between(start: str, end: str) -> float:
+    """Seconds from one RFC 3339 time to another; 0 when either is missing or malformed."""
+    try:
+        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    except (TypeError, ValueError):
+        return 0.0
