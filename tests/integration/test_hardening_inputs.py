@@ -100,7 +100,6 @@ def test_an_item_id_with_a_nul_byte_is_refused_naming_the_item(tmp_path):
         assert_refused(proc, "spec.items: item 2 ", "NUL")
 
 
-@pytest.mark.xfail(strict=True, reason="local/runner.py reads committed shard manifests unchecked on --resume")
 def test_a_garbage_shard_manifest_on_resume_is_a_message_not_a_traceback(tmp_path):
     doc = probe_doc([f"i{n}" for n in range(4)], shards=2)
     spec = write_probe(doc, tmp_path)

@@ -368,8 +368,8 @@ def test_a_log_disk_full_before_the_first_shard_is_a_message_naming_the_file(tmp
 
 
 def test_json_lines_that_are_not_objects_are_a_message(tmp_path):
-    """The shard commits them (the worker does not look inside a command's output); the run then
-    says why it was not published."""
+    """The worker reads a command's output before it commits: a row that is not an object fails
+    the shard with a message naming the row, never a traceback."""
     doc = job(
         ["a", "b"], command=["sh", "-c", "echo '[1, 2]' > out.jsonl; echo 5 >> out.jsonl"], outputFile="out.jsonl"
     )
@@ -378,4 +378,6 @@ def test_json_lines_that_are_not_objects_are_a_message(tmp_path):
     proc = dsj(*run_args(spec, tmp_path, "--quiet"), cwd=tmp_path)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == 1, proc.stderr
-    assert "combine failed" in proc.stderr, proc.stderr
+    assert "ShardsFailed" in proc.stderr, proc.stderr
+    log = next((tmp_path / "w" / "logs").glob("*/shard-00000.log")).read_text()
+    assert "row 1 is not an object (a list)" in log, log

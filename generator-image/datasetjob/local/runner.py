@@ -184,7 +184,14 @@ class LocalRunner:
             for shard in self.shards:
                 key = layout.shard_manifest_key(self.run_id, shard.index)
                 if self.store.exists(key):
-                    failed_items = json.loads(self.store.get_text(key))["items"]["failed"]
+                    try:
+                        failed_items = json.loads(self.store.get_text(key))["items"]["failed"]
+                    except (ValueError, KeyError, TypeError) as exc:  # not a manifest this run wrote
+                        self.view.note(
+                            f"{self.store.key_uri(key)}: not a shard manifest ({type(exc).__name__}: {exc}); "
+                            f"{shard_name(shard.index)} runs again"
+                        )
+                        continue
                     if not (self.opts.retry_failed and failed_items):
                         shard.state = "committed"
         return items, ids

@@ -57,6 +57,9 @@ class RunView:
     def refused(self, reason: str) -> None:
         print(f"dsj run: refused: {redact_text(reason)}", file=sys.stderr)  # even with --quiet
 
+    def note(self, message: str) -> None:
+        print(f"dsj run: {redact_text(message)}", file=sys.stderr)  # even with --quiet
+
     def run_failed(self, reason: str) -> None:
         self._error(f"[red bold]Run failed[/]: {escape(redact_text(reason))}")
 

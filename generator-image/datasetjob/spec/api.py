@@ -244,6 +244,16 @@ class GeneratorSpec:
         maxLength=4096,
     )
     working_dir: str | None = api_field("Working directory of the generator in its container. Default: the image's.")
+    id_column: str | None = api_field(
+        "Command mode: the output column that names each row's item (its id). Items with no row "
+        "are recorded as failed, and a row naming an item of another shard fails the shard. "
+        "Without it, rows cannot be told apart by item and every item of a shard with rows counts as done.",
+        minLength=1,
+    )
+    allow_empty_output: bool | None = api_field(
+        "Command mode: accept an output with no rows for a shard that has items. Default false: an "
+        "empty output fails the shard, since it cannot account for any item."
+    )
     version: str | None = api_field(
         "The generator's version, chosen by you. It is part of the generator fingerprint, so "
         "bumping it (after changing the generator's code or its upstream data) makes the next "
