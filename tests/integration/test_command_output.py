@@ -77,3 +77,9 @@ def test_json_lines_that_are_not_objects_fail_the_shard_with_a_message(tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "row 1 is not an object (a list)" in shard_log(tmp_path)
+
+
+def test_a_failed_shard_is_reported_with_its_last_error_not_only_exit_codes(tmp_path):
+    proc = run(tmp_path, command_doc("echo 'upstream said no' >&2; exit 3"))
+    assert proc.returncode == 1, proc.stderr
+    assert "shard-00000 failed (exit codes [1]): RuntimeError: generator command exited with code 3" in proc.stderr

@@ -36,7 +36,7 @@ from datasetjob.combine.run import combine_run
 from datasetjob.contract import PARENT_PID_ENV, RETRY_FAILED_ITEMS_ENV
 from datasetjob.errors import CombineRefused, ExitCode, GeneratorConfigError, LeaseHeld, LeaseLost, StorageError
 from datasetjob.local.lease import Lease, acquire_lease
-from datasetjob.local.shard_process import ShardProcess
+from datasetjob.local.shard_process import ShardProcess, last_error_line
 from datasetjob.local.view import RunView, workers_text
 from datasetjob.progress import read_file_progress
 from datasetjob.redaction import CREDENTIALS_ENV, encode_secrets, split_credentials
@@ -432,7 +432,7 @@ class LocalRunner:
     def _finish(self, total: int, started: float) -> int:
         failed = [s.index for s in self.shards if s.state == "failed"]
         for index in failed:
-            self.view.shard_failed(self.shards[index])
+            self.view.shard_failed(self.shards[index], last_error_line(self.shards[index].log_path))
         try:
             result = combine_run(self.spec, self.run_id, self.store, total)
         except CombineRefused as exc:

@@ -112,9 +112,10 @@ class RunView:
             soft_wrap=True,
         )
 
-    def shard_failed(self, shard: ShardProcess) -> None:
+    def shard_failed(self, shard: ShardProcess, last_error: str | None = None) -> None:
+        why = f": {escape(redact_text(last_error))}" if last_error else ""
         self._error(
-            f"[red]{shard_name(shard.index)} failed[/] (exit codes {shard.exit_codes}); "
+            f"[red]{shard_name(shard.index)} failed[/] (exit codes {shard.exit_codes}){why}; "
             f"log: {escape(str(shard.log_path))}"
         )
 
