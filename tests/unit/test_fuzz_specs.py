@@ -24,6 +24,8 @@ from hypothesis import strategies as st
 
 from datasetjob.cli import main
 from datasetjob.spec import limits
+from datasetjob.spec.documents import load_spec_file
+from datasetjob.spec.model import run_id
 
 celpy.Environment()  # a CEL environment raises the recursion limit: once here, not inside a case
 
@@ -270,3 +272,52 @@ def test_id_templates_with_format_specs(field, spec_kind, width, literal):
     """A template may only name fields: a width, conversion or lookup is refused before any id is built."""
     template = f"{literal}{{{field}{spec_kind}{width}}}{literal}"
     check_refused(yaml.safe_dump(_set(copy.deepcopy(GOOD), ("spec", "items", "idTemplate"), template)).encode())
+
+
+PLANTED = [
+    "work/logs/{run}",
+    "work/logs/{run}/.progress",
+    "work/logs/{run}/datasetjob.json",
+    "work/logs/{run}/shard-00000.log",
+    "out/runs/{run}/lease.json",
+    "out/runs/{run}/spec.json",
+    "out/runs/{run}/shards/shard-00001.json",
+]
+
+
+@FUZZ
+@given(st.sampled_from(PLANTED), st.booleans())
+def test_planted_symlinks_in_the_runs_directories(where, to_a_directory):
+    """The run id is a hash of the spec, so anyone can plant a link where a run will write: the run
+    is refused naming the link, and what the link points at is left as it was."""
+    with tempfile.TemporaryDirectory(prefix="dsj-fuzz-links-") as tmp:
+        spec = Path(tmp, "job.yaml")
+        spec.write_text(good_yaml())
+        victim = Path(tmp, "victim")
+        if to_a_directory:
+            victim.mkdir()
+            (victim / "precious.txt").write_text("keep me")
+        else:
+            victim.write_text("keep me")
+        before = sorted((p.name, p.read_bytes()) for p in ([victim] if victim.is_file() else victim.iterdir()))
+        link = Path(tmp, where.format(run=run_id(load_spec_file(str(spec)).raw_spec)))
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(victim)
+        err = io.StringIO()
+        cwd = os.getcwd()
+        os.chdir(tmp)
+        try:
+            args = ["run", str(spec), "--output", f"file://{tmp}/out", "--workdir", f"{tmp}/work", "--quiet"]
+            with (
+                cpu_guard(CPU_SECONDS_PER_CASE),
+                contextlib.redirect_stderr(err),
+                contextlib.redirect_stdout(io.StringIO()),
+            ):
+                code = main(args)
+        finally:
+            os.chdir(cwd)
+        assert code == 2, (where, code, err.getvalue()[-2000:])
+        assert "Traceback" not in err.getvalue()
+        assert link.name in err.getvalue(), err.getvalue()
+        after = sorted((p.name, p.read_bytes()) for p in ([victim] if victim.is_file() else victim.iterdir()))
+        assert after == before

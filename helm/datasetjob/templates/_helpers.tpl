@@ -57,8 +57,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "create"]
-# The default Redis's password, handed to each run as a Secret in the run's namespace
-# (create only: the operator never reads Secrets).
+# The default Redis's password, handed to each run as a Secret in the run's namespace; a
+# dry-run create also tells whether an output credentials Secret exists (create only: the
+# operator never reads Secrets).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]
