@@ -47,3 +47,11 @@ def parsed_spec(name: str, namespace: str, spec_json: str) -> DatasetJobSpec:
     """spec_from_dict, once per distinct spec: its CEL rules cost ~30 ms, and the same spec
     comes back twice a second while shards run. The result is frozen; nobody mutates it."""
     return spec_from_dict(name, json.loads(spec_json), namespace)
+
+
+def cluster_spec(name: str, namespace: str, spec: dict[str, Any], settings: Settings) -> DatasetJobSpec:
+    """The spec as the run uses it (the default output filled in), parsed once per distinct spec;
+    SpecError names every problem."""
+    # Key order kept (not canonical JSON): the order of product keys is the item order.
+    document = with_default_output(spec, namespace, name, settings)
+    return parsed_spec(name, namespace, json.dumps(document, separators=(",", ":")))

@@ -15,10 +15,11 @@ from typing import Any
 
 from datasetjob.errors import SpecError
 from datasetjob.progress import read_redis_progress
-from datasetjob.spec.model import DatasetJobSpec, spec_from_dict
+from datasetjob.spec.model import DatasetJobSpec
 
 from .admission import pending_reasons
 from .apply import Target
+from .cluster_spec import cluster_spec
 from .kube import Kube, now_rfc3339
 from .object_memory import ObjectMemory
 from .reconcile import Observed, credentials_secret_to_check
@@ -83,7 +84,7 @@ def observe(
     own_status = DatasetJobStatus.from_dict(stored_status)
     own_spec = json.loads(json.dumps(dict(spec)))
     own_jobs = list(jobs_by_owner.get(key, []))
-    typed = _typed_spec(name, namespace, own_spec)
+    typed = _typed_spec(name, namespace, own_spec, settings)
     observed = Observed(
         name=name,
         namespace=namespace,
@@ -121,11 +122,11 @@ def _with_credentials_check(observed: Observed, memory: ObjectMemory, kube: Kube
     return replace(observed, credentials_secret_found=found)
 
 
-def _typed_spec(name: str, namespace: str, spec: dict[str, Any]) -> DatasetJobSpec | None:
-    """The spec as the workers read it (defaults applied); None when it does not parse, which
-    `decide` reports on the object with every problem named."""
+def _typed_spec(name: str, namespace: str, spec: dict[str, Any], settings: Settings) -> DatasetJobSpec | None:
+    """The spec as the run uses it (the same cached parse `decide` makes); None when it does
+    not parse, which `decide` reports on the object with every problem named."""
     try:
-        return spec_from_dict(name, spec, namespace, rules=False)
+        return cluster_spec(name, namespace, spec, settings)
     except SpecError:
         return None
 

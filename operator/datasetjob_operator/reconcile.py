@@ -7,7 +7,6 @@ the API server, so the state machine is tested in milliseconds.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -19,7 +18,7 @@ from datasetjob.spec.model import DatasetJobSpec
 from datasetjob.spec.model import run_id as compute_run_id
 
 from . import naming, planning
-from .cluster_spec import checked_item_total, parsed_spec, with_default_output
+from .cluster_spec import checked_item_total, cluster_spec
 from .conditions import Stall, conditions_for, stalled_reason
 from .generation_counts import count_generation
 from .job_state import job_condition, job_finished, latest_message, pod_job, start_problem
@@ -119,12 +118,7 @@ def _failed_decision(obs: Observed, reason: str, message: str) -> Decision:
 
 def _cluster_spec(obs: Observed, settings: Settings) -> DatasetJobSpec:
     """The spec as the run would use it; SpecError names every problem."""
-    # Key order kept (not canonical JSON): the order of product keys is the item order.
-    spec = parsed_spec(
-        obs.name,
-        obs.namespace,
-        json.dumps(with_default_output(obs.spec, obs.namespace, obs.name, settings), separators=(",", ":")),
-    )
+    spec = cluster_spec(obs.name, obs.namespace, obs.spec, settings)
     if not spec.output.uri:
         raise SpecError(
             [
