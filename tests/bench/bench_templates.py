@@ -10,30 +10,18 @@ Not a test: nothing here asserts a time or a size.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
-import time
 import tracemalloc
 from pathlib import Path
 
 import yaml
+from bench_validate import measure  # a sibling script: benches run as `python tests/bench/...`
 
 from datasetjob.spec import limits
 
 HEADER = {"apiVersion": "datagen.dev/v1alpha1", "kind": "DatasetJob", "metadata": {"name": "bench"}}
 GENERATOR = {"function": "json:dumps"}
-
-
-def measure(cmd: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS in MB, last line of stdout or stderr) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, _, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    out, err = proc.stdout.read(), proc.stderr.read()
-    last = ((out.strip() or err.strip()).splitlines() or [""])[-1]
-    return wall, usage.ru_maxrss / 1024, last
 
 
 def write(path: Path, spec: dict) -> Path:
@@ -82,7 +70,7 @@ def main() -> None:
         print(f"{'spec':58} {'wall':>8} {'peak RSS':>10} {'over baseline':>14}  result")
         baseline = None
         for name, path in paths.items():
-            wall, rss, last = measure([sys.executable, "-m", "datasetjob", "validate", str(path)])
+            wall, rss, last = measure([sys.executable, "-m", "datasetjob", "validate", str(path)], check=False)
             baseline = rss if baseline is None else baseline
             result = last.replace(str(path), "spec")[:70]
             print(f"{name:58} {wall:6.2f} s {rss:7.1f} MB {rss - baseline:+11.1f} MB  {result}")

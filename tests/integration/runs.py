@@ -29,6 +29,11 @@ def sample_doc(symbols: int = 12, dates: int = 6, shards: int = 4, **spec_over) 
     return doc
 
 
+def datasetjob(name: str, **spec) -> dict:
+    """A DatasetJob document named `name` with these spec fields."""
+    return {"apiVersion": "datagen.dev/v1alpha1", "kind": "DatasetJob", "metadata": {"name": name}, "spec": spec}
+
+
 def write_doc(doc: dict, path: Path) -> Path:
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

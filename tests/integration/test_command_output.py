@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.runs import dsj, published, write_doc
+from tests.integration.runs import datasetjob, dsj, published, write_doc
 
 
 def command_doc(script: str, fmt: str = "csv", **generator) -> dict:
-    return {
-        "apiVersion": "datagen.dev/v1alpha1",
-        "kind": "DatasetJob",
-        "metadata": {"name": "cmd"},
-        "spec": {
-            "items": {"values": ["a", "b", "c"]},
-            "shards": 1,
-            "generator": {"command": ["sh", "-c", script], "outputFile": f"out.{fmt}", **generator},
-            "output": {"format": fmt},
-            "retries": {"perShard": 0, "maxFailedShards": 0},
-            "combine": {"minItemSuccessRatio": 0},
-        },
-    }
+    return datasetjob(
+        "cmd",
+        items={"values": ["a", "b", "c"]},
+        shards=1,
+        generator={"command": ["sh", "-c", script], "outputFile": f"out.{fmt}", **generator},
+        output={"format": fmt},
+        retries={"perShard": 0, "maxFailedShards": 0},
+        combine={"minItemSuccessRatio": 0},
+    )
 
 
 def run(tmp_path, doc: dict):

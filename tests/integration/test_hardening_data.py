@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.runs import dsj, published, sha256, write_doc
+from tests.integration.runs import datasetjob, dsj, published, sha256, write_doc
 
 # Items say which value their row gets; tokens stand for what a spec file cannot hold.
 GENERATOR = """
@@ -28,18 +28,14 @@ def generate(item, ctx):
 
 
 def doc(items: list[dict], fmt: str = "csv", shards: int = 2, **combine) -> dict:
-    return {
-        "apiVersion": "datagen.dev/v1alpha1",
-        "kind": "DatasetJob",
-        "metadata": {"name": "hardening"},
-        "spec": {
-            "items": {"values": items, "idTemplate": "{id}"},
-            "shards": shards,
-            "generator": {"function": "hardgen:generate", "concurrency": 2},
-            "output": {"format": fmt},
-            "combine": combine,
-        },
-    }
+    return datasetjob(
+        "hardening",
+        items={"values": items, "idTemplate": "{id}"},
+        shards=shards,
+        generator={"function": "hardgen:generate", "concurrency": 2},
+        output={"format": fmt},
+        combine=combine,
+    )
 
 
 class Run:

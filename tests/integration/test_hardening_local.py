@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.runs import dsj, write_doc
+from tests.integration.runs import datasetjob, dsj, write_doc
 from tests.integration.test_run_errors import tmpfs  # noqa: F401  (a fixture)
 
 GENERATOR = """
@@ -60,17 +60,13 @@ GUARD = 90  # seconds; only ever a failure guard
 
 
 def job(values: list[str], shards: int = 1, **generator) -> dict:
-    return {
-        "apiVersion": "datagen.dev/v1alpha1",
-        "kind": "DatasetJob",
-        "metadata": {"name": "harden"},
-        "spec": {
-            "items": {"values": values},
-            "shards": shards,
-            "generator": generator or {"function": "harden_gen:generate"},
-            "reuse": {"enabled": False},
-        },
-    }
+    return datasetjob(
+        "harden",
+        items={"values": values},
+        shards=shards,
+        generator=generator or {"function": "harden_gen:generate"},
+        reuse={"enabled": False},
+    )
 
 
 def write_job(tmp_path: Path, spec: dict) -> Path:
@@ -130,6 +126,17 @@ def start(spec: Path, tmp_path: Path, token: str, env: dict) -> subprocess.Popen
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def finish(runner: subprocess.Popen, token: str, sigterm: bool = False) -> str:
+    """Its stderr once `dsj run` ends (after a SIGTERM when asked); fails naming what still runs."""
+    if sigterm:
+        runner.send_signal(signal.SIGTERM)
+    try:
+        return runner.communicate(timeout=GUARD)[1]
+    except subprocess.TimeoutExpired:
+        runner.kill()
+        raise AssertionError(f"dsj run did not end: {token_pids(token)} still run") from None
 
 
 def no_process_left(token: str) -> None:
@@ -222,12 +229,7 @@ def test_sigterm_stops_a_run_whose_generator_never_returns_and_its_escaped_child
     runner = start(spec, tmp_path, token, {"HARDEN_MODE": "stuck-fork", "HARDEN_MARKS": str(marks)})
     wait_until(lambda: len(list(marks.iterdir())) >= 2 or runner.poll() is not None, "both shards to be stuck")
     assert runner.poll() is None, runner.communicate()
-    runner.send_signal(signal.SIGTERM)
-    try:
-        _, err = runner.communicate(timeout=GUARD)
-    except subprocess.TimeoutExpired:
-        runner.kill()
-        raise AssertionError("dsj run still running long after SIGTERM") from None
+    err = finish(runner, token, sigterm=True)
     assert runner.returncode == 130, err
     assert "Traceback" not in err, err
     no_process_left(token)
@@ -249,11 +251,7 @@ def test_workers_with_a_stuck_generator_go_when_the_runner_is_killed(tmp_path, t
 def test_nothing_a_generator_left_running_outlives_its_committed_run(tmp_path, token, mode):
     spec = write_job(tmp_path, job(["a", "b", "c"], shards=2))
     runner = start(spec, tmp_path, token, {"HARDEN_MODE": mode})
-    try:
-        _, err = runner.communicate(timeout=GUARD)
-    except subprocess.TimeoutExpired:
-        runner.kill()
-        raise AssertionError(f"dsj run did not finish: {token_pids(token)}") from None
+    err = finish(runner, token)
     assert runner.returncode == 0, err
     no_process_left(token)
 
@@ -264,11 +262,7 @@ def test_a_background_process_of_a_command_does_not_outlive_the_run(tmp_path, to
         job(["a"], command=["sh", "-c", "sleep 300 & echo id > out.csv; echo a >> out.csv"], outputFile="out.csv"),
     )
     runner = start(spec, tmp_path, token, {})
-    try:
-        _, err = runner.communicate(timeout=GUARD)
-    except subprocess.TimeoutExpired:
-        runner.kill()
-        raise AssertionError("dsj run did not finish") from None
+    err = finish(runner, token)
     assert runner.returncode == 0, err
     no_process_left(token)
 
@@ -281,12 +275,7 @@ def test_sigterm_stops_a_command_that_ignores_it(tmp_path, token):
     runner = start(spec, tmp_path, token, {})
     wait_until(lambda: (marks / "started").exists() or runner.poll() is not None, "the command to start")
     assert runner.poll() is None, runner.communicate()
-    runner.send_signal(signal.SIGTERM)
-    try:
-        _, err = runner.communicate(timeout=GUARD)
-    except subprocess.TimeoutExpired:
-        runner.kill()
-        raise AssertionError("dsj run still running long after SIGTERM") from None
+    err = finish(runner, token, sigterm=True)
     assert runner.returncode == 130, err
     no_process_left(token)
 
