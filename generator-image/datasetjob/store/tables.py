@@ -125,15 +125,6 @@ def iter_rows(path: str, fmt: str, chunk_rows: int = 50_000) -> Iterator[Row]:
         raise ValueError(f"unknown format {fmt!r}")
 
 
-def count_rows(path: str, fmt: str) -> int:
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        rows: int = pq.ParquetFile(path).metadata.num_rows
-        return rows
-    return sum(1 for _ in iter_rows(path, fmt))
-
-
 def file_digest(path: str) -> tuple[str, int]:
     """(sha256 hex, size in bytes)."""
     h = hashlib.sha256()

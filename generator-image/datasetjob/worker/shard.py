@@ -36,7 +36,7 @@ from datasetjob.store.fingerprint import item_digest
 from datasetjob.store.item_store import ItemStore
 from datasetjob.store.reuse import ItemRecord, lineage, select_reusable
 from datasetjob.store.rowtypes import Row, conform_row, type_conflicts
-from datasetjob.store.tables import count_rows, file_digest, iter_rows, read_columns, write_rows
+from datasetjob.store.tables import file_digest, iter_rows, read_columns, write_rows
 from datasetjob.worker.command import output_path, shard_values, work_dir
 from datasetjob.worker.generator import json_safe_rows, load_function, normalise_rows, substitute
 from datasetjob.worker.shard_summary import ShardSummary
@@ -303,9 +303,8 @@ class ShardWorker:
             raise RuntimeError(f"generator command exited 0 but wrote no {output}")
         staged = os.path.join(tmpdir, f"shard.{self.fmt}")
         shutil.copyfile(output, staged)
-        missing = self._account_for_items(staged, output)
+        missing, self.summary.rows = self._account_for_items(staged, output)
         self.summary.columns = read_columns(staged, self.fmt)
-        self.summary.rows = count_rows(staged, self.fmt)
         self.summary.items_done = len(self.positions) - len(missing)
         self.summary.items_failed = len(missing)
         self._checkpoint = None
@@ -313,8 +312,8 @@ class ShardWorker:
             {"id": item_id, "error": "the generator command wrote no row for this item"} for item_id in missing
         ]
 
-    def _account_for_items(self, staged: str, output: Path) -> list[str]:
-        """Check a command's output against the shard's items; the ids it wrote no row for.
+    def _account_for_items(self, staged: str, output: Path) -> tuple[list[str], int]:
+        """Check a command's output against the shard's items: (the ids it wrote no row for, rows).
 
         Every row must be an object; with `idColumn` each row names an item of this shard and the
         items it names are the ones done; without it the rows cannot be told apart, so an output
@@ -339,13 +338,13 @@ class ShardWorker:
                     f"{output}: column {gen.id_column!r} names {len(strangers)} item(s) not in this shard, "
                     f"e.g. {strangers[0]!r}"
                 )
-            return [item_id for item_id in own if item_id not in named]
+            return [item_id for item_id in own if item_id not in named], rows
         if rows == 0 and own and not gen.allow_empty_output:
             raise RuntimeError(
                 f"{output}: the generator command wrote no rows for {len(own)} item(s); set "
                 "spec.generator.idColumn to account for items, or allowEmptyOutput: true if that is expected"
             )
-        return []
+        return [], rows
 
     def _commit(self, path: str, failures: list[dict[str, Any]]) -> None:
         """Failures, then data, then the shard manifest: the manifest is the commit marker."""
