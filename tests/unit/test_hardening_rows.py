@@ -21,6 +21,7 @@ from datasetjob.store.item_store import ItemStore
 from datasetjob.store.reuse import ItemRecord, segment_body
 from datasetjob.store.rowtypes import conform_row, type_conflicts
 from datasetjob.store.tables import file_digest, write_rows
+from datasetjob.worker.generator import encode_rows
 
 SURROGATE = "bad \ud800"
 
@@ -100,7 +101,7 @@ def _record(item_id: str) -> ItemRecord:
 def test_a_corrupt_segment_is_set_aside_and_the_rest_is_reused(tmp_path, caplog, garbage):
     store = FileStore(tmp_path)
     items = ItemStore(store, "fp1", {})
-    items.save("run1", 0, [_record("a")])
+    items.save("run1", 0, [_record("a").to_line()])
     bad_key = layout.item_segment_key("fp1", "run1", 1, "00000000000000000001-deadbeef")
     store.put_bytes(bad_key, garbage)
     with caplog.at_level(logging.WARNING):
@@ -149,7 +150,7 @@ class ObjectStore(Store):
 def test_a_corrupt_segment_in_an_object_store_is_skipped_and_named(tmp_path, caplog):
     store = ObjectStore(tmp_path)
     items = ItemStore(store, "fp1", {})
-    items.save("run1", 0, [_record("a")])
+    items.save("run1", 0, [_record("a").to_line()])
     bad_key = layout.item_segment_key("fp1", "run1", 1, "00000000000000000001-deadbeef")
     store.put_bytes(bad_key, b"garbage\n")
     with caplog.at_level(logging.WARNING):
@@ -161,7 +162,7 @@ def test_a_corrupt_segment_in_an_object_store_is_skipped_and_named(tmp_path, cap
 def test_segments_that_are_fine_load_as_before(tmp_path):
     store = FileStore(tmp_path)
     items = ItemStore(store, "fp1", {})
-    items.save("run1", 0, [_record("a"), _record("b")])
+    items.save("run1", 0, [_record("a").to_line(), _record("b").to_line()])
     assert sorted(r.id for r in items.load()) == ["a", "b"]
     assert sorted(r.id for r in items.load({"b"})) == ["b"]
     assert json.loads(segment_body([_record("a")]))["id"] == "a"
@@ -270,7 +271,7 @@ def test_damage_found_mid_run_turns_the_cache_off_and_the_next_start_sets_it_asi
 def test_a_damaged_checkpoint_part_is_skipped_and_text_with_line_separators_loads(tmp_path, caplog):
     store = FileStore(tmp_path)
     checkpoint = Checkpoint(store, "r1", 0)
-    checkpoint.record(0, "a", [{"text": "one\u2028two\x85three"}])
+    checkpoint.record(0, "a", encode_rows([{"text": "one\u2028two\x85three"}]))
     checkpoint.flush()
     store.put_bytes(layout.checkpoint_prefix("r1", 0) + "part-0-broken.jsonl", b'{"position": 1, "ro')
     with caplog.at_level(logging.WARNING):

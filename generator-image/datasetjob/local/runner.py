@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from datasetjob.combine.run import combine_run
 from datasetjob.contract import PARENT_PID_ENV, RETRY_FAILED_ITEMS_ENV
@@ -45,7 +45,7 @@ from datasetjob.spec.model import run_id as compute_run_id
 from datasetjob.spec.sharding import shard_name
 from datasetjob.store import layout
 from datasetjob.store.backends import FileStore, open_store
-from datasetjob.store.universe import resolve_items
+from datasetjob.store.universe import universe_size
 from datasetjob.worker.command import check_work_dir_within
 from datasetjob.worker.lifetime import descendants
 
@@ -166,8 +166,9 @@ class LocalRunner:
         self.worker_credentials: str | None = None
 
     # -- set-up -----------------------------------------------------------------------------
-    def _prepare(self) -> tuple[list[Any], list[str]]:
-        items, ids = resolve_items(self.spec)
+    def _prepare(self) -> int:
+        """The universe's size, with the run's directory and spec ready for its shards."""
+        total = universe_size(self.spec)
         if not (self.opts.resume or self.opts.retry_failed):
             self.store.delete_prefix(layout.run_prefix(self.run_id), keep=frozenset({layout.lease_key(self.run_id)}))
         # Written documents carry no credentials; workers get them through their environment.
@@ -194,7 +195,7 @@ class LocalRunner:
                         continue
                     if not (self.opts.retry_failed and failed_items):
                         shard.state = "committed"
-        return items, ids
+        return total
 
     def _refusal(self) -> str | None:
         """Why this run must not start, before anything is written: a command's working directory
@@ -378,8 +379,7 @@ class LocalRunner:
         started = time.monotonic()
         # The combine's table libraries take a while to import; do it while shards run.
         threading.Thread(target=_prewarm_combine, daemon=True).start()
-        items, _ = self._prepare()
-        total = len(items)
+        total = self._prepare()
         self.view.started(
             self.spec,
             self.run_id,

@@ -30,6 +30,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from datasetjob.sdk.backoff import retry_upstream
 
+_GENERATOR_LOG = logging.getLogger("datasetjob.generator")
 T = TypeVar("T")
 P = ParamSpec("P")
 
@@ -154,8 +155,12 @@ class ItemContext:
         self._limiter = limiter
         self._default_ttl = default_ttl
         _current.set(self)  # this thread's item, for `limited` functions
-        base = logger or logging.getLogger("datasetjob.generator")
-        self.log = logging.LoggerAdapter(base, {"item_id": item_id, "shard": shard})
+        self._logger = logger
+
+    @functools.cached_property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose lines carry the shard and item id (made on first use: most items never log)."""
+        return logging.LoggerAdapter(self._logger or _GENERATOR_LOG, {"item_id": self.item_id, "shard": self.shard})
 
     @contextmanager
     def limit(self) -> Iterator[None]:

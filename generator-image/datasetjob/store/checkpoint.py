@@ -11,25 +11,36 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
 
 from datasetjob.store import layout
 from datasetjob.store.backends import Store
+from datasetjob.store.reuse import json_string
 from datasetjob.store.rowtypes import Row
 
 log = logging.getLogger("datasetjob.store")
 
 
 class Checkpoint:
+    """Finished items of one shard, flushed by time (at most one part per `flush_every_seconds`)
+    or when the pending text passes `flush_every_bytes`: the store is written about once a
+    second whatever the item rate, and memory stays bounded whatever the row size."""
+
     def __init__(
-        self, store: Store, run_id: str, index: int, flush_every_items: int = 25, flush_every_seconds: float = 5.0
+        self,
+        store: Store,
+        run_id: str,
+        index: int,
+        flush_every_seconds: float = 1.0,
+        flush_every_bytes: int = 8 << 20,
     ):
         self.store = store
         self.prefix = layout.checkpoint_prefix(run_id, index)
-        self.flush_every_items = flush_every_items
         self.flush_every_seconds = flush_every_seconds
-        self._pending: list[dict[str, Any]] = []  # {"position", "id", "rows"} entries
+        self.flush_every_bytes = flush_every_bytes
+        self._pending: list[str] = []  # one JSON line per item: {"position", "id", "rows"}
+        self._pending_bytes = 0
         self._last_flush = time.monotonic()
+        self.parts_written = 0
 
     def load(self) -> dict[int, list[Row]]:
         """position → rows of every item a previous attempt finished."""
@@ -47,10 +58,13 @@ class Checkpoint:
             done.update(part)
         return done
 
-    def record(self, position: int, item_id: str, rows: list[Row]) -> None:
-        self._pending.append({"position": position, "id": item_id, "rows": rows})
+    def record(self, position: int, item_id: str, rows_json: str) -> None:
+        """One finished item; `rows_json` is its rows as JSON text (encoded once, by the caller)."""
+        line = f'{{"position": {position}, "id": {json_string(item_id)}, "rows": {rows_json}}}\n'
+        self._pending.append(line)
+        self._pending_bytes += len(line)
         if (
-            len(self._pending) >= self.flush_every_items
+            self._pending_bytes >= self.flush_every_bytes
             or time.monotonic() - self._last_flush >= self.flush_every_seconds
         ):
             self.flush()
@@ -59,11 +73,11 @@ class Checkpoint:
         self._last_flush = time.monotonic()
         if not self._pending:
             return
-        body = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in self._pending)
-        self._pending = []
-        self.store.put_bytes(
-            f"{self.prefix}part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl", body.encode("utf-8")
-        )
+        body = "".join(self._pending).encode("utf-8")
+        self._pending, self._pending_bytes = [], 0
+        self.store.put_bytes(f"{self.prefix}part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl", body)
+        self.parts_written += 1
 
     def discard(self) -> None:
+        """Every part at once: one directory removal on disk, one batched delete per 1,000 on S3."""
         self.store.delete_prefix(self.prefix)

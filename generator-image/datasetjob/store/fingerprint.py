@@ -67,4 +67,5 @@ def generator_fingerprint(inputs: dict[str, Any]) -> str:
 
 def item_digest(item: Any) -> str:
     """Guards against two different items that share an id (an idTemplate over some fields)."""
-    return hashlib.sha256(canonical_json(item).encode()).hexdigest()[:16]
+    text = str(item) if type(item) is int else canonical_json(item)  # the same text, cheaper (a range's items)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -20,7 +20,7 @@ from typing import Any
 from datasetjob.errors import StorageError
 from datasetjob.store import layout
 from datasetjob.store.backends import FileStore, Store
-from datasetjob.store.reuse import ItemRecord, parse_segment, segment_body
+from datasetjob.store.reuse import ItemRecord, parse_segment
 
 log = logging.getLogger("datasetjob.store")
 
@@ -72,11 +72,13 @@ class ItemStore:
             self.store.key_uri(aside),
         )
 
-    def save(self, run_id: str, index: int, records: list[ItemRecord]) -> None:
-        if not records:
+    def save(self, run_id: str, index: int, lines: list[str]) -> None:
+        """One new segment of these records (reuse.segment_line each)."""
+        if not lines:
             return
         token = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        self.store.put_bytes(layout.item_segment_key(self.fingerprint, run_id, index, token), segment_body(records))
+        body = "".join(lines).encode("utf-8")
+        self.store.put_bytes(layout.item_segment_key(self.fingerprint, run_id, index, token), body)
         # What the fingerprint stands for, for people browsing the store (same bytes every time).
         self.store.put_bytes(
             layout.fingerprint_key(self.fingerprint), json.dumps(self.inputs, indent=1, sort_keys=True).encode("utf-8")

@@ -12,6 +12,9 @@ from typing import Any
 
 from datasetjob.store.rowtypes import Row
 
+# A str as json.dumps(s, ensure_ascii=False) writes it, without building an encoder per call.
+json_string = json.encoder.encode_basestring
+
 
 @dataclass(frozen=True)
 class ItemRecord:
@@ -20,6 +23,10 @@ class ItemRecord:
     rows: list[Row]
     run_id: str
     generated_at: float  # seconds since the epoch
+
+    def to_line(self) -> str:
+        rows = json.dumps(self.rows, ensure_ascii=False)
+        return segment_line(self.id, self.item_digest, rows, self.run_id, self.generated_at)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,8 +67,17 @@ _ID_FIRST = '{"id": '  # to_json puts the id first, so a reader can skip a line 
 _decoder = json.JSONDecoder()
 
 
+def segment_line(item_id: str, item_digest: str, rows_json: str, run_id: str, generated_at: float) -> str:
+    """One record of a segment, its rows already JSON (the worker encodes each row once): the
+    text json.dumps(record.to_json(), ensure_ascii=False) gives, id first."""
+    return (
+        f'{{"id": {json_string(item_id)}, "item": {json_string(item_digest)}, "rows": {rows_json}, '
+        f'"runId": {json_string(run_id)}, "generatedAt": {float.__repr__(float(generated_at))}}}\n'
+    )
+
+
 def segment_body(records: list[ItemRecord]) -> bytes:
-    return "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    return "".join(r.to_line() for r in records).encode("utf-8")
 
 
 def parse_segment(text: str, ids: set[str] | None = None) -> list[ItemRecord]:

@@ -138,7 +138,31 @@ def _check_text(column: str, value: Any, text: str) -> None:
         raise _refuse(column, value, f"is not valid UTF-8 text (it holds the lone surrogate {bad!r})") from None
 
 
+def _plain(row: Row, parquet: bool) -> bool:
+    """Every value already as every format holds it: ASCII text, an int64, a finite float, a
+    bool or None (the common row, checked without building a new one)."""
+    for value in row.values():
+        kind = type(value)
+        if kind is str:
+            if not value.isascii():
+                return False
+        elif kind is int:
+            if parquet and not INT64_MIN <= value <= INT64_MAX:
+                return False
+        elif kind is float:
+            if value != value or value in _INFINITIES:
+                return False
+        elif kind is not bool and value is not None:
+            return False
+    return True
+
+
+_INFINITIES = (math.inf, -math.inf)
+
+
 def conform_row(row: Row, declared: dict[str, str], fmt: str) -> Row:
+    if not declared and _plain(row, fmt == "parquet") and "".join(row).isascii():
+        return row
     if not "".join(row).isascii():
         for column in row:
             _check_text(column, column, column)

@@ -18,9 +18,11 @@ from urllib.parse import urlparse
 from datasetjob.contract import ITEMS_DIR_ENV
 from datasetjob.errors import SpecError, StorageError
 from datasetjob.spec.documents import open_regular_file
-from datasetjob.spec.item_source import count_unique_ids, item_ids, iter_items
+from datasetjob.spec.item_slice import ItemSlice, slice_known, slice_stream
+from datasetjob.spec.item_source import count_items, count_unique_ids, item_ids, iter_items
 from datasetjob.spec.limits import MAX_ITEM_LINE_BYTES, MAX_ITEM_SOURCE_BYTES, size_text
 from datasetjob.spec.model import DatasetJobSpec, range_length
+from datasetjob.spec.sharding import shard_bounds
 from datasetjob.store.backends import open_uri
 
 _CHUNK = 1 << 20
@@ -113,9 +115,27 @@ def resolve_items(spec: DatasetJobSpec) -> tuple[list[Any], list[str]]:
     return items, item_ids(items, spec.items.id_template)
 
 
+def universe_size(spec: DatasetJobSpec) -> int:
+    """How many items, keeping none: O(1) for range, product and values; one streamed pass
+    (items parsed, not kept) for fromUri and fromConfigMap."""
+    known = count_items(spec.items)
+    if known is not None:
+        return known
+    return sum(1 for _ in _items(spec))
+
+
+def shard_slice(spec: DatasetJobSpec, index: int) -> tuple[ItemSlice, list[str]]:
+    """Shard `index`'s items and their ids, never holding the universe: a streamed source is
+    read twice (counted, then its slice kept). Ids are checked within the slice; the whole
+    universe's ids are checked once per run, where it starts (check_universe)."""
+    start, stop = shard_bounds(universe_size(spec), spec.shards, index)
+    own = slice_known(spec.items, start, stop) or slice_stream(_items(spec), start, stop)
+    return own, item_ids(own.items, spec.items.id_template) if own.items else []
+
+
 def check_universe(spec: DatasetJobSpec) -> int:
     """The number of items, with every check of resolve_items, streaming: only ids are kept
     (none for a range without idTemplate, whose ids cannot repeat)."""
     if spec.items.range is not None and not spec.items.id_template:
         return range_length(*spec.items.range)  # ids are the numbers: unique, nothing to read
-    return count_unique_ids(_items(spec), spec.items.id_template)
+    return count_unique_ids(lambda: _items(spec), spec.items.id_template)

@@ -25,7 +25,7 @@ from datasetjob.spec.model import run_id as compute_run_id
 from datasetjob.store.backends import Store, open_store
 from datasetjob.store.fingerprint import fingerprint_inputs, generator_fingerprint, image_digest
 from datasetjob.store.item_store import ItemStore
-from datasetjob.store.universe import resolve_items
+from datasetjob.store.universe import shard_slice, universe_size
 from datasetjob.worker.lifetime import adopt_orphans, exit_now, stop_on_sigterm, stop_with_parent
 from datasetjob.worker.logtext import OneLineFormatter
 from datasetjob.worker.shard import ShardWorker, WorkerSetup
@@ -120,7 +120,7 @@ def _run_shard(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> i
     worker = None
     try:
         store = open_output(spec)
-        items, ids = resolve_items(spec)
+        items, ids = shard_slice(spec, index)
         progress_dir = os.environ.get("DSJ_PROGRESS_DIR")
         progress: ProgressSink = FileProgress(progress_dir, index) if progress_dir else NullProgress()
         cache = make_cache(spec, run)
@@ -180,8 +180,7 @@ def combine_main(spec: DatasetJobSpec, run_id: str | None) -> int:
     run = resolve_run_id(spec, run_id)
     try:
         store = open_output(spec)
-        items, _ = resolve_items(spec)
-        result = combine_run(spec, run, store, len(items))
+        result = combine_run(spec, run, store, universe_size(spec))
     except CombineRefused as exc:
         log.error("not published: %s", exc)
         write_termination_message({"state": "refused", "runId": run, "reason": exc.reason, "message": str(exc)[:2000]})

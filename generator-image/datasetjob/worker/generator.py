@@ -53,10 +53,35 @@ def normalise_rows(result: Any) -> list[Row]:
     raise TypeError(f"generator must return a dict, a list of dicts or None, got {type(result).__name__}")
 
 
+# Values a JSON round trip gives back unchanged (NaN included: allow_nan); a row of only these
+# under string keys needs no copy. bool is a subclass of int but is listed for the exact-type test.
+_FLAT_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def _flat(rows: list[Row]) -> bool:
+    for row in rows:
+        for key, value in row.items():
+            if type(key) is not str or type(value) not in _FLAT_TYPES:
+                return False
+    return True
+
+
+# One encoder for every item: json.dumps with options builds a new one per call.
+_ROWS_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=True)
+
+
 def json_safe_rows(rows: list[Row], item_id: str) -> list[Row]:
-    """Rows must survive a JSON round trip (checkpoints and jsonl output are JSON)."""
+    """Rows must survive a JSON round trip (checkpoints and jsonl output are JSON). Flat rows of
+    plain values already do; others (nested values, tuples, non-string keys) are round-tripped."""
+    if _flat(rows):
+        return rows
     try:
         copied: list[Row] = json.loads(json.dumps(rows, allow_nan=True))
         return copied
     except (TypeError, ValueError) as exc:
         raise TypeError(f"row of item {item_id!r} is not JSON-serialisable: {exc}") from None
+
+
+def encode_rows(rows: list[Row]) -> str:
+    """An item's rows as JSON text, once: the checkpoint and the item store both carry it."""
+    return _ROWS_ENCODER.encode(rows)

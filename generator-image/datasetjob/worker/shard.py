@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,18 +28,19 @@ from datasetjob.errors import ExitCode, GeneratorConfigError
 from datasetjob.progress import ProgressSink
 from datasetjob.ratelimit.base import TokenBucket
 from datasetjob.sdk.context import Counters, ItemContext
+from datasetjob.spec.item_slice import ItemSlice
 from datasetjob.spec.model import DatasetJobSpec
-from datasetjob.spec.sharding import processing_order, shard_bounds, shard_name
+from datasetjob.spec.sharding import processing_order, shard_name
 from datasetjob.store import layout
 from datasetjob.store.backends import Store, local_tempdir
 from datasetjob.store.checkpoint import Checkpoint
 from datasetjob.store.fingerprint import item_digest
 from datasetjob.store.item_store import ItemStore
-from datasetjob.store.reuse import ItemRecord, lineage, select_reusable
+from datasetjob.store.reuse import ItemRecord, lineage, segment_line, select_reusable
 from datasetjob.store.rowtypes import Row, conform_row, type_conflicts
 from datasetjob.store.tables import file_digest, iter_rows, read_columns, write_rows
 from datasetjob.worker.command import output_path, shard_values, work_dir
-from datasetjob.worker.generator import json_safe_rows, load_function, normalise_rows, substitute
+from datasetjob.worker.generator import encode_rows, json_safe_rows, load_function, normalise_rows, substitute
 from datasetjob.worker.shard_summary import ShardSummary
 
 log = logging.getLogger("datasetjob.worker")
@@ -50,8 +52,8 @@ class WorkerSetup:
     run_id: str
     index: int
     store: Store
-    items: list[Any]
-    ids: list[str]
+    items: ItemSlice  # this shard's items only, never the universe
+    ids: list[str]  # their ids, in the same order
     cache: Cache
     progress: ProgressSink
     limiter: TokenBucket | None = None  # None: no spec.rateLimit
@@ -63,8 +65,7 @@ class ShardWorker:
         self.s = setup
         self.spec = setup.spec
         self.fmt = setup.spec.output.format
-        start, stop = shard_bounds(len(setup.items), setup.spec.shards, setup.index)
-        self.positions = range(start, stop)
+        self.positions = setup.items.positions
         self.counters = Counters()
         self.summary = ShardSummary(setup.run_id, setup.index, items_total=len(self.positions))
         self.stopping = threading.Event()  # set on SIGTERM: checkpoint and stop
@@ -72,6 +73,8 @@ class ShardWorker:
         self._lock = threading.Lock()
         self._reused: dict[int, ItemRecord] = {}
         self._generated: dict[int, list[Row]] = {}
+        self._encoded: dict[int, str] = {}  # position → its rows as JSON, for the item store
+        self._digests: dict[int, str] = {}  # position → item_digest, computed once
         self._checkpoint: Checkpoint | None = None  # function mode; flushed or discarded at commit
 
     # -- progress ---------------------------------------------------------------------------
@@ -140,8 +143,8 @@ class ShardWorker:
         todo = [p for p in processing_order(self.positions, self.s.index) if p not in results]
         declared = dict(self.spec.combine.columns)
 
-        def one(position: int) -> list[Row]:
-            item, item_id = self.s.items[position], self.s.ids[position]
+        def one(position: int) -> tuple[list[Row], str]:
+            item, item_id = self.item(position), self.item_id(position)
             ctx = ItemContext(
                 item=item,
                 item_id=item_id,
@@ -155,24 +158,13 @@ class ShardWorker:
             )
             rows = json_safe_rows(normalise_rows(fn(item, ctx)), item_id)
             # A value its column or the format cannot hold fails this item, not the shard.
-            return [conform_row(row, declared, self.fmt) for row in rows]
+            rows = [conform_row(row, declared, self.fmt) for row in rows]
+            return rows, encode_rows(rows)
 
-        width = self.spec.generator.concurrency
-        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="item") as pool:
-            pending: dict[Future[list[Row]], int] = {}
-            queue = iter(todo)
-            while True:
-                while len(pending) < width * 2 and not self.stopping.is_set():
-                    position = next(queue, None)
-                    if position is None:
-                        break
-                    pending[pool.submit(one, position)] = position
-                if not pending:
-                    break
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    position = pending.pop(fut)
-                    self._record(position, fut, results, failures, checkpoint)
+        if self.spec.generator.concurrency == 1:
+            self._run_inline(one, todo, results, failures, checkpoint)
+        else:
+            self._run_pooled(one, todo, results, failures, checkpoint)
         if self.stopping.is_set() and len(results) + len(failures) < len(self.positions):
             checkpoint.flush()
             log.warning(
@@ -192,11 +184,72 @@ class ShardWorker:
         self._checkpoint = checkpoint
         return path, sorted(failures, key=lambda f: f["position"])
 
+    def item(self, position: int) -> Any:
+        return self.s.items.items[position - self.positions.start]
+
+    def item_id(self, position: int) -> str:
+        return self.s.ids[position - self.positions.start]
+
+    def _digest(self, position: int) -> str:
+        digest = self._digests.get(position)
+        if digest is None:
+            digest = self._digests[position] = item_digest(self.item(position))
+        return digest
+
+    def _run_inline(
+        self,
+        one: Callable[[int], tuple[list[Row], str]],
+        todo: list[int],
+        results: dict[int, list[Row]],
+        failures: list[dict[str, Any]],
+        checkpoint: Checkpoint,
+    ) -> None:
+        """Items one at a time in this thread: no Future, no hand-off per item."""
+        for position in todo:
+            if self.stopping.is_set():
+                return
+            try:
+                outcome = one(position)
+            except Exception as exc:  # the generator's own error: this item fails, the shard goes on
+                self._record_failure(position, exc, failures)
+            else:
+                self._record_success(position, outcome, results, checkpoint)
+
+    def _run_pooled(
+        self,
+        one: Callable[[int], tuple[list[Row], str]],
+        todo: list[int],
+        results: dict[int, list[Row]],
+        failures: list[dict[str, Any]],
+        checkpoint: Checkpoint,
+    ) -> None:
+        """Items `concurrency` at a time on threads, a few queued ahead."""
+        width = self.spec.generator.concurrency
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="item") as pool:
+            pending: dict[Future[tuple[list[Row], str]], int] = {}
+            queue = iter(todo)
+            while True:
+                while len(pending) < width * 2 and not self.stopping.is_set():
+                    position = next(queue, None)
+                    if position is None:
+                        break
+                    pending[pool.submit(one, position)] = position
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    position = pending.pop(fut)
+                    exc = fut.exception()
+                    if exc is None:
+                        self._record_success(position, fut.result(), results, checkpoint)
+                    else:
+                        self._record_failure(position, exc, failures)
+
     def _reusable(self, done: dict[int, list[Row]]) -> dict[int, ItemRecord]:
         """Rows that earlier runs stored for this shard's other items (none when reuse is off)."""
         if self.s.item_store is None:
             return {}
-        wanted = {p: (self.s.ids[p], item_digest(self.s.items[p])) for p in self.positions if p not in done}
+        wanted = {p: (self.item_id(p), self._digest(p)) for p in self.positions if p not in done}
         if not wanted:
             return {}
         records = self.s.item_store.load({item_id for item_id, _ in wanted.values()})
@@ -215,12 +268,12 @@ class ShardWorker:
         committed shard are stored again: a duplicate record is harmless (the newest wins)."""
         if self.s.item_store is None or not self._generated:
             return
-        now = time.time()
-        records = [
-            ItemRecord(self.s.ids[p], item_digest(self.s.items[p]), rows, self.s.run_id, now)
+        now, run_id, encoded = time.time(), self.s.run_id, self._encoded
+        lines = [
+            segment_line(self.item_id(p), self._digest(p), encoded.get(p) or encode_rows(rows), run_id, now)
             for p, rows in sorted(self._generated.items())
         ]
-        self.s.item_store.save(self.s.run_id, self.s.index, records)
+        self.s.item_store.save(run_id, self.s.index, lines)
 
     def _fail_type_conflicts(
         self, results: dict[int, list[Row]], failures: list[dict[str, Any]], declared: dict[str, str]
@@ -234,34 +287,30 @@ class ShardWorker:
             self.summary.items_failed += 1
             self.summary.rows -= len(rows)
             failures.append(
-                {"id": self.s.ids[position], "position": position, "error": f"RowValueError: {why}", "where": ""}
+                {"id": self.item_id(position), "position": position, "error": f"RowValueError: {why}", "where": ""}
             )
-            log.warning("item %s failed: %s", self.s.ids[position], why)
+            log.warning("item %s failed: %s", self.item_id(position), why)
 
-    def _record(
-        self,
-        position: int,
-        fut: Future[list[Row]],
-        results: dict[int, list[Row]],
-        failures: list[dict[str, Any]],
-        checkpoint: Checkpoint,
+    def _record_success(
+        self, position: int, outcome: tuple[list[Row], str], results: dict[int, list[Row]], checkpoint: Checkpoint
     ) -> None:
-        item_id = self.s.ids[position]
-        exc = fut.exception()
+        rows, encoded = outcome
         with self._lock:
-            if exc is None:
-                rows = fut.result()
-                results[position] = rows
-                self.summary.items_done += 1
-                self.summary.rows += len(rows)
-                checkpoint.record(position, item_id, rows)
-            else:
-                self.summary.items_failed += 1
-                tb = traceback.extract_tb(exc.__traceback__)
-                where = f"{tb[-1].filename}:{tb[-1].lineno}" if tb else ""
-                error = _utf8(f"{type(exc).__name__}: {exc}")  # a generator's message may hold any text
-                failures.append({"id": item_id, "position": position, "error": error, "where": _utf8(where)})
-                log.warning("item %s failed: %s", item_id, error)
+            results[position] = rows
+            self._encoded[position] = encoded
+            self.summary.items_done += 1
+            self.summary.rows += len(rows)
+        checkpoint.record(position, self.item_id(position), encoded)
+
+    def _record_failure(self, position: int, exc: BaseException, failures: list[dict[str, Any]]) -> None:
+        item_id = self.item_id(position)
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f"{tb[-1].filename}:{tb[-1].lineno}" if tb else ""
+        error = _utf8(f"{type(exc).__name__}: {exc}")  # a generator's message may hold any text
+        with self._lock:
+            self.summary.items_failed += 1
+            failures.append({"id": item_id, "position": position, "error": error, "where": _utf8(where)})
+        log.warning("item %s failed: %s", item_id, error)
 
     def _run_command(self) -> tuple[str | None, list[dict[str, Any]]]:
         tmpdir = local_tempdir()
@@ -279,8 +328,8 @@ class ShardWorker:
         items_file = os.path.join(tmpdir, "items.jsonl")
         with open(items_file, "w", encoding="utf-8") as f:
             for p in self.positions:
-                f.write(json.dumps(self.s.items[p], ensure_ascii=False) + "\n")
-        values = shard_values(gen, [self.s.ids[p] for p in self.positions], self.s.index, self.s.run_id, items_file)
+                f.write(json.dumps(self.item(p), ensure_ascii=False) + "\n")
+        values = shard_values(gen, list(self.s.ids), self.s.index, self.s.run_id, items_file)
         output = output_path(gen, values)
         argv = [substitute(a, values) for a in gen.command]
         cwd = work_dir(gen)
@@ -319,7 +368,7 @@ class ShardWorker:
         items it names are the ones done; without it the rows cannot be told apart, so an output
         with no rows (for a shard with items) fails unless the spec allows it."""
         gen = self.spec.generator
-        own = [self.s.ids[p] for p in self.positions]
+        own = list(self.s.ids)
         named: set[str] = set()
         rows = 0
         try:
