@@ -122,7 +122,8 @@ def test_sigkill_mid_shard_then_resume_gives_the_same_dataset(tmp_path):
 
     spec = write_doc(doc, tmp_path / "crash.yaml")
     out, work = tmp_path / "out-crash", tmp_path / "work-crash"
-    env = dict(os.environ, SMF_LATENCY_MS="15", DSJ_EMBEDDED_CACHE_DIR=str(tmp_path / "cache-crash"))
+    # Slow enough that a checkpoint (flushed about once a second) appears before the shards end.
+    env = dict(os.environ, SMF_LATENCY_MS="60", DSJ_EMBEDDED_CACHE_DIR=str(tmp_path / "cache-crash"))
     args = [
         sys.executable,
         "-m",

@@ -39,7 +39,7 @@ def _count(params, **_):
 def _init_counting(self, *args, **kwargs):
     _init(self, *args, **kwargs)
     for call in ("PutObject", "CreateMultipartUpload"):
-        self.client.meta.events.register(f"before-call.s3.{call}", _count)
+        self.client.meta.events.register(f"before-parameter-build.s3.{call}", _count)
 
 backends.S3Store.__init__ = _init_counting
 from datasetjob.cli import main
