@@ -377,8 +377,9 @@ class LocalRunner:
         lease = self.lease
         assert lease is not None  # held from run() on
         started = time.monotonic()
-        # The combine's table libraries take a while to import; do it while shards run.
-        threading.Thread(target=_prewarm_combine, daemon=True).start()
+        # The combine's table library takes a while to import; do it while shards run.
+        if self.spec.output.format == "parquet":
+            threading.Thread(target=_prewarm_combine, daemon=True).start()
         total = self._prepare()
         self.view.started(
             self.spec,
@@ -459,4 +460,4 @@ class LocalRunner:
 def _prewarm_combine() -> None:
     import importlib
 
-    importlib.import_module("pandas")
+    importlib.import_module("pyarrow.parquet")

@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from datasetjob.store.rowtypes import Row
 
+# A value may be long text (a document, a prompt): the csv module's default cap is 128 KiB.
+csv.field_size_limit(2**31 - 1)
+
 if TYPE_CHECKING:  # imported where used: pyarrow takes a while to load
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -99,17 +102,10 @@ def read_columns(path: str, fmt: str) -> list[str]:
 
 
 def iter_rows(path: str, fmt: str, chunk_rows: int = 50_000) -> Iterator[Row]:
-    """Stream a row file; memory is bounded by `chunk_rows`. CSV values stay text."""
+    """Stream a row file; memory is bounded by `chunk_rows`. CSV values stay text (read with the
+    csv module: the table stack is not loaded for a CSV run)."""
     if fmt == "csv":
-        import pandas as pd
-
-        try:
-            reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, chunksize=chunk_rows)
-        except pd.errors.EmptyDataError:
-            return
-        with reader:
-            for chunk in reader:
-                yield from chunk.to_dict("records")
+        yield from _csv_rows(path)
     elif fmt == "jsonl":
         with open(path, encoding="utf-8") as f:
             for line in f:
@@ -123,6 +119,43 @@ def iter_rows(path: str, fmt: str, chunk_rows: int = 50_000) -> Iterator[Row]:
             yield from batch.to_pylist()
     else:
         raise ValueError(f"unknown format {fmt!r}")
+
+
+def _csv_header(names: list[str]) -> list[str]:
+    """Column names with repeats made unique as `name.1`, `name.2`, ... (as pandas reads them)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}.{seen[name]}"
+        seen.setdefault(name, 0)
+        out.append(name)
+    return out
+
+
+def _csv_rows(path: str) -> Iterator[Row]:
+    """Rows of a CSV file with a header, every value as text: blank lines skipped, a short row
+    filled with empty values; a row longer than the header or a quote left open is refused
+    (ValueError naming the line)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, strict=True)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return
+            columns = _csv_header(header)
+            width = len(columns)
+            for values in reader:
+                if not values:
+                    continue
+                if len(values) > width:
+                    raise ValueError(f"{len(values)} fields, but the header names {width} columns")
+                if len(values) < width:
+                    values += [""] * (width - len(values))
+                yield dict(zip(columns, values, strict=True))
+        except (csv.Error, ValueError) as exc:
+            raise ValueError(f"line {reader.line_num}: {exc}") from None
 
 
 def file_digest(path: str) -> tuple[str, int]:
