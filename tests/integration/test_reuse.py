@@ -191,3 +191,24 @@ def test_rows_older_than_max_age_are_generated_again(tmp_path):
     assert runs.run(with_spec(doc, reuse={"maxAgeSeconds": 3600}), out) == Counter()
     time.sleep(2)  # the rows are now older than a one-second limit
     assert runs.run(with_spec(doc, reuse={"maxAgeSeconds": 1}), out) == Counter(item_ids(doc))
+
+
+def test_only_shards_with_items_to_generate_start_a_process(tmp_path):
+    doc = sample_doc(symbols=20, dates=3, shards=4)
+    runs = Runs(tmp_path)
+    out = f"file://{tmp_path}/out"
+    broken = "ACO:2023-02-28"  # in shard 0 of 4
+    assert runs.run(doc, out, env={"SMF_FAIL_ITEMS": broken})[broken] == 1
+
+    def processes(n: int) -> list[str]:
+        return sorted(p.name for p in (tmp_path / f"work-{n}").glob("logs/*/shard-*.log"))
+
+    assert runs.run(doc, out) == Counter([broken])  # only the failed item is made again
+    assert processes(2) == ["shard-00000.log"] and "4/4 committed, 1 with items to generate" in runs.stderr
+    once, _ = published(tmp_path / "out")
+    digest = sha256(once)
+
+    assert runs.run(doc, out) == Counter()  # nothing new: no process at all
+    assert processes(3) == [] and "4/4 committed, 0 with items to generate" in runs.stderr
+    again, manifest = published(tmp_path / "out")
+    assert sha256(again) == digest and (manifest["items"]["generated"], manifest["items"]["reused"]) == (0, 60)

@@ -32,22 +32,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from datasetjob.cache.null import NullCache
 from datasetjob.combine.run import combine_run
 from datasetjob.contract import PARENT_PID_ENV, RETRY_FAILED_ITEMS_ENV
 from datasetjob.errors import CombineRefused, ExitCode, GeneratorConfigError, LeaseHeld, LeaseLost, StorageError
 from datasetjob.local.lease import Lease, acquire_lease
 from datasetjob.local.shard_process import ShardProcess, last_error_line
 from datasetjob.local.view import RunView, workers_text
-from datasetjob.progress import read_file_progress
+from datasetjob.progress import FileProgress, read_file_progress
 from datasetjob.redaction import CREDENTIALS_ENV, encode_secrets, split_credentials
+from datasetjob.spec.item_source import count_items
 from datasetjob.spec.model import DatasetJobSpec
 from datasetjob.spec.model import run_id as compute_run_id
 from datasetjob.spec.sharding import shard_name
 from datasetjob.store import layout
 from datasetjob.store.backends import FileStore, open_store
-from datasetjob.store.universe import universe_size
+from datasetjob.store.universe import shard_slice, universe_size
 from datasetjob.worker.command import check_work_dir_within
+from datasetjob.worker.entrypoints import item_store
 from datasetjob.worker.lifetime import descendants
+from datasetjob.worker.shard import ShardWorker, WorkerSetup
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -196,6 +200,33 @@ class LocalRunner:
                     if not (self.opts.retry_failed and failed_items):
                         shard.state = "committed"
         return total
+
+    def _commit_reused_shards(self) -> None:
+        """Shards whose every item earlier runs made are committed here from the item store: no
+        process starts for them. Only for sources the spec holds (a streamed source would be
+        read once per shard); a shard with any item to generate is left to its process."""
+        if self.opts.retry_failed or count_items(self.spec.items) is None:
+            return
+        reusable = item_store(self.spec, self.store)
+        if reusable is None or reusable.is_empty():
+            return
+        for shard in self.shards:
+            if shard.state != "pending":
+                continue
+            items, ids = shard_slice(self.spec, shard.index)
+            setup = WorkerSetup(
+                spec=self.spec,
+                run_id=self.run_id,
+                index=shard.index,
+                store=self.store,
+                items=items,
+                ids=ids,
+                cache=NullCache(),
+                progress=FileProgress(self.progress_dir, shard.index),
+                item_store=reusable,
+            )
+            if ShardWorker(setup).commit_if_reused():
+                shard.state = "committed"
 
     def _refusal(self) -> str | None:
         """Why this run must not start, before anything is written: a command's working directory
@@ -381,6 +412,7 @@ class LocalRunner:
         if self.spec.output.format == "parquet":
             threading.Thread(target=_prewarm_combine, daemon=True).start()
         total = self._prepare()
+        self._commit_reused_shards()
         self.view.started(
             self.spec,
             self.run_id,
@@ -453,6 +485,7 @@ class LocalRunner:
             failed,
             time.monotonic() - started,
             self.store.key_uri(f"{layout.run_prefix(self.run_id)}failures/"),
+            processes=sum(s.attempts > 0 for s in self.shards),
         )
         return ExitCode.OK
 

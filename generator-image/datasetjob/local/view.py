@@ -126,7 +126,13 @@ class RunView:
         self._error(f"[red bold]Not published[/]: combine failed: {escape(redact_text(detail))}")
 
     def summary(
-        self, spec: DatasetJobSpec, result: CombineResult, failed: list[int], wall: float, failures_uri: str
+        self,
+        spec: DatasetJobSpec,
+        result: CombineResult,
+        failed: list[int],
+        wall: float,
+        failures_uri: str,
+        processes: int | None = None,
     ) -> None:
         it = result.items
         lookups = result.cache["hits"] + result.cache["misses"]
@@ -136,7 +142,8 @@ class RunView:
         table.add_row(
             "shards",
             f"{spec.shards - len(failed)}/{spec.shards} committed"
-            + (f" (failed: {compress_indexes(failed)})" if failed else ""),
+            + (f" (failed: {compress_indexes(failed)})" if failed else "")
+            + (f", {processes} with items to generate (a process each)" if processes is not None else ""),
         )
         table.add_row("items", f"{it['done']} done, {it['failed']} failed, {it['missing']} missing of {it['total']}")
         table.add_row(

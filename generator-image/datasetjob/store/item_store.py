@@ -31,6 +31,11 @@ class ItemStore:
         self.fingerprint = fingerprint
         self.inputs = inputs
 
+    def is_empty(self) -> bool:
+        """No segment yet: nothing to reuse (listing the store once, reading nothing)."""
+        prefix = layout.item_store_prefix(self.fingerprint) + "segments/"
+        return not any(k.endswith(".jsonl") for k in self.store.list(prefix))
+
     def load(self, ids: set[str] | None = None) -> list[ItemRecord]:
         """The stored records (of these item ids only, if given)."""
         prefix = layout.item_store_prefix(self.fingerprint) + "segments/"

@@ -123,9 +123,22 @@ class ShardWorker:
             with self._lock:
                 self._publish()
 
-    def _run_function(self) -> tuple[str | None, list[dict[str, Any]]]:
-        assert self.spec.generator.function is not None  # the spec's rules: a function when no command
-        fn = load_function(self.spec.generator.function)
+    def commit_if_reused(self) -> bool:
+        """Commits the shard from what is already made (reusable rows of earlier runs, items an
+        earlier attempt checkpointed) when that is every item: no generator is loaded and no
+        process started. False, having written nothing, when some item must be generated."""
+        if self.spec.generator.command or self.s.item_store is None:
+            return False
+        checkpoint, results = self._made_already()
+        if len(results) < len(self.positions):
+            return False
+        log.info("%s: every item reused, committed without generating", shard_name(self.s.index))
+        self._commit(*self._write_results(results, [], checkpoint))
+        self._publish()
+        return True
+
+    def _made_already(self) -> tuple[Checkpoint, dict[int, list[Row]]]:
+        """The shard's checkpoint, and the rows of its items that need no generating."""
         checkpoint = Checkpoint(self.s.store, self.s.run_id, self.s.index)
         results: dict[int, list[Row]] = checkpoint.load()
         results = {p: r for p, r in results.items() if p in self.positions}
@@ -139,6 +152,12 @@ class ShardWorker:
         self.summary.items_reused = len(self._reused)
         self.summary.items_done = len(results)
         self.summary.rows = sum(len(r) for r in results.values())
+        return checkpoint, results
+
+    def _run_function(self) -> tuple[str | None, list[dict[str, Any]]]:
+        assert self.spec.generator.function is not None  # the spec's rules: a function when no command
+        fn = load_function(self.spec.generator.function)
+        checkpoint, results = self._made_already()
         failures: list[dict[str, Any]] = []
         todo = [p for p in processing_order(self.positions, self.s.index) if p not in results]
         declared = dict(self.spec.combine.columns)
@@ -174,8 +193,14 @@ class ShardWorker:
                 len(self.positions),
             )
             return None, failures
+        return self._write_results(results, failures, checkpoint)
+
+    def _write_results(
+        self, results: dict[int, list[Row]], failures: list[dict[str, Any]], checkpoint: Checkpoint
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """The shard's rows in item order, written to a local file to commit."""
         if self.fmt == "parquet":
-            self._fail_type_conflicts(results, failures, declared)
+            self._fail_type_conflicts(results, failures, dict(self.spec.combine.columns))
         self._generated = {p: rows for p, rows in results.items() if p not in self._reused}
         ordered = [row for p in self.positions if p in results for row in results[p]]
         tmpdir = local_tempdir()
