@@ -64,15 +64,14 @@ def _print_problems(exc: Exception, path: str) -> int:
 def _check_universe(spec: DatasetJobSpec, run_id: str) -> int:
     """Every item check, streaming (only the ids are kept); a command's templates are checked
     against every shard's ids. Returns the number of items."""
-    from datasetjob.store.universe import check_universe, resolve_items
+    from datasetjob.store.universe import check_universe, ids_by_shard
 
-    if not spec.generator.command:
-        return check_universe(spec)
-    from datasetjob.worker.command import check_command
+    total = check_universe(spec)
+    if spec.generator.command:
+        from datasetjob.worker.command import check_command
 
-    _, ids = resolve_items(spec)
-    check_command(spec, ids, run_id)
-    return len(ids)
+        check_command(spec, ids_by_shard(spec, total), run_id)
+    return total
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -251,12 +251,11 @@ def test_bytes_that_are_not_utf8(position, junk):
 @HEAVY
 @given(st.sampled_from(["range", "product"]), st.integers(min_value=limits.MAX_ITEMS + 1, max_value=1 << 62))
 def test_too_many_items(kind, n):
+    keys = 1
+    while 1000**keys < n:  # a product of at least n items: as many keys of 1000 values as that takes
+        keys += 1
     items = (
-        {"range": {"stop": n}}
-        if kind == "range"
-        else {
-            "product": {"a": list(range(1000)), "b": list(range(1000)), "c": list(range(min(50, max(3, n // 10**6))))}
-        }
+        {"range": {"stop": n}} if kind == "range" else {"product": {f"k{k}": list(range(1000)) for k in range(keys)}}
     )
     check_refused(yaml.safe_dump(_set(copy.deepcopy(GOOD), ("spec", "items"), items)).encode())
 

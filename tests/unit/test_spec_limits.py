@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from datasetjob.spec import limits
 
 HEADER = "apiVersion: datagen.dev/v1alpha1\nkind: DatasetJob\nmetadata: {name: limits}\n"
@@ -102,8 +104,16 @@ def test_more_values_than_the_inline_limit_point_to_from_uri(tmp_path):
 
 
 def test_a_range_beyond_the_item_limit_is_refused_before_expanding(tmp_path):
-    path = spec_file(tmp_path, "  items:\n    range: {stop: 100000000}\n" + GENERATOR)
+    path = spec_file(tmp_path, f"  items:\n    range: {{stop: {limits.MAX_ITEMS + 1}}}\n" + GENERATOR)
     assert_refused(validate(path), "spec.items.range", f"limit of {limits.MAX_ITEMS}")
+
+
+def test_a_range_at_the_item_limit_validates_without_expanding(tmp_path):
+    """The rlimits (1 GiB, 60 s of CPU) would stop a child that expanded it."""
+    path = spec_file(tmp_path, f"  items:\n    range: {{stop: {limits.MAX_ITEMS}}}\n  shards: 100\n" + GENERATOR)
+    proc = validate(path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert str(limits.MAX_ITEMS) in proc.stdout + proc.stderr
 
 
 def test_a_product_beyond_the_item_limit_is_refused_before_expanding(tmp_path):
@@ -118,12 +128,23 @@ def test_from_uri_stops_at_the_byte_cap_on_an_endless_file(tmp_path):
 
 
 def test_from_uri_beyond_the_item_limit_is_refused(tmp_path, monkeypatch):
+    """MAX_ITEM_SOURCE_BYTES keeps a file under MAX_ITEMS lines: the count is checked with a
+    smaller limit, in process (the same code path as `dsj validate`)."""
+    from datasetjob.errors import SpecError
+    from datasetjob.spec import item_source
+    from datasetjob.spec.documents import load_spec_file
+    from datasetjob.store.universe import check_universe
+
+    assert limits.MAX_ITEM_SOURCE_BYTES // 2 < limits.MAX_ITEMS  # 2 bytes a line at the least
+    monkeypatch.setattr(item_source, "MAX_ITEMS", 1000)
     items = tmp_path / "items.txt"
-    with open(items, "w") as f:
-        for i in range(limits.MAX_ITEMS + 1):
-            f.write(f"{i}\n")
+    items.write_text("".join(f"{i}\n" for i in range(1001)))
     path = spec_file(tmp_path, f"  items:\n    fromUri: file://{items}\n" + GENERATOR)
-    assert_refused(validate(path), "spec.items.fromUri", f"limit of {limits.MAX_ITEMS}")
+    with pytest.raises(SpecError) as refused:
+        check_universe(load_spec_file(path))
+    assert refused.value.problems[0].startswith("spec.items.fromUri: ") and "limit of 1000" in str(refused.value)
+    items.write_text("".join(f"{i}\n" for i in range(1000)))
+    assert check_universe(load_spec_file(path)) == 1000
 
 
 def test_a_large_legal_range_validates_streaming(tmp_path):

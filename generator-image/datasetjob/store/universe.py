@@ -1,14 +1,17 @@
 """The item universe of a spec, resolved where the spec runs (runner, worker, combine pod).
 
-Every process expands the items from the spec itself (product/range/values are pure;
+Every process takes what it needs from the spec itself (product/range/values are pure;
 fromUri reads the object; fromConfigMap reads the ConfigMap key mounted into the pod at
-$DSJ_ITEMS_DIR), so no expanded list ever has to be shipped through the API server.
+$DSJ_ITEMS_DIR), so no expanded list ever has to be shipped through the API server. A worker
+holds only its own shard's items; the whole universe is only ever streamed (counted, its ids
+checked).
 Item files are streamed line by line, within the byte limits of `limits`. This module does
 the reading; turning lines into items and ids is `item_source`, which does no I/O.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -109,12 +112,6 @@ def _items(spec: DatasetJobSpec) -> Iterator[Any]:
     return iter_items(spec.items, read_lines, _config_map_lines(spec))
 
 
-def resolve_items(spec: DatasetJobSpec) -> tuple[list[Any], list[str]]:
-    """(items, ids) in the universe's order; SpecError if the source is bad or ids collide."""
-    items = list(_items(spec))
-    return items, item_ids(items, spec.items.id_template)
-
-
 def universe_size(spec: DatasetJobSpec) -> int:
     """How many items, keeping none: O(1) for range, product and values; one streamed pass
     (items parsed, not kept) for fromUri and fromConfigMap."""
@@ -133,9 +130,19 @@ def shard_slice(spec: DatasetJobSpec, index: int) -> tuple[ItemSlice, list[str]]
     return own, item_ids(own.items, spec.items.id_template) if own.items else []
 
 
+def ids_by_shard(spec: DatasetJobSpec, total: int) -> Iterator[tuple[int, list[str]]]:
+    """(index, ids) of each shard in turn, the universe read once: one shard's ids at a time."""
+    stream = _items(spec)
+    for index in range(spec.shards):
+        start, stop = shard_bounds(total, spec.shards, index)
+        own = list(itertools.islice(stream, stop - start))
+        yield index, item_ids(own, spec.items.id_template) if own else []
+
+
 def check_universe(spec: DatasetJobSpec) -> int:
-    """The number of items, with every check of resolve_items, streaming: only ids are kept
-    (none for a range without idTemplate, whose ids cannot repeat)."""
+    """The number of items, every id checked (unique, no NUL, within the template limits) while
+    streaming: only a hash of each id is kept (nothing for a range without idTemplate, whose ids
+    cannot repeat)."""
     if spec.items.range is not None and not spec.items.id_template:
         return range_length(*spec.items.range)  # ids are the numbers: unique, nothing to read
     return count_unique_ids(lambda: _items(spec), spec.items.id_template)

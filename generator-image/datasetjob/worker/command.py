@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from datasetjob.errors import GeneratorConfigError
 from datasetjob.spec.model import DatasetJobSpec, GeneratorSpec
-from datasetjob.spec.sharding import shard_bounds, shard_name
+from datasetjob.spec.sharding import shard_name
 from datasetjob.worker.generator import substitute
 
 ITEMS_SEPARATOR = ","
@@ -93,12 +93,12 @@ def check_work_dir_within(gen: GeneratorSpec, base: Path) -> None:
         )
 
 
-def check_command(spec: DatasetJobSpec, ids: Sequence[str], run_id: str) -> None:
-    """Every shard's templates, before anything runs (the worker checks again where it runs)."""
+def check_command(spec: DatasetJobSpec, shards: Iterable[tuple[int, Sequence[str]]], run_id: str) -> None:
+    """Every shard's templates, given each shard's ids in turn, before anything runs (the worker
+    checks again where it runs)."""
     gen = spec.generator
     if not gen.command:
         return
     items_file = os.path.join(tempfile.gettempdir(), "dsj-shard", "items.jsonl")  # a worker's scratch file
-    for index in range(spec.shards):
-        start, stop = shard_bounds(len(ids), spec.shards, index)
-        output_path(gen, shard_values(gen, ids[start:stop], index, run_id, items_file))
+    for index, ids in shards:
+        output_path(gen, shard_values(gen, ids, index, run_id, items_file))
