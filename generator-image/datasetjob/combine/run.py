@@ -2,7 +2,8 @@
 
 Decisions (what to publish, or why not) are pure functions over the shard manifests, in
 `combine.rules`; the rows are streamed shard by shard, so memory does not grow with the
-number of shards (sorting merges per-shard sorted runs; dedupe keeps a set of keys).
+number of shards or rows (spec.combine.sortBy and dedupeBy are applied out of core, in
+`combine.ordering`).
 
 A shard file is published only as its manifest committed it: its sha256 and row count are
 checked as it is read. One that does not match (cut short, overwritten) refuses the run
@@ -11,7 +12,6 @@ checked as it is read. One that does not match (cut short, overwritten) refuses 
 
 from __future__ import annotations
 
-import heapq
 import json
 import os
 import shutil
@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from datasetjob.combine.ordering import OrderedRows
 from datasetjob.combine.rules import (
     check_columns,
     check_coverage,
@@ -27,7 +28,6 @@ from datasetjob.combine.rules import (
     check_value,
     count_manifest_items,
     run_lineage,
-    sort_key_part,
 )
 from datasetjob.errors import CombineRefused, RowValueError, StorageError
 from datasetjob.redaction import redact
@@ -36,7 +36,7 @@ from datasetjob.spec.sharding import compress_indexes, shard_name
 from datasetjob.store import layout
 from datasetjob.store.backends import FileStore, S3Store, Store, local_tempdir
 from datasetjob.store.rowtypes import conform_row
-from datasetjob.store.tables import RowWriter, declared_arrow_schema, file_digest, iter_rows, write_rows
+from datasetjob.store.tables import RowWriter, declared_arrow_schema, file_digest, iter_rows
 
 if TYPE_CHECKING:  # the table libraries load slowly; imported where rows are written
     import pyarrow as pa
@@ -243,48 +243,6 @@ def _checked_rows(files: ShardFiles, index: int, declared: dict[str, str]) -> It
             raise CombineRefused("SchemaMismatch", f"{shard_name(index)} row {n + 1}: {exc}") from None
 
 
-def _ordered_rows(
-    spec: DatasetJobSpec, files: ShardFiles, shards: list[int], columns: list[str]
-) -> Iterator[dict[str, Any]]:
-    """Every row in dataset order: shard by shard, or merged by spec.combine.sortBy from per-shard
-    sorted runs spilled to disk (one shard in memory at a time)."""
-    sort_by, declared = spec.combine.sort_by, dict(spec.combine.columns)
-    if not sort_by:
-        return (row for index in shards for row in _checked_rows(files, index, declared))
-    kinds = [declared.get(c) for c in sort_by]
-
-    def key(row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(sort_key_part(row.get(c), k) for c, k in zip(sort_by, kinds, strict=True))
-
-    runs = []
-    for index in shards:
-        rows = sorted(_checked_rows(files, index, declared), key=key)
-        run_path = os.path.join(files.tmpdir, f"sorted-{index}.jsonl")
-        write_rows(rows, run_path, "jsonl", columns, strict_json=False)
-        runs.append(iter_rows(run_path, "jsonl"))
-    return heapq.merge(*runs, key=key)
-
-
-class Deduplicated:
-    """The rows with the first of each spec.combine.dedupeBy key kept; `dropped` counts the rest."""
-
-    def __init__(self, rows: Iterator[dict[str, Any]], dedupe_by: tuple[str, ...]):
-        self.rows, self.dedupe_by, self.dropped = rows, dedupe_by, 0
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        if not self.dedupe_by:
-            yield from self.rows
-            return
-        seen: set[tuple[str, ...]] = set()
-        for row in self.rows:
-            key = tuple(json.dumps(row.get(c), sort_keys=True) for c in self.dedupe_by)
-            if key in seen:
-                self.dropped += 1
-                continue
-            seen.add(key)
-            yield row
-
-
 def _write_dataset(rows: Iterable[dict[str, Any]], writer: RowWriter, batch_rows: int = 10_000) -> None:
     batch: list[dict[str, Any]] = []
     for row in rows:
@@ -358,7 +316,8 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
         schema = _arrow_schema(files, with_rows, verdict.columns, declared) if fmt == "parquet" else None
         out_path = os.path.join(tmpdir, f"combined-dataset.{fmt}")
         writer = RowWriter(out_path, fmt, verdict.columns, schema)
-        rows = Deduplicated(_ordered_rows(spec, files, with_rows, verdict.columns), spec.combine.dedupe_by)
+        checked = (row for index in with_rows for row in _checked_rows(files, index, declared))
+        rows = OrderedRows(checked, tmpdir, spec.combine.sort_by, spec.combine.dedupe_by, declared)
         _write_dataset(rows, writer)
         sha, size = file_digest(out_path)
         uri = store.key_uri(layout.combined_key(run_id, fmt))

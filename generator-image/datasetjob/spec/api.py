@@ -415,8 +415,9 @@ class CombineSpec:
         factory=dict,
     )
     resources: Resources | None = api_field(
-        "CPU and memory of the combine pod, which holds the whole dataset while it "
-        "deduplicates and sorts, e.g. {requests: {memory: 2Gi}}. Replaces the installation's "
+        "CPU and memory of the combine pod, e.g. {requests: {memory: 1Gi}}; it sorts and "
+        "deduplicates out of core (about 600 MB at 10^7 rows), spilling to its scratch disk. "
+        "Replaces the installation's "
         "default (the chart's worker.resources.combine, requests cpu 100m and memory 512Mi "
         "unless changed); generator.resources does not apply to it."
     )
