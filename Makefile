@@ -84,6 +84,7 @@ bench: venv services controlplane images  ## the benchmarks (ratios measured sid
 	$(PY) tests/bench/bench_redis.py
 	$(PY) tests/bench/bench_operator.py
 	$(PY) tests/bench/bench_templates.py
+	$(PY) tests/bench/bench_scale.py
 
 manifests: venv helm  ## regenerate CRD copies, manifests/ and the Argo CD patch
 	$(PY) scripts/render-manifests.py

@@ -180,13 +180,18 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000,10000000")
     parser.add_argument("--universes", default="10000,1000000,100000000")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--combine-rows", type=int, default=10_000_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp_name:
         tmp = Path(tmp_name)
         per_item(tmp, [int(s) for s in args.sizes.split(",")], args.workers)
         per_pod(tmp, [int(s) for s in args.universes.split(",")])
         after_sigkill(tmp)
-        print("(d) the combine at 10^7 rows: python tests/bench/bench_combine_memory.py")
+        print(f"(d) the combine: {args.combine_rows:,} rows with sortBy and dedupeBy", flush=True)
+        subprocess.run(
+            [sys.executable, str(BENCH / "bench_combine_memory.py"), str(args.combine_rows), "--format", "parquet"],
+            check=True,
+        )
 
 
 if __name__ == "__main__":
