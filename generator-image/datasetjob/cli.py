@@ -117,14 +117,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             spec_path=args.file,
         )
         runner = LocalRunner(spec, opts)
-        _check_universe(runner.spec, runner.run_id)  # fail on bad items before anything is written
+        total = _check_universe(runner.spec, runner.run_id)  # fail on bad items before anything is written
         from datasetjob.store.backends import check_writable
 
         check_writable(runner.store, "--output" if args.output else "spec.output.uri")
         _notes(spec)
     except (SpecError, GeneratorConfigError, StorageError) as exc:
         return _print_problems(exc, args.file)
-    return runner.run()
+    return runner.run(total)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

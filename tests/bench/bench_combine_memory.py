@@ -28,6 +28,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "generator-image"))
+sys.path.insert(0, str(REPO))  # tests.committed_shards
 
 RUN_ID = "bench"
 COMBINE = {"sortBy": ["score", "name"], "dedupeBy": ["key"]}
@@ -67,31 +68,16 @@ def shard_rows(index: int, count: int, total: int) -> list[dict[str, Any]]:
 
 def write_run(root: Path, rows: int, shards: int, fmt: str) -> None:
     """A committed run: each shard's data file and manifest, as the worker writes them."""
-    from datasetjob.store import layout
+    from datasetjob.spec.sharding import shard_bounds
     from datasetjob.store.backends import FileStore
-    from datasetjob.store.tables import file_digest, write_rows
+    from tests.committed_shards import commit_shard
 
     root.mkdir(parents=True, exist_ok=True)
     store = FileStore(root)
-    per_shard = rows // shards
     for index in range(shards):
-        count = per_shard + (1 if index < rows % shards else 0)
-        path = root / f"scratch.{fmt}"
-        columns = write_rows(shard_rows(index, count, rows), str(path), fmt)
-        sha, size = file_digest(str(path))
-        store.put_file(layout.shard_data_key(RUN_ID, index, fmt), str(path))
-        path.unlink()
-        manifest = {
-            "runId": RUN_ID,
-            "shard": index,
-            "rows": count,
-            "sha256": sha,
-            "bytes": size,
-            "columns": columns,
-            "items": {"done": 1, "failed": 0},
-            "cache": {"hits": 0, "misses": 0},
-        }
-        store.put_bytes(layout.shard_manifest_key(RUN_ID, index), json.dumps(manifest).encode())
+        start, stop = shard_bounds(rows, shards, index)
+        scratch = root / f"scratch.{fmt}"
+        commit_shard(store, RUN_ID, index, shard_rows(index, stop - start, rows), fmt, scratch, 1).unlink()
 
 
 # -- the combine before combine.ordering (a copy, for comparison) ----------------------------------------

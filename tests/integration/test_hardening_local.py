@@ -222,13 +222,20 @@ def test_a_link_as_the_run_directory_itself_is_refused(tmp_path):
 # -- 2. stuck work and stray processes ----------------------------------------------------------
 
 
-def test_sigterm_stops_a_run_whose_generator_never_returns_and_its_escaped_children(tmp_path, token):
+def start_stuck(tmp_path, token):
+    """`dsj run` of two shards whose generators never return (each with a forked child that
+    escapes its process group), once both are stuck."""
     marks = tmp_path / "marks"
     marks.mkdir()
     spec = write_job(tmp_path, job(["a", "b", "c", "d"], shards=2))
     runner = start(spec, tmp_path, token, {"HARDEN_MODE": "stuck-fork", "HARDEN_MARKS": str(marks)})
     wait_until(lambda: len(list(marks.iterdir())) >= 2 or runner.poll() is not None, "both shards to be stuck")
     assert runner.poll() is None, runner.communicate()
+    return runner
+
+
+def test_sigterm_stops_a_run_whose_generator_never_returns_and_its_escaped_children(tmp_path, token):
+    runner = start_stuck(tmp_path, token)
     err = finish(runner, token, sigterm=True)
     assert runner.returncode == 130, err
     assert "Traceback" not in err, err
@@ -236,12 +243,7 @@ def test_sigterm_stops_a_run_whose_generator_never_returns_and_its_escaped_child
 
 
 def test_workers_with_a_stuck_generator_go_when_the_runner_is_killed(tmp_path, token):
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    spec = write_job(tmp_path, job(["a", "b", "c", "d"], shards=2))
-    runner = start(spec, tmp_path, token, {"HARDEN_MODE": "stuck-fork", "HARDEN_MARKS": str(marks)})
-    wait_until(lambda: len(list(marks.iterdir())) >= 2 or runner.poll() is not None, "both shards to be stuck")
-    assert runner.poll() is None, runner.communicate()
+    runner = start_stuck(tmp_path, token)
     runner.kill()
     runner.communicate()
     no_process_left(token)

@@ -18,7 +18,8 @@ from datasetjob.errors import CombineRefused
 from datasetjob.spec.model import spec_from_dict
 from datasetjob.store import layout
 from datasetjob.store.backends import FileStore
-from datasetjob.store.tables import RowWriter, file_digest, iter_rows, write_rows
+from datasetjob.store.tables import RowWriter, iter_rows
+from tests.committed_shards import commit_shard
 
 COLUMNS = ("a", "b", "c")
 
@@ -149,23 +150,8 @@ def _committed_run(tmp_path, fmt: str, combine: dict[str, Any]):
     run_id = "r1"
     shards = []
     for index, count in enumerate(SHARD_ROWS):
-        rows = _shard_rows(index, count)
-        path = str(tmp_path / f"s{index}.{fmt}")
-        columns = write_rows(rows, path, fmt)
-        sha, size = file_digest(path)
-        store.put_file(layout.shard_data_key(run_id, index, fmt), path)
-        manifest = {
-            "runId": run_id,
-            "shard": index,
-            "rows": count,
-            "sha256": sha,
-            "bytes": size,
-            "columns": columns,
-            "items": {"done": 1, "failed": 0},
-            "cache": {"hits": 0, "misses": 0},
-        }
-        store.put_bytes(layout.shard_manifest_key(run_id, index), json.dumps(manifest).encode())
-        shards.append(list(iter_rows(path, fmt)))  # as the combine reads them (CSV as text)
+        path = commit_shard(store, run_id, index, _shard_rows(index, count), fmt, tmp_path / f"s{index}.{fmt}", 1)
+        shards.append(list(iter_rows(str(path), fmt)))  # as the combine reads them (CSV as text)
     return spec, store, run_id, shards
 
 

@@ -20,8 +20,9 @@ from datasetjob.store.checkpoint import Checkpoint
 from datasetjob.store.item_store import ItemStore
 from datasetjob.store.reuse import ItemRecord, segment_body
 from datasetjob.store.rowtypes import conform_row, type_conflicts
-from datasetjob.store.tables import file_digest, write_rows
+from datasetjob.store.tables import write_rows
 from datasetjob.worker.generator import encode_rows
+from tests.committed_shards import commit_shard
 
 SURROGATE = "bad \ud800"
 
@@ -202,21 +203,7 @@ def _committed_run(tmp_path, fmt: str = "jsonl"):
     run_id = "r1"
     for index in range(2):
         rows = [{"id": str(2 * index + k), "n": k} for k in range(2)]
-        path = str(tmp_path / f"s{index}.{fmt}")
-        columns = write_rows(rows, path, fmt)
-        sha, size = file_digest(path)
-        store.put_file(layout.shard_data_key(run_id, index, fmt), path)
-        manifest = {
-            "runId": run_id,
-            "shard": index,
-            "rows": 2,
-            "sha256": sha,
-            "bytes": size,
-            "columns": columns,
-            "items": {"done": 2, "failed": 0},
-            "cache": {"hits": 0, "misses": 0},
-        }
-        store.put_bytes(layout.shard_manifest_key(run_id, index), json.dumps(manifest).encode())
+        commit_shard(store, run_id, index, rows, fmt, tmp_path / f"s{index}.{fmt}", 2)
     return spec, store, run_id
 
 

@@ -170,9 +170,8 @@ class LocalRunner:
         self.worker_credentials: str | None = None
 
     # -- set-up -----------------------------------------------------------------------------
-    def _prepare(self) -> int:
-        """The universe's size, with the run's directory and spec ready for its shards."""
-        total = universe_size(self.spec)
+    def _prepare(self) -> None:
+        """The run's directory and spec ready for its shards."""
         if not (self.opts.resume or self.opts.retry_failed):
             self.store.delete_prefix(layout.run_prefix(self.run_id), keep=frozenset({layout.lease_key(self.run_id)}))
         # Written documents carry no credentials; workers get them through their environment.
@@ -199,7 +198,6 @@ class LocalRunner:
                         continue
                     if not (self.opts.retry_failed and failed_items):
                         shard.state = "committed"
-        return total
 
     def _commit_reused_shards(self) -> None:
         """Shards whose every item earlier runs made are committed here from the item store: no
@@ -375,7 +373,9 @@ class LocalRunner:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(1.0)  # only a process stuck in the kernel takes longer
 
-    def run(self) -> int:
+    def run(self, total: int | None = None) -> int:
+        """The whole run; `total` is the universe's size when the caller has counted it already
+        (while checking its ids), so a streamed source is not read once more for it."""
         refusal = self._refusal()
         if refusal:
             self.view.refused(refusal)
@@ -394,7 +394,7 @@ class LocalRunner:
             self.view.run_failed(str(exc))
             return ExitCode.FAILED
         try:
-            return self._run()
+            return self._run(universe_size(self.spec) if total is None else total)
         except StorageError as exc:  # the output store failed under us (disk full, permissions, ...)
             self.view.run_failed(str(exc))
             return ExitCode.FAILED
@@ -404,14 +404,14 @@ class LocalRunner:
         finally:
             self.lease.release()
 
-    def _run(self) -> int:
+    def _run(self, total: int) -> int:
         lease = self.lease
         assert lease is not None  # held from run() on
         started = time.monotonic()
         # The combine's table library takes a while to import; do it while shards run.
         if self.spec.output.format == "parquet":
             threading.Thread(target=_prewarm_combine, daemon=True).start()
-        total = self._prepare()
+        self._prepare()
         self._commit_reused_shards()
         self.view.started(
             self.spec,

@@ -40,7 +40,6 @@ class Checkpoint:
         self._pending: list[str] = []  # one JSON line per item: {"position", "id", "rows"}
         self._pending_bytes = 0
         self._last_flush = time.monotonic()
-        self.parts_written = 0
 
     def load(self) -> dict[int, list[Row]]:
         """position → rows of every item a previous attempt finished."""
@@ -76,7 +75,6 @@ class Checkpoint:
         body = "".join(self._pending).encode("utf-8")
         self._pending, self._pending_bytes = [], 0
         self.store.put_bytes(f"{self.prefix}part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl", body)
-        self.parts_written += 1
 
     def discard(self) -> None:
         """Every part at once: one directory removal on disk, one batched delete per 1,000 on S3."""

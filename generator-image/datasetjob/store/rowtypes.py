@@ -138,6 +138,9 @@ def _check_text(column: str, value: Any, text: str) -> None:
         raise _refuse(column, value, f"is not valid UTF-8 text (it holds the lone surrogate {bad!r})") from None
 
 
+_INFINITIES = (math.inf, -math.inf)
+
+
 def _plain(row: Row, parquet: bool) -> bool:
     """Every value already as every format holds it: ASCII text, an int64, a finite float, a
     bool or None (the common row, checked without building a new one)."""
@@ -155,9 +158,6 @@ def _plain(row: Row, parquet: bool) -> bool:
         elif kind is not bool and value is not None:
             return False
     return True
-
-
-_INFINITIES = (math.inf, -math.inf)
 
 
 def conform_row(row: Row, declared: dict[str, str], fmt: str) -> Row:

@@ -180,10 +180,7 @@ class ShardWorker:
             rows = [conform_row(row, declared, self.fmt) for row in rows]
             return rows, encode_rows(rows)
 
-        if self.spec.generator.concurrency == 1:
-            self._run_inline(one, todo, results, failures, checkpoint)
-        else:
-            self._run_pooled(one, todo, results, failures, checkpoint)
+        self._generate(one, todo, results, failures, checkpoint)
         if self.stopping.is_set() and len(results) + len(failures) < len(self.positions):
             checkpoint.flush()
             log.warning(
@@ -221,7 +218,7 @@ class ShardWorker:
             digest = self._digests[position] = item_digest(self.item(position))
         return digest
 
-    def _run_inline(
+    def _generate(
         self,
         one: Callable[[int], tuple[list[Row], str]],
         todo: list[int],
@@ -229,46 +226,44 @@ class ShardWorker:
         failures: list[dict[str, Any]],
         checkpoint: Checkpoint,
     ) -> None:
-        """Items one at a time in this thread: no Future, no hand-off per item."""
-        for position in todo:
-            if self.stopping.is_set():
-                return
-            try:
-                outcome = one(position)
-            except Exception as exc:  # the generator's own error: this item fails, the shard goes on
-                self._record_failure(position, exc, failures)
-            else:
-                self._record_success(position, outcome, results, checkpoint)
+        """`one` over every position of `todo` until stopped, each outcome recorded: in this
+        thread when items run one at a time (no Future, no hand-off per item), else
+        `concurrency` at a time on threads, a few queued ahead."""
 
-    def _run_pooled(
-        self,
-        one: Callable[[int], tuple[list[Row], str]],
-        todo: list[int],
-        results: dict[int, list[Row]],
-        failures: list[dict[str, Any]],
-        checkpoint: Checkpoint,
-    ) -> None:
-        """Items `concurrency` at a time on threads, a few queued ahead."""
+        def record(position: int, outcome: tuple[list[Row], str] | None, exc: BaseException | None) -> None:
+            if outcome is not None:
+                self._record_success(position, outcome, results, checkpoint)
+            else:
+                assert exc is not None  # an item either gives rows or raises
+                self._record_failure(position, exc, failures)
+
         width = self.spec.generator.concurrency
+        if width == 1:
+            for position in todo:
+                if self.stopping.is_set():
+                    return
+                try:
+                    outcome = one(position)
+                except Exception as exc:  # the generator's own error: this item fails, the shard goes on
+                    record(position, None, exc)
+                else:
+                    record(position, outcome, None)
+            return
         with ThreadPoolExecutor(max_workers=width, thread_name_prefix="item") as pool:
             pending: dict[Future[tuple[list[Row], str]], int] = {}
             queue = iter(todo)
             while True:
                 while len(pending) < width * 2 and not self.stopping.is_set():
-                    position = next(queue, None)
-                    if position is None:
+                    queued = next(queue, None)
+                    if queued is None:
                         break
-                    pending[pool.submit(one, position)] = position
+                    pending[pool.submit(one, queued)] = queued
                 if not pending:
                     break
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    position = pending.pop(fut)
-                    exc = fut.exception()
-                    if exc is None:
-                        self._record_success(position, fut.result(), results, checkpoint)
-                    else:
-                        self._record_failure(position, exc, failures)
+                    error = fut.exception()
+                    record(pending.pop(fut), None if error else fut.result(), error)
 
     def _reusable(self, done: dict[int, list[Row]]) -> dict[int, ItemRecord]:
         """Rows that earlier runs stored for this shard's other items (none when reuse is off)."""
