@@ -2,10 +2,10 @@
 # Builds the project's container images without a Docker engine or a registry:
 #
 #   dsj-python           Python base made from Debian packages (mmdebstrap), in local storage only
-#   datasetjob/worker, datasetjob/smart-money-example, datasetjob/operator
+#   datasetjob/worker, datasetjob/worker-tables, datasetjob/smart-money-example, datasetjob/operator
 #                        from the repository's Dockerfiles as they are (build args only)
 #
-# Each of the three is also written as a docker-archive under $CACHE/images/ with its short name
+# Each of the four is also written as a docker-archive under $CACHE/images/ with its short name
 # (`ctr -n k8s.io images import`, `kind load image-archive`, `podman load` take it). The test
 # node's own images (pause, CoreDNS, S3, Redis) are tests/e2e/harness/node-images.sh's; both
 # scripts share scripts/image-build.sh (keys, archives, storage, lock).
@@ -36,15 +36,25 @@ APP_VERSION=$(sed -n 's/^appVersion:[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}[[:spac
 PYTHON_DEB=$(deb_version python3)
 PY_MINOR=$(upstream_version "$PYTHON_DEB" | cut -d. -f1,2)
 BASE_REF=localhost/dsj-python:$PY_MINOR-$SUITE
-BASE_INCLUDE=python3=$PYTHON_DEB,python3-venv,python-is-python3,ca-certificates
+# Every pod pulls the base: the Essential packages only (no apt: images add Python libraries
+# with pip, never Debian packages), merged /usr made by the hook (the usrmerge package would pull
+# in perl, ~45 MB), no glibc charset converters (Python has its own codecs) and, once every
+# package is installed, no perl-base (only package maintainer scripts run it).
+# libstdc++ for the compiled wheels (numpy, pyarrow, DuckDB, re2).
+BASE_VARIANT=essential
+BASE_INCLUDE=python3=$PYTHON_DEB,python3-venv,python-is-python3,ca-certificates,libstdc++6
+# shellcheck disable=SC2016 # $1 is the rootfs, expanded by mmdebstrap's hook
+BASE_OPTS=(--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr --dpkgopt='path-exclude=/usr/lib/*/gconv/*'
+    'rm -rf "$1"/usr/lib/*/perl-base "$1"/usr/bin/perl "$1"/usr/bin/perl5.*')
 BASE_CHANGES=('ENV=LANG=C.UTF-8' 'CMD=["python3"]')
 # Network for pip (the package index); the host's CA bundle for machines behind a TLS proxy.
 PIP_BUILD_OPTS=(--network host -v /etc/ssl/certs:/etc/ssl/certs:ro)
 
-IMAGES=(worker smart-money-example operator)
+IMAGES=(worker worker-tables smart-money-example operator)
 UNARCHIVED=(base)
 REF=(
     [worker]=datasetjob/worker:$APP_VERSION
+    [worker-tables]=datasetjob/worker-tables:$APP_VERSION
     [smart-money-example]=datasetjob/smart-money-example:$APP_VERSION
     [operator]=datasetjob/operator:$APP_VERSION
 )
@@ -76,13 +86,15 @@ dockerfile_key() {
     {
         cat "$REPO/$file"
         printf '%s\n' "$@" "${PIP_BUILD_OPTS[@]}"
-        files_key "$REPO" "${sources[@]}"
+        # no path: find would read the whole repository
+        if ((${#sources[@]})); then files_key "$REPO" "${sources[@]}"; fi
         cat "$REPO/.dockerignore" 2>/dev/null || true
     } | sha
 }
 
-KEY[base]=$(import_key "$(rootfs_key minbase "$BASE_INCLUDE")" "${BASE_CHANGES[@]}")
+KEY[base]=$(import_key "$(rootfs_key "$BASE_VARIANT" "$BASE_INCLUDE" "${BASE_OPTS[@]}")" "${BASE_CHANGES[@]}")
 KEY[worker]=$(dockerfile_key generator-image/Dockerfile "${KEY[base]}" PYTHON_IMAGE="$(build_ref base)")
+KEY[worker-tables]=$(dockerfile_key generator-image/tables.Dockerfile "${KEY[worker]}" WORKER_IMAGE="$(build_ref worker)")
 KEY[smart-money-example]=$(dockerfile_key generator-image/examples/smart_money/Dockerfile \
     "${KEY[worker]}" WORKER_IMAGE="$(build_ref worker)")
 KEY[operator]=$(dockerfile_key operator/Dockerfile "${KEY[base]}" PYTHON_IMAGE="$(build_ref base)")
@@ -95,7 +107,7 @@ build_base() {
     if image_exists "$ref"; then
         RESULT=cached
     else
-        rootfs python minbase "$BASE_INCLUDE"
+        rootfs python "$BASE_VARIANT" "$BASE_INCLUDE" "${BASE_OPTS[@]}"
         import_rootfs "$ROOTFS_TAR" "$ref" "${BASE_CHANGES[@]}"
     fi
     podman tag "$ref" "$BASE_REF"
@@ -113,6 +125,8 @@ dockerfile_image() {
 start_build "python3 $PYTHON_DEB"
 step base build_base
 step worker produce worker dockerfile_image generator-image/Dockerfile PYTHON_IMAGE="$(build_ref base)"
+step worker-tables produce worker-tables dockerfile_image generator-image/tables.Dockerfile \
+    WORKER_IMAGE="$(build_ref worker)"
 step smart-money-example produce smart-money-example dockerfile_image generator-image/examples/smart_money/Dockerfile \
     WORKER_IMAGE="$(build_ref worker)"
 step operator produce operator dockerfile_image operator/Dockerfile PYTHON_IMAGE="$(build_ref base)"

@@ -6,7 +6,8 @@
 # storage), ROOTFS_DIR (the tarballs), KEEP (tarballs kept per name) and, for rootfs, STEP_LOG.
 #
 #   setup_engine / check_engine        point podman at that config / fail clearly if it cannot run
-#   rootfs NAME VARIANT PKGS [HOOK...] sets ROOTFS_TAR to a cached mmdebstrap tarball
+#   rootfs NAME VARIANT PKGS [HOOK...] sets ROOTFS_TAR to a cached mmdebstrap tarball; a HOOK
+#                                      starting with -- is an mmdebstrap option (--hook-dir=...)
 #   rootfs_key VARIANT PKGS [HOOK...]  the key of such a tarball (no engine needed)
 #   keep_newest DIR GLOB               deletes all but the $KEEP most recently used matches
 
@@ -79,7 +80,9 @@ rootfs() {
         local t hooks=() h
         t=$(now)
         log "  mmdebstrap --variant=$variant $SUITE: $include ${sources:+(apt sources of $sources)}"
-        for h in "$@"; do hooks+=(--customize-hook="$h"); done
+        for h in "$@"; do
+            if [[ $h == --* ]]; then hooks+=("$h"); else hooks+=(--customize-hook="$h"); fi
+        done
         mmdebstrap --quiet --format=tar --variant="$variant" --include="$include" "${DPKG_OPTS[@]}" "${hooks[@]}" \
             "$SUITE" "$tar.tmp" ${sources:+"$sources"} >"$STEP_LOG" 2>&1 || {
             rm -f "$tar.tmp"

@@ -14,7 +14,8 @@
 #   produce NAME BUILD_FN ...  the keyed image and its archive, each made only when missing
 #   prune_if_built             after a build: keeps the $KEEP newest keys of IMAGES and the
 #                              $KEEP newest builds of UNARCHIVED, removes the rest
-#   finish_build               logs every image of IMAGES with its archive and size
+#   finish_build               logs every image of IMAGES with its archive, then one
+#                              "NAME SIZE MB" line per image (its size unpacked, as a node holds it)
 #
 # Images and archives are named by the key of their inputs (what makes them, the key of the
 # image they start from): several checkouts with different code share the cache without
@@ -244,8 +245,12 @@ prune_if_built() {
 
 finish_build() {
     local name
-    log "all images ready in $(elapsed "$T0"):"
+    declare -A size
     for name in "${IMAGES[@]}"; do
-        log "  ${REF[$name]}=$(archive_of "$name") ($(podman image inspect --format '{{.Size}}' "$(build_ref "$name")" | awk '{ printf "%.0f MB", $1 / 1e6 }'))"
+        size[$name]=$(podman image inspect --format '{{.Size}}' "$(build_ref "$name")" | awk '{ printf "%.0f MB", $1 / 1e6 }')
     done
+    log "all images ready in $(elapsed "$T0"):"
+    for name in "${IMAGES[@]}"; do log "  ${REF[$name]}=$(archive_of "$name")"; done
+    log "image sizes:"
+    for name in "${IMAGES[@]}"; do log "  $name ${size[$name]}"; done
 }

@@ -149,6 +149,18 @@ def cmd_combine(args: argparse.Namespace) -> int:
     return combine_main(spec, args.run_id)
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from datasetjob.contract import RETRY_FAILED_ITEMS_ENV
+    from datasetjob.worker.entrypoints import plan_main
+
+    try:
+        spec = _spec(args.spec or os.environ.get("DSJ_SPEC_FILE", "/etc/datasetjob/datasetjob.json"), rules=False)
+    except SpecError as exc:
+        _print_problems(exc, args.spec or "spec")
+        return ExitCode.DO_NOT_RETRY
+    return plan_main(spec, args.run_id, os.environ.get(RETRY_FAILED_ITEMS_ENV) == "1")
+
+
 def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsj", description="Parallel dataset generation from a DatasetJob spec.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +194,11 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="run id (default: $DSJ_RUN_ID, else the spec hash)")
     p.set_defaults(fn=cmd_combine)
 
+    p = sub.add_parser("plan", help="work out which items a run must generate (what the plan pod runs)")
+    p.add_argument("--spec", help="DatasetJob document (default: $DSJ_SPEC_FILE)")
+    p.add_argument("--run-id", help="run id (default: $DSJ_RUN_ID, else the spec hash)")
+    p.set_defaults(fn=cmd_plan)
+
     # Cluster commands (operator, status, logs, ...) come from the operator distribution extra,
     # through an entry point, so this package never imports the control plane.
     if plugins:
@@ -195,7 +212,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Pods start many workers at once: they need no cluster commands, so skip looking for them.
-    parser = build_parser(plugins=not (argv and argv[0] in ("worker", "combine")))
+    parser = build_parser(plugins=not (argv and argv[0] in ("worker", "combine", "plan")))
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -18,3 +18,7 @@ RETRY_FAILED_ITEMS_ENV = "DSJ_RETRY_FAILED_ITEMS"
 REGENERATE_TOKEN_ENV = "DSJ_REGENERATE_TOKEN"
 # The generator image's digest, when whoever starts the worker knows it (fingerprint input).
 IMAGE_DIGEST_ENV = "DSJ_IMAGE_DIGEST"
+
+# Puts a worker in work-packet mode (and the combine in assembly mode): the store key of the
+# run's plan (spec.work_packets).
+WORK_PLAN_ENV = "DSJ_WORK_PLAN"

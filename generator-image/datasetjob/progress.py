@@ -13,11 +13,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from datasetjob.redis_link import RUN_KEYS_TTL_SECONDS, RedisLink, get_link, progress_key
+
+if TYPE_CHECKING:  # loaded by the link (redis_link): a worker without Redis never imports it
+    import redis
 
 
 class ProgressSink(ABC):
@@ -123,8 +124,11 @@ def redis_progress(
 
 def _hgetall(url: str, key: str) -> dict[bytes | str, bytes | str]:
     """HGETALL over the process's shared client; {} (logged at debug level) if Redis fails."""
+    link = get_link(url)  # imports redis
+    import redis
+
     try:
-        return get_link(url).client.hgetall(key)
+        return link.client.hgetall(key)
     except (redis.RedisError, OSError) as exc:
         logging.getLogger("datasetjob.progress").debug("cannot read %s: %s", key, exc)
         return {}

@@ -20,15 +20,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
-from redis.backoff import ExponentialBackoff
-from redis.commands.core import Script
-from redis.retry import Retry
-
 from datasetjob.redaction import redact_text
+
+if TYPE_CHECKING:  # redis-py takes ~0.1 s to import: loaded by the first link, so a run without Redis never pays it
+    import redis
+    from redis.commands.core import Script
 
 # the logger these messages always had: they are mostly about the cache
 log = logging.getLogger("datasetjob.cache")
@@ -127,6 +126,10 @@ class RedisLink:
     """
 
     def __init__(self, url: str):
+        import redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
         self.url = url
         self.safe_url = redact_url(url)
         self.client = redis.Redis.from_url(
@@ -158,6 +161,8 @@ class RedisLink:
 
     def run(self, op: Callable[[redis.Redis], T]) -> tuple[bool, T | None]:
         """(True, result) or (False, None) when Redis is down (now or in its back-off window)."""
+        import redis  # loaded already by __init__
+
         if not self.usable():
             return False, None
         try:

@@ -112,10 +112,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     if st.get("message"):
         table.add_row("message", st["message"])
     table.add_row("run", f"{st.get('runId', '-')} (attempt {st.get('attempt', '0')})")
+    plan = st.get("plan") or {}
+    if plan.get("key"):  # the generate Job's indexes are the plan's work packets, not the shards
+        table.add_row(
+            "plan",
+            f"{plan.get('toGenerate', 0)} items to generate in {plan.get('packets', 0)} work packets, "
+            f"{plan.get('reused', 0)} reused; {plan.get('shardsWithWork', 0)} of {shards.get('total', 0)} shards "
+            f"with work, {plan.get('shardsReused', 0)} reused",
+        )
+    unit = "packets" if plan.get("key") else "shards"
     table.add_row(
-        "shards",
-        f"{shards.get('succeeded', 0)}/{shards.get('total', 0)} succeeded, "
-        f"{shards.get('active', 0)} active, {shards.get('failed', 0)} failed"
+        unit,
+        f"{shards.get('succeeded', 0)}/{plan.get('packets', 0) if plan.get('key') else shards.get('total', 0)} "
+        f"succeeded, {shards.get('active', 0)} active, {shards.get('failed', 0)} failed"
         + (f" [{shards['failedIndexes']}]" if shards.get("failedIndexes") else ""),
     )
     table.add_row("items", f"{items.get('done', 0)}/{items.get('total', 0)} done, {items.get('failed', 0)} failed")

@@ -18,6 +18,7 @@ ANNOTATION_REGENERATE = f"{API_GROUP}/regenerate"
 ANNOTATION_RETRY_FAILED = f"{API_GROUP}/retry-failed"
 FIELD_MANAGER = "datasetjob-operator"
 
+ROLE_PLAN = "plan"
 ROLE_GENERATE = "generate"
 ROLE_COMBINE = "combine"
 
@@ -35,6 +36,10 @@ def _base(name: str, run_id: str, attempt: str) -> str:
 
 def config_map_name(name: str, run_id: str, attempt: str) -> str:
     return _base(name, run_id, attempt)
+
+
+def plan_job_name(name: str, run_id: str, attempt: str) -> str:
+    return f"{_base(name, run_id, attempt)}-plan"
 
 
 def generate_job_name(name: str, run_id: str, attempt: str) -> str:

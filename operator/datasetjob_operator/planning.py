@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datasetjob import API_GROUP, API_VERSION, KIND
-from datasetjob.contract import ITEMS_DIR_ENV, REGENERATE_TOKEN_ENV, RETRY_FAILED_ITEMS_ENV
+from datasetjob.contract import ITEMS_DIR_ENV, REGENERATE_TOKEN_ENV, RETRY_FAILED_ITEMS_ENV, WORK_PLAN_ENV
 from datasetjob.errors import ExitCode
 from datasetjob.spec.apitypes import to_api
 from datasetjob.spec.model import DatasetJobSpec, GeneratorSpec
@@ -24,6 +24,12 @@ ITEMS_DIR = "/etc/datasetjob/items"
 SPEC_FILE = "datasetjob.json"
 CONTAINER = "generator"
 COMBINE_CONTAINER = "combine"
+PLAN_CONTAINER = "plan"
+_CONTAINERS = {
+    naming.ROLE_GENERATE: CONTAINER,
+    naming.ROLE_COMBINE: COMBINE_CONTAINER,
+    naming.ROLE_PLAN: PLAN_CONTAINER,
+}
 # Kueue reads these labels on a Job: the LocalQueue that admits it, and its WorkloadPriorityClass.
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
@@ -160,14 +166,25 @@ def _pod_fields(gen: GeneratorSpec) -> dict[str, Any]:
     return {name: to_api(value) for name, value in fields.items() if value is not None}
 
 
-def _pod_template(run: Run, settings: Settings, role: str, args: list[str]) -> dict[str, Any]:
+def _pod_template(
+    run: Run, settings: Settings, role: str, args: list[str], plan_key: str | None = None
+) -> dict[str, Any]:
+    """`plan_key`: the run's plan (generate: the pod's work packet is there; combine: the shards
+    are assembled from the item store first)."""
     gen = run.spec.generator
+    env = _env(run, settings) + ([{"name": WORK_PLAN_ENV, "value": plan_key}] if plan_key else [])
+    # The combine runs no generator code: the installation's image with the table stack (Parquet,
+    # sortBy / dedupeBy), whatever the generator image has; the generator's pull policy and
+    # working directory are about its own image.
+    # The plan runs in the generator's image: it works out the generator's fingerprint (which an
+    # image may set through its environment) exactly as the workers do.
+    own_image = role != naming.ROLE_COMBINE or not settings.combine_image
     container: dict[str, Any] = {
-        "name": CONTAINER if role == naming.ROLE_GENERATE else COMBINE_CONTAINER,
-        "image": gen.image or settings.worker_image,
+        "name": _CONTAINERS[role],
+        "image": (gen.image or settings.worker_image) if own_image else settings.combine_image,
         "command": list(settings.worker_command),
         "args": args,
-        "env": _env(run, settings),
+        "env": env,
         "volumeMounts": [
             {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -182,10 +199,10 @@ def _pod_template(run: Run, settings: Settings, role: str, args: list[str]) -> d
     }
     if run.spec.output.credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": run.spec.output.credentials_secret}}]
-    if gen.image_pull_policy is not None:
+    if gen.image_pull_policy is not None and own_image:
         container["imagePullPolicy"] = gen.image_pull_policy
     container["resources"] = _resources(run, settings, role)
-    if gen.working_dir:
+    if gen.working_dir and own_image:
         container["workingDir"] = gen.working_dir
     volumes = [
         {"name": "spec", "configMap": {"name": naming.config_map_name(run.name, run.run_id, run.attempt)}},
@@ -233,7 +250,37 @@ def _ttl(run: Run) -> dict[str, Any]:
     return {} if ttl is None else {"ttlSecondsAfterFinished": ttl}
 
 
-def generate_job(run: Run, settings: Settings) -> dict[str, Any]:
+def plan_job(run: Run, settings: Settings) -> dict[str, Any]:
+    """One pod that reads the item store and stores the run's plan (store.work_plan); its
+    termination message says how many work packets the generate Job needs."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": run.job_metadata(naming.plan_job_name(run.name, run.run_id, run.attempt), naming.ROLE_PLAN),
+        "spec": {
+            "completions": 1,
+            "parallelism": 1,
+            "backoffLimit": 2,
+            "suspend": run.spec.suspend,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"containerName": PLAN_CONTAINER, "operator": "In", "values": [DO_NOT_RETRY]},
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                ]
+            },
+            **_ttl(run),
+            "template": _pod_template(run, settings, naming.ROLE_PLAN, ["plan"]),
+        },
+    }
+
+
+def generate_job(
+    run: Run, settings: Settings, packets: int | None = None, plan_key: str | None = None
+) -> dict[str, Any]:
+    """The Indexed generate Job: one completion per shard, or with a plan, per work packet."""
     spec = run.spec
     return {
         "apiVersion": "batch/v1",
@@ -241,7 +288,7 @@ def generate_job(run: Run, settings: Settings) -> dict[str, Any]:
         "metadata": run.job_metadata(naming.generate_job_name(run.name, run.run_id, run.attempt), naming.ROLE_GENERATE),
         "spec": {
             "completionMode": "Indexed",
-            "completions": spec.shards,
+            "completions": spec.shards if packets is None else packets,
             "parallelism": spec.parallelism,
             "backoffLimitPerIndex": spec.per_shard_retries,
             "maxFailedIndexes": spec.max_failed_shards,
@@ -262,12 +309,12 @@ def generate_job(run: Run, settings: Settings) -> dict[str, Any]:
                 ]
             },
             **_ttl(run),
-            "template": _pod_template(run, settings, naming.ROLE_GENERATE, ["worker"]),
+            "template": _pod_template(run, settings, naming.ROLE_GENERATE, ["worker"], plan_key),
         },
     }
 
 
-def combine_job(run: Run, settings: Settings) -> dict[str, Any]:
+def combine_job(run: Run, settings: Settings, plan_key: str | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -291,6 +338,6 @@ def combine_job(run: Run, settings: Settings) -> dict[str, Any]:
                 ]
             },
             **_ttl(run),
-            "template": _pod_template(run, settings, naming.ROLE_COMBINE, ["combine"]),
+            "template": _pod_template(run, settings, naming.ROLE_COMBINE, ["combine"], plan_key),
         },
     }

@@ -16,6 +16,7 @@ from datasetjob.errors import SpecError
 from datasetjob.spec.item_source import count_items
 from datasetjob.spec.model import DatasetJobSpec
 from datasetjob.spec.model import run_id as compute_run_id
+from datasetjob.spec.work_packets import plans_work
 
 from . import naming, planning
 from .cluster_spec import checked_item_total, cluster_spec
@@ -23,7 +24,7 @@ from .conditions import Stall, conditions_for, stalled_reason
 from .generation_counts import count_generation
 from .job_state import job_condition, job_finished, latest_message, pod_job, start_problem
 from .settings import Settings
-from .status import CacheCounts, DatasetJobStatus, ItemCounts, JobNames, Output, Phase, ShardCounts
+from .status import CacheCounts, DatasetJobStatus, ItemCounts, JobNames, Output, Phase, PlanCounts, ShardCounts
 from .suspension import held_by_someone_else, suspend_patches
 
 # A pod that cannot start (see job_state.start_problem) counts only after this many seconds:
@@ -174,10 +175,17 @@ def decide(obs: Observed, settings: Settings) -> Decision:
             return _failed_decision(obs, "InvalidSpec", "; ".join(exc.problems))
         if obs.credentials_secret_found is False and spec.output.credentials_secret:
             return _waiting_for_secret(obs, plan.run, spec.output.credentials_secret)
-        return _start(obs, plan.run, settings, total_items, plan.retry_token, plan.retrying)
+        return _start(obs, plan.run, settings, total_items, plan.retry_token, plan.retrying, _plans(obs, spec))
     # Every later tick (twice a second while shards run) only counts: O(1) for values,
     # product and range; the ids were checked when the run started.
     return _progress(obs, plan.run, settings, count_items(spec.items, obs.config_map_items))
+
+
+def _plans(obs: Observed, spec: DatasetJobSpec) -> bool:
+    """Whether the run starts with a plan Job (store.work_plan): it reuses items, and an earlier
+    run of this DatasetJob may have stored some. A first run has nothing to reuse: its shards
+    start at once, without a plan pod before them."""
+    return plans_work(spec) and obs.status.run_id is not None
 
 
 def _waiting_for_secret(obs: Observed, run: planning.Run, secret: str) -> Decision:
@@ -205,6 +213,7 @@ def _start(
     total_items: int | None,
     retry_token: str | None,
     retrying: bool,
+    planned: bool = False,
 ) -> Decision:
     config_map = planning.config_map(run)
     size = sum(len(v) for v in config_map["data"].values())
@@ -215,8 +224,9 @@ def _start(
             f"the spec is {size} bytes, more than a ConfigMap holds; move inline items to spec.items.fromUri",
         )
     gen_name = naming.generate_job_name(run.name, run.run_id, run.attempt)
+    first_job = naming.plan_job_name(run.name, run.run_id, run.attempt) if planned else gen_name
     # A new run replaces the old run's unfinished Jobs; finished ones stay until their TTL.
-    stale = [name for name, job in obs.jobs.items() if name != gen_name and not job_finished(job)]
+    stale = [name for name, job in obs.jobs.items() if name != first_job and not job_finished(job)]
     status = replace(
         obs.status,
         run_id=run.run_id,
@@ -224,8 +234,9 @@ def _start(
         observed_generation=obs.generation,
         started_at=obs.now,
         finished_at=None,
-        jobs=JobNames(generate=gen_name),
-        shards=ShardCounts(total=run.spec.shards, progress=f"0/{run.spec.shards}"),
+        jobs=JobNames(plan=first_job) if planned else JobNames(generate=gen_name),
+        plan=None,
+        shards=ShardCounts(total=run.spec.shards, progress="planning" if planned else f"0/{run.spec.shards}"),
         items=ItemCounts.of(total_items, 0, 0, 0),
         cache=CacheCounts(),
         output=None,
@@ -247,16 +258,90 @@ def _start(
     status = _with_phase(obs, status, phase, reason, message, [])
     return Decision(
         status=status,
-        create=_run_objects(run, settings),
+        create=_run_objects(run, settings, planned),
         delete_jobs=stale,
         events=[Event("Normal", reason, message)],
         run_started=True,
     )
 
 
-def _run_objects(run: planning.Run, settings: Settings) -> list[dict[str, Any]]:
+def _run_objects(run: planning.Run, settings: Settings, planned: bool = False) -> list[dict[str, Any]]:
     secret = planning.redis_secret(run, settings)
-    return ([secret] if secret else []) + [planning.config_map(run), planning.generate_job(run, settings)]
+    first = planning.plan_job(run, settings) if planned else planning.generate_job(run, settings)
+    return ([secret] if secret else []) + [planning.config_map(run), first]
+
+
+def _plan_key(status: DatasetJobStatus) -> str | None:
+    """The run's plan, when its packets (not its shards) are the generate Job's indexes."""
+    return status.plan.key or None if status.plan else None
+
+
+def _after_plan(run: planning.Run, settings: Settings, status: DatasetJobStatus) -> dict[str, Any]:
+    """The Job that follows a read plan: the generate Job over its work packets (or over the
+    shards, when nothing was stored to reuse), or the combine Job when nothing needs generating."""
+    plan = status.plan
+    assert plan is not None  # read from the plan pod before
+    if plan.key and plan.packets == 0:
+        return planning.combine_job(run, settings, plan.key)
+    return planning.generate_job(run, settings, plan.packets if plan.key else None, plan.key or None)
+
+
+def _planning(
+    obs: Observed, run: planning.Run, settings: Settings, status: DatasetJobStatus, job: dict[str, Any]
+) -> Decision:
+    """The plan Job's turn: wait for it, then read its plan into the status and create what follows."""
+    events: list[Event] = []
+    name = naming.plan_job_name(run.name, run.run_id, run.attempt)
+    pods = [p for p in obs.pods if pod_job(p) == name]
+    if job_condition(job, "Failed"):
+        failed = latest_message(pods, "Failed") or {}
+        message = "planning failed: " + (failed.get("message") or "see the plan pod's log")
+        return Decision(
+            status=_with_phase(obs, status, Phase.FAILED, "PlanFailed", message, events, "Warning"), events=events
+        )
+    result = latest_message(pods, "Succeeded") if job_condition(job, "Complete") else None
+    if result is None:
+        status = _running_phase(
+            obs, status, run.spec.suspend, name, job, pods, Phase.GENERATING, "Planning", "", events
+        )
+        return Decision(status=status, events=events)
+    packets, reused = int(result.get("packets", 0)), int(result.get("reused", 0))
+    status.plan = PlanCounts(
+        packets=packets,
+        shards_with_work=int(result.get("shardsWithWork", 0)),
+        shards_reused=int(result.get("shardsReused", 0)),
+        to_generate=int(result.get("toGenerate", 0)),
+        reused=reused,
+        # Nothing stored to reuse: the shards generate their own items, as without a plan.
+        key=str(result.get("planKey", "")) if reused else "",
+    )
+    follow = _after_plan(run, settings, status)
+    decision = Decision(status=status, create=[follow], events=events)
+    if follow["metadata"]["name"] == naming.combine_job_name(run.name, run.run_id, run.attempt):
+        status.jobs = replace(status.jobs or JobNames(), combine=follow["metadata"]["name"])
+        status.shards = _planned_shards(status, 0, 0)
+        message = f"every item reused ({reused}): no generate Job; combining"
+        decision.status = _with_phase(obs, status, Phase.COMBINING, "CombineStarted", message, events)
+    else:
+        status.jobs = replace(status.jobs or JobNames(), generate=follow["metadata"]["name"])
+        message = (
+            f"planned: {status.plan.to_generate} items to generate in {packets} work packets, {reused} reused"
+            if status.plan.key
+            else "planned: nothing stored to reuse; every shard generates"
+        )
+        decision.status = _with_phase(obs, status, Phase.GENERATING, "Planned", message, events)
+    return decision
+
+
+def _planned_shards(status: DatasetJobStatus, succeeded: int, active: int) -> ShardCounts:
+    plan = status.plan
+    assert plan is not None and status.shards is not None
+    return replace(
+        status.shards,
+        active=active,
+        progress=f"{succeeded}/{plan.packets} packets; {plan.shards_with_work} of {status.shards.total} "
+        f"shards with work, {plan.shards_reused} reused",
+    )
 
 
 def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items: int | None) -> Decision:
@@ -269,9 +354,17 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
     comb_name = naming.combine_job_name(run.name, run.run_id, run.attempt)
     gen = obs.jobs.get(gen_name)
     comb = obs.jobs.get(comb_name)
+    planned = bool(status.jobs and status.jobs.plan)
     if gen is None and comb is None:
+        if planned and status.plan is None:
+            plan_job = obs.jobs.get(naming.plan_job_name(run.name, run.run_id, run.attempt))
+            if plan_job is not None:
+                return _planning(obs, run, settings, status, plan_job)
         # Lost (deleted by hand, or not yet in our cache): create again; a 409 means it exists.
-        return Decision(status=status, create=_run_objects(run, settings))
+        if planned and status.plan is not None:
+            return Decision(status=status, create=[_after_plan(run, settings, status)])
+        return Decision(status=status, create=_run_objects(run, settings, planned))
+    plan_key = _plan_key(status)
 
     decision = Decision(status=status, events=events)
     decision.patch_jobs = suspend_patches(status.applied_suspend, spec.suspend, {gen_name: gen, comb_name: comb})
@@ -279,10 +372,17 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
     if gen is not None:
         gen_pods = [p for p in obs.pods if pod_job(p) == gen_name]
         live = obs.live_progress if not job_finished(gen) else None
-        counts = count_generation(gen, gen_pods, live, spec.shards)
+        completions = status.plan.packets if plan_key and status.plan else spec.shards
+        counts = count_generation(gen, gen_pods, live, completions)
         known_total = total_items if total_items is not None else (counts.items_seen_total if counts.finished else None)
-        status.shards = counts.shard_counts()
+        status.shards = replace(counts.shard_counts(), total=spec.shards)
         status.items = counts.item_counts(known_total)
+        if plan_key and status.plan:  # the stored items count as done (and reused) from the start
+            status.shards = _planned_shards(status, len(counts.succeeded), counts.active)
+            stored = status.plan.reused
+            status.items = ItemCounts.of(
+                known_total, counts.items_done + stored, counts.items_failed, counts.items_reused + stored
+            )
         status.cache = counts.cache_counts()
         status.failures = counts.failures or None
         if comb is None:
@@ -293,7 +393,7 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
                 )
                 return decision
             if counts.finished and len(counts.failed) <= spec.max_failed_shards:
-                decision.create.append(planning.combine_job(run, settings))
+                decision.create.append(planning.combine_job(run, settings, plan_key))
                 status.jobs = replace(status.jobs or JobNames(), combine=comb_name)
                 gap = f" ({len(counts.failed)} shards failed: {status.shards.failed_indexes})" if counts.failed else ""
                 decision.status = _with_phase(
@@ -301,8 +401,9 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
                 )
                 return decision
             first = counts.failures[0].message if counts.failures else ""
+            unit = "work packets" if plan_key else "shards"
             message = (
-                f"{len(counts.failed)} of {spec.shards} shards failed (indexes "
+                f"{len(counts.failed)} of {completions} {unit} failed (indexes "
                 f"{status.shards.failed_indexes or '?'}), spec.retries.maxFailedShards allows "
                 f"{spec.max_failed_shards}"
                 + (f"; first error: {first}" if first else "")

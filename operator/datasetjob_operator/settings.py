@@ -28,6 +28,9 @@ def with_password(url: str, password: str) -> str:
 class Settings:
     # Image used when a DatasetJob names none (the worker runtime image of this release).
     worker_image: str = "datasetjob/worker:0.1.0"
+    # Image of every combine pod: the worker with the table stack. "" = the generator's image
+    # (which must then have the table stack for Parquet, sortBy or dedupeBy).
+    combine_image: str = "datasetjob/worker-tables:0.1.0"
     # How pods start the data plane; the image must have `dsj` on its PATH.
     worker_command: tuple[str, ...] = ("dsj",)
     # The chart's in-cluster Redis; used when spec.cache.redisUrl is absent. "" = none.
@@ -61,6 +64,7 @@ class Settings:
         env = os.environ if env is None else env
         return cls(
             worker_image=env.get("DSJ_WORKER_IMAGE", cls.worker_image),
+            combine_image=env.get("DSJ_COMBINE_IMAGE", cls.combine_image),
             worker_command=tuple((env.get("DSJ_WORKER_COMMAND") or "dsj").split()),
             default_redis_url=env.get("DSJ_DEFAULT_REDIS_URL", ""),
             default_redis_password=env.get("DSJ_REDIS_PASSWORD", ""),

@@ -46,7 +46,10 @@ def _count(description: str) -> Any:
 
 @dataclass
 class JobNames:
-    generate: str | None = _field("the run's generate Job (Indexed, one completion index per shard)")
+    plan: str | None = _field("the run's plan Job: which items to generate, when the run reuses items")
+    generate: str | None = _field(
+        "the run's generate Job (Indexed: one completion index per shard, or per work packet when planned)"
+    )
     combine: str | None = _field("the run's combine Job, created when generation has finished")
 
 
@@ -83,6 +86,16 @@ class ItemCounts:
             reused=reused,
             progress=f"{done}/{total if total is not None else '?'}",
         )
+
+
+@dataclass
+class PlanCounts:
+    packets: int = _count("work packets: the generate Job's completions (none: no generate Job)")
+    shards_with_work: int = _count("shards with at least one item to generate")
+    shards_reused: int = _count("shards whose every item was stored already")
+    to_generate: int = _count("items the run must generate")
+    reused: int = _count("items whose rows are taken from the item store")
+    key: str = _field("the plan's object under spec.output.uri (the workers read their packets there)", "")
 
 
 @dataclass
@@ -129,7 +142,8 @@ class DatasetJobStatus:
     started_at: str | None = _field("when the current run started", format="date-time")
     finished_at: str | None = _field("when the current run succeeded or failed", format="date-time")
     jobs: JobNames | None = _field("the Jobs of the current run")
-    shards: ShardCounts | None = _field("shard counts of the current run")
+    plan: PlanCounts | None = _field("the current run's plan, when it reuses items (spec.reuse)")
+    shards: ShardCounts | None = _field("shard counts of the current run (work packets, when planned)")
     items: ItemCounts | None = _field("item counts of the current run")
     cache: CacheCounts | None = _field("shared-cache counts of the current run")
     output: Output | None = _field("the published dataset, once the run succeeded")

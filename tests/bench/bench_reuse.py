@@ -47,10 +47,12 @@ def _stamp(line: str) -> float | None:
     return when.timestamp() + int(m.group(2)) / 1000
 
 
-def shard_phase(workdir: Path) -> float:
-    """The slowest shard's start-to-commit time, from the shard logs (logging's asctime)."""
+def work_phase(workdir: Path) -> tuple[float, int]:
+    """(The slowest process's start-to-commit time, from the shard and work packet logs
+    (logging's asctime); how many processes started)."""
     slowest = 0.0
-    for log in workdir.glob("logs/*/shard-*.log"):
+    logs = [*workdir.glob("logs/*/shard-*.log"), *workdir.glob("logs/*/packet-*.log")]
+    for log in logs:
         start = None
         for line in log.read_text().splitlines():
             when = _stamp(line)
@@ -58,11 +60,11 @@ def shard_phase(workdir: Path) -> float:
                 start = when
             elif when is not None and "committed:" in line and start is not None:
                 slowest = max(slowest, when - start)
-    return slowest
+    return slowest, len(logs)
 
 
-def dsj_run(spec: dict, tmp: Path, name: str, output: Path) -> tuple[float, int, float]:
-    """(wall seconds, generator calls, shard phase seconds) of one `dsj run`."""
+def dsj_run(spec: dict, tmp: Path, name: str, output: Path) -> tuple[float, int, float, int]:
+    """(wall seconds, generator calls, work phase seconds, processes) of one `dsj run`."""
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     calls = tmp / f"calls-{name}.log"
@@ -89,11 +91,19 @@ def dsj_run(spec: dict, tmp: Path, name: str, output: Path) -> tuple[float, int,
         stdout=subprocess.DEVNULL,
     )
     wall = time.perf_counter() - start
-    return wall, len(calls.read_text().split()) if calls.exists() else 0, shard_phase(tmp / f"work-{name}")
+    phase, processes = work_phase(tmp / f"work-{name}")
+    return wall, len(calls.read_text().split()) if calls.exists() else 0, phase, processes
 
 
 def published_sha(output: Path) -> str:
     return json.loads((output / "latest.json").read_text())["dataset"]["sha256"]
+
+
+def published_items(output: Path) -> dict:
+    """The last published run's item counts (generated = done - reused)."""
+    manifest_uri = json.loads((output / "latest.json").read_text())["manifestUri"]
+    items = json.loads(Path(manifest_uri.removeprefix("file://")).read_text())["items"]
+    return dict(items, generated=items["done"] - items.get("reused", 0))
 
 
 def main() -> None:
@@ -107,28 +117,40 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="dsj-bench-reuse-"))
     try:
-        t_full, calls_full, p_full = dsj_run(grown, tmp, "full", tmp / "out-full")
-        t_last, calls_last, p_last = dsj_run(month, tmp, "last-month", tmp / "out")
-        t_month, calls_month, p_month = dsj_run(grown, tmp, "month", tmp / "out")
-        t_floor, calls_floor, p_floor = dsj_run(grown, tmp, "floor", tmp / "out")
+        runs = {
+            "full": dsj_run(grown, tmp, "full", tmp / "out-full"),
+            "last": dsj_run(month, tmp, "last-month", tmp / "out"),
+            "month": dsj_run(grown, tmp, "month", tmp / "out"),
+        }
+        month_items = published_items(tmp / "out")
+        runs["floor"] = dsj_run(grown, tmp, "floor", tmp / "out")
+        floor_items = published_items(tmp / "out")
         same = published_sha(tmp / "out") == published_sha(tmp / "out-full")
 
         print(
             f"\nsmart-money sample + 1 month-end: 3,700 items, {args.latency_ms:g} ms per upstream call, "
             f"10 workers, concurrency {month['spec']['generator']['concurrency']}, {os.cpu_count()} CPUs\n"
         )
-        print(f"{'':45} {'wall':>8} {'shards':>8} {'generator calls':>16}")
-        for label, t, p, calls in (
-            ("(full)  grown universe from scratch", t_full, p_full, calls_full),
-            ("        (last month's run, 3,600 items)", t_last, p_last, calls_last),
-            ("(month) appended month, reusing last month", t_month, p_month, calls_month),
-            ("(floor) nothing new: every item reused", t_floor, p_floor, calls_floor),
+        print(f"{'':45} {'wall':>8} {'work':>8} {'processes':>10} {'generator calls':>16}")
+        for label, key in (
+            ("(full)  grown universe from scratch", "full"),
+            ("        (last month's run, 3,600 items)", "last"),
+            ("(month) appended month, reusing last month", "month"),
+            ("(floor) nothing new: every item reused", "floor"),
         ):
-            print(f"  {label:<43} {t:7.2f}s {p:7.2f}s {calls:16d}")
+            t, calls, phase, processes = runs[key]
+            print(f"  {label:<43} {t:7.2f}s {phase:7.2f}s {processes:10d} {calls:16d}")
         print()
+        for label, items in (("month", month_items), ("floor", floor_items)):
+            print(f"  ({label}) items: {items['generated']} generated, {items['reused']} reused")
+        t_full, t_month, t_floor = runs["full"][0], runs["month"][0], runs["floor"][0]
         print(f"  month / full, wall             {t_month / t_full:7.1%}   (goal <= 5%)")
         print(f"  floor / full, wall             {t_floor / t_full:7.1%}   (the fixed cost of any run)")
-        print(f"  month / full, shard phase      {p_month / p_full:7.1%}   (the slowest shard, start to commit)")
+        if runs["full"][2]:
+            print(
+                f"  month / full, work phase       {runs['month'][2] / runs['full'][2]:7.1%}   "
+                "(the slowest process, start to commit)"
+            )
         print(f"  same sha256 as the full run    {'yes' if same else 'NO'}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

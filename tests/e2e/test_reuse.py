@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections import Counter
 
 from tests.e2e.test_operator import apply, get, s3_sha, sample, shared_state, wait_phase
@@ -21,6 +22,11 @@ SYMBOLS, DATES, SHARDS = 100, 36, 10
 def ids(doc: dict) -> list[str]:
     product = doc["spec"]["items"]["product"]
     return [f"{s}:{d}" for s in product["symbol"] for d in product["date"]]
+
+
+def run_pods(cluster, namespace: str, run_id: str, role: str) -> list[str]:
+    selector = f"datagen.dev/run-id={run_id},datagen.dev/role={role}"
+    return [p.metadata.name for p in cluster.core.list_namespaced_pod(namespace, label_selector=selector).items]
 
 
 def generated(redis, key: str) -> Counter:
@@ -57,8 +63,27 @@ def test_appended_month_generates_only_the_new_items(cluster, operator, s3_ns, s
     assert {run: len(items) for run, items in manifest["lineage"]["reusedFrom"].items()} == {first["runId"]: total}
 
     wide = cluster.kubectl("get", "dsj", "smf", "-n", s3_ns, "-o", "wide").stdout.splitlines()
-    row = dict(zip(wide[0].split(), wide[1].split(), strict=False))
+    # Columns are two or more spaces apart; a value (the shards' progress) may hold one.
+    row = dict(zip(re.split(r"\s{2,}", wide[0]), re.split(r"\s{2,}", wide[1]), strict=False))
     assert (row["GENERATED"], row["REUSED"]) == (str(SYMBOLS), str(total)), wide
+
+    # Planned: only the work packets of the 100 new items ran, a pod each (not one per shard).
+    plan = st["plan"]
+    assert (plan["toGenerate"], plan["reused"], plan["shardsWithWork"]) == (SYMBOLS, total, SHARDS)
+    gen = cluster.batch.read_namespaced_job(st["jobs"]["generate"], s3_ns)
+    assert gen.spec.completions == plan["packets"] < SHARDS
+    assert len(run_pods(cluster, s3_ns, st["runId"], "generate")) == plan["packets"]
+    assert row["SHARDS"].startswith(f"{plan['packets']}/{plan['packets']}"), wide
+
+    # Nothing new to generate (only the combine's bar changed): no generate Job, the same bytes.
+    same_items = copy.deepcopy(grown)
+    same_items["spec"]["combine"]["minItemSuccessRatio"] = 0.99
+    apply(cluster, s3_ns, same_items)
+    again = wait_phase(cluster, operator, s3_ns, "smf", "Succeeded", timeout=300, not_run=st["runId"])["status"]
+    assert again["plan"]["packets"] == 0 and "generate" not in again["jobs"]
+    assert run_pods(cluster, s3_ns, again["runId"], "generate") == []
+    assert (again["items"]["generated"], again["items"]["reused"]) == (0, total + SYMBOLS)
+    assert again["output"]["sha256"] == st["output"]["sha256"]
 
     # The same bytes as a full regeneration of the grown spec (reuse off, another prefix).
     full = copy.deepcopy(grown)

@@ -69,7 +69,9 @@ class Run:
         return [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
 
     def shard_logs(self) -> str:
-        return "".join(p.read_text() for p in sorted(self.work.glob("logs/*/shard-*.log")))
+        """The logs of every shard and work packet process."""
+        logs = [*self.work.glob("logs/*/shard-*.log"), *self.work.glob("logs/*/packet-*.log")]
+        return "".join(p.read_text() for p in sorted(logs))
 
 
 def rows(path: Path, fmt: str) -> list[dict]:

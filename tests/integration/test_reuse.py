@@ -193,7 +193,7 @@ def test_rows_older_than_max_age_are_generated_again(tmp_path):
     assert runs.run(with_spec(doc, reuse={"maxAgeSeconds": 1}), out) == Counter(item_ids(doc))
 
 
-def test_only_shards_with_items_to_generate_start_a_process(tmp_path):
+def test_only_the_items_to_generate_start_a_process(tmp_path):
     doc = sample_doc(symbols=20, dates=3, shards=4)
     runs = Runs(tmp_path)
     out = f"file://{tmp_path}/out"
@@ -201,14 +201,17 @@ def test_only_shards_with_items_to_generate_start_a_process(tmp_path):
     assert runs.run(doc, out, env={"SMF_FAIL_ITEMS": broken})[broken] == 1
 
     def processes(n: int) -> list[str]:
-        return sorted(p.name for p in (tmp_path / f"work-{n}").glob("logs/*/shard-*.log"))
+        logs = (tmp_path / f"work-{n}").glob("logs/*/*.log")
+        return sorted(p.name for p in logs)
 
     assert runs.run(doc, out) == Counter([broken])  # only the failed item is made again
-    assert processes(2) == ["shard-00000.log"] and "4/4 committed, 1 with items to generate" in runs.stderr
+    assert processes(2) == ["packet-00000.log"]
+    said = " ".join(runs.stderr.split())  # as printed, but wrapped at the terminal's width
+    assert "plan: 1 items to generate in 1 work packet (a process each), 59 reused; 1 of 4 shards with work" in said
     once, _ = published(tmp_path / "out")
     digest = sha256(once)
 
     assert runs.run(doc, out) == Counter()  # nothing new: no process at all
-    assert processes(3) == [] and "4/4 committed, 0 with items to generate" in runs.stderr
+    assert processes(3) == [] and "plan: 0 items to generate in 0 work packets" in " ".join(runs.stderr.split())
     again, manifest = published(tmp_path / "out")
     assert sha256(again) == digest and (manifest["items"]["generated"], manifest["items"]["reused"]) == (0, 60)

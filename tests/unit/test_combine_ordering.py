@@ -80,15 +80,19 @@ kinds = st.dictionaries(st.sampled_from(COLUMNS), st.sampled_from(["string", "in
     dedupe_by=column_lists,
     declared=kinds,
     batch_rows=st.sampled_from([2, 5, 50_000]),
+    in_memory_rows=st.sampled_from([0, 20_000]),  # DuckDB, or the in-memory sort of small inputs
 )
 def test_ordering_and_dedupe_match_the_in_memory_reference(
-    tmp_path_factory, shards, sort_by, dedupe_by, declared, batch_rows
+    tmp_path_factory, shards, sort_by, dedupe_by, declared, batch_rows, in_memory_rows
 ):
     expected, dropped = reference(shards, sort_by, dedupe_by, declared)
     rows = OrderedRows(
         (r for shard in shards for r in shard), str(tmp_path_factory.mktemp("o")), sort_by, dedupe_by, declared
     )
-    with mock.patch.object(ordering, "BATCH_ROWS", batch_rows):
+    with (
+        mock.patch.object(ordering, "BATCH_ROWS", batch_rows),
+        mock.patch.object(ordering, "IN_MEMORY_ROWS", in_memory_rows),
+    ):
         got = list(rows)
     assert exact(got) == exact(expected)
     assert rows.dropped == dropped

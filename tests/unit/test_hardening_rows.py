@@ -102,8 +102,8 @@ def _record(item_id: str) -> ItemRecord:
 def test_a_corrupt_segment_is_set_aside_and_the_rest_is_reused(tmp_path, caplog, garbage):
     store = FileStore(tmp_path)
     items = ItemStore(store, "fp1", {})
-    items.save("run1", 0, [_record("a").to_line()])
-    bad_key = layout.item_segment_key("fp1", "run1", 1, "00000000000000000001-deadbeef")
+    items.save("run1", "shard-0000", [_record("a").to_line()])
+    bad_key = layout.item_segment_key("fp1", "run1", "shard-0001", "00000000000000000001-deadbeef")
     store.put_bytes(bad_key, garbage)
     with caplog.at_level(logging.WARNING):
         records = items.load({"a", "b"})
@@ -151,8 +151,8 @@ class ObjectStore(Store):
 def test_a_corrupt_segment_in_an_object_store_is_skipped_and_named(tmp_path, caplog):
     store = ObjectStore(tmp_path)
     items = ItemStore(store, "fp1", {})
-    items.save("run1", 0, [_record("a").to_line()])
-    bad_key = layout.item_segment_key("fp1", "run1", 1, "00000000000000000001-deadbeef")
+    items.save("run1", "shard-0000", [_record("a").to_line()])
+    bad_key = layout.item_segment_key("fp1", "run1", "shard-0001", "00000000000000000001-deadbeef")
     store.put_bytes(bad_key, b"garbage\n")
     with caplog.at_level(logging.WARNING):
         assert [r.id for r in items.load()] == ["a"]
@@ -163,7 +163,7 @@ def test_a_corrupt_segment_in_an_object_store_is_skipped_and_named(tmp_path, cap
 def test_segments_that_are_fine_load_as_before(tmp_path):
     store = FileStore(tmp_path)
     items = ItemStore(store, "fp1", {})
-    items.save("run1", 0, [_record("a").to_line(), _record("b").to_line()])
+    items.save("run1", "shard-0000", [_record("a").to_line(), _record("b").to_line()])
     assert sorted(r.id for r in items.load()) == ["a", "b"]
     assert sorted(r.id for r in items.load({"b"})) == ["b"]
     assert json.loads(segment_body([_record("a")]))["id"] == "a"

@@ -255,7 +255,8 @@ def test_retry_failed_starts_a_new_attempt_of_the_same_run_once():
     failed = dict(start, phase="Failed")
     d = decide(observed(status=failed, annotations={naming.ANNOTATION_RETRY_FAILED: "t1"}), SETTINGS)
     assert d.status.to_dict()["runId"] == RID and d.status.to_dict()["attempt"] == naming.attempt_of("t1")
-    assert d.create[-1]["metadata"]["name"] == naming.generate_job_name("smf", RID, naming.attempt_of("t1"))
+    # Reuse is on: the retry plans first, so only the failed items are generated again.
+    assert d.create[-1]["metadata"]["name"] == naming.plan_job_name("smf", RID, naming.attempt_of("t1"))
     done = decide(
         observed(
             status=dict(d.status.to_dict(), phase="Succeeded"), annotations={naming.ANNOTATION_RETRY_FAILED: "t1"}
@@ -457,3 +458,17 @@ def test_kueues_own_reason_is_the_queued_message():
     o.admission = reasons
     d = decide(o, SETTINGS)
     assert d.status.to_dict()["message"] == f"Job {GEN} waits in Kueue queue team-a: {why}"
+
+
+def test_the_combine_runs_the_installation_combine_image():
+    gen = dict(SPEC["generator"], imagePullPolicy="Always", workingDir="/work")
+    run = planning.Run("smf", "ml", "uid-1", RID, "0", spec_from_dict("smf", dict(SPEC, generator=gen), "ml"))
+    generate = planning.generate_job(run, SETTINGS)["spec"]["template"]["spec"]["containers"][0]
+    combine = planning.combine_job(run, SETTINGS)["spec"]["template"]["spec"]["containers"][0]
+    assert (generate["image"], generate["imagePullPolicy"], generate["workingDir"]) == ("acme/gen:1", "Always", "/work")
+    # the generator's pull policy and working directory are about its image, not this one
+    assert combine["image"] == "datasetjob/worker-tables:0.1.0"
+    assert "imagePullPolicy" not in combine and "workingDir" not in combine
+    own = Settings.from_env({"DSJ_COMBINE_IMAGE": ""})
+    combine = planning.combine_job(run, own)["spec"]["template"]["spec"]["containers"][0]
+    assert (combine["image"], combine["imagePullPolicy"]) == ("acme/gen:1", "Always")

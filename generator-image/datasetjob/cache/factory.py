@@ -5,7 +5,6 @@ from __future__ import annotations
 from datasetjob.cache.base import Cache
 from datasetjob.cache.embedded import EmbeddedCache
 from datasetjob.cache.null import NullCache
-from datasetjob.cache.redis_backend import RedisCache
 from datasetjob.errors import GeneratorConfigError
 from datasetjob.redis_link import effective_redis_url
 from datasetjob.spec.model import DatasetJobSpec
@@ -20,6 +19,8 @@ def make_cache(spec: DatasetJobSpec, run_id: str | None = None) -> Cache:
         return NullCache()
     if url is None:
         return EmbeddedCache(namespace=spec.cache.namespace, default_ttl=spec.cache.ttl_seconds)
+    from datasetjob.cache.redis_backend import RedisCache  # imports redis-py: only for a Redis cache
+
     try:
         return RedisCache(url, namespace=spec.cache.namespace, default_ttl=spec.cache.ttl_seconds, run_id=run_id)
     except ValueError as exc:  # not a redis://, rediss:// or unix:// URL: retrying cannot help

@@ -1,8 +1,9 @@
 """The dataset's rows in order, deduplicated, out of core.
 
 Without spec.combine.sortBy or dedupeBy the rows stream through as they come (shard by shard,
-each in file order). Otherwise DuckDB sorts and deduplicates them within a memory limit,
-spilling to the combine's scratch directory:
+each in file order). Up to IN_MEMORY_ROWS rows are sorted and deduplicated in memory (Python's
+stable sort over the same keys). Past that, DuckDB sorts and deduplicates them within a memory
+limit, spilling to the combine's scratch directory:
 - the rows go to a scratch Parquet file in batches, each as its JSON text (a payload that reads
   back as the same row) beside its sort key, its dedupe key and its position in the input;
 - a sortBy column's key is `sort_key_part` (computed here, in Python) as three columns: rank,
@@ -17,6 +18,7 @@ spilling to the combine's scratch directory:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,8 +26,12 @@ from typing import Any
 
 from datasetjob.combine.rules import sort_key_part
 from datasetjob.store.rowtypes import Row
+from datasetjob.store.table_stack import require_table_stack
 
 BATCH_ROWS = 50_000  # rows per batch, into DuckDB and out of it
+# Up to this many rows the order is decided in memory: starting DuckDB and writing the scratch
+# file cost more than the sort itself (a quarter second for the 3,700-row sample).
+IN_MEMORY_ROWS = 20_000
 MEMORY_LIMIT = "256MB"  # DuckDB's; it spills past it
 # json.dumps(value, ensure_ascii=False) and json.dumps(value, sort_keys=True), one encoder each
 _payload = json.JSONEncoder(ensure_ascii=False).encode
@@ -55,6 +61,13 @@ class OrderedRows:
         if not self.sort_by and not self.dedupe_by:
             yield from self.rows  # already in order: streamed, nothing held
             return
+        rows = iter(self.rows)
+        first = list(itertools.islice(rows, IN_MEMORY_ROWS + 1))
+        if len(first) <= IN_MEMORY_ROWS:
+            yield from self._in_memory(first)
+            return
+        self.rows = itertools.chain(first, rows)
+        require_table_stack("spec.combine.sortBy / dedupeBy", ("pyarrow", "duckdb"))
         scratch = os.path.join(self.tmpdir, "ordering-rows.parquet")
         total = self._write_scratch(scratch)  # every row read first: the shards' checks run to the end
         kept = 0
@@ -65,6 +78,22 @@ class OrderedRows:
         finally:
             os.unlink(scratch)
         self.dropped = total - kept
+
+    def _in_memory(self, rows: list[Row]) -> Iterator[Row]:
+        """The same order and the same rows kept as the DuckDB query's: a stable sort by the
+        sort_key_part tuples (ties keep the input order), then the first row of each key."""
+        if self.sort_by:
+            columns = list(zip(self.sort_by, self.kinds, strict=True))
+            rows = sorted(rows, key=lambda row: tuple(sort_key_part(row.get(c), kind) for c, kind in columns))
+        seen: set[tuple[str, ...]] = set()
+        for row in rows:
+            if self.dedupe_by:
+                key = tuple(_key_part(row.get(c)) for c in self.dedupe_by)
+                if key in seen:
+                    self.dropped += 1
+                    continue
+                seen.add(key)
+            yield row
 
     def _write_scratch(self, path: str) -> int:
         """The rows' payloads and keys to a Parquet file at `path`; the number of rows."""

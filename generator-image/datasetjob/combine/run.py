@@ -36,6 +36,7 @@ from datasetjob.spec.sharding import compress_indexes, shard_name
 from datasetjob.store import layout
 from datasetjob.store.backends import FileStore, S3Store, Store, local_tempdir
 from datasetjob.store.rowtypes import conform_row
+from datasetjob.store.table_stack import require_table_stack
 from datasetjob.store.tables import RowWriter, declared_arrow_schema, file_digest, iter_rows
 
 if TYPE_CHECKING:  # the table libraries load slowly; imported where rows are written
@@ -79,6 +80,12 @@ def _read_manifests(store: Store, run_id: str, shards: int) -> dict[int, dict[st
             if manifest.get("runId") == run_id and 0 <= manifest["shard"] < shards:
                 out[manifest["shard"]] = manifest
     return out
+
+
+def _read_packet_manifests(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The manifests of the run's committed work packets (of every plan it made)."""
+    keys = [k for k in store.list(layout.packet_prefix(run_id)) if k.endswith(".json")]
+    return [json.loads(store.get_text(k)) for k in keys]
 
 
 def _first_failure(store: Store, run_id: str, manifests: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
@@ -168,6 +175,7 @@ def _arrow_schema(
     """Declared types when there are any (values are converted to them); otherwise the shards'
     types unified, refusing (naming the column) a column that is a number in one shard and
     text in another."""
+    require_table_stack("spec.output.format parquet")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -210,6 +218,7 @@ class Verdict:
     missing: list[int]
     items: dict[str, Any]
     columns: list[str]
+    packets: list[dict[str, Any]] = field(default_factory=list)  # work packets' manifests (their cache counts)
 
 
 def judge_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: int) -> Verdict:
@@ -225,7 +234,7 @@ def judge_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: int)
     for col in list(combine.dedupe_by) + list(combine.sort_by):
         if columns and col not in columns:
             raise CombineRefused("SchemaMismatch", f"spec.combine: column {col!r} is not in the data {columns}")
-    return Verdict(manifests, missing, items, columns)
+    return Verdict(manifests, missing, items, columns, _read_packet_manifests(store, run_id))
 
 
 def _checked_rows(files: ShardFiles, index: int, declared: dict[str, str]) -> Iterator[dict[str, Any]]:
@@ -275,8 +284,8 @@ def dataset_manifest(
         },
         "duplicatesDropped": dropped,
         "cache": {
-            "hits": sum(m["cache"]["hits"] for m in manifests.values()),
-            "misses": sum(m["cache"]["misses"] for m in manifests.values()),
+            "hits": sum(m["cache"]["hits"] for m in [*manifests.values(), *verdict.packets]),
+            "misses": sum(m["cache"]["misses"] for m in [*manifests.values(), *verdict.packets]),
         },
         "lineage": run_lineage(manifests),
         "shards": {

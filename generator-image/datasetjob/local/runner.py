@@ -32,26 +32,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datasetjob.cache.null import NullCache
 from datasetjob.combine.run import combine_run
-from datasetjob.contract import PARENT_PID_ENV, RETRY_FAILED_ITEMS_ENV
+from datasetjob.contract import PARENT_PID_ENV, RETRY_FAILED_ITEMS_ENV, WORK_PLAN_ENV
 from datasetjob.errors import CombineRefused, ExitCode, GeneratorConfigError, LeaseHeld, LeaseLost, StorageError
 from datasetjob.local.lease import Lease, acquire_lease
 from datasetjob.local.shard_process import ShardProcess, last_error_line
 from datasetjob.local.view import RunView, workers_text
-from datasetjob.progress import FileProgress, read_file_progress
+from datasetjob.progress import read_file_progress
 from datasetjob.redaction import CREDENTIALS_ENV, encode_secrets, split_credentials
-from datasetjob.spec.item_source import count_items
 from datasetjob.spec.model import DatasetJobSpec
 from datasetjob.spec.model import run_id as compute_run_id
 from datasetjob.spec.sharding import shard_name
+from datasetjob.spec.work_packets import WorkPlan, plans_work
 from datasetjob.store import layout
 from datasetjob.store.backends import FileStore, open_store
-from datasetjob.store.universe import shard_slice, universe_size
+from datasetjob.store.universe import universe_size
+from datasetjob.store.work_plan import make_plan, save_plan
+from datasetjob.worker.assembly import assemble_shards
 from datasetjob.worker.command import check_work_dir_within
 from datasetjob.worker.entrypoints import item_store
 from datasetjob.worker.lifetime import descendants
-from datasetjob.worker.shard import ShardWorker, WorkerSetup
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -168,6 +168,8 @@ class LocalRunner:
         self.lease: Lease | None = None
         self.lease_lost: LeaseLost | None = None
         self.worker_credentials: str | None = None
+        self.plan: WorkPlan | None = None
+        self.plan_key: str | None = None
 
     # -- set-up -----------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -199,32 +201,32 @@ class LocalRunner:
                     if not (self.opts.retry_failed and failed_items):
                         shard.state = "committed"
 
-    def _commit_reused_shards(self) -> None:
-        """Shards whose every item earlier runs made are committed here from the item store: no
-        process starts for them. Only for sources the spec holds (a streamed source would be
-        read once per shard); a shard with any item to generate is left to its process."""
-        if self.opts.retry_failed or count_items(self.spec.items) is None:
-            return
+    def _plan_work(self) -> None:
+        """A run that reuses items plans first (store.work_plan): one process per work packet
+        of items to generate, none when every item is stored already. Its shards are
+        assembled from the item store when the packets are done."""
         reusable = item_store(self.spec, self.store)
-        if reusable is None or reusable.is_empty():
+        if reusable is None or not plans_work(self.spec):
             return
-        for shard in self.shards:
-            if shard.state != "pending":
-                continue
-            items, ids = shard_slice(self.spec, shard.index)
-            setup = WorkerSetup(
-                spec=self.spec,
-                run_id=self.run_id,
-                index=shard.index,
-                store=self.store,
-                items=items,
-                ids=ids,
-                cache=NullCache(),
-                progress=FileProgress(self.progress_dir, shard.index),
-                item_store=reusable,
-            )
-            if ShardWorker(setup).commit_if_reused():
-                shard.state = "committed"
+        plan = make_plan(self.spec, self.run_id, self.store, reusable, self.opts.retry_failed)
+        if plan.reused == 0:
+            return  # nothing stored to take: the shards generate their own items, as planned by the spec
+        self.plan, self.plan_key = plan, save_plan(self.store, self.run_id, plan)
+        self.shards = [
+            ShardProcess(i, name=layout.packet_name(i), items=len(positions))
+            for i, positions in enumerate(self.plan.packets)
+        ]
+
+    def _plan_text(self) -> str | None:
+        plan = self.plan
+        if plan is None:
+            return None
+        packets = len(plan.packets)
+        return (
+            f"{plan.to_generate} items to generate in {packets} work packet{'s' if packets != 1 else ''} "
+            f"(a process each), {plan.reused} reused; "
+            f"{len(plan.shards_with_work)} of {self.spec.shards} shards with work"
+        )
 
     def _refusal(self) -> str | None:
         """Why this run must not start, before anything is written: a command's working directory
@@ -276,11 +278,14 @@ class LocalRunner:
             env[CREDENTIALS_ENV] = self.worker_credentials
         if self.opts.retry_failed:
             env[RETRY_FAILED_ITEMS_ENV] = "1"
+        env.pop(WORK_PLAN_ENV, None)
+        if self.plan_key:
+            env[WORK_PLAN_ENV] = self.plan_key
         return env
 
     def _start(self, shard: ShardProcess, slot: int) -> None:
         shard.attempts += 1
-        shard.log_path = self.local_dir / f"{shard_name(shard.index)}.log"
+        shard.log_path = self.local_dir / f"{shard.name or shard_name(shard.index)}.log"
         try:
             log = _open_own(shard.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         except OSError as exc:
@@ -412,13 +417,14 @@ class LocalRunner:
         if self.spec.output.format == "parquet":
             threading.Thread(target=_prewarm_combine, daemon=True).start()
         self._prepare()
-        self._commit_reused_shards()
+        self._plan_work()
         self.view.started(
             self.spec,
             self.run_id,
             total,
             workers_text(self.workers, self.workers_capped, self.cpus, self.spec.parallelism),
             self.local_dir,
+            self._plan_text(),
         )
         first_wave = list(range(self.workers))
         previous = signal.signal(signal.SIGINT, self._on_interrupt)
@@ -439,12 +445,12 @@ class LocalRunner:
             resume = f"dsj run {self.opts.spec_path} --resume"
             if self.opts.output:
                 resume += f" --output {self.opts.output}"
-            self.view.interrupted(committed, self.spec.shards, resume)
+            self.view.interrupted(committed, len(self.shards), resume)
             return ExitCode.INTERRUPTED
         return self._finish(total, started)
 
     def _loop(self, lease: Lease, total: int, started: float, first_wave: list[int]) -> None:
-        with self.view.live(total, self.spec.shards) as show:
+        with self.view.live(total, len(self.shards)) as show:
             while True:
                 self._reap()
                 self._schedule(first_wave)
@@ -467,6 +473,11 @@ class LocalRunner:
         for index in failed:
             self.view.shard_failed(self.shards[index], last_error_line(self.shards[index].log_path))
         try:
+            if self.plan is not None:  # a failed packet's items are recorded as failed, not its shards
+                reusable = item_store(self.spec, self.store)
+                assert reusable is not None  # the plan was made with it
+                assemble_shards(self.spec, self.run_id, self.store, reusable, self.plan)
+                failed = []
             result = combine_run(self.spec, self.run_id, self.store, total)
         except CombineRefused as exc:
             self.view.not_published(exc.reason, str(exc))
@@ -485,7 +496,7 @@ class LocalRunner:
             failed,
             time.monotonic() - started,
             self.store.key_uri(f"{layout.run_prefix(self.run_id)}failures/"),
-            processes=sum(s.attempts > 0 for s in self.shards),
+            work=self._plan_text() or f"{sum(s.attempts > 0 for s in self.shards)} processes, one per shard",
         )
         return ExitCode.OK
 
@@ -493,4 +504,5 @@ class LocalRunner:
 def _prewarm_combine() -> None:
     import importlib
 
-    importlib.import_module("pyarrow.parquet")
+    with contextlib.suppress(ImportError):  # said by the combine itself, in one line
+        importlib.import_module("pyarrow.parquet")

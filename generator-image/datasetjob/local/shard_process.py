@@ -1,4 +1,4 @@
-"""One shard as the local runner sees it: its process, attempts, state and exit codes."""
+"""One shard (or work packet) as the local runner sees it: its process, attempts, state and exit codes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ class ShardProcess:
     exit_codes: list[int] = field(default_factory=list)
     log_path: Path | None = None
     retry_at: float = 0.0
+    name: str = ""  # shard-NNNNN, or packet-NNNNN when the run planned its work
+    items: int | None = None  # a work packet's item count (a shard's follows from the spec)
 
 
 def last_error_line(log_path: Path | None, tail_bytes: int = 64 << 10) -> str | None:

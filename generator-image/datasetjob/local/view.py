@@ -63,13 +63,18 @@ class RunView:
     def run_failed(self, reason: str) -> None:
         self._error(f"[red bold]Run failed[/]: {escape(redact_text(reason))}")
 
-    def started(self, spec: DatasetJobSpec, run_id: str, total: int, workers: str, log_dir: Path) -> None:
+    def started(
+        self, spec: DatasetJobSpec, run_id: str, total: int, workers: str, log_dir: Path, plan: str | None = None
+    ) -> None:
+        """`plan`: what the run's plan found to do (a planned run's processes are work packets)."""
         assert spec.output.uri is not None  # LocalRunner always sets the output
         self.console.print(
             f"[bold]{spec.name}[/] run [cyan]{run_id}[/]: {total} items in "
             f"{spec.shards} shards, {workers} → {redact_text(spec.output.uri)}"
         )
-        self.console.print(f"logs: {log_dir}/shard-*.log")
+        if plan:
+            self.console.print(f"plan: {plan}")
+        self.console.print(f"logs: {log_dir}/{'packet' if plan else 'shard'}-*.log")
 
     # -- while shards run -----------------------------------------------------------------------
     @contextmanager
@@ -115,7 +120,7 @@ class RunView:
     def shard_failed(self, shard: ShardProcess, last_error: str | None = None) -> None:
         why = f": {escape(redact_text(last_error))}" if last_error else ""
         self._error(
-            f"[red]{shard_name(shard.index)} failed[/] (exit codes {shard.exit_codes}){why}; "
+            f"[red]{shard.name or shard_name(shard.index)} failed[/] (exit codes {shard.exit_codes}){why}; "
             f"log: {escape(str(shard.log_path))}"
         )
 
@@ -132,7 +137,7 @@ class RunView:
         failed: list[int],
         wall: float,
         failures_uri: str,
-        processes: int | None = None,
+        work: str | None = None,
     ) -> None:
         it = result.items
         lookups = result.cache["hits"] + result.cache["misses"]
@@ -142,9 +147,10 @@ class RunView:
         table.add_row(
             "shards",
             f"{spec.shards - len(failed)}/{spec.shards} committed"
-            + (f" (failed: {compress_indexes(failed)})" if failed else "")
-            + (f", {processes} with items to generate (a process each)" if processes is not None else ""),
+            + (f" (failed: {compress_indexes(failed)})" if failed else ""),
         )
+        if work:
+            table.add_row("work", work)
         table.add_row("items", f"{it['done']} done, {it['failed']} failed, {it['missing']} missing of {it['total']}")
         table.add_row(
             "reuse",
@@ -176,22 +182,28 @@ class RunView:
         self.errors.print(markup, highlight=False, soft_wrap=True)
 
 
+def _shard_size(total: int, shards: int, index: int) -> int:
+    start, stop = shard_bounds(total, shards, index)
+    return stop - start
+
+
 def shard_table(snapshots: dict[int, dict[str, Any]], processes: list[ShardProcess], total: int, shards: int) -> Table:
     table = Table(box=None, padding=(0, 1), show_edge=False)
-    for col in ("shard", "state", "items", "failed", "rows", "cache hit", "attempt"):
-        table.add_column(col, justify="right" if col not in ("shard", "state") else "left")
+    unit = "packet" if processes and processes[0].items is not None else "shard"
+    for col in (unit, "state", "items", "failed", "rows", "cache hit", "attempt"):
+        table.add_column(col, justify="right" if col not in (unit, "state") else "left")
     shown = [s for s in processes if s.state == "running"] if shards > TABLE_ROWS else processes
     for shard in shown[:TABLE_ROWS]:
         s = snapshots.get(shard.index, {})
-        start, stop = shard_bounds(total, shards, shard.index)
+        size = shard.items if shard.items is not None else _shard_size(total, shards, shard.index)
         it = s.get("items", {})
         cache = s.get("cache", {})
         lookups = cache.get("hits", 0) + cache.get("misses", 0)
         color = {"committed": "green", "failed": "red", "running": "cyan"}.get(shard.state, "dim")
         table.add_row(
-            shard_name(shard.index),
+            shard.name or shard_name(shard.index),
             f"[{color}]{shard.state}[/]",
-            f"{it.get('done', 0) + it.get('failed', 0)}/{stop - start}",
+            f"{it.get('done', 0) + it.get('failed', 0)}/{size}",
             str(it.get("failed", 0)),
             str(s.get("rows", 0)),
             f"{cache.get('hits', 0) / lookups:.0%}" if lookups else "-",

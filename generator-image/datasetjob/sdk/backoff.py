@@ -6,7 +6,6 @@ Part of the generator SDK (exported as `datasetjob.retry_upstream` and `datasetj
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import time
@@ -68,6 +67,8 @@ def _retry_after_of(exc: BaseException) -> float | None:
         try:
             return max(0.0, float(value))
         except ValueError:
+            import email.utils  # an HTTP date: rare, and the email package costs every worker ~8 ms
+
             try:
                 when = email.utils.parsedate_to_datetime(value)
                 return max(0.0, when.timestamp() - time.time())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 def shard_bounds(total: int, shards: int, index: int) -> tuple[int, int]:
@@ -45,7 +45,7 @@ def expand_indexes(text: str | None) -> list[int]:
     return out
 
 
-def processing_order(positions: range, index: int) -> list[int]:
+def processing_order(positions: Sequence[int], index: int) -> list[int]:
     """The shard's items, rotated by a golden-ratio share of its length per shard index.
 
     Shards of a product universe tend to need the same shared keys in the same order (every

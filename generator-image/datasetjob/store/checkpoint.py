@@ -32,9 +32,10 @@ class Checkpoint:
         index: int,
         flush_every_seconds: float = 1.0,
         flush_every_bytes: int = 8 << 20,
+        prefix: str | None = None,  # a work packet's, instead of shard `index`'s
     ):
         self.store = store
-        self.prefix = layout.checkpoint_prefix(run_id, index)
+        self.prefix = prefix or layout.checkpoint_prefix(run_id, index)
         self.flush_every_seconds = flush_every_seconds
         self.flush_every_bytes = flush_every_bytes
         self._pending: list[str] = []  # one JSON line per item: {"position", "id", "rows"}

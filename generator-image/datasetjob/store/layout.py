@@ -39,6 +39,32 @@ def checkpoint_prefix(run_id: str, index: int) -> str:
     return f"runs/{run_id}/checkpoints/{shard_name(index)}/"
 
 
+# A run that reuses items first plans its work (store.work_plan): which items to generate, in
+# which packets. Each plan has its own id, so a retry's packets never mix with an earlier one's.
+def plan_key(run_id: str, plan_id: str) -> str:
+    return f"runs/{run_id}/plans/{plan_id}.json"
+
+
+def packet_prefix(run_id: str) -> str:
+    return f"runs/{run_id}/packets/"
+
+
+def packet_manifest_key(run_id: str, plan_id: str, index: int) -> str:
+    return f"runs/{run_id}/packets/{plan_id}/{packet_name(index)}.json"
+
+
+def packet_failures_key(run_id: str, plan_id: str, index: int) -> str:
+    return f"runs/{run_id}/packets/{plan_id}/{packet_name(index)}.failures.jsonl"
+
+
+def packet_checkpoint_prefix(run_id: str, plan_id: str, index: int) -> str:
+    return f"runs/{run_id}/checkpoints/{plan_id}/{packet_name(index)}/"
+
+
+def packet_name(index: int) -> str:
+    return f"packet-{index:05d}"
+
+
 def combined_key(run_id: str, fmt: str) -> str:
     return f"runs/{run_id}/combined-dataset.{fmt}"
 
@@ -60,6 +86,7 @@ def fingerprint_key(fingerprint: str) -> str:
     return f"{ITEMS_PREFIX}{fingerprint}/fingerprint.json"
 
 
-def item_segment_key(fingerprint: str, run_id: str, index: int, token: str) -> str:
-    """A unique key per commit, so a rerun of the same run never overwrites rows it reused."""
-    return f"{ITEMS_PREFIX}{fingerprint}/segments/{run_id}/{shard_name(index)}-{token}.jsonl"
+def item_segment_key(fingerprint: str, run_id: str, name: str, token: str) -> str:
+    """A unique key per commit (`name`: the shard's or the packet's), so a rerun of the same run
+    never overwrites rows it reused."""
+    return f"{ITEMS_PREFIX}{fingerprint}/segments/{run_id}/{name}-{token}.jsonl"

@@ -7,7 +7,7 @@ generated them and when. Failed items are never stored, so they are always gener
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from datasetjob.store.rowtypes import Row
@@ -80,7 +80,7 @@ def segment_body(records: list[ItemRecord]) -> bytes:
     return "".join(r.to_line() for r in records).encode("utf-8")
 
 
-def parse_segment(text: str, ids: set[str] | None = None) -> list[ItemRecord]:
+def parse_segment(text: str, ids: set[str] | None = None, rows: bool = True) -> list[ItemRecord]:
     """The records of a segment; with `ids`, only theirs (a shard wants a tenth of the rows of a
     ten-shard run: decoding only the ids of the rest keeps start-up short). ValueError naming
     the line when the text is not a segment."""
@@ -93,7 +93,8 @@ def parse_segment(text: str, ids: set[str] | None = None) -> list[ItemRecord]:
                 item_id, _ = _decoder.raw_decode(line, len(_ID_FIRST))
                 if item_id not in ids:
                     continue
-            out.append(ItemRecord.from_json(json.loads(line)))
+            record = ItemRecord.from_json(json.loads(line))
+            out.append(record if rows else replace(record, rows=[]))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"line {number}: {exc}") from None
     return out

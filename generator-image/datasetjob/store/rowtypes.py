@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from datasetjob.errors import RowValueError
 from datasetjob.spec.limits import INT64_MAX, INT64_MIN
+from datasetjob.store.table_stack import require_table_stack
 
 if TYPE_CHECKING:  # imported where used, and only for nested values: pyarrow loads slowly
     import pyarrow as pa
@@ -225,6 +226,7 @@ def type_conflicts(rows_by_position: Iterable[tuple[int, list[Row]]], declared: 
     value of that column in item order (a Parquet column has one type), or a nested value whose
     type does not merge with the column's (or holds mixed types itself), with the reason. An
     item that fails adds nothing to what later items are held to."""
+    require_table_stack("spec.output.format parquet")  # before any item is judged: the shard fails, not each item
     first: dict[str, str] = {}
     nested = _NestedTypes()
     out: dict[int, str] = {}

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from datasetjob.store.rowtypes import Row
+from datasetjob.store.table_stack import require_table_stack
 
 # A value may be long text (a document, a prompt): the csv module's default cap is 128 KiB.
 csv.field_size_limit(2**31 - 1)
@@ -68,6 +69,7 @@ def write_rows(
             for row in rows:
                 f.write(_json_line({c: row.get(c) for c in columns}, strict_json))
     elif fmt == "parquet":
+        require_table_stack("spec.output.format parquet")
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -80,6 +82,7 @@ def write_rows(
 
 def declared_arrow_schema(columns: list[str], declared: dict[str, str]) -> pa.Schema:
     """The Parquet schema of spec.combine.columns, in the dataset's column order."""
+    require_table_stack("spec.output.format parquet")
     import pyarrow as pa
 
     types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
@@ -95,6 +98,7 @@ def read_columns(path: str, fmt: str) -> list[str]:
             first = f.readline()
         return list(json.loads(first)) if first.strip() else []
     if fmt == "parquet":
+        require_table_stack("spec.output.format parquet")
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(path).names)
@@ -112,6 +116,7 @@ def iter_rows(path: str, fmt: str, chunk_rows: int = 50_000) -> Iterator[Row]:
                 if line.strip():
                     yield json.loads(line)
     elif fmt == "parquet":
+        require_table_stack("spec.output.format parquet")
         import pyarrow.parquet as pq
 
         parquet = pq.ParquetFile(path)
@@ -185,7 +190,9 @@ class RowWriter:
                 self._csv.writerow(columns)
         elif fmt == "jsonl":
             self._f = open(path, "w", encoding="utf-8")
-        elif fmt != "parquet":
+        elif fmt == "parquet":
+            require_table_stack("spec.output.format parquet")
+        else:
             raise ValueError(f"unknown format {fmt!r}")
 
     def write(self, rows: list[Row]) -> None:

@@ -14,18 +14,24 @@ import time
 
 from datasetjob.cache.factory import make_cache
 from datasetjob.combine.run import combine_run
-from datasetjob.contract import IMAGE_DIGEST_ENV, REGENERATE_TOKEN_ENV
+from datasetjob.contract import IMAGE_DIGEST_ENV, REGENERATE_TOKEN_ENV, WORK_PLAN_ENV
 from datasetjob.errors import CombineRefused, ExitCode, GeneratorConfigError, SpecError
 from datasetjob.progress import FileProgress, NullProgress, ProgressSink, redis_progress
 from datasetjob.ratelimit import TokenBucket, make_limiter
 from datasetjob.redaction import CREDENTIALS_ENV, decode_secrets, restore_credentials
 from datasetjob.redis_link import effective_redis_url
+from datasetjob.spec.item_slice import ItemSlice, PacketItems, Positions
+from datasetjob.spec.item_source import item_ids
 from datasetjob.spec.model import DatasetJobSpec, spec_from_document
 from datasetjob.spec.model import run_id as compute_run_id
+from datasetjob.spec.work_packets import WorkPlan, plans_work
 from datasetjob.store.backends import Store, open_store
 from datasetjob.store.fingerprint import fingerprint_inputs, generator_fingerprint, image_digest
 from datasetjob.store.item_store import ItemStore
+from datasetjob.store.table_stack import require_table_stack
 from datasetjob.store.universe import shard_slice, universe_size
+from datasetjob.store.work_plan import load_plan, make_plan, packet_items, save_plan
+from datasetjob.worker.assembly import assemble_shards
 from datasetjob.worker.lifetime import adopt_orphans, exit_now, stop_on_sigterm, stop_with_parent
 from datasetjob.worker.logtext import OneLineFormatter
 from datasetjob.worker.shard import ShardWorker, WorkerSetup
@@ -105,8 +111,27 @@ def _run_shard(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> i
         index = int(os.environ.get("JOB_COMPLETION_INDEX", "-1"))
     run = resolve_run_id(spec, run_id)
     summary = ShardSummary(run, index)
-    if not 0 <= index < spec.shards:
-        summary.state, summary.error = "failed", f"shard index {index} not in 0..{spec.shards - 1}"
+    plan_key = os.environ.get(WORK_PLAN_ENV)
+    plan: WorkPlan | None = None
+    try:
+        store = open_output(spec)
+        if spec.output.format == "parquet" and not plan_key:  # a packet writes no table
+            require_table_stack("spec.output.format parquet")
+        plan = load_plan(store, plan_key) if plan_key else None
+    except GeneratorConfigError as exc:
+        summary.state, summary.error = "failed", str(exc)
+        log.error("%s (not retrying: fix the spec)", exc)
+        write_termination_message(summary)
+        return ExitCode.DO_NOT_RETRY
+    except Exception as exc:  # the store or the plan is not readable now: let the Job retry
+        summary.state, summary.error = "failed", f"{type(exc).__name__}: {exc}"
+        log.error("cannot read the run's output store or plan: %s", summary.error)
+        write_termination_message(summary)
+        return ExitCode.FAILED
+    units = len(plan.packets) if plan else spec.shards
+    if not 0 <= index < units:
+        what = "work packet" if plan else "shard"
+        summary.state, summary.error = "failed", f"{what} index {index} not in 0..{units - 1}"
         log.error(summary.error)
         write_termination_message(summary)
         return ExitCode.DO_NOT_RETRY
@@ -119,8 +144,7 @@ def _run_shard(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> i
 
     worker = None
     try:
-        store = open_output(spec)
-        items, ids = shard_slice(spec, index)
+        items, ids = _work_items(spec, index, plan)
         progress_dir = os.environ.get("DSJ_PROGRESS_DIR")
         progress: ProgressSink = FileProgress(progress_dir, index) if progress_dir else NullProgress()
         cache = make_cache(spec, run)
@@ -140,6 +164,7 @@ def _run_shard(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> i
             progress=progress,
             limiter=_make_limiter(spec),
             item_store=item_store(spec, store),
+            plan_id=plan.plan_id if plan else None,
         )
         worker = ShardWorker(setup)
         stop_on_sigterm(worker.stopping)
@@ -150,8 +175,8 @@ def _run_shard(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> i
         summary = worker.summary
         if code == ExitCode.OK:
             log.info(
-                "shard %d committed: %d items done, %d failed, %d rows",
-                index,
+                "%s committed: %d items done, %d failed, %d rows",
+                worker.name,
                 summary.items_done,
                 summary.items_failed,
                 summary.rows,
@@ -174,13 +199,61 @@ def _run_shard(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> i
         return ExitCode.FAILED
 
 
+def _work_items(spec: DatasetJobSpec, index: int, plan: WorkPlan | None) -> tuple[PacketItems | ItemSlice, list[str]]:
+    """A shard's items, or with a plan, its work packet's."""
+    if plan is None:
+        return shard_slice(spec, index)
+    positions = plan.packets[index]
+    items = packet_items(spec, positions)
+    return PacketItems(Positions(positions), items), item_ids(items, spec.items.id_template) if items else []
+
+
+def plan_main(spec: DatasetJobSpec, run_id: str | None, retry_failed: bool = False) -> int:
+    """`dsj plan`: the run's plan made and stored; its summary printed and left as the
+    termination message (the operator sizes the generate Job by it)."""
+    setup_logging("plan ")
+    spec = with_credentials(spec)
+    run = resolve_run_id(spec, run_id)
+    try:
+        store = open_output(spec)
+        items = item_store(spec, store)
+        if items is None or not plans_work(spec):
+            raise GeneratorConfigError("this spec plans no work: reuse is off, or its items are streamed")
+        plan = make_plan(spec, run, store, items, retry_failed)
+        key = save_plan(store, run, plan)
+    except (GeneratorConfigError, SpecError) as exc:
+        log.error("%s", exc)
+        write_termination_message({"state": "failed", "runId": run, "reason": "PlanFailed", "message": str(exc)[:2000]})
+        return ExitCode.DO_NOT_RETRY
+    except Exception as exc:
+        log.exception("planning failed")
+        text = f"{type(exc).__name__}: {exc}"[:2000]
+        write_termination_message({"state": "failed", "runId": run, "reason": "PlanFailed", "message": text})
+        return ExitCode.FAILED
+    planned = dict(plan.summary(), state="planned", runId=run, planKey=key)
+    log.info("planned: %s", json.dumps(planned))
+    write_termination_message(planned)
+    print(json.dumps(planned))
+    return ExitCode.OK
+
+
 def combine_main(spec: DatasetJobSpec, run_id: str | None) -> int:
     setup_logging("combine ")
     spec = with_credentials(spec)
     run = resolve_run_id(spec, run_id)
     try:
         store = open_output(spec)
+        plan_key = os.environ.get(WORK_PLAN_ENV)
+        if plan_key:  # the packets are done: the shards come from the item store the plan read
+            plan = load_plan(store, plan_key)
+            assemble_shards(spec, run, store, ItemStore(store, plan.fingerprint, {}), plan)
         result = combine_run(spec, run, store, universe_size(spec))
+    except GeneratorConfigError as exc:  # e.g. no table stack in this image: no retry installs one
+        log.error("not published: %s", exc)
+        write_termination_message(
+            {"state": "failed", "runId": run, "reason": "CombineError", "message": str(exc)[:2000]}
+        )
+        return ExitCode.DO_NOT_RETRY
     except CombineRefused as exc:
         log.error("not published: %s", exc)
         write_termination_message({"state": "refused", "runId": run, "reason": exc.reason, "message": str(exc)[:2000]})

@@ -28,7 +28,7 @@ from datasetjob.errors import ExitCode, GeneratorConfigError
 from datasetjob.progress import ProgressSink
 from datasetjob.ratelimit.base import TokenBucket
 from datasetjob.sdk.context import Counters, ItemContext
-from datasetjob.spec.item_slice import ItemSlice
+from datasetjob.spec.item_slice import ItemSlice, PacketItems
 from datasetjob.spec.model import DatasetJobSpec
 from datasetjob.spec.sharding import processing_order, shard_name
 from datasetjob.store import layout
@@ -36,6 +36,7 @@ from datasetjob.store.backends import Store, local_tempdir
 from datasetjob.store.checkpoint import Checkpoint
 from datasetjob.store.fingerprint import item_digest
 from datasetjob.store.item_store import ItemStore
+from datasetjob.store.layout import packet_name
 from datasetjob.store.reuse import ItemRecord, lineage, segment_line, select_reusable
 from datasetjob.store.rowtypes import Row, conform_row, type_conflicts
 from datasetjob.store.tables import file_digest, iter_rows, read_columns, write_rows
@@ -52,12 +53,13 @@ class WorkerSetup:
     run_id: str
     index: int
     store: Store
-    items: ItemSlice  # this shard's items only, never the universe
+    items: ItemSlice | PacketItems  # this shard's (or work packet's) items only, never the universe
     ids: list[str]  # their ids, in the same order
     cache: Cache
     progress: ProgressSink
     limiter: TokenBucket | None = None  # None: no spec.rateLimit
     item_store: ItemStore | None = None  # when spec.reuse is on (function mode)
+    plan_id: str | None = None  # a work packet of this plan (store.work_plan), not a shard
 
 
 class ShardWorker:
@@ -76,6 +78,7 @@ class ShardWorker:
         self._encoded: dict[int, str] = {}  # position → its rows as JSON, for the item store
         self._digests: dict[int, str] = {}  # position → item_digest, computed once
         self._checkpoint: Checkpoint | None = None  # function mode; flushed or discarded at commit
+        self.name = packet_name(setup.index) if setup.plan_id else shard_name(setup.index)
 
     # -- progress ---------------------------------------------------------------------------
     def _publish(self) -> None:
@@ -89,6 +92,8 @@ class ShardWorker:
 
     # -- the shard ----------------------------------------------------------------------------
     def run(self) -> int:
+        if self.s.plan_id is not None:
+            return self._run_packet(self.s.plan_id)
         store, run_id, index = self.s.store, self.s.run_id, self.s.index
         if store.exists(layout.shard_manifest_key(run_id, index)):
             manifest = json.loads(store.get_text(layout.shard_manifest_key(run_id, index)))
@@ -102,8 +107,7 @@ class ShardWorker:
             "%s of run %s: items %d..%d (%d items), concurrency %d",
             shard_name(index),
             run_id,
-            self.positions.start,
-            self.positions.stop - 1,
+            *self._bounds(-1),
             len(self.positions),
             self.spec.generator.concurrency,
         )
@@ -132,7 +136,7 @@ class ShardWorker:
         checkpoint, results = self._made_already()
         if len(results) < len(self.positions):
             return False
-        log.info("%s: every item reused, committed without generating", shard_name(self.s.index))
+        log.info("%s: every item reused, committed without generating", self.name)
         self._commit(*self._write_results(results, [], checkpoint))
         self._publish()
         return True
@@ -144,9 +148,7 @@ class ShardWorker:
         results = {p: r for p, r in results.items() if p in self.positions}
         self.summary.items_skipped = len(results)
         if results:
-            log.info(
-                "%s: %d items already done by an earlier attempt, skipping them", shard_name(self.s.index), len(results)
-            )
+            log.info("%s: %d items already done by an earlier attempt, skipping them", self.name, len(results))
         self._reused = self._reusable(results)
         results.update((p, record.rows) for p, record in self._reused.items())
         self.summary.items_reused = len(self._reused)
@@ -154,12 +156,10 @@ class ShardWorker:
         self.summary.rows = sum(len(r) for r in results.values())
         return checkpoint, results
 
-    def _run_function(self) -> tuple[str | None, list[dict[str, Any]]]:
+    def _item_function(self) -> Callable[[int], tuple[list[Row], str]]:
+        """The generator applied to the item at a position: its rows, and their JSON text."""
         assert self.spec.generator.function is not None  # the spec's rules: a function when no command
         fn = load_function(self.spec.generator.function)
-        checkpoint, results = self._made_already()
-        failures: list[dict[str, Any]] = []
-        todo = [p for p in processing_order(self.positions, self.s.index) if p not in results]
         declared = dict(self.spec.combine.columns)
 
         def one(position: int) -> tuple[list[Row], str]:
@@ -167,7 +167,7 @@ class ShardWorker:
             ctx = ItemContext(
                 item=item,
                 item_id=item_id,
-                shard=shard_name(self.s.index),
+                shard=self.name,
                 index=self.s.index,
                 run_id=self.s.run_id,
                 cache=self.s.cache,
@@ -180,17 +180,97 @@ class ShardWorker:
             rows = [conform_row(row, declared, self.fmt) for row in rows]
             return rows, encode_rows(rows)
 
+        return one
+
+    def _generate_all(
+        self, results: dict[int, list[Row]], failures: list[dict[str, Any]], checkpoint: Checkpoint
+    ) -> bool:
+        """Every item not in `results` generated; False when stopped first (checkpoint saved)."""
+        one = self._item_function()
+        todo = [p for p in processing_order(self.positions, self.s.index) if p not in results]
         self._generate(one, todo, results, failures, checkpoint)
         if self.stopping.is_set() and len(results) + len(failures) < len(self.positions):
             checkpoint.flush()
             log.warning(
-                "%s: stopped after %d of %d items; checkpoint saved",
-                shard_name(self.s.index),
-                len(results),
-                len(self.positions),
+                "%s: stopped after %d of %d items; checkpoint saved", self.name, len(results), len(self.positions)
             )
+            return False
+        return True
+
+    def _run_function(self) -> tuple[str | None, list[dict[str, Any]]]:
+        checkpoint, results = self._made_already()
+        failures: list[dict[str, Any]] = []
+        if not self._generate_all(results, failures, checkpoint):
             return None, failures
         return self._write_results(results, failures, checkpoint)
+
+    # -- a work packet ------------------------------------------------------------------------
+    def _run_packet(self, plan_id: str) -> int:
+        """Generate the packet's items into the item store; its failures and counts beside it.
+        The packet manifest is the commit marker: a retried pod of a committed packet does nothing."""
+        store, run_id, index = self.s.store, self.s.run_id, self.s.index
+        assert self.s.item_store is not None  # plans_work: a packet's rows go to the item store
+        marker = layout.packet_manifest_key(run_id, plan_id, index)
+        if store.exists(marker):
+            log.info("%s already committed by an earlier attempt; nothing to do", self.name)
+            self._from_manifest(json.loads(store.get_text(marker)))
+            return ExitCode.OK
+        log.info(
+            "%s of run %s (plan %s): %d items, concurrency %d",
+            self.name,
+            run_id,
+            plan_id,
+            len(self.positions),
+            self.spec.generator.concurrency,
+        )
+        ticker = threading.Thread(target=self._progress_loop, daemon=True)
+        ticker.start()
+        try:
+            checkpoint = Checkpoint(
+                store, run_id, index, prefix=layout.packet_checkpoint_prefix(run_id, plan_id, index)
+            )
+            results = {p: r for p, r in checkpoint.load().items() if p in self.positions}
+            self.summary.items_skipped = self.summary.items_done = len(results)
+            self.summary.rows = sum(len(r) for r in results.values())
+            failures: list[dict[str, Any]] = []
+            if not self._generate_all(results, failures, checkpoint):
+                return ExitCode.TERMINATED
+            self._generated = results
+            self._save_generated()
+            body = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in sorted(failures, key=_position))
+            store.put_bytes(layout.packet_failures_key(run_id, plan_id, index), body.encode("utf-8"))
+            self.summary.state = "committed"
+            self._publish_counters()
+            manifest = dict(self.summary.to_message(), planId=plan_id, packet=index)
+            store.put_bytes(marker, json.dumps(manifest, indent=1).encode("utf-8"))
+            checkpoint.discard()
+            return ExitCode.OK
+        finally:
+            self._done.set()
+            with self._lock:
+                self._publish()
+
+    # -- a shard assembled from the item store ------------------------------------------------
+    def commit_assembled(self, failed: dict[int, dict[str, Any]], generated: set[int], missing_error: str) -> None:
+        """Commits the shard from the item store once its run's packets are done: every item is
+        there (reused, or generated by a packet of this run: `generated`), or failed, with the
+        failure its packet recorded (`failed`, by position) or else `missing_error`. Items the
+        packets generated count as done, not reused."""
+        checkpoint, results = self._made_already()
+        own = {p for p in self._reused if p in generated}
+        for position in own:
+            del self._reused[position]
+        self.summary.items_reused -= len(own)
+        failures = []
+        for position in self.positions:
+            if position not in results:
+                failure = failed.get(position) or {"error": missing_error, "where": ""}
+                failures.append(dict(failure, id=self.item_id(position), position=position))
+        self.summary.items_failed = len(failures)
+        path, failures = self._write_results(results, failures, checkpoint)
+        self._generated = {}  # stored already, by the packets
+        self._commit(path, failures)
+        self._publish()
 
     def _write_results(
         self, results: dict[int, list[Row]], failures: list[dict[str, Any]], checkpoint: Checkpoint
@@ -206,11 +286,16 @@ class ShardWorker:
         self._checkpoint = checkpoint
         return path, sorted(failures, key=lambda f: f["position"])
 
+    def _bounds(self, last: int = 0) -> tuple[int, int]:
+        """The shard's first position and its end (or, with last=-1, its last position)."""
+        assert isinstance(self.positions, range)  # a shard's items are contiguous
+        return self.positions.start, self.positions.stop + last
+
     def item(self, position: int) -> Any:
-        return self.s.items.items[position - self.positions.start]
+        return self.s.items.items[self.s.items.offset(position)]
 
     def item_id(self, position: int) -> str:
-        return self.s.ids[position - self.positions.start]
+        return self.s.ids[self.s.items.offset(position)]
 
     def _digest(self, position: int) -> str:
         digest = self._digests.get(position)
@@ -276,7 +361,7 @@ class ShardWorker:
         reused = select_reusable(records, wanted, time.time(), self.spec.reuse.max_age_seconds)
         log.info(
             "%s: %d of %d items reused from earlier runs (fingerprint %s)",
-            shard_name(self.s.index),
+            self.name,
             len(reused),
             len(self.positions),
             self.s.item_store.fingerprint,
@@ -293,7 +378,7 @@ class ShardWorker:
             segment_line(self.item_id(p), self._digest(p), encoded.get(p) or encode_rows(rows), run_id, now)
             for p, rows in sorted(self._generated.items())
         ]
-        self.s.item_store.save(run_id, self.s.index, lines)
+        self.s.item_store.save(run_id, self.name, lines)
 
     def _fail_type_conflicts(
         self, results: dict[int, list[Row]], failures: list[dict[str, Any]], declared: dict[str, str]
@@ -431,7 +516,7 @@ class ShardWorker:
             format=self.fmt,
             bytes=size,
             columns=self.summary.columns,
-            positions=[self.positions.start, self.positions.stop],
+            positions=list(self._bounds()),
             fingerprint=self.s.item_store.fingerprint if self.s.item_store else None,
             reusedFrom=lineage(self._reused),
             committedAt=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -459,6 +544,10 @@ class ShardWorker:
         s.rows, s.sha256 = manifest["rows"], manifest.get("sha256")
         s.cache_hits, s.cache_misses = manifest["cache"]["hits"], manifest["cache"]["misses"]
         self.s.progress.publish(dict(s.to_message(), index=s.index))
+
+
+def _position(failure: dict[str, Any]) -> int:
+    return int(failure["position"])
 
 
 def _utf8(text: str) -> str:
