@@ -64,6 +64,12 @@ def cache_report() -> None:
     for name, path, target in built:
         state = "built" if path.exists() else "missing"
         print(f"  {state:<8} {name:<{width}}  {path if path.exists() else target}")
+    # The test node's containerd root, kept between cluster starts (tests/e2e/harness/image_store.py).
+    store = build_cache.cache_dir() / "node-store"
+    slots = sorted(p.name for p in store.glob("[0-9]*") if (p / "images.json").is_file())
+    state = "kept" if slots else "none"
+    detail = f"slots: {', '.join(slots) or 'none'}; `make cluster-clean` removes them"
+    print(f"  {state:<8} {'node images':<{width}}  {store} ({detail})")
 
 
 def main() -> int:

@@ -28,8 +28,10 @@ class ExitCode(IntEnum):
     OK = 0  # published; the shard committed
     FAILED = 1  # the run failed (shards over budget, too few items, the store); a worker: retry the shard
     BAD_SPEC = 2  # a bad spec or usage: nothing was written
+    BUDGET_EXHAUSTED = 77  # sysexits EX_NOPERM: spec.budget reached: finished items are kept; raise it, then resume
     RUN_BUSY = 75  # sysexits EX_TEMPFAIL: another `dsj run` holds this run's lease; nothing was done
     DO_NOT_RETRY = 78  # sysexits EX_CONFIG: the generator config is broken, a retry cannot help
+    RESTART = 79  # a worker left too many stuck items (itemTimeoutSeconds): checkpointed, start a fresh one
     INTERRUPTED = 130  # Ctrl-C: finished items are checkpointed, --resume continues
     TERMINATED = 143  # stopped by SIGTERM after checkpointing
 

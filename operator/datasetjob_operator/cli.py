@@ -130,6 +130,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     table.add_row("items", f"{items.get('done', 0)}/{items.get('total', 0)} done, {items.get('failed', 0)} failed")
     table.add_row("reuse", f"{items.get('generated', 0)} generated, {items.get('reused', 0)} reused from earlier runs")
     table.add_row("cache", f"{cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses")
+    usage = st.get("usage")
+    if usage:
+        table.add_row(
+            "spend",
+            f"{usage.get('requests', 0):g} requests, {usage.get('tokens', 0):g} tokens, {usage.get('cost', 0):g} cost",
+        )
     if out:
         table.add_row("dataset", f"{out.get('uri')} ({out.get('rows')} rows, sha256 {out.get('sha256')})")
     for failure in st.get("failures") or []:

@@ -27,6 +27,8 @@ class GenerationCounts:
     cache_hits: int = 0
     cache_misses: int = 0
     failures: list[Failure] = field(default_factory=list)  # a few failed shards, for humans
+    spent: dict[str, float] = field(default_factory=dict)  # the run's spend, the newest any worker saw
+    budget_stop: str | None = None  # a worker stopped at spec.budget: why
 
     @property
     def finished(self) -> bool:
@@ -68,9 +70,13 @@ def count_generation(
             continue
         phase = (pod.get("status") or {}).get("phase")
         message = termination_message(pod)
+        if message:
+            _add_spend(counts, message)
         if phase == "Succeeded" and message:
             final[index] = message
         elif phase == "Failed":
+            if message and message.get("state") == "budget-exhausted":
+                counts.budget_stop = str(message.get("error") or "spec.budget reached")
             term = termination(pod) or {}
             stamp = term.get("finishedAt") or ""
             if index not in last_failure or stamp >= last_failure[index][0]:
@@ -84,6 +90,7 @@ def count_generation(
         if index in done_set:
             _add(counts, message)
     for index, snapshot in (live or {}).items():
+        _add_spend(counts, snapshot)
         if index not in final and index not in failed_set:
             _add(counts, snapshot)
     counts.failures = [last_failure[i][1] for i in sorted(last_failure) if i in failed_set][:10]
@@ -95,6 +102,15 @@ def _failure_text(term: dict[str, Any], message: dict[str, Any] | None) -> str:
         return str(message["error"])[:300]
     text = (term.get("message") or term.get("reason") or "").strip()
     return text[-300:]
+
+
+def _add_spend(counts: GenerationCounts, summary: dict[str, Any]) -> None:
+    """The run's totals only grow: the largest each worker reported is the newest."""
+    spent = summary.get("spent")
+    if isinstance(spent, dict):
+        for name, value in spent.items():
+            if isinstance(value, int | float):
+                counts.spent[name] = max(counts.spent.get(name, 0.0), float(value))
 
 
 def _add(counts: GenerationCounts, summary: dict[str, Any]) -> None:

@@ -17,8 +17,13 @@ from datasetjob.spec.model import DatasetJobSpec, GeneratorSpec
 from . import naming
 from .settings import Settings, with_password
 
-# The worker exit that fails its Job index at once (a plain int: manifests are YAML and JSON).
+# The worker exits that fail its Job index at once (plain ints: manifests are YAML and JSON):
+# a broken generator config, and a run at its spec.budget (a raised budget starts a new attempt).
 DO_NOT_RETRY = int(ExitCode.DO_NOT_RETRY)
+BUDGET_EXHAUSTED = int(ExitCode.BUDGET_EXHAUSTED)
+# A worker that asks for a fresh process (too many items stuck past itemTimeoutSeconds) has saved
+# its checkpoint and recorded those items as failed: not a failure of the shard.
+RESTART = int(ExitCode.RESTART)
 SPEC_DIR = "/etc/datasetjob/spec"
 ITEMS_DIR = "/etc/datasetjob/items"
 SPEC_FILE = "datasetjob.json"
@@ -301,11 +306,16 @@ def generate_job(
                         "onExitCodes": {
                             "containerName": CONTAINER,
                             "operator": "In",
-                            "values": [DO_NOT_RETRY],
+                            "values": [BUDGET_EXHAUSTED, DO_NOT_RETRY],
                         },
                     },
                     # Evictions and preemptions are not the shard's fault: retry without counting.
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                    # Each restart records items as failed, so restarts end with the shard's items.
+                    {
+                        "action": "Ignore",
+                        "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [RESTART]},
+                    },
                 ]
             },
             **_ttl(run),

@@ -7,12 +7,15 @@ the API server, so the state machine is tested in milliseconds.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from datasetjob.errors import SpecError
+from datasetjob.spec.apitypes import to_api
+from datasetjob.spec.budget import over_budget
 from datasetjob.spec.item_source import count_items
 from datasetjob.spec.model import DatasetJobSpec
 from datasetjob.spec.model import run_id as compute_run_id
@@ -24,7 +27,17 @@ from .conditions import Stall, conditions_for, stalled_reason
 from .generation_counts import count_generation
 from .job_state import job_condition, job_finished, latest_message, pod_job, start_problem
 from .settings import Settings
-from .status import CacheCounts, DatasetJobStatus, ItemCounts, JobNames, Output, Phase, PlanCounts, ShardCounts
+from .status import (
+    CacheCounts,
+    DatasetJobStatus,
+    ItemCounts,
+    JobNames,
+    Output,
+    Phase,
+    PlanCounts,
+    ShardCounts,
+    Usage,
+)
 from .suspension import held_by_someone_else, suspend_patches
 
 # A pod that cannot start (see job_state.start_problem) counts only after this many seconds:
@@ -34,6 +47,7 @@ POD_START_GRACE_SECONDS = 30.0
 # created), and pods that cannot start.
 CREDENTIALS_SECRET_NOT_FOUND = "CredentialsSecretNotFound"
 PODS_CANNOT_START = "PodsCannotStart"
+BUDGET_EXHAUSTED = "BudgetExhausted"
 POD_STALLS = (PODS_CANNOT_START,)
 
 
@@ -147,8 +161,20 @@ def _plan(obs: Observed, spec: DatasetJobSpec) -> _Plan:
     retrying = bool(same_run and retry_token and retry_token != obs.status.retry_token and finished)
     if retrying:
         attempt = naming.attempt_of(retry_token)
+    elif same_run and finished and _budget_raised(obs, spec):
+        # The same run goes on where its budget stopped it: a new attempt, from its checkpoints.
+        retrying, retry_token = True, obs.status.retry_token
+        attempt = naming.attempt_of(f"budget:{json.dumps(to_api(spec.budget), sort_keys=True)}:{attempt}")
     run = planning.Run(obs.name, obs.namespace, obs.uid, run_id, attempt, spec, regenerate)
     return _Plan(run, not same_run or retrying, retrying, retry_token)
+
+
+def _budget_raised(obs: Observed, spec: DatasetJobSpec) -> bool:
+    """A run stopped at its budget whose spec.budget now allows more than it spent."""
+    if obs.status.phase != Phase.FAILED or obs.status.reason != BUDGET_EXHAUSTED:
+        return False
+    spent = to_api(obs.status.usage) if obs.status.usage else {}
+    return over_budget({k: float(v) for k, v in spent.items()}, spec.budget) is None
 
 
 def credentials_secret_to_check(obs: Observed, settings: Settings) -> str | None:
@@ -239,6 +265,7 @@ def _start(
         shards=ShardCounts(total=run.spec.shards, progress="planning" if planned else f"0/{run.spec.shards}"),
         items=ItemCounts.of(total_items, 0, 0, 0),
         cache=CacheCounts(),
+        usage=obs.status.usage if retrying else None,  # a run's spend counts across its attempts
         output=None,
         failures=None,
         retry_token=retry_token,
@@ -377,6 +404,8 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         known_total = total_items if total_items is not None else (counts.items_seen_total if counts.finished else None)
         status.shards = replace(counts.shard_counts(), total=spec.shards)
         status.items = counts.item_counts(known_total)
+        if counts.spent:
+            status.usage = Usage(**{k: v for k, v in counts.spent.items() if k in ("requests", "tokens", "cost")})
         if plan_key and status.plan:  # the stored items count as done (and reused) from the start
             status.shards = _planned_shards(status, len(counts.succeeded), counts.active)
             stored = status.plan.reused
@@ -391,6 +420,14 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
                 decision.status = _running_phase(
                     obs, status, spec.suspend, gen_name, gen, gen_pods, Phase.GENERATING, "Generating", "", events
                 )
+                return decision
+            if counts.budget_stop:
+                left = (status.items.total - status.items.done - status.items.failed) if status.items else 0
+                message = (
+                    f"{counts.budget_stop}; {max(0, left)} items left; finished items are kept: raise "
+                    "spec.budget to continue this run"
+                )
+                decision.status = _with_phase(obs, status, Phase.FAILED, BUDGET_EXHAUSTED, message, events, "Warning")
                 return decision
             if counts.finished and len(counts.failed) <= spec.max_failed_shards:
                 decision.create.append(planning.combine_job(run, settings, plan_key))
@@ -431,6 +468,9 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
             status.items = ItemCounts.of(
                 items.get("total", 0), items.get("done", 0), items.get("failed", 0), items.get("reused", 0)
             )
+        usage = result.get("usage")
+        if isinstance(usage, dict):  # the published run's spend, over all its attempts
+            status.usage = Usage(**{k: float(v) for k, v in usage.items() if k in ("requests", "tokens", "cost")})
         cache = result.get("cache")
         if cache:
             status.cache = CacheCounts(hits=int(cache.get("hits", 0)), misses=int(cache.get("misses", 0)))

@@ -99,6 +99,13 @@ class PlanCounts:
 
 
 @dataclass
+class Usage:
+    requests: float = _count("upstream requests the run's generators made (ctx.limit, ctx.usage)")
+    tokens: float = _count("tokens the run's generators reported (ctx.usage)")
+    cost: float = _count("cost the run's generators reported (ctx.usage), in their unit")
+
+
+@dataclass
 class CacheCounts:
     hits: int = _count("upstream calls answered by the shared cache")
     misses: int = _count("upstream calls the cache could not answer")
@@ -146,6 +153,7 @@ class DatasetJobStatus:
     shards: ShardCounts | None = _field("shard counts of the current run (work packets, when planned)")
     items: ItemCounts | None = _field("item counts of the current run")
     cache: CacheCounts | None = _field("shared-cache counts of the current run")
+    usage: Usage | None = _field("the current run's spend (when spec.budget is set), across its attempts")
     output: Output | None = _field("the published dataset, once the run succeeded")
     failures: list[Failure] | None = _field("a few shard failures, for humans", maxItems=10)
     retry_token: str | None = _field("the datagen.dev/retry-failed annotation value last handled")

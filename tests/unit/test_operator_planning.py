@@ -82,7 +82,7 @@ def test_generate_job_is_an_indexed_job_with_the_contract_fields():
     assert (s["backoffLimitPerIndex"], s["maxFailedIndexes"]) == (2, 1)
     assert s["podFailurePolicy"]["rules"][0] == {
         "action": "FailIndex",
-        "onExitCodes": {"containerName": "generator", "operator": "In", "values": [78]},
+        "onExitCodes": {"containerName": "generator", "operator": "In", "values": [77, 78]},
     }
     assert j["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     pod_spec = s["template"]["spec"]

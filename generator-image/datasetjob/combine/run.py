@@ -55,6 +55,7 @@ class CombineResult:
     missing_shards: list[int] = field(default_factory=list)
     duplicates_dropped: int = 0
     cache: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, float] | None = None  # the run's spend (spec.budget), when counted
 
     def to_message(self) -> dict[str, Any]:
         return {
@@ -69,6 +70,7 @@ class CombineResult:
             "missingShards": compress_indexes(self.missing_shards),
             "duplicatesDropped": self.duplicates_dropped,
             "cache": self.cache,
+            **({"usage": self.usage} if self.usage else {}),
         }
 
 
@@ -287,6 +289,7 @@ def dataset_manifest(
             "hits": sum(m["cache"]["hits"] for m in [*manifests.values(), *verdict.packets]),
             "misses": sum(m["cache"]["misses"] for m in [*manifests.values(), *verdict.packets]),
         },
+        **_usage(manifests, verdict.packets),
         "lineage": run_lineage(manifests),
         "shards": {
             shard_name(i): {"rows": m["rows"], "sha256": m.get("sha256"), "items": m["items"]}
@@ -297,6 +300,16 @@ def dataset_manifest(
     }
     redacted: dict[str, Any] = redact(manifest)  # the spec may name a Redis with its password
     return redacted
+
+
+def _usage(manifests: dict[int, dict[str, Any]], packets: list[dict[str, Any]]) -> dict[str, Any]:
+    """{"usage": the run's spend} when its workers counted one (spec.budget): the largest total
+    any of them saw, as totals only grow."""
+    spent: dict[str, float] = {}
+    for m in [*manifests.values(), *packets]:
+        for name, value in (m.get("spent") or {}).items():
+            spent[name] = max(spent.get(name, 0.0), float(value))
+    return {"usage": spent} if spent else {}
 
 
 def _publish(store: Store, run_id: str, fmt: str, path: str, manifest: dict[str, Any]) -> str:
@@ -350,6 +363,7 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
             missing_shards=verdict.missing,
             duplicates_dropped=rows.dropped,
             cache=manifest["cache"],
+            usage=manifest.get("usage"),
         )
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)

@@ -40,6 +40,7 @@ from datasetjob.local.shard_process import ShardProcess, last_error_line
 from datasetjob.local.view import RunView, workers_text
 from datasetjob.progress import read_file_progress
 from datasetjob.redaction import CREDENTIALS_ENV, encode_secrets, split_credentials
+from datasetjob.spec.budget import over_budget, spend_text
 from datasetjob.spec.model import DatasetJobSpec
 from datasetjob.spec.model import run_id as compute_run_id
 from datasetjob.spec.sharding import shard_name
@@ -52,6 +53,7 @@ from datasetjob.worker.assembly import assemble_shards
 from datasetjob.worker.command import check_work_dir_within
 from datasetjob.worker.entrypoints import item_store
 from datasetjob.worker.lifetime import descendants
+from datasetjob.worker.spend import SpendLedger, make_ledger
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -176,6 +178,9 @@ class LocalRunner:
         """The run's directory and spec ready for its shards."""
         if not (self.opts.resume or self.opts.retry_failed):
             self.store.delete_prefix(layout.run_prefix(self.run_id), keep=frozenset({layout.lease_key(self.run_id)}))
+            ledger = self._ledger()
+            if ledger is not None:  # a new run of this run id: nothing spent yet
+                ledger.reset()
         # Written documents carry no credentials; workers get them through their environment.
         doc, secrets = split_credentials(self.spec.to_document())
         self.worker_credentials = encode_secrets(secrets) if secrets else None
@@ -340,11 +345,17 @@ class LocalRunner:
             shard.exit_codes.append(code)
             if code == 0:
                 shard.state = "committed"
-            elif code == ExitCode.DO_NOT_RETRY or shard.attempts > self.spec.per_shard_retries or self.interrupted:
+            elif code == ExitCode.RESTART and not self.interrupted:  # bounded: each records failed items
+                shard.restarts += 1
+                shard.state, shard.retry_at = "pending", time.monotonic()
+            elif code in (ExitCode.DO_NOT_RETRY, ExitCode.BUDGET_EXHAUSTED) or self._out_of_retries(shard):
                 shard.state = "failed"
             else:
                 shard.state = "pending"
                 shard.retry_at = time.monotonic() + min(10.0, 0.5 * 2 ** (shard.attempts - 1))
+
+    def _out_of_retries(self, shard: ShardProcess) -> bool:
+        return shard.attempts - shard.restarts > self.spec.per_shard_retries or self.interrupted
 
     def _schedule(self, first_wave: list[int]) -> None:
         running = sum(s.state == "running" for s in self.shards)
@@ -468,7 +479,39 @@ class LocalRunner:
     def _on_interrupt(self, *_: object) -> None:
         self.interrupted = True
 
+    def _ledger(self) -> SpendLedger | None:
+        """The run's spend ledger (spec.budget), where its workers count: this process's
+        environment is theirs (cache directory, Redis URL)."""
+        url = self.spec.cache.redis_url
+        if url is None:  # what the workers' DSJ_REDIS_URL makes of an absent spec value
+            url = self.opts.redis_url if self.opts.redis_url is not None else os.environ.get("DSJ_REDIS_URL")
+        directory = Path(self.opts.cache_dir).resolve() if self.opts.cache_dir else None
+        return make_ledger(self.spec.budget, url, self.spec.cache.namespace, self.run_id, directory)
+
+    def _budget_stop(self) -> int | None:
+        """Exit BUDGET_EXHAUSTED, saying the spend and how to go on, when workers stopped at
+        spec.budget; None otherwise."""
+        stopped = [s for s in self.shards if ExitCode.BUDGET_EXHAUSTED in s.exit_codes]
+        if not stopped:
+            return None
+        ledger = self._ledger()
+        spent = spend_text(ledger.totals()) if ledger is not None else "unknown"
+        resume = f"dsj run {self.opts.spec_path} --resume" + (
+            f" --output {self.opts.output}" if self.opts.output else ""
+        )
+        self.view.budget_exhausted(
+            over_budget(ledger.totals(), self.spec.budget) if ledger is not None else None,
+            spent,
+            sum(s.state == "committed" for s in self.shards),
+            len(self.shards),
+            resume,
+        )
+        return ExitCode.BUDGET_EXHAUSTED
+
     def _finish(self, total: int, started: float) -> int:
+        budget_stop = self._budget_stop()
+        if budget_stop is not None:
+            return budget_stop
         failed = [s.index for s in self.shards if s.state == "failed"]
         for index in failed:
             self.view.shard_failed(self.shards[index], last_error_line(self.shards[index].log_path))

@@ -12,6 +12,7 @@ from pathlib import Path
 class ShardProcess:
     index: int
     attempts: int = 0
+    restarts: int = 0  # attempts that ended asking for a fresh process (ExitCode.RESTART): not failures
     proc: subprocess.Popen[bytes] | None = None  # set when it starts
     state: str = "pending"  # pending | running | committed | failed
     exit_codes: list[int] = field(default_factory=list)

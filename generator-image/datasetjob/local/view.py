@@ -22,6 +22,7 @@ from rich.table import Table
 
 from datasetjob.progress import sum_shard_progress
 from datasetjob.redaction import redact_text
+from datasetjob.spec.budget import spend_text
 from datasetjob.spec.sharding import compress_indexes, shard_bounds, shard_name
 
 if TYPE_CHECKING:
@@ -117,6 +118,14 @@ class RunView:
             soft_wrap=True,
         )
 
+    def budget_exhausted(self, reason: str | None, spent: str, committed: int, units: int, resume: str) -> None:
+        self.errors.print(
+            f"[yellow bold]Stopped at the budget[/]: {escape(reason or 'spec.budget reached')}. "
+            f"Spent: {escape(spent)}. {committed}/{units} committed; finished items are kept. "
+            f"Raise spec.budget, then continue (no item is generated again):\n  {escape(resume)}",
+            soft_wrap=True,
+        )
+
     def shard_failed(self, shard: ShardProcess, last_error: str | None = None) -> None:
         why = f": {escape(redact_text(last_error))}" if last_error else ""
         self._error(
@@ -168,6 +177,8 @@ class RunView:
             f"{result.cache['hits']} hits, {result.cache['misses']} misses"
             + (f" ({result.cache['hits'] / lookups:.1%} hit rate)" if lookups else ""),
         )
+        if result.usage:
+            table.add_row("spend", spend_text(result.usage))
         table.add_row("time", f"{wall:.1f}s ({total_rate(it, wall):.1f} items/s)")
         table.add_row("dataset", redact_text(result.uri))
         table.add_row("sha256", result.sha256)

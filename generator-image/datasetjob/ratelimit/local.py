@@ -1,4 +1,4 @@
-"""The buckets that live on one machine: in-process (threads) and file-locked (the machine's processes)."""
+"""The limiters that live on one machine: in-process (threads) and file-locked (the machine's processes)."""
 
 from __future__ import annotations
 
@@ -8,65 +8,83 @@ import os
 import re
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from datasetjob.ratelimit.base import TokenBucket, bucket_step
+from datasetjob.ratelimit.base import Limit, Reply, TokenBucket, limits_of, scope_step
 
 
 class InProcessTokenBucket(TokenBucket):
-    """The same bucket for one process's threads."""
+    """A scope's limits for one process's threads."""
 
-    def __init__(self, requests_per_second: float, burst: float):
-        self.rate = float(requests_per_second)
-        self.burst = max(1.0, float(burst))
-        self._tokens: float | None = None
-        self._at: float | None = None
+    def __init__(
+        self, requests_per_second: float | None = None, burst: float = 1, *, limits: Sequence[Limit] | None = None
+    ):
+        self.limits = limits_of(requests_per_second, burst, limits)
+        self._state: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def step(self, reserve: bool) -> tuple[float, float]:
+    def _decide(
+        self,
+        op: str,
+        weights: Mapping[str, float],
+        reserve: bool = True,
+        retry_after: float | None = None,
+        sent_at: float | None = None,
+    ) -> Reply:
         with self._lock:
-            self._tokens, self._at, wait = bucket_step(
-                self._tokens, self._at, time.time(), self.rate, self.burst, reserve
-            )
-            return wait, self._at + wait
+            return scope_step(self._state, time.time(), self.limits, op, weights, reserve, retry_after, sent_at)
 
 
 _SCOPE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class LocalTokenBucket(TokenBucket):
-    """`requests_per_second` sustained, `burst` at once, across processes on one machine.
+    """A scope's limits across the processes of one machine.
 
-    The state {"tokens", "at"} lives in <directory>/ratelimit/<scope>.json, read and rewritten
-    under an exclusive flock(); `at` is wall-clock time, the one clock all processes share.
+    The state (see scope_step) lives in <directory>/ratelimit/<scope>.json, read and rewritten
+    under an exclusive flock(); times are wall-clock time, the one clock all processes share.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], scope: str, requests_per_second: float, burst: int):
-        if requests_per_second <= 0:
-            raise ValueError("requests_per_second must be > 0")
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        scope: str,
+        requests_per_second: float | None = None,
+        burst: float = 1,
+        *,
+        limits: Sequence[Limit] | None = None,
+    ):
+        self.limits = limits_of(requests_per_second, burst, limits)
         folder = Path(directory) / "ratelimit"
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{_SCOPE_UNSAFE.sub('_', scope)}.json"
-        self.rate = float(requests_per_second)
-        self.burst = max(1, int(burst))
 
-    def step(self, reserve: bool) -> tuple[float, float]:
+    def _decide(
+        self,
+        op: str,
+        weights: Mapping[str, float],
+        reserve: bool = True,
+        retry_after: float | None = None,
+        sent_at: float | None = None,
+    ) -> Reply:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.read(fd, 4096)
-            tokens: float | None
-            at: float | None
+            raw = os.read(fd, 65536)
             try:
                 state = json.loads(raw) if raw.strip() else {}
-                tokens, at = float(state["tokens"]), float(state["at"])
-            except (ValueError, KeyError, TypeError):
-                tokens = at = None  # new, or torn by a crash mid-write: start with a full bucket
-            tokens, at, wait = bucket_step(tokens, at, time.time(), self.rate, self.burst, reserve)
-            body = json.dumps({"tokens": tokens, "at": at}).encode()
-            # overwrite in place, padded with blanks to the old length (JSON ignores them):
-            # the file is never empty or truncated, even if this process dies mid-write
-            os.pwrite(fd, body.ljust(len(raw)), 0)
-            return wait, at + wait
+                if not isinstance(state, dict) or not isinstance(state.get("tokens", {}), dict):
+                    state = {}  # another layout (an older version's): start afresh
+            except ValueError:
+                state = {}  # new, or torn by a crash mid-write: start with full buckets
+            reply = scope_step(state, time.time(), self.limits, op, weights, reserve, retry_after, sent_at)
+            if op != "peek":
+                body = json.dumps(state).encode()
+                # overwrite in place, padded with blanks to the old length (JSON ignores them):
+                # the file is never empty or truncated, even if this process dies mid-write
+                os.pwrite(fd, body.ljust(len(raw)), 0)
+            return reply
         finally:
             os.close(fd)  # closing the last descriptor releases the flock

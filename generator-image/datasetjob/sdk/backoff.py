@@ -1,7 +1,9 @@
 """Backing off when an upstream says "slow down": `retry_upstream`, `Throttled`, `is_throttled`.
 
 Part of the generator SDK (exported as `datasetjob.retry_upstream` and `datasetjob.Throttled`);
-`ctx.retry` is `retry_upstream` under the worker's rate limit. No rate-limit state here.
+`ctx.retry` is `retry_upstream` under the worker's rate limit. No rate-limit state here: a
+throttle is reported through `on_throttle`, by default to the item context of the calling
+thread, which pauses and slows the whole scope (shared back-pressure).
 """
 
 from __future__ import annotations
@@ -82,6 +84,30 @@ def is_throttled(exc: BaseException) -> bool:
     return isinstance(exc, Throttled) or _status_of(exc) in RETRY_STATUSES
 
 
+ThrottleReporter = Callable[[BaseException, float | None], None]
+# Where throttles go when the caller names no `on_throttle`: set by the item context (sdk.context)
+# to report to the scope of the calling thread's item; None outside a worker.
+_default_reporter: list[ThrottleReporter] = []
+
+
+def report_throttles_to(reporter: ThrottleReporter) -> None:
+    _default_reporter[:] = [reporter]
+
+
+def report_throttle(exc: BaseException, on_throttle: ThrottleReporter | None = None) -> None:
+    """Tell the scope about a throttle (once per exception, however many layers see it)."""
+    if getattr(exc, "_dsj_reported", False):
+        return
+    reporter = on_throttle or (_default_reporter[0] if _default_reporter else None)
+    if reporter is None:
+        return
+    try:
+        exc._dsj_reported = True  # type: ignore[attr-defined]
+    except AttributeError:
+        pass  # an exception type without a __dict__: reported again by an outer layer, at worst
+    reporter(exc, _retry_after_of(exc))
+
+
 def retry_upstream(
     fn: Callable[[], T],
     *,
@@ -91,6 +117,7 @@ def retry_upstream(
     retryable: Callable[[BaseException], bool] = is_throttled,
     before_retry: Callable[[], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    on_throttle: ThrottleReporter | None = None,
 ) -> T:
     """Call `fn()`; when the upstream answers 429/503, back off and call again.
 
@@ -101,12 +128,17 @@ def retry_upstream(
     recognised on requests, httpx, urllib, aiohttp and botocore exceptions).
 
     `before_retry` runs before each retry (ctx.retry uses it to take a rate-limit token).
+    Each throttle (Throttled, 429, 503) goes to `on_throttle(exc, retry_after)`, by default the
+    scope of the calling thread's item in a worker: every worker of the scope then waits out the
+    Retry-After and the scope's rates drop (shared back-pressure).
     """
     attempt = 1
     while True:
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - filtered by `retryable`
+            if is_throttled(exc):
+                report_throttle(exc, on_throttle)
             if attempt >= attempts or not retryable(exc):
                 raise
             delay = random.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))
@@ -120,4 +152,4 @@ def retry_upstream(
             attempt += 1
 
 
-__all__ = ["RETRY_STATUSES", "Throttled", "is_throttled", "retry_upstream"]
+__all__ = ["RETRY_STATUSES", "Throttled", "is_throttled", "report_throttle", "report_throttles_to", "retry_upstream"]

@@ -264,6 +264,17 @@ class GeneratorSpec:
     concurrency: int = defaulted_field(
         "Items in flight inside one pod (threads), for I/O-bound generators. Default 1.", 1, minimum=1, maximum=1024
     )
+    item_timeout_seconds: float | None = api_field(
+        "Longest time one item may take, e.g. 120. An item still running then fails with an "
+        "ItemTimeout error, recorded like any failed item, and the shard goes on. Function mode: "
+        "a call cannot be stopped inside its thread, so it is abandoned and its late result "
+        "ignored; a worker holding more abandoned calls than max(2, concurrency) saves its "
+        "checkpoint and restarts in a fresh process that skips what is done or failed. Command "
+        "mode: the shard's command gets this many seconds per item of the shard; past that its "
+        "process group is killed and every item of the shard fails. Default: no limit.",
+        minimum=0,
+        exclusiveMinimum=True,
+    )
     startup_stagger_seconds: float = defaulted_field(
         "Shard i starts i times this many seconds late, to spread the first API calls. Default 0.",
         0,
@@ -343,16 +354,57 @@ class CacheFields:
     )
 
 
+@api_object(
+    {
+        "x-kubernetes-validations": [
+            cel_rule(
+                "has(self.requestsPerSecond) || has(self.requestsPerMinute) || has(self.tokensPerMinute)",
+                "set at least one limit: requestsPerSecond, requestsPerMinute or tokensPerMinute",
+            ),
+            cel_rule(
+                "!has(self.tokenBurst) || has(self.tokensPerMinute)",
+                "tokenBurst is only meaningful with tokensPerMinute",
+                ".tokenBurst",
+            ),
+            cel_rule(
+                "!has(self.burst) || has(self.requestsPerSecond) || has(self.requestsPerMinute)",
+                "burst is only meaningful with requestsPerSecond or requestsPerMinute",
+                ".burst",
+            ),
+        ]
+    }
+)
 @dataclass(frozen=True, kw_only=True)
 class RateLimitFields:
-    requests_per_second: float = required_field(
-        "Sustained rate of uncached generator calls, per second, e.g. 20.", minimum=0, exclusiveMinimum=True
+    requests_per_second: float | None = api_field(
+        "Sustained rate of uncached generator calls (ctx.limit blocks), per second, e.g. 20.",
+        minimum=0,
+        exclusiveMinimum=True,
+    )
+    requests_per_minute: float | None = api_field(
+        "Sustained rate of generator calls per minute, e.g. 500 (an API's RPM limit); may be set "
+        "beside requestsPerSecond, and each call then counts against both.",
+        minimum=0,
+        exclusiveMinimum=True,
+    )
+    tokens_per_minute: float | None = api_field(
+        "Sustained rate of tokens per minute, e.g. 20000 (an LLM API's TPM limit). Each call "
+        "takes its estimate (ctx.limit(tokens=N)) before it starts, and the actual count the "
+        "generator reports (ctx.usage(tokens=N)) corrects the bucket after it.",
+        minimum=0,
+        exclusiveMinimum=True,
     )
     burst: int | None = api_field(
-        "Calls allowed at once after a quiet spell. Default: requestsPerSecond rounded, at least 1.", minimum=1
+        "Calls allowed at once after a quiet spell. Default: one second of the request rate, rounded, at least 1.",
+        minimum=1,
+    )
+    token_burst: int | None = api_field(
+        "Tokens allowed at once after a quiet spell. Default: one second of tokensPerMinute, "
+        "at least 1. A call estimated above it still runs, after waiting for its tokens.",
+        minimum=1,
     )
     scope: str | None = api_field(
-        "Name of the budget; DatasetJobs naming the same scope share it, e.g. polygon-api. "
+        "Name of the shared limits; DatasetJobs naming the same scope share them, e.g. polygon-api. "
         "Default: the DatasetJob's name.",
         minLength=1,
     )
@@ -431,6 +483,35 @@ class ReuseSpec:
     )
 
 
+@api_object(
+    {
+        "x-kubernetes-validations": [
+            cel_rule(
+                "has(self.maxRequests) || has(self.maxTokens) || has(self.maxCost)",
+                "set at least one of maxRequests, maxTokens and maxCost",
+            )
+        ]
+    }
+)
+@dataclass(frozen=True, kw_only=True)
+class BudgetFields:
+    max_requests: int | None = api_field(
+        "Stop once the run's generators have made this many upstream requests (ctx.limit takes, "
+        "or ctx.usage(requests=...)), e.g. 100000.",
+        minimum=1,
+    )
+    max_tokens: int | None = api_field(
+        "Stop once the run's generators have reported this many tokens (ctx.usage(tokens=...)), e.g. 5000000.",
+        minimum=1,
+    )
+    max_cost: float | None = api_field(
+        "Stop once the cost the run's generators reported (ctx.usage(cost=...)) reaches this, in "
+        "the unit they report it in (your currency), e.g. 20.",
+        minimum=0,
+        exclusiveMinimum=True,
+    )
+
+
 # -- the spec --------------------------------------------------------------------------------
 
 
@@ -486,7 +567,15 @@ class SpecFields:
         "The shared get-or-compute cache (ctx.cached) and live progress store.", factory=CacheFields
     )
     rate_limit: RateLimitFields | None = api_field(
-        "A token bucket in the cache's Redis, shared by every pod of every DatasetJob of the same scope."
+        "Limits on upstream calls (requests, tokens) in the cache's Redis, shared by every pod of "
+        "every DatasetJob of the same scope; a throttle (429/503) seen by any pod pauses and "
+        "slows the whole scope. At least one limit."
+    )
+    budget: BudgetFields | None = api_field(
+        "Spend limits of a run, counted across every pod. When one is reached no new item starts, "
+        "items in flight finish and are kept, and the run stops with reason BudgetExhausted "
+        "(the spend and the items left in its message); raising the budget continues the same "
+        "run without generating any item again. Not part of the run id."
     )
     output: OutputSpec = api_field("Where and how the dataset is written.", factory=OutputSpec)
     retries: Retries = defaulted_field(

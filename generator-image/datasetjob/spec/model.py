@@ -17,6 +17,7 @@ from datasetjob.contract import API_GROUP, API_VERSION, KIND
 from datasetjob.errors import SpecError
 from datasetjob.spec.api import (
     ID_TEMPLATE_FIELD,
+    BudgetFields,
     CacheFields,
     CombineSpec,
     GeneratorSpec,
@@ -63,6 +64,7 @@ _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SEMANTIC_FIELDS = ("items", "shards", "generator", "output", "combine")
 _OPERATIONAL_GENERATOR_FIELDS = (
     "concurrency",
+    "itemTimeoutSeconds",
     "startupStaggerSeconds",
     "resources",
     "nodeSelector",
@@ -139,11 +141,14 @@ class CacheSpec:
 
 @dataclass(frozen=True)
 class RateLimitSpec:
-    """spec.rateLimit with its burst and scope decided."""
+    """spec.rateLimit with its bursts and scope decided."""
 
-    requests_per_second: float
-    burst: int
+    requests_per_second: float | None
+    burst: int  # of the request limits
     scope: str
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    token_burst: int = 1
 
 
 def cache_spec(cache: CacheFields, name: str, namespace: str | None) -> CacheSpec:
@@ -152,9 +157,17 @@ def cache_spec(cache: CacheFields, name: str, namespace: str | None) -> CacheSpe
 
 
 def rate_limit_spec(rate_limit: RateLimitFields, name: str) -> RateLimitSpec:
-    rps = rate_limit.requests_per_second
+    """Bursts default to one second of their rate (at least 1): the requests burst to that of the
+    faster request limit."""
+    rps, rpm, tpm = rate_limit.requests_per_second, rate_limit.requests_per_minute, rate_limit.tokens_per_minute
+    per_second = rps if rps is not None else (rpm or 0) / 60
     return RateLimitSpec(
-        requests_per_second=rps, burst=rate_limit.burst or max(1, round(rps)), scope=rate_limit.scope or name
+        requests_per_second=rps,
+        burst=rate_limit.burst or max(1, round(per_second)),
+        scope=rate_limit.scope or name,
+        requests_per_minute=rpm,
+        tokens_per_minute=tpm,
+        token_burst=rate_limit.token_burst or max(1, round((tpm or 0) / 60)),
     )
 
 
@@ -195,6 +208,10 @@ class DatasetJobSpec:
     @property
     def reuse(self) -> ReuseSpec:
         return self.fields.reuse
+
+    @property
+    def budget(self) -> BudgetFields | None:
+        return self.fields.budget
 
     @property
     def per_shard_retries(self) -> int:

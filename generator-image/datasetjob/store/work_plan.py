@@ -16,6 +16,7 @@ from datasetjob.spec.sharding import shard_bounds
 from datasetjob.spec.work_packets import MIN_PACKET_SHARE, WorkPlan, new_plan_id, pack
 from datasetjob.store import layout
 from datasetjob.store.backends import Store
+from datasetjob.store.checkpoint import Checkpoint
 from datasetjob.store.fingerprint import item_digest
 from datasetjob.store.item_store import ItemStore
 from datasetjob.store.reuse import segment_line, select_reusable
@@ -49,7 +50,9 @@ def make_plan(
         ids = item_ids(own.items, spec.items.id_template) if own.items else []
         wanted = {start + k: (ids[k], item_digest(item)) for k, item in enumerate(own.items)}
         stored = select_reusable(records, wanted, now, spec.reuse.max_age_seconds) if records else {}
-        missing = [p for p in range(start, stop) if p not in stored]
+        # Items an earlier attempt's shard process finished (its checkpoint): the assembly takes them.
+        finished = Checkpoint(store, run_id, index).positions()
+        missing = [p for p in range(start, stop) if p not in stored and p not in finished]
         reused += len(stored)
         if missing:
             with_work.append(index)

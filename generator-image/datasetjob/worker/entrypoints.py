@@ -32,10 +32,12 @@ from datasetjob.store.table_stack import require_table_stack
 from datasetjob.store.universe import shard_slice, universe_size
 from datasetjob.store.work_plan import load_plan, make_plan, packet_items, save_plan
 from datasetjob.worker.assembly import assemble_shards
+from datasetjob.worker.item_timeout import RestartWorker
 from datasetjob.worker.lifetime import adopt_orphans, exit_now, stop_on_sigterm, stop_with_parent
 from datasetjob.worker.logtext import OneLineFormatter
 from datasetjob.worker.shard import ShardWorker, WorkerSetup
 from datasetjob.worker.shard_summary import ShardSummary, write_termination_message
+from datasetjob.worker.spend import make_ledger
 
 log = logging.getLogger("datasetjob.worker")
 
@@ -165,6 +167,7 @@ def _run_shard(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> i
             limiter=_make_limiter(spec),
             item_store=item_store(spec, store),
             plan_id=plan.plan_id if plan else None,
+            spend=make_ledger(spec.budget, redis_url, spec.cache.namespace, run),
         )
         worker = ShardWorker(setup)
         stop_on_sigterm(worker.stopping)
@@ -173,7 +176,9 @@ def _run_shard(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> i
         finally:
             setup.cache.close()  # releases single-flight locks still held (e.g. when stopping)
         summary = worker.summary
-        if code == ExitCode.OK:
+        if code == ExitCode.BUDGET_EXHAUSTED:
+            log.warning("%s stopped at the run's budget: %s", worker.name, summary.error)
+        elif code == ExitCode.OK:
             log.info(
                 "%s committed: %d items done, %d failed, %d rows",
                 worker.name,
@@ -185,6 +190,12 @@ def _run_shard(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> i
             summary.state = "stopped"
         write_termination_message(summary)
         return code
+    except RestartWorker as exc:  # its checkpoint is saved: a fresh process continues the shard
+        summary = worker.summary if worker else summary
+        summary.state, summary.error = "restarting", str(exc)
+        log.warning("%s", exc)
+        write_termination_message(summary)
+        return ExitCode.RESTART
     except (GeneratorConfigError, SpecError) as exc:
         summary = worker.summary if worker else summary
         summary.state, summary.error = "failed", str(exc)

@@ -2,7 +2,8 @@
 
 Exit codes: 0 = shard committed (failed items are recorded, not fatal); 1 = retry me;
 ExitCode.DO_NOT_RETRY = the generator config is broken, a retry cannot help (mapped to FailIndex
-by the Job's podFailurePolicy); 143 = stopped by SIGTERM after checkpointing.
+by the Job's podFailurePolicy); 143 = stopped by SIGTERM after checkpointing; ExitCode.RESTART =
+too many calls stuck past generator.itemTimeoutSeconds, checkpoint saved: start a fresh process.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from datasetjob.errors import ExitCode, GeneratorConfigError
 from datasetjob.progress import ProgressSink
 from datasetjob.ratelimit.base import TokenBucket
 from datasetjob.sdk.context import Counters, ItemContext
+from datasetjob.spec.budget import USAGE, Spend, no_spend, over_budget, spend_text
 from datasetjob.spec.item_slice import ItemSlice, PacketItems
 from datasetjob.spec.model import DatasetJobSpec
 from datasetjob.spec.sharding import processing_order, shard_name
@@ -42,7 +44,17 @@ from datasetjob.store.rowtypes import Row, conform_row, type_conflicts
 from datasetjob.store.tables import file_digest, iter_rows, read_columns, write_rows
 from datasetjob.worker.command import output_path, shard_values, work_dir
 from datasetjob.worker.generator import encode_rows, json_safe_rows, load_function, normalise_rows, substitute
+from datasetjob.worker.item_timeout import (
+    TimedItems,
+    attempt_tag,
+    carry_failures,
+    command_deadline,
+    command_failures,
+    kill_command,
+    restart,
+)
 from datasetjob.worker.shard_summary import ShardSummary
+from datasetjob.worker.spend import SpendLedger
 
 log = logging.getLogger("datasetjob.worker")
 
@@ -60,6 +72,7 @@ class WorkerSetup:
     limiter: TokenBucket | None = None  # None: no spec.rateLimit
     item_store: ItemStore | None = None  # when spec.reuse is on (function mode)
     plan_id: str | None = None  # a work packet of this plan (store.work_plan), not a shard
+    spend: SpendLedger | None = None  # the run's spend, when spec.budget is set
 
 
 class ShardWorker:
@@ -79,6 +92,8 @@ class ShardWorker:
         self._digests: dict[int, str] = {}  # position → item_digest, computed once
         self._checkpoint: Checkpoint | None = None  # function mode; flushed or discarded at commit
         self.name = packet_name(setup.index) if setup.plan_id else shard_name(setup.index)
+        self.budget_reached: str | None = None  # why no new item starts (spec.budget), once reached
+        self._spend_sent = no_spend()  # this worker's usage the ledger has counted
 
     # -- progress ---------------------------------------------------------------------------
     def _publish(self) -> None:
@@ -119,7 +134,7 @@ class ShardWorker:
             else:
                 rows_file, failures = self._run_function()
             if rows_file is None:
-                return ExitCode.TERMINATED
+                return self._stopped()
             self._commit(rows_file, failures)
             return ExitCode.OK
         finally:
@@ -188,6 +203,7 @@ class ShardWorker:
         """Every item not in `results` generated; False when stopped first (checkpoint saved)."""
         one = self._item_function()
         todo = [p for p in processing_order(self.positions, self.s.index) if p not in results]
+        self._count_spend()  # a budget reached before this process started: no item starts
         self._generate(one, todo, results, failures, checkpoint)
         if self.stopping.is_set() and len(results) + len(failures) < len(self.positions):
             checkpoint.flush()
@@ -234,7 +250,7 @@ class ShardWorker:
             self.summary.rows = sum(len(r) for r in results.values())
             failures: list[dict[str, Any]] = []
             if not self._generate_all(results, failures, checkpoint):
-                return ExitCode.TERMINATED
+                return self._stopped()
             self._generated = results
             self._save_generated()
             body = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in sorted(failures, key=_position))
@@ -321,8 +337,17 @@ class ShardWorker:
             else:
                 assert exc is not None  # an item either gives rows or raises
                 self._record_failure(position, exc, failures)
+            self._count_spend()
 
         width = self.spec.generator.concurrency
+        limit = self.spec.generator.item_timeout_seconds
+        if limit is not None:  # on threads that a stuck call can be left on (item_timeout.py)
+            tag = attempt_tag(self.s.store, self.s.run_id, self.s.index, self.s.plan_id)
+            todo = carry_failures(checkpoint, tag, todo, failures, self.summary, self._lock)
+            timed = TimedItems(one, width, limit, self.stopping)
+            if not timed.run(todo, record):
+                restart(checkpoint, failures, tag, timed.stuck)
+            return
         if width == 1:
             for position in todo:
                 if self.stopping.is_set():
@@ -396,6 +421,37 @@ class ShardWorker:
             )
             log.warning("item %s failed: %s", self.item_id(position), why)
 
+    def _stopped(self) -> int:
+        """The exit code of a worker stopped before its end (checkpoint saved): by SIGTERM, or
+        at spec.budget (not retried: the run waits for a raised budget)."""
+        if self.budget_reached:
+            self.summary.state, self.summary.error = "budget-exhausted", self.budget_reached
+            return ExitCode.BUDGET_EXHAUSTED
+        return ExitCode.TERMINATED
+
+    def _usage(self) -> Spend:
+        """This worker's usage so far, as its generators reported it (ctx.limit, ctx.usage)."""
+        c = self.counters
+        return {name: float(getattr(c, name, 0) or 0) for name in USAGE}
+
+    def _count_spend(self) -> None:
+        """The item's usage into the run's ledger; past spec.budget, no new item starts (the
+        items in flight finish and are kept)."""
+        ledger = self.s.spend
+        if ledger is None:
+            return
+        with self._lock:
+            now = self._usage()
+            delta = {name: now[name] - self._spend_sent[name] for name in USAGE}
+            self._spend_sent = now
+        totals = ledger.add(delta)
+        self.summary.spent = totals
+        reason = over_budget(totals, self.spec.budget)
+        if reason and not self.budget_reached:
+            self.budget_reached = f"{reason}; spent so far: {spend_text(totals)}"
+            log.warning("%s: %s: no new item starts", self.name, self.budget_reached)
+            self.stopping.set()
+
     def _record_success(
         self, position: int, outcome: tuple[list[Row], str], results: dict[int, list[Row]], checkpoint: Checkpoint
     ) -> None:
@@ -445,11 +501,15 @@ class ShardWorker:
             proc = subprocess.Popen(argv, cwd=cwd, start_new_session=True)
         except (FileNotFoundError, PermissionError) as exc:
             raise GeneratorConfigError(f"spec.generator.command: cannot start {argv[0]!r}: {exc}") from None
+        deadline = command_deadline(gen.item_timeout_seconds, len(self.positions))
         while proc.poll() is None:
             if self.stopping.wait(0.2):
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait()
                 return None, []
+            if time.monotonic() > deadline:
+                kill_command(proc)
+                return self._command_timed_out(tmpdir)
         if proc.returncode != 0:
             raise RuntimeError(f"generator command exited with code {proc.returncode}")
         output = output_path(gen, values)  # again: the command may have made a symlink since
@@ -465,6 +525,19 @@ class ShardWorker:
         return staged, [
             {"id": item_id, "error": "the generator command wrote no row for this item"} for item_id in missing
         ]
+
+    def _command_timed_out(self, tmpdir: str) -> tuple[str, list[dict[str, Any]]]:
+        """Past generator.itemTimeoutSeconds per item: every item fails; its output, perhaps
+        half written, is not read."""
+        limit = self.spec.generator.item_timeout_seconds
+        assert limit is not None  # a deadline comes from a limit
+        failures = command_failures(limit, list(self.s.ids))
+        log.warning("%s: %s", self.name, failures[0]["error"] if failures else "out of time")
+        staged = os.path.join(tmpdir, f"shard.{self.fmt}")
+        self.summary.columns = write_rows([], staged, self.fmt)
+        self.summary.items_done, self.summary.items_failed, self.summary.rows = 0, len(failures), 0
+        self._checkpoint = None
+        return staged, failures
 
     def _account_for_items(self, staged: str, output: Path) -> tuple[list[str], int]:
         """Check a command's output against the shard's items: (the ids it wrote no row for, rows).
@@ -533,6 +606,7 @@ class ShardWorker:
         s = self.summary
         s.cache_hits, s.cache_misses = self.counters.cache_hits, self.counters.cache_misses
         s.upstream_calls = self.counters.upstream_calls
+        s.usage, s.rate_limit = self.counters.usage(), self.counters.rate_limit()
 
     def _from_manifest(self, manifest: dict[str, Any]) -> None:
         s = self.summary

@@ -25,10 +25,15 @@ class ShardSummary:
     cache_hits: int = 0
     cache_misses: int = 0
     upstream_calls: int = 0
+    # what the generators used ({"requests", "tokens", "cost"}: ctx.limit takes, ctx.usage reports)
+    usage: dict[str, float] = field(default_factory=dict)
+    # the scope's effective limits under back-pressure, and the throttles (sdk.context.Counters.rate_limit)
+    rate_limit: dict[str, Any] | None = None
     sha256: str | None = None
     bytes: int = 0
     state: str = "running"
     error: str | None = None
+    spent: dict[str, float] | None = None  # the run's spend (every worker's), when spec.budget is set
     columns: list[str] = field(default_factory=list)
 
     def to_message(self) -> dict[str, Any]:
@@ -48,10 +53,16 @@ class ShardSummary:
             "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
             "upstreamCalls": self.upstream_calls,
         }
+        if self.usage:
+            out["usage"] = self.usage
+        if self.rate_limit:
+            out["rateLimit"] = self.rate_limit
         if self.sha256:
             out["sha256"] = self.sha256
         if self.error:
             out["error"] = self.error[:1500]
+        if self.spent is not None:
+            out["spent"] = {name: round(value, 6) for name, value in self.spent.items()}
         return out
 
 

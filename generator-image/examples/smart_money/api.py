@@ -7,6 +7,7 @@ default 20 ms) and fault injection for demonstrations and tests:
   SMF_CRASH_ONCE_FILE=path   ... only while that file does not exist (it is created first)
   SMF_CALL_LOG=path          append the time of every upstream call to that file
   SMF_ITEM_LOG=path          append the id of every example generated (a generator call)
+  SMF_TOKENS_PER_ITEM=100    report that usage per example (ctx.usage), e.g. to try spec.budget
 
 Pods on a real node share no files, so the same two knobs also keep their state in Redis:
 

@@ -1,6 +1,8 @@
 """The generator: fn(item, ctx) -> row. Upstream calls go through ctx.cached, so a symbol's
 price history is fetched once for its examples and a date's market data once for its 100."""
 
+import os
+
 from .api import institutional_flow, market_data, maybe_crash, price_history, record_item
 from .universe import HISTORY_MONTHS, month_ends
 
@@ -13,6 +15,9 @@ def example(item: dict, ctx) -> dict:
     symbol, date = item["symbol"], item["date"]
     record_item(symbol, date)
     maybe_crash(symbol, date)
+    tokens = float(os.environ.get("SMF_TOKENS_PER_ITEM") or 0)
+    if tokens:  # as a metered vendor would bill each example
+        ctx.usage(tokens=tokens, cost=tokens / 1000)
     # The key names the whole request (symbol and span): a cached history of another span
     # (an older sample's) must never answer for this one.
     closes = ctx.cached(f"prices:{symbol}:{DATES[0]}:{DATES[-1]}", lambda: price_history(symbol, DATES))

@@ -7,6 +7,8 @@ Split by concern:
 - `node` (+ node-init.sh): the real node, kubelet and kube-proxy on containerd + runc with
   bridge CNI, in namespaces of its own so stopping it leaves nothing behind;
 - `images`: the project's image archives from `make images`, preloaded into the node;
+- `image_store`: the node's containerd root, kept between starts so only changed archives
+  are imported;
 - `addons`: CoreDNS, the in-cluster S3 server and the chart, installed as a user would;
 - `local_cluster.LocalCluster`: all of the above, started and stopped as one;
 - `e2e.E2ECluster`: what tests hold: clients, kubectl/helm, waiting, failure reports;

@@ -7,7 +7,8 @@ S3 server. Prints `export KUBECONFIG=...`; Ctrl-C / SIGTERM stops everything and
 machine as it found it. The admin kubeconfig is also copied to `.cluster/kubeconfig`
 (self-contained), so other shells can use it while this runs.
 
-`python -m tests.e2e.harness clean` removes what a killed run left behind.
+`python -m tests.e2e.harness clean` removes what a killed run left behind, and the node's
+image store (the containerd root kept between starts, see image_store.py) when no run uses it.
 `python -m tests.e2e.harness install -n NS` installs the S3 server, the chart and the output
 credentials of NS on the cluster of $KUBECONFIG (e.g. kind, with the images loaded), the same
 way `make cluster` does.
@@ -27,6 +28,7 @@ from tests.build_cache import control_plane_binaries
 
 from .addons import BUCKET, STORAGE_NAMESPACE, SYSTEM_NAMESPACE, AddonError, Addons
 from .cluster import ControlPlaneError, kubectl_path
+from .image_store import remove_stores
 from .images import ImagesMissing, image_archives
 from .local_cluster import LocalCluster, clean_leftovers
 from .network import NetworkError
@@ -56,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "clean":
         removed = clean_leftovers(min_age=0)
+        stores, in_use = remove_stores()
+        removed += [f"image store {s}" for s in stores]
         print(f"removed: {', '.join(removed) or 'nothing'}")
+        if in_use:
+            print(f"kept (a running node uses it): {', '.join(in_use)}")
         return 0
     if args.command == "install":
         return install(args.namespace)
@@ -78,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"cluster {cp.kubernetes_version} ready in {cluster.timings['total']:.1f}s "
             f"({json.dumps({k: round(v, 1) for k, v in cluster.timings.items()})})"
+        )
+        where = node.store.root if node.store else "a throw-away root (every kept one is in use)"
+        print(
+            f"node images: {len(node.imported)} of {len(node.images)} imported "
+            f"({', '.join(node.imported) or 'no archive changed'}) into {where}"
         )
         print(f"API server: {cp.server}   node: {node.node_name} ({node.addresses.node_ip})")
         print(f"logs: {cp.log_dir} and {node.log_dir}")

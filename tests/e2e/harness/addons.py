@@ -1,7 +1,8 @@
 """What runs on the local cluster besides Kubernetes itself: CoreDNS, an S3 server, the chart.
 
 Each is installed the way a user would (kubectl apply, helm install) from the project's own
-images, and each install waits until it serves.
+images. `install` (any cluster) waits with kubectl and helm; LocalCluster waits itself, by
+polling the API more often than they do.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class S3Access:
     bucket: str = BUCKET
     region: str = "us-east-1"
 
-    def client(self):
+    def client(self, attempts: int = 5):
         import boto3
         from botocore.config import Config
 
@@ -71,7 +72,7 @@ class S3Access:
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             region_name=self.region,
-            config=Config(retries={"mode": "standard", "max_attempts": 5}),
+            config=Config(retries={"mode": "standard", "max_attempts": attempts}),
         )
 
     def secret_data(self) -> dict[str, str]:
@@ -121,13 +122,20 @@ class Addons:
         )
         self.kubectl("apply", "-f", "-", input=manifest)
 
+    def s3_access(self) -> S3Access:
+        """The S3 server's address and credentials, before it is installed: the chart's values
+        and the output credentials need only these, so they need not wait for the server."""
+        if self.s3 is None:
+            self.s3 = S3Access(
+                endpoint_url=f"http://s3.{STORAGE_NAMESPACE}.svc:{S3_PORT}",
+                host_endpoint_url="",
+                access_key="datasetjob",
+                secret_key=secrets.token_hex(16),
+            )
+        return self.s3
+
     def install_s3(self) -> S3Access:
-        access = S3Access(
-            endpoint_url=f"http://s3.{STORAGE_NAMESPACE}.svc:{S3_PORT}",
-            host_endpoint_url="",
-            access_key="datasetjob",
-            secret_key=secrets.token_hex(16),
-        )
+        access = self.s3_access()
         self.kubectl("create", "namespace", STORAGE_NAMESPACE, check=False)
         self.kubectl(
             "apply",
@@ -145,12 +153,7 @@ class Addons:
         )
         ip = self.kubectl("get", "service", "s3", "-n", STORAGE_NAMESPACE, "-o", "jsonpath={.spec.clusterIP}").stdout
         access.host_endpoint_url = f"http://{ip}:{S3_PORT}"  # routed to the node on the local cluster
-        self.s3 = access
         return access
-
-    def wait_for_dns_and_s3(self) -> None:
-        self.rollout("kube-system", "deployment/coredns")
-        self.wait_for_s3()
 
     def wait_for_s3(self) -> None:
         self.rollout(STORAGE_NAMESPACE, "deployment/s3")
@@ -222,7 +225,9 @@ class Addons:
             },
         }
 
-    def install_chart(self, extra_values: dict | None = None) -> None:
+    def install_chart(self, extra_values: dict | None = None, wait: bool = True) -> None:
+        """helm upgrade --install; wait=False returns once the objects exist (the caller waits
+        for the workloads, e.g. more often than helm's every 2 s)."""
         values = _merge(self.chart_values(), extra_values or {})
         self.helm(
             "upgrade",
@@ -232,9 +237,7 @@ class Addons:
             "--namespace",
             SYSTEM_NAMESPACE,
             "--create-namespace",
-            "--wait",
-            "--timeout",
-            "5m",
+            *(["--wait", "--timeout", "5m"] if wait else []),
             "-f",
             "-",
             input=yaml.safe_dump(values),
@@ -249,6 +252,17 @@ class Addons:
             "stringData": self.s3.secret_data(),
         }
         self.kubectl("apply", "-f", "-", input=json.dumps(secret))
+
+
+def workload_ready(obj: dict) -> bool:
+    """Whether a Deployment or StatefulSet runs its replicas, all ready, all of its current
+    spec (what `helm --wait` and `kubectl rollout status` wait for)."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    want = spec.get("replicas", 1)
+    if status.get("observedGeneration", 0) < obj["metadata"].get("generation", 1):
+        return False
+    ready = status.get("availableReplicas" if obj.get("kind") == "Deployment" else "readyReplicas", 0)
+    return status.get("updatedReplicas", 0) >= want and ready >= want
 
 
 def _merge(base: dict, over: dict) -> dict:

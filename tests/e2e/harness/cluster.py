@@ -461,22 +461,32 @@ class ControlPlane:
         )
         self.timings["kube-apiserver"] = time.monotonic() - t
 
-        self._start_controller(
-            bins,
-            "kube-controller-manager",
-            [
-                f"--cert-dir={root / 'kcm-certs'}",
-                f"--controllers={','.join(self.controllers)}",
-                f"--service-cluster-ip-range={a.service_cidr}",
-                f"--root-ca-file={pki / 'ca.crt'}",
-            ],
-        )
-        self._start_controller(bins, "kube-scheduler", [])
+        # Both at once: each only needs the API server.
+        t = time.monotonic()
+        health = {
+            "kube-controller-manager": self._launch_controller(
+                bins,
+                "kube-controller-manager",
+                [
+                    f"--cert-dir={root / 'kcm-certs'}",
+                    f"--controllers={','.join(self.controllers)}",
+                    f"--service-cluster-ip-range={a.service_cidr}",
+                    f"--root-ca-file={pki / 'ca.crt'}",
+                ],
+            ),
+            "kube-scheduler": self._launch_controller(bins, "kube-scheduler", []),
+        }
+        insecure = ssl.create_default_context()  # their self-signed serving certificates
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        for name, url in health.items():
+            self._wait(name, lambda url=url: _http_get(url, ctx=insecure)[0] == 200)
+            self.timings[name] = time.monotonic() - t
         self.timings["total"] = time.monotonic() - t0
 
-    def _start_controller(self, bins: dict[str, Path], name: str, flags: list[str]) -> None:
-        """kube-controller-manager or kube-scheduler: admin kubeconfig, loopback, no leader election."""
-        t = time.monotonic()
+    def _launch_controller(self, bins: dict[str, Path], name: str, flags: list[str]) -> str:
+        """kube-controller-manager or kube-scheduler: admin kubeconfig, loopback, no leader
+        election. Returns its health URL."""
         port = free_port()
         self._launch(
             name,
@@ -492,11 +502,7 @@ class ControlPlane:
                 *flags,
             ],
         )
-        insecure = ssl.create_default_context()  # its self-signed serving certificate
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE
-        self._wait(name, lambda: _http_get(f"https://127.0.0.1:{port}/healthz", ctx=insecure)[0] == 200)
-        self.timings[name] = time.monotonic() - t
+        return f"https://127.0.0.1:{port}/healthz"
 
     def _launch(self, name: str, argv: list[str]) -> None:
         comp = Component(name, argv, self.log_dir / f"{name}.log")

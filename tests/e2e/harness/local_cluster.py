@@ -1,6 +1,8 @@
 """The whole local cluster: network, control plane, the real node, CoreDNS, S3 and the chart.
 
-`LocalCluster().start()` is what `make cluster` and the e2e tier run. `stop()` undoes it in
+`LocalCluster().start()` is what `make cluster` and the e2e tier run. The add-ons are applied
+while the node starts, CoreDNS + S3 and the chart side by side; `timings` has each phase from
+its own start ("node", "dns and s3" and "chart" overlap) and the total. `stop()` undoes it in
 reverse and leaves the machine as it was: no processes, mounts, network namespaces, links,
 routes or cgroups of ours.
 """
@@ -8,13 +10,16 @@ routes or cgroups of ours.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import signal
+import threading
 import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from .addons import Addons, S3Access
+from .addons import STORAGE_NAMESPACE, SYSTEM_NAMESPACE, AddonError, Addons, S3Access, workload_ready
 from .cluster import ControlPlane
 from .images import image_archives
 from .network import NETNS_PREFIX, NodeNetwork, ip, leftover_namespaces
@@ -74,6 +79,7 @@ class LocalCluster:
         self.addons: Addons | None = None
         self.s3: S3Access | None = None
         self.timings: dict[str, float] = {}
+        self._failed = threading.Event()
 
     def start(self) -> LocalCluster:
         missing = missing_prerequisites()
@@ -97,20 +103,90 @@ class LocalCluster:
         self.timings["control plane"] = time.monotonic() - t
         t = time.monotonic()
         node_root = (self.state_dir / "node") if self.state_dir else None
-        self.node = RealNode(self.control_plane, addresses, images, root=node_root, keep=self.keep).start()
-        self.timings["node"] = time.monotonic() - t
-        t = time.monotonic()
+        self.node = RealNode(self.control_plane, addresses, images, root=node_root, keep=self.keep).launch()
+        # The add-ons go in while the node starts: their objects wait in the API for it, and
+        # the chart needs the S3 server's address and credentials, not the server.
         self.addons = Addons(self.control_plane.env(), images, addresses.cluster_dns_ip)
-        self.addons.install_coredns()
-        self.s3 = self.addons.install_s3()
-        self.addons.wait_for_dns_and_s3()
-        self.timings["dns and s3"] = time.monotonic() - t
+        self.s3 = self.addons.s3_access()
+        steps = {"dns and s3": self._dns_and_s3}
         if self.install_chart:
-            t = time.monotonic()
-            self.addons.install_chart(self.chart_values)
-            self.addons.add_credentials("default")
-            self.timings["chart"] = time.monotonic() - t
+            steps["chart"] = self._chart
+        # Threads only now: the node was launched with a preexec_fn, not safe beside threads.
+        pool = ThreadPoolExecutor(len(steps), thread_name_prefix="addons")
+        futures = [pool.submit(self._timed, name, step) for name, step in steps.items()]
+        try:
+            self.node.wait_ready()
+            self.timings["node"] = time.monotonic() - t
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            errors = [f.exception() for f in done if f.exception() is not None]
+            if errors:
+                raise errors[0]
+        finally:
+            self._failed.set()  # ends the waits still running after an error; no-op otherwise
+            pool.shutdown(wait=True)
         self.timings["total"] = time.monotonic() - t0
+        order = ("control plane", "node", "dns and s3", "chart", "total")  # as printed before the overlap
+        self.timings = {k: self.timings[k] for k in order if k in self.timings}
+
+    def _timed(self, name: str, step) -> None:
+        t = time.monotonic()
+        step()
+        self.timings[name] = time.monotonic() - t
+
+    def _dns_and_s3(self) -> None:
+        self.addons.install_coredns()
+        self.addons.install_s3()
+        self._wait_ready("kube-system", "deployments/coredns", workload_ready)
+        self._wait_ready(STORAGE_NAMESPACE, "deployments/s3", workload_ready)
+        self._create_bucket()
+
+    def _create_bucket(self, timeout: float = 60.0) -> None:
+        """From this host, through the Service's ClusterIP (routed to the node): a second or
+        two, where a Job in the cluster spends several starting Python in a pod."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = self.s3.client(attempts=1)  # retried here, more often than botocore's backoff
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.create_bucket(Bucket=self.s3.bucket)
+                return
+            except client.exceptions.BucketAlreadyOwnedByYou:
+                return
+            except (BotoCoreError, ClientError) as exc:
+                # Until kube-proxy has the Service's endpoint: refused or reset connections.
+                if self._failed.is_set() or time.monotonic() > deadline:
+                    where = self.s3.host_endpoint_url
+                    raise AddonError(f"bucket {self.s3.bucket} not created on {where}: {exc}") from exc
+            time.sleep(0.2)
+
+    def _chart(self) -> None:
+        self.addons.install_chart(self.chart_values, wait=False)
+        self.addons.add_credentials("default")
+        for kind in ("deployments", "statefulsets"):
+            status, body = self.control_plane.api_get(f"/apis/apps/v1/namespaces/{SYSTEM_NAMESPACE}/{kind}")
+            if status != 200:
+                raise AddonError(f"listing the chart's {kind} failed: HTTP {status} {body[:200]}")
+            for item in json.loads(body)["items"]:
+                self._wait_ready(SYSTEM_NAMESPACE, f"{kind}/{item['metadata']['name']}", workload_ready)
+
+    def _wait_ready(self, namespace: str, name: str, ready, timeout: float = 300.0) -> None:
+        """Polls the apps/v1 object `name` ("deployments/x") until ready(obj): more often than
+        `helm --wait` (every 2 s), and it gives up as soon as another step failed."""
+        path = f"/apis/apps/v1/namespaces/{namespace}/{name}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._failed.is_set():
+                raise AddonError(f"{namespace}/{name}: stopped waiting (another step failed)")
+            if not self.node.running():
+                raise AddonError(f"{namespace}/{name}: the node exited")
+            status, body = self.control_plane.api_get(path)
+            if status == 200 and ready(json.loads(body)):
+                return
+            time.sleep(0.2)
+        pods = self.addons.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
+        events = self.addons.kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False).stdout
+        raise AddonError(f"{namespace}/{name} not ready after {timeout:.0f}s\n{pods}\n{events[-3000:]}")
 
     def stop(self) -> None:
         errors = []

@@ -41,22 +41,37 @@ start() {
     pids+=($!)
 }
 
-start containerd "$CONTAINERD" --config "$CONTAINERD_CONFIG"
-for _ in $(seq 1 300); do
-    [[ -S $CONTAINERD_SOCKET ]] && break
-    sleep 0.1
-done
-[[ -S $CONTAINERD_SOCKET ]] || { log "containerd did not create $CONTAINERD_SOCKET"; exit 1; }
-: >"$root/containerd.ready"
+# wait_socket PATH: containerd is serving once its socket exists.
+wait_socket() {
+    for _ in $(seq 1 300); do
+        [[ -S $1 ]] && return 0
+        sleep 0.1
+    done
+    log "containerd did not create $1"
+    exit 1
+}
 
-# The host imports the images, then lets the kubelet start (so its first pods find them).
+# First a containerd without the CRI plugin on the (kept) root: the host drops what an earlier
+# run left there and imports the images that changed, then lets the node's containerd start,
+# so the CRI plugin never loads containers of another run and the kubelet finds every image.
+log "starting containerd (image preparation)"
+"$CONTAINERD" --config "$CONTAINERD_PREP_CONFIG" >>"$LOG_DIR/containerd-prep.log" 2>&1 &
+prep=$!
+wait_socket "$CONTAINERD_PREP_SOCKET"
+: >"$root/containerd.ready"
 for _ in $(seq 1 6000); do
     [[ -e $root/images.ready ]] && break
+    kill -0 "$prep" 2>/dev/null || { log "containerd (image preparation) exited"; exit 1; }
     sleep 0.1
 done
 [[ -e $root/images.ready ]] || { log "images were never imported"; exit 1; }
-
+# Not earlier: kube-proxy waits only about 30 s for the kubelet to register the Node.
 start kube-proxy "$KUBE_PROXY" --config="$KUBE_PROXY_CONFIG" --v=1
+kill -TERM "$prep"
+wait "$prep" || true # the root is free once it has exited
+
+start containerd "$CONTAINERD" --config "$CONTAINERD_CONFIG"
+wait_socket "$CONTAINERD_SOCKET"
 start kubelet "$KUBELET" --config="$KUBELET_CONFIG" --kubeconfig="$KUBELET_KUBECONFIG" \
     --root-dir="$KUBELET_ROOT" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=1
 

@@ -9,6 +9,9 @@ the cgroups under this node's own cgroup root, the Node object and the state dir
 
 Images come from `make images` (archives imported into containerd before the kubelet starts),
 so pods run the project's own images with `imagePullPolicy: IfNotPresent`; nothing is pulled.
+containerd's root is kept between starts (image_store.py): a first containerd, without the CRI
+plugin, drops what an earlier run left in it and imports only the archives that changed; then
+the node's own containerd starts on it with a fresh state directory, and the kubelet.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from pathlib import Path
 
 from tests.prerequisites import missing_lines
 
+from . import image_store
 from .cluster import ControlPlane, ControlPlaneError, _die_with_parent, issue_client_cert, kubeconfig_yaml, tail_file
+from .image_store import ImageStore
 from .images import ImageArchive
 from .network import NodeAddresses
 
@@ -124,6 +129,9 @@ class RealNode:
         self.cgroup_root = f"/dsj-node-{addresses.index}"
         self.node_name = NODE_NAME
         self.timings: dict[str, float] = {}
+        self._t0 = 0.0
+        self.store: ImageStore | None = None
+        self.imported: list[str] = []  # the refs this start imported (the others were kept)
 
     # -- paths --------------------------------------------------------------------------------
     @property
@@ -135,38 +143,62 @@ class RealNode:
         return self.root / "containerd.sock"
 
     @property
+    def prep_socket(self) -> Path:
+        """The containerd without the CRI plugin that prepares the root (see node-init.sh)."""
+        return self.root / "prep.sock"
+
+    @property
+    def containerd_root(self) -> Path:
+        return self.store.root if self.store is not None else self.root / "containerd" / "root"
+
+    @property
     def pod_log_dir(self) -> Path:
         """The node's /var/log/pods, seen from the host."""
         return self.root / "var-log" / "pods"
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> RealNode:
+        return self.launch().wait_ready()
+
+    def launch(self) -> RealNode:
+        """Starts the node's processes; wait_ready() then waits for its images and for Ready.
+        Call both from the same thread: the node dies with the thread that launched it."""
         missing = missing_prerequisites()
         if missing:
             raise NodeError("this machine cannot run the node:\n  " + "\n  ".join(missing))
         if self.root is None:
             # Short: the containerd socket path must stay under the 108-byte limit.
             self.root = Path(tempfile.mkdtemp(prefix="dsjn-"))
+        self._t0 = time.monotonic()
         try:
-            self._start()
+            self.store = image_store.acquire()
+            self._launch()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _start(self) -> None:
-        t0 = time.monotonic()
+    def wait_ready(self) -> RealNode:
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _launch(self) -> None:
         for d in (
             "logs",
             "var-log",
             "kubelet",
-            "containerd/root",
             "containerd/state",
+            "containerd/prep-state",
             "containerd/opt",
             "cni/net.d",
             "cni/ipam",
         ):
             (self.root / d).mkdir(parents=True, exist_ok=True)
+        self.containerd_root.mkdir(parents=True, exist_ok=True)
         remove_cgroups(self.cgroup_root, timeout=0)  # a killed run may have left it empty
         (self.root / "owner.pid").write_text(str(os.getpid()))
         self._make_cgroup_root()
@@ -190,11 +222,15 @@ class RealNode:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_die_with_parent,
+            # The store's lock goes with the node: held until its last process is gone.
+            pass_fds=(self.store.lock_fd,) if self.store is not None else (),
         )
+
+    def _wait_ready(self) -> None:
         self._wait("containerd", lambda: (self.root / "containerd.ready").exists())
-        self.timings["containerd"] = time.monotonic() - t0
+        self.timings["containerd"] = time.monotonic() - self._t0
         t = time.monotonic()
-        self._import_images()
+        self._prepare_images()
         (self.root / "images.ready").touch()
         self.timings["images"] = time.monotonic() - t
         t = time.monotonic()
@@ -227,7 +263,23 @@ class RealNode:
         if pause is None:
             raise NodeError("no pause image among the image archives (`make images` builds one)")
         (r / "containerd.toml").write_text(
-            CONTAINERD_CONFIG.format(root=r, socket=self.containerd_socket, pause=pause, cni_bin=CNI_BIN_DIR)
+            CONTAINERD_CONFIG.format(
+                root=r,
+                containerd_root=self.containerd_root,
+                state=r / "containerd" / "state",
+                socket=self.containerd_socket,
+                disabled="",
+            )
+            + CRI_CONFIG.format(root=r, pause=pause, cni_bin=CNI_BIN_DIR)
+        )
+        (r / "containerd-prep.toml").write_text(
+            CONTAINERD_CONFIG.format(
+                root=r,
+                containerd_root=self.containerd_root,
+                state=r / "containerd" / "prep-state",
+                socket=self.prep_socket,
+                disabled=', "io.containerd.grpc.v1.cri"',
+            )
         )
         (r / "cni" / "net.d" / "10-dsj.conflist").write_text(
             json.dumps(
@@ -284,6 +336,10 @@ class RealNode:
                     "imageGCHighThresholdPercent": 100,
                     "imageGCLowThresholdPercent": 99,
                     "serializeImagePulls": False,
+                    # A pod not yet ready is probed again at each of its syncs, not only each
+                    # probe period (the operator's is 10 s): it turns ready about 1 s after it
+                    # serves. Also how soon ConfigMap and Secret volumes see changes.
+                    "syncFrequency": "1s",
                     "clusterDNS": [a.cluster_dns_ip],
                     "clusterDomain": "cluster.local",
                     "resolvConf": str(r / "resolv.conf"),
@@ -322,6 +378,8 @@ class RealNode:
             "CONTAINERD": shutil.which("containerd"),
             "CONTAINERD_CONFIG": r / "containerd.toml",
             "CONTAINERD_SOCKET": self.containerd_socket,
+            "CONTAINERD_PREP_CONFIG": r / "containerd-prep.toml",
+            "CONTAINERD_PREP_SOCKET": self.prep_socket,
             "KUBELET": bins["kubelet"],
             "KUBELET_CONFIG": r / "kubelet.yaml",
             "KUBELET_KUBECONFIG": r / "kubelet.kubeconfig",
@@ -340,24 +398,45 @@ class RealNode:
 
         return require_binaries()
 
-    def _import_images(self) -> None:
-        for image in self.images:
-            res = subprocess.run(
-                [
-                    "ctr",
-                    "--address",
-                    str(self.containerd_socket),
-                    "-n",
-                    "k8s.io",
-                    "images",
-                    "import",
-                    str(image.archive),
-                ],
-                capture_output=True,
-                text=True,
+    def _ctr(self, *args: str) -> str:
+        argv = ["ctr", "--address", str(self.prep_socket), "-n", "k8s.io", *args]
+        res = subprocess.run(argv, capture_output=True, text=True)
+        if res.returncode != 0:
+            hint = (
+                f" (the node's image store {self.store.path} may be damaged: `make cluster-clean` removes it)"
+                if self.store is not None
+                else ""
             )
-            if res.returncode != 0:
-                raise NodeError(f"importing {image.ref} from {image.archive} failed: {res.stderr.strip()}")
+            raise NodeError(f"{' '.join(argv[3:])} failed: {res.stderr.strip()}{hint}")
+        return res.stdout
+
+    def _prepare_images(self) -> None:
+        """Through the containerd without CRI: drops the containers an earlier run left in the
+        kept root (their tasks died with that run; the CRI plugin must not load them), then
+        imports the archives that changed and removes the images no archive names."""
+        ids = self._ctr("containers", "ls", "-q").split()
+        if ids:
+            self._ctr("containers", "rm", *ids)  # with their snapshots
+        # Their files: the CRI plugin's, the tasks' work directories, temporary mount points.
+        for sub in STALE_IN_ROOT:
+            d = self.containerd_root / sub
+            if d.is_dir():
+                for entry in d.iterdir():
+                    shutil.rmtree(entry, ignore_errors=True)
+        keys = {i.ref: image_store.archive_key(i.archive) for i in self.images}
+        recorded = self.store.recorded() if self.store is not None else {}
+        load, remove = image_store.plan(self.images, keys, recorded, self._ctr("images", "ls", "-q").split())
+        if remove:
+            self._ctr("images", "rm", *remove)
+        record = {ref: key for ref, key in recorded.items() if ref in keys}
+        for image in load:
+            if record.pop(image.ref, None) is not None and self.store is not None:
+                self.store.write_record(record)  # a killed import leaves no stale entry behind
+            self._ctr("images", "import", str(image.archive))
+            record[image.ref] = keys[image.ref]
+        if self.store is not None:
+            self.store.write_record(record)
+        self.imported = [i.ref for i in load]
 
     def _node_ready(self) -> bool:
         status, body = self.control_plane.api_get(f"/api/v1/nodes/{NODE_NAME}")
@@ -400,6 +479,9 @@ class RealNode:
             if self.control_plane.started:
                 self.control_plane.api_delete(f"/api/v1/nodes/{NODE_NAME}")
         finally:
+            if self.store is not None:
+                self.store.release()
+                self.store = None
             if self.root is not None and self._own_root and not self.keep:
                 shutil.rmtree(self.root, ignore_errors=True)
         if left:
@@ -418,20 +500,30 @@ class RealNode:
         )
 
 
+# Under containerd's root, what belongs to containers and tasks of a run that is over.
+STALE_IN_ROOT = (
+    "io.containerd.grpc.v1.cri/containers",
+    "io.containerd.grpc.v1.cri/sandboxes",
+    "io.containerd.runtime.v2.task",
+    "tmpmounts",
+)
+
 CONTAINERD_CONFIG = """\
 version = 2
-root = "{root}/containerd/root"
-state = "{root}/containerd/state"
+root = "{containerd_root}"
+state = "{state}"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
-                    "io.containerd.tracing.processor.v1.otlp"]
+                    "io.containerd.tracing.processor.v1.otlp"{disabled}]
 
 [grpc]
   address = "{socket}"
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "{root}/containerd/opt"
+"""
 
+CRI_CONFIG = """
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
   # The kubelet asks for oom_score_adj -998 for sandboxes; this machine refuses lowering it.
