@@ -105,6 +105,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = _spec(args.file)
         _check_run_options(args)
         _check_generator(spec, args.file)
+        if args.sample is not None:
+            return _preview(spec, args)
         opts = LocalRunOptions(
             workers=args.workers,
             output=args.output,
@@ -125,6 +127,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (SpecError, GeneratorConfigError, StorageError) as exc:
         return _print_problems(exc, args.file)
     return runner.run(total)
+
+
+def _preview(spec: DatasetJobSpec, args: argparse.Namespace) -> int:
+    """`dsj run --sample N`: exit 0 when every sampled item gave rows, 1 when one failed."""
+    from datasetjob.local.preview import run_preview, show_preview
+
+    if args.sample < 1:
+        raise OptionError(["--sample: give the number of items to try, at least 1"])
+    if args.cache_dir:
+        os.environ["DSJ_EMBEDDED_CACHE_DIR"] = os.path.abspath(args.cache_dir)
+    if args.redis_url is not None:
+        os.environ["DSJ_REDIS_URL"] = args.redis_url
+    preview = run_preview(spec, args.sample)
+    show_preview(preview, spec, args.sample)
+    return ExitCode.FAILED if preview.failures else ExitCode.OK
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -177,6 +194,12 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--redis-url", help="use this Redis as the shared cache")
     p.add_argument("--workdir", help="where logs go (default: ./datasets/NAME)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="preview: run the generator on N items spread across the universe and print their rows; publishes nothing",
+    )
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("validate", help="check a spec (schema, rules, items, generator import)")

@@ -112,6 +112,11 @@ def _items(spec: DatasetJobSpec) -> Iterator[Any]:
     return iter_items(spec.items, read_lines, _config_map_lines(spec))
 
 
+def universe_items(spec: DatasetJobSpec) -> Iterator[Any]:
+    """The universe's items in order, streamed (never all held)."""
+    return _items(spec)
+
+
 def universe_size(spec: DatasetJobSpec) -> int:
     """How many items, keeping none: O(1) for range, product and values; one streamed pass
     (items parsed, not kept) for fromUri and fromConfigMap."""
