@@ -8,7 +8,7 @@ DATASETJOB_BUILD_CACHE ?= $(HOME)/.cache/datasetjob
 export DATASETJOB_BUILD_CACHE
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test doctor prerequisites verify venv services controlplane helm kueue images cluster cluster-clean unit integration e2e bench manifests clean
+.PHONY: help demo test doctor prerequisites verify venv services controlplane helm kueue prometheus images cluster cluster-clean unit integration e2e bench manifests clean
 
 # The sample generators are not part of the distribution; a .pth file puts their directory on
 # the venv's import path (as PYTHONPATH=/opt/generators does in the sample image), so the demo,
@@ -38,6 +38,9 @@ services: prerequisites  ## redis-server and the S3-compatible server used by th
 kueue: prerequisites  ## Kueue's controller for the e2e queueing scenario (built once, cached)
 	scripts/build-kueue.sh
 
+prometheus: prerequisites  ## prometheus and promtool (alert-rule tests, e2e scrape) and the prometheus-operator CRDs (built once, cached)
+	scripts/build-prometheus.sh
+
 controlplane: prerequisites  ## etcd, kube-apiserver, -controller-manager, -scheduler, kubelet, kube-proxy, helm (built once, cached)
 	scripts/build-control-plane.sh
 
@@ -51,7 +54,7 @@ images: services  ## the node's container images (podman, cached); archives unde
 demo: venv  ## run the 3,600-item sample on this machine (the embedded default)
 	$(VENV)/bin/dsj run manifests/samples/smart-money-flow.yaml --workers 10
 
-test: prerequisites verify services controlplane kueue images  ## set everything up, then make verify and every test tier
+test: prerequisites verify services controlplane kueue prometheus images  ## set everything up, then make verify and every test tier
 	$(VENV)/bin/pytest -q tests/unit tests/integration tests/e2e
 
 verify: venv prerequisites helm  ## lint, formatting, types, import layers, shell scripts, generated manifests, nothing uncommitted
@@ -69,7 +72,7 @@ unit: venv prerequisites  ## the unit tests (pure logic, seconds)
 integration: venv services  ## the integration tests (real redis-server and S3 server)
 	$(VENV)/bin/pytest -q tests/integration
 
-e2e: venv services controlplane kueue images  ## the end-to-end tests on a real node
+e2e: venv services controlplane kueue prometheus images  ## the end-to-end tests on a real node
 	$(VENV)/bin/pytest -q tests/e2e
 
 cluster: venv services controlplane images  ## a one-node cluster with the chart installed, in the foreground

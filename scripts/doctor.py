@@ -54,6 +54,14 @@ def cache_report() -> None:
         (name, path, "make controlplane") for name, path in build_cache.control_plane_binaries(versions).items()
     ]
     built.append((f"kueue {versions['KUEUE_VERSION']}", build_cache.kueue_paths(versions)[0], "make kueue"))
+    prometheus = build_cache.prometheus_paths(versions)
+    built += [
+        (f"{name} {versions['PROMETHEUS_VERSION']}", prometheus[name], "make prometheus")
+        for name in ("prometheus", "promtool")
+    ]
+    built.append(
+        (f"prometheus-operator CRDs {versions['PROMETHEUS_OPERATOR_VERSION']}", prometheus["crds"], "make prometheus")
+    )
     built.append(("versitygw", build_cache.versitygw_binary(), "make services"))
     try:
         built += [(ref, archive, "make images") for ref, archive in build_cache.image_archive_paths()]

@@ -61,6 +61,18 @@ def kueue_paths(versions: dict[str, str] | None = None) -> tuple[Path, Path]:
     )
 
 
+def prometheus_paths(versions: dict[str, str] | None = None) -> dict[str, Path]:
+    """Where scripts/build-prometheus.sh puts prometheus, promtool and the prometheus-operator
+    CRDs (generated from that project's Go API types) for the pinned versions."""
+    v = versions or read_versions()
+    bin_dir = cache_dir() / "bin" / f"prometheus-{v['PROMETHEUS_VERSION']}"
+    return {
+        "prometheus": bin_dir / "prometheus",
+        "promtool": bin_dir / "promtool",
+        "crds": cache_dir() / "bin" / f"prometheus-operator-crds-{v['PROMETHEUS_OPERATOR_VERSION']}",
+    }
+
+
 def versitygw_binary() -> Path:
     """Where scripts/install-services.sh builds the pinned versitygw."""
     version = read_services_env().get("VERSITYGW_VERSION", "")

@@ -29,6 +29,8 @@ class GenerationCounts:
     failures: list[Failure] = field(default_factory=list)  # a few failed shards, for humans
     spent: dict[str, float] = field(default_factory=dict)  # the run's spend, the newest any worker saw
     budget_stop: str | None = None  # a worker stopped at spec.budget: why
+    rate_limit: dict[str, Any] | None = None  # the scope's latest back-pressure any worker saw
+    throttles: int = 0  # throttles the workers of this run reported to their scope
 
     @property
     def finished(self) -> bool:
@@ -122,3 +124,11 @@ def _add(counts: GenerationCounts, summary: dict[str, Any]) -> None:
     counts.items_seen_total += int(items.get("total", 0))
     counts.cache_hits += int(cache.get("hits", 0))
     counts.cache_misses += int(cache.get("misses", 0))
+    limit = summary.get("rateLimit")
+    if isinstance(limit, dict):
+        counts.throttles += int(limit.get("throttles", 0))
+        # The scope's throttle count only grows: the worker that saw the most saw the latest state.
+        if counts.rate_limit is None or int(limit.get("scopeThrottles", 0)) >= int(
+            counts.rate_limit.get("scopeThrottles", 0)
+        ):
+            counts.rate_limit = limit

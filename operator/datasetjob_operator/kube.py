@@ -84,6 +84,19 @@ class Kube:
             raise
         return True
 
+    def datasetjob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The DatasetJob as the API server has it now; None when it is gone."""
+        try:
+            # The client declares `object`: a custom object is a JSON object.
+            return cast(
+                dict[str, Any],
+                self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name),
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def config_map_key(self, namespace: str, name: str, key: str) -> str | None:
         try:
             cm = self.core.read_namespaced_config_map(name, namespace)

@@ -35,6 +35,7 @@ from .status import (
     Output,
     Phase,
     PlanCounts,
+    RateLimitState,
     ShardCounts,
     Usage,
 )
@@ -298,6 +299,16 @@ def _run_objects(run: planning.Run, settings: Settings, planned: bool = False) -
     return ([secret] if secret else []) + [planning.config_map(run), first]
 
 
+def _rate_limit_state(scope: dict[str, Any], throttles: int) -> RateLimitState:
+    """The scope as a worker's summary says it (sdk Counters.rate_limit), with this run's throttles."""
+    return RateLimitState(
+        effective={k: float(v) for k, v in (scope.get("effective") or {}).items()},
+        factor=float(scope.get("factor", 1.0)),
+        throttles=throttles,
+        scope_throttles=int(scope.get("scopeThrottles", 0)),
+    )
+
+
 def _plan_key(status: DatasetJobStatus) -> str | None:
     """The run's plan, when its packets (not its shards) are the generate Job's indexes."""
     return status.plan.key or None if status.plan else None
@@ -404,6 +415,8 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         known_total = total_items if total_items is not None else (counts.items_seen_total if counts.finished else None)
         status.shards = replace(counts.shard_counts(), total=spec.shards)
         status.items = counts.item_counts(known_total)
+        if counts.rate_limit is not None:
+            status.rate_limit = _rate_limit_state(counts.rate_limit, counts.throttles)
         if counts.spent:
             status.usage = Usage(**{k: v for k, v in counts.spent.items() if k in ("requests", "tokens", "cost")})
         if plan_key and status.plan:  # the stored items count as done (and reused) from the start
@@ -453,8 +466,11 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
     assert comb is not None
     status.jobs = replace(status.jobs or JobNames(), combine=comb_name)
     comb_pods = [p for p in obs.pods if pod_job(p) == comb_name]
-    if job_condition(comb, "Complete"):
-        result = latest_message(comb_pods, "Succeeded") or {}
+    # SuccessCriteriaMet comes a moment before Complete (the Job controller's pod cleanup between);
+    # taken once the pod's result is seen too.
+    succeeded = latest_message(comb_pods, "Succeeded")
+    if job_condition(comb, "Complete") or (succeeded and job_condition(comb, "SuccessCriteriaMet")):
+        result = succeeded or {}
         status.output = Output(
             uri=result.get("uri"),
             manifest_uri=result.get("manifestUri"),
@@ -468,6 +484,9 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
             status.items = ItemCounts.of(
                 items.get("total", 0), items.get("done", 0), items.get("failed", 0), items.get("reused", 0)
             )
+        scope = result.get("rateLimit")
+        if isinstance(scope, dict):
+            status.rate_limit = _rate_limit_state(scope, int(scope.get("throttles", 0)))
         usage = result.get("usage")
         if isinstance(usage, dict):  # the published run's spend, over all its attempts
             status.usage = Usage(**{k: float(v) for k, v in usage.items() if k in ("requests", "tokens", "cost")})

@@ -40,7 +40,8 @@ class Settings:
     # Level-based resync: each DatasetJob is re-examined this often (seconds); the children
     # come from in-memory indexes, so a tick with nothing to do makes no API call.
     resync_seconds: float = 10.0
-    # While shards run or combine, a tighter loop: the next step starts within this delay.
+    # While shards run or combine, a tighter loop for progress counts and stalls. The next step
+    # does not wait for it: a child Job that ends reconciles its DatasetJob at once.
     active_resync_seconds: float = 0.5
     # Where DatasetJobs without spec.output.uri write: <prefix>/<namespace>/<name>.
     default_output_prefix: str = ""

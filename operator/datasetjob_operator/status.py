@@ -106,6 +106,16 @@ class Usage:
 
 
 @dataclass
+class RateLimitState:
+    effective: dict[str, float] = _field(
+        "the scope's limits under back-pressure, in the spec's units (e.g. tokensPerMinute)", factory=dict
+    )
+    factor: float = _field("the back-pressure factor: 1 unthrottled, 0.5 after one halving", 1.0)
+    throttles: int = _count("429/503 answers this run's workers reported to the scope")
+    scope_throttles: int = _count("throttles the whole scope has seen, every DatasetJob sharing it")
+
+
+@dataclass
 class CacheCounts:
     hits: int = _count("upstream calls answered by the shared cache")
     misses: int = _count("upstream calls the cache could not answer")
@@ -153,6 +163,7 @@ class DatasetJobStatus:
     shards: ShardCounts | None = _field("shard counts of the current run (work packets, when planned)")
     items: ItemCounts | None = _field("item counts of the current run")
     cache: CacheCounts | None = _field("shared-cache counts of the current run")
+    rate_limit: RateLimitState | None = _field("the rate-limit scope as this run's workers last saw it")
     usage: Usage | None = _field("the current run's spend (when spec.budget is set), across its attempts")
     output: Output | None = _field("the published dataset, once the run succeeded")
     failures: list[Failure] | None = _field("a few shard failures, for humans", maxItems=10)

@@ -371,7 +371,7 @@ def test_cluster_cli_status_logs_and_regenerate(cluster, operator, s3_ns, s3, bu
     status = dsj_cli("status", "smf")
     assert "Succeeded" in status and "36/36 done" in status and "Published" in status
     assert json.loads(dsj_cli("status", "smf", "-o", "json"))["runId"] == first["runId"]
-    assert "shard 0 committed" in dsj_cli("logs", "smf", "--shard", "0")
+    assert "shard-00000 committed" in dsj_cli("logs", "smf", "--shard", "0")
     assert "published" in dsj_cli("logs", "smf", "--combine")
 
     dsj_cli("regenerate", "smf")

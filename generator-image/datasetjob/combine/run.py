@@ -56,6 +56,7 @@ class CombineResult:
     duplicates_dropped: int = 0
     cache: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, float] | None = None  # the run's spend (spec.budget), when counted
+    rate_limit: dict[str, Any] | None = None  # the scope as last seen, and this run's throttles
 
     def to_message(self) -> dict[str, Any]:
         return {
@@ -71,6 +72,7 @@ class CombineResult:
             "duplicatesDropped": self.duplicates_dropped,
             "cache": self.cache,
             **({"usage": self.usage} if self.usage else {}),
+            **({"rateLimit": self.rate_limit} if self.rate_limit else {}),
         }
 
 
@@ -303,13 +305,26 @@ def dataset_manifest(
 
 
 def _usage(manifests: dict[int, dict[str, Any]], packets: list[dict[str, Any]]) -> dict[str, Any]:
-    """{"usage": the run's spend} when its workers counted one (spec.budget): the largest total
-    any of them saw, as totals only grow."""
+    """The run's "usage" and "rateLimit", when its generators reported any. Usage is the run's
+    spend as its budget ledger counted it (every attempt; the largest total any worker saw, as
+    totals only grow), else the sum of what the workers reported; the rate limit is the scope as
+    last seen, with this run's throttles summed."""
+    parts = [*manifests.values(), *packets]
+    out: dict[str, Any] = {}
     spent: dict[str, float] = {}
-    for m in [*manifests.values(), *packets]:
+    summed: dict[str, float] = {}
+    for m in parts:
         for name, value in (m.get("spent") or {}).items():
             spent[name] = max(spent.get(name, 0.0), float(value))
-    return {"usage": spent} if spent else {}
+        for name, value in (m.get("usage") or {}).items():
+            summed[name] = summed.get(name, 0.0) + float(value)
+    if spent or any(summed.values()):
+        out["usage"] = spent or summed
+    limits = [m["rateLimit"] for m in parts if isinstance(m.get("rateLimit"), dict)]
+    if limits:
+        latest = max(limits, key=lambda limit: int(limit.get("scopeThrottles", 0)))
+        out["rateLimit"] = dict(latest, throttles=sum(int(limit.get("throttles", 0)) for limit in limits))
+    return out
 
 
 def _publish(store: Store, run_id: str, fmt: str, path: str, manifest: dict[str, Any]) -> str:
@@ -364,6 +379,7 @@ def combine_run(spec: DatasetJobSpec, run_id: str, store: Store, total_items: in
             duplicates_dropped=rows.dropped,
             cache=manifest["cache"],
             usage=manifest.get("usage"),
+            rate_limit=manifest.get("rateLimit"),
         )
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)

@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from datasetjob.progress import sum_shard_progress
 from datasetjob.redaction import redact_text
@@ -102,7 +103,9 @@ class RunView:
                 totals = sum_shard_progress(snapshots)["items"]
                 done, failed = totals["done"] + totals["failed"], totals["failed"]
                 bar.update(task, completed=done, failed=failed, rate=done / elapsed if elapsed else 0)
-                live.update(Group(bar, shard_table(snapshots, processes, total, shards)))
+                limit = rate_limit_text([s.get("rateLimit") for s in snapshots.values()])
+                parts = [bar, Text(limit)] if limit else [bar]
+                live.update(Group(*parts, shard_table(snapshots, processes, total, shards)))
 
             yield show
         self.console.print()
@@ -179,6 +182,8 @@ class RunView:
         )
         if result.usage:
             table.add_row("spend", spend_text(result.usage))
+        if result.rate_limit:
+            table.add_row("rate limit", rate_limit_text([result.rate_limit]))
         table.add_row("time", f"{wall:.1f}s ({total_rate(it, wall):.1f} items/s)")
         table.add_row("dataset", redact_text(result.uri))
         table.add_row("sha256", result.sha256)
@@ -191,6 +196,18 @@ class RunView:
     def _error(self, markup: str) -> None:
         """Why a run failed or was refused: on stderr even with --quiet."""
         self.errors.print(markup, highlight=False, soft_wrap=True)
+
+
+def rate_limit_text(limits: list[Any]) -> str:
+    """The rate-limit scope as the workers last saw it: its effective limits under back-pressure
+    and the throttles this run reported (empty without a weighted limit). Pure."""
+    seen = [limit for limit in limits if isinstance(limit, dict)]
+    if not seen:
+        return ""
+    latest = max(seen, key=lambda limit: int(limit.get("scopeThrottles", 0)))
+    rates = ", ".join(f"{name} {value:g}" for name, value in (latest.get("effective") or {}).items())
+    throttles = sum(int(limit.get("throttles", 0)) for limit in seen)
+    return f"rate limit: {rates or '-'} (x{float(latest.get('factor', 1.0)):.2f}), {throttles} throttles"
 
 
 def _shard_size(total: int, shards: int, index: int) -> int:

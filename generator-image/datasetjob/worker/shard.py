@@ -617,6 +617,7 @@ class ShardWorker:
         s.items_reused = manifest["items"].get("reused", 0)
         s.rows, s.sha256 = manifest["rows"], manifest.get("sha256")
         s.cache_hits, s.cache_misses = manifest["cache"]["hits"], manifest["cache"]["misses"]
+        s.usage, s.rate_limit, s.spent = manifest.get("usage") or {}, manifest.get("rateLimit"), manifest.get("spent")
         self.s.progress.publish(dict(s.to_message(), index=s.index))
 
 
