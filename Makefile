@@ -88,6 +88,8 @@ bench: venv services controlplane images  ## the benchmarks (ratios measured sid
 	$(PY) tests/bench/bench_operator.py
 	$(PY) tests/bench/bench_templates.py
 	$(PY) tests/bench/bench_scale.py
+	$(PY) tests/bench/bench_limits.py
+	$(PY) tests/bench/bench_budget.py
 
 manifests: venv helm  ## regenerate CRD copies, manifests/ and the Argo CD patch
 	$(PY) scripts/render-manifests.py

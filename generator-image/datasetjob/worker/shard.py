@@ -362,8 +362,11 @@ class ShardWorker:
         with ThreadPoolExecutor(max_workers=width, thread_name_prefix="item") as pool:
             pending: dict[Future[tuple[list[Row], str]], int] = {}
             queue = iter(todo)
+            # A few queued ahead keep the threads busy; under a budget none are, so what runs past
+            # the budget is at most the items in flight (concurrency per worker).
+            depth = width if self.s.spend is not None else width * 2
             while True:
-                while len(pending) < width * 2 and not self.stopping.is_set():
+                while len(pending) < depth and not self.stopping.is_set():
                     queued = next(queue, None)
                     if queued is None:
                         break
@@ -374,6 +377,9 @@ class ShardWorker:
                 for fut in finished:
                     error = fut.exception()
                     record(pending.pop(fut), None if error else fut.result(), error)
+                if self.stopping.is_set():  # queued items not started yet stay to do (a resume makes them)
+                    for fut in [f for f in pending if f.cancel()]:
+                        del pending[fut]
 
     def _reusable(self, done: dict[int, list[Row]]) -> dict[int, ItemRecord]:
         """Rows that earlier runs stored for this shard's other items (none when reuse is off)."""
