@@ -255,6 +255,20 @@ def _ttl(run: Run) -> dict[str, Any]:
     return {} if ttl is None else {"ttlSecondsAfterFinished": ttl}
 
 
+def _fail_job_policy(container: str) -> dict[str, Any]:
+    """A one-pod Job's failure policy: its "do not retry" exit fails the Job at once; an eviction
+    or a preemption is retried without counting."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {"containerName": container, "operator": "In", "values": [DO_NOT_RETRY]},
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]
+    }
+
+
 def plan_job(run: Run, settings: Settings) -> dict[str, Any]:
     """One pod that reads the item store and stores the run's plan (store.work_plan); its
     termination message says how many work packets the generate Job needs."""
@@ -267,15 +281,7 @@ def plan_job(run: Run, settings: Settings) -> dict[str, Any]:
             "parallelism": 1,
             "backoffLimit": 2,
             "suspend": run.spec.suspend,
-            "podFailurePolicy": {
-                "rules": [
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {"containerName": PLAN_CONTAINER, "operator": "In", "values": [DO_NOT_RETRY]},
-                    },
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-                ]
-            },
+            "podFailurePolicy": _fail_job_policy(PLAN_CONTAINER),
             **_ttl(run),
             "template": _pod_template(run, settings, naming.ROLE_PLAN, ["plan"]),
         },
@@ -333,20 +339,8 @@ def combine_job(run: Run, settings: Settings, plan_key: str | None = None) -> di
             "completions": 1,
             "parallelism": 1,
             "backoffLimit": 2,
-            "podFailurePolicy": {
-                "rules": [
-                    # Refused data (too few items, schema mismatch) will not change on a retry.
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": COMBINE_CONTAINER,
-                            "operator": "In",
-                            "values": [DO_NOT_RETRY],
-                        },
-                    },
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-                ]
-            },
+            # Refused data (too few items, schema mismatch) will not change on a retry.
+            "podFailurePolicy": _fail_job_policy(COMBINE_CONTAINER),
             **_ttl(run),
             "template": _pod_template(run, settings, naming.ROLE_COMBINE, ["combine"], plan_key),
         },
