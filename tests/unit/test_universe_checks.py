@@ -418,3 +418,37 @@ def test_dsj_validate_of_a_hundred_million_range(tmp_path: Path, capsys):
     )
     assert main(["validate", str(path)]) == 0
     assert "100000000 items" in capsys.readouterr().out
+
+
+# -- without numpy (the operator's image): the same answers from sets of hashes -----------------
+
+
+@CHECKS
+@given(ids_lists, st.sampled_from([1 << 20, 3, 1]))
+def test_without_numpy_the_answer_is_what_a_set_gives(ids, set_hashes):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(item_source, "_have_numpy", lambda: False)
+        patch.setattr(item_source, "_SET_HASHES", set_hashes)  # small: the universe is read in parts
+        assert checked(ids) == reference(ids)
+        distinct = list(dict.fromkeys(ids))
+        assert checked(distinct) == reference(distinct)
+
+
+@CHECKS
+@given(ids_lists)
+def test_without_numpy_hash_collisions_never_make_a_false_error(ids):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(item_source, "_have_numpy", lambda: False)
+        patch.setattr(item_source, "hash", weak_hash, raising=False)
+        assert checked(ids) == reference(ids)
+        distinct = list(dict.fromkeys(ids))
+        assert checked(distinct) == reference(distinct)
+
+
+def test_without_numpy_a_nul_and_a_changing_source_are_refused(monkeypatch):
+    monkeypatch.setattr(item_source, "_have_numpy", lambda: False)
+    assert checked(["a", "b\x00", "a"]) == reference(["a", "b\x00", "a"])
+    reads = iter([["a", "b"], ["a"]])
+    monkeypatch.setattr(item_source, "_SET_HASHES", 1)  # two parts: a second read that differs
+    with pytest.raises(SpecError, match="changed while its ids were checked"):
+        count_unique_ids(lambda: iter(next(reads)), None)

@@ -10,6 +10,7 @@ each. A product's ids are checked from its value lists (`product_id_count`), not
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import json
 import math
@@ -451,6 +452,8 @@ def _changed(first: int, now: int) -> SpecError:
 def _count_unique(make_ids: Callable[[], Iterator[str]], template: str | None) -> int:
     """How many ids `make_ids()` gives (each call a new read of the universe); SpecError for a
     NUL in one, an empty universe or duplicates (the first few listed, and how many there are)."""
+    if not _have_numpy():
+        return _count_unique_sets(make_ids, template)
     total: int | None = None
     parts = [(0, 0)]
     duplicated = 0
@@ -483,6 +486,71 @@ def _count_unique(make_ids: Callable[[], Iterator[str]], template: str | None) -
         if shown:
             raise _duplicates_error([ident for _, ident, _ in shown], duplicated, template)
     return total
+
+
+def _have_numpy() -> bool:
+    """numpy is in the `checks` extra; the operator's image goes without it (see _count_unique_sets)."""
+    return importlib.util.find_spec("numpy") is not None
+
+
+# Without numpy (the operator's image): a pass keeps a set of up to _SET_HASHES hashes (~50 MiB),
+# of the ids whose hash falls in its part of the hash space; a universe with more distinct ids is
+# read once per part. Candidates (a hash seen twice) are confirmed by their texts on one more
+# read, so a collision is never an error. What the operator checks this way is small (inline
+# values, a ConfigMap of 1 MiB); a product built id by id (up to MAX_BUILT_PRODUCT_IDS) takes a
+# read per million distinct ids.
+_SET_HASHES = 1 << 20
+
+
+def _count_unique_sets(make_ids: Callable[[], Iterator[str]], template: str | None) -> int:
+    total: int | None = None
+    parts, part = 1, 0
+    candidates: set[int] = set()
+    while part < parts:
+        seen: set[int] = set()
+        count, full = 0, False
+        for count, ident in enumerate(make_ids(), 1):
+            if "\x00" in ident:
+                raise _nul_error(ident, count)
+            key = hash(ident)
+            if key % parts != part:
+                continue
+            if key in seen:
+                candidates.add(key)
+            elif not full:
+                seen.add(key)
+                full = len(seen) > _SET_HASHES
+        if total is None:
+            if not count:
+                raise _empty_error()
+            total = count
+        elif count != total:
+            raise _changed(total, count)
+        if full:  # this part did not fit: more, smaller parts, from the start
+            parts, part = max(parts * 2, 2 * math.ceil(count / _SET_HASHES)), 0
+            candidates.clear()
+            continue
+        part += 1
+    assert total is not None
+    if candidates:
+        _raise_duplicates(make_ids(), candidates, template)
+    return total
+
+
+def _raise_duplicates(ids: Iterator[str], candidates: set[int], template: str | None) -> None:
+    """The ids among the candidates' that a later item repeats, in the order of their second item."""
+    first: dict[str, int] = {}
+    duplicated: dict[str, int] = {}  # id -> position of its second item
+    for position, ident in enumerate(ids):
+        if hash(ident) not in candidates:
+            continue
+        if ident in first:
+            duplicated.setdefault(ident, position)
+        else:
+            first[ident] = position
+    if duplicated:
+        shown = sorted(duplicated, key=duplicated.__getitem__)
+        raise _duplicates_error(shown, len(duplicated), template)
 
 
 def count_unique_ids(items: Callable[[], Iterable[Any]] | Iterable[Any], template: str | None) -> int:
