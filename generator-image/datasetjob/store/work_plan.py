@@ -58,7 +58,7 @@ def make_plan(
             with_work.append(index)
             todo.extend(missing)
     # A packet is worth a process from a tenth of a shard up: the appended month's 100 items of
-    # a 3,700-item, 10-shard sample go to 3 packets in parallel, not to one process.
+    # a 3,700-item, 10-shard sample go to 2 packets in parallel, not to one process.
     per_packet = max(1, math.ceil(total / spec.shards / MIN_PACKET_SHARE))
     return WorkPlan(
         plan_id=plan_id or new_plan_id(),
