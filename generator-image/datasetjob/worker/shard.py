@@ -142,20 +142,6 @@ class ShardWorker:
             with self._lock:
                 self._publish()
 
-    def commit_if_reused(self) -> bool:
-        """Commits the shard from what is already made (reusable rows of earlier runs, items an
-        earlier attempt checkpointed) when that is every item: no generator is loaded and no
-        process started. False, having written nothing, when some item must be generated."""
-        if self.spec.generator.command or self.s.item_store is None:
-            return False
-        checkpoint, results = self._made_already()
-        if len(results) < len(self.positions):
-            return False
-        log.info("%s: every item reused, committed without generating", self.name)
-        self._commit(*self._write_results(results, [], checkpoint))
-        self._publish()
-        return True
-
     def _made_already(self) -> tuple[Checkpoint, dict[int, list[Row]]]:
         """The shard's checkpoint, and the rows of its items that need no generating."""
         checkpoint = Checkpoint(self.s.store, self.s.run_id, self.s.index)
