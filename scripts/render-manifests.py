@@ -3,6 +3,8 @@
 
   CRD:        datasetjob_operator.crd (from the typed spec, datasetjob.spec.api, and status)
               -> helm/datasetjob/crds/datasetjob.yaml and manifests/crd.yaml (same bytes)
+  Peering:    datasetjob_operator.peering (Kopf's peering CRDs, for several operator replicas)
+              -> helm/datasetjob/crds/kopf-peering.yaml and manifests/kopf-peering.yaml
   Install:    the Helm chart with default values (Redis password from an existing Secret)
               -> manifests/datasetjob.yaml
   Argo CD:    gitops/argocd/health-datasetjob.lua -> gitops/argocd/argocd-cm-patch.yaml
@@ -32,6 +34,14 @@ def crd_text() -> str:
     from datasetjob_operator.crd import build_crd
 
     return HEADER.format(source="the DatasetJob spec schema") + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
+
+
+def peering_crds_text() -> str:
+    from datasetjob_operator.peering import build_peering_crds
+
+    return HEADER.format(source="datasetjob_operator.peering") + yaml.safe_dump_all(
+        build_peering_crds(), sort_keys=False, width=100
+    )
 
 
 def helm_binary() -> str:
@@ -86,10 +96,13 @@ def argocd_patch_text() -> str:
 
 def targets() -> dict[Path, str]:
     crd = crd_text()
+    peering = peering_crds_text()
     return {
         REPO / "gitops" / "argocd" / "argocd-cm-patch.yaml": argocd_patch_text(),
         REPO / "helm" / "datasetjob" / "crds" / "datasetjob.yaml": crd,
         REPO / "manifests" / "crd.yaml": crd,
+        REPO / "helm" / "datasetjob" / "crds" / "kopf-peering.yaml": peering,
+        REPO / "manifests" / "kopf-peering.yaml": peering,
         REPO / "manifests" / "datasetjob.yaml": install_text(),
     }
 

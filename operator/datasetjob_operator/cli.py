@@ -37,6 +37,12 @@ def operator_main(argv: list[str]) -> int:
     parser.add_argument(
         "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' to disable)"
     )
+    parser.add_argument(
+        "--peering",
+        default=None,
+        help="Kopf peering object shared by several replicas, one of which acts "
+        "(default: $DSJ_PEERING, else standalone)",
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     import logging
@@ -45,7 +51,7 @@ def operator_main(argv: list[str]) -> int:
 
     import kopf
 
-    from . import handlers  # noqa: F401  (registers the handlers)
+    from . import handlers, peering  # handlers: imported to register them
 
     level = "DEBUG" if args.verbose else os.environ.get("DSJ_LOG_LEVEL", "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -55,8 +61,11 @@ def operator_main(argv: list[str]) -> int:
     # Kopf derives its identity from the login name by default, which a non-root container
     # user without a passwd entry does not have; the host (pod) name identifies us anyway.
     identity = f"{socket.gethostname()}/{os.getpid()}"
+    peering_name = handlers.SETTINGS.peering if args.peering is None else args.peering
     kopf.run(
-        standalone=True,
+        standalone=not peering_name,
+        peering_name=peering_name or None,
+        priority=peering.priority() if peering_name else None,
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=args.liveness or None,

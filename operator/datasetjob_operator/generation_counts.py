@@ -87,9 +87,11 @@ def count_generation(
                     Failure(shard=index, exit_code=term.get("exitCode", -1), message=_failure_text(term, message)),
                 )
     # Sets built once: a tick runs these loops over every shard, twice a second.
-    done_set, failed_set = set(succeeded), set(failed)
+    failed_set = set(failed)
     for index, message in final.items():
-        if index in done_set:
+        # A pod's success is seen before its index is in completedIndexes: count it already, or
+        # the items it reported would drop out of the counts for a moment.
+        if index not in failed_set:
             _add(counts, message)
     for index, snapshot in (live or {}).items():
         _add_spend(counts, snapshot)

@@ -55,6 +55,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
     settings.execution.max_workers = 16
+    # With peering (several replicas): a killed active replica is replaced after this long.
+    settings.peering.lifetime = SETTINGS.peering_lifetime
+    settings.peering.stealth = True  # no log line per keep-alive
     memo.settings = SETTINGS
     memo.kube = Kube(api_client())
     memo.memory = new_memory(SETTINGS)

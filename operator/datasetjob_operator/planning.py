@@ -171,6 +171,48 @@ def _pod_fields(gen: GeneratorSpec) -> dict[str, Any]:
     return {name: to_api(value) for name, value in fields.items() if value is not None}
 
 
+# The node-lifecycle controller taints a lost node with these (NoExecute); without a toleration
+# of our own the DefaultTolerationSeconds admission plugin keeps pods there for 300 s.
+NODE_LOSS_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+
+
+def node_loss_tolerations(own: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
+    """The user's tolerations, plus a short NoExecute toleration of each node-loss taint that
+    none of theirs covers (theirs win: Kubernetes applies the shortest matching toleration)."""
+
+    def covered(key: str) -> bool:
+        return any(
+            t.get("key") == key or (not t.get("key") and t.get("operator") == "Exists")
+            for t in own
+            if t.get("effect") in (None, "", "NoExecute")
+        )
+
+    ours = [
+        {
+            "key": key,
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "tolerationSeconds": settings.node_loss_toleration_seconds,
+        }
+        for key in NODE_LOSS_TAINTS
+        if not covered(key)
+    ]
+    return [*own, *ours]
+
+
+def _spread(run: Run, role: str) -> list[dict[str, Any]]:
+    """Soft spread of one run's pods over nodes: a lost node takes fewer shards with it, and a
+    full node never keeps a pod from starting (ScheduleAnyway)."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": naming.labels(run.name, run.run_id, run.attempt, role)},
+        }
+    ]
+
+
 def _pod_template(
     run: Run, settings: Settings, role: str, args: list[str], plan_key: str | None = None
 ) -> dict[str, Any]:
@@ -232,6 +274,9 @@ def _pod_template(
         "volumes": volumes,
         **_pod_fields(gen),
     }
+    pod["tolerations"] = node_loss_tolerations(pod.get("tolerations") or [], settings)
+    if role == naming.ROLE_GENERATE and not (gen.affinity or gen.topology_spread_constraints):
+        pod["topologySpreadConstraints"] = _spread(run, role)
     # The user's labels first: ours (which the operator and the Job controller select by) win.
     labels = {**(gen.pod_labels or {}), **naming.labels(run.name, run.run_id, run.attempt, role)}
     metadata: dict[str, Any] = {"labels": labels}

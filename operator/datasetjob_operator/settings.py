@@ -56,6 +56,14 @@ class Settings:
     combine_resources: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_COMBINE_RESOURCES))
     # Past this many bytes a spec does not fit a ConfigMap (1 MiB minus room for metadata).
     max_config_map_bytes: int = 1_000_000
+    # How long generate, plan and combine pods stay bound to an unreachable or not-ready node
+    # before the node-lifecycle controller evicts them (Kubernetes' default is 300 s).
+    node_loss_toleration_seconds: int = 30
+    # Kopf peering object shared by the replicas ("" = standalone: one replica only), and how
+    # long a replica's record lasts without a keep-alive: a killed active replica is replaced
+    # after about this long.
+    peering: str = ""
+    peering_lifetime: int = 10
 
     def default_redis_url_with_password(self) -> str:
         return with_password(self.default_redis_url, self.default_redis_password)
@@ -79,6 +87,11 @@ class Settings:
             namespaces=tuple(n for n in env.get("DSJ_WATCH_NAMESPACES", "").split(",") if n),
             generate_resources=_json_object(env, "DSJ_GENERATE_RESOURCES", DEFAULT_GENERATE_RESOURCES),
             combine_resources=_json_object(env, "DSJ_COMBINE_RESOURCES", DEFAULT_COMBINE_RESOURCES),
+            node_loss_toleration_seconds=int(
+                env.get("DSJ_NODE_LOSS_TOLERATION_SECONDS", cls.node_loss_toleration_seconds)
+            ),
+            peering=env.get("DSJ_PEERING", ""),
+            peering_lifetime=int(env.get("DSJ_PEERING_LIFETIME", cls.peering_lifetime)),
         )
 
 

@@ -241,7 +241,7 @@ def test_a_second_release_installs_and_uninstalls_cleanly(cluster, namespace):
     )
     try:
         pods = cluster.core.list_namespaced_pod(system, label_selector="app.kubernetes.io/component=operator").items
-        assert len(pods) == 1 and pods[0].status.phase == "Running"
+        assert len(pods) == 2 and {p.status.phase for p in pods} == {"Running"}  # the default replicas
         assert pods[0].spec.containers[0].command == ["dsj", "operator"]
         assert cluster.rbac.list_namespaced_role(namespace, label_selector="app.kubernetes.io/instance=second").items
     finally:
