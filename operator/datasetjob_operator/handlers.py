@@ -16,7 +16,7 @@ import kopf
 
 from datasetjob import API_GROUP, API_VERSION
 
-from . import metrics
+from . import live_metrics, metrics
 from .apply import apply
 from .crd import PLURAL
 from .job_state import job_condition
@@ -143,6 +143,7 @@ def _reconcile(
         decision = decide(seen.observed, memo.settings)
         if apply(memo.kube, seen.target, decision):
             metrics.count_decision(memo.memory, uid, namespace, seen.observed.status.phase, decision)
+            live_metrics.update(namespace, name, decision.status, spec)
 
 
 class _Once:
@@ -219,5 +220,6 @@ def child_job_finished(
 # Optional: it adds no finalizer of its own and never holds a deletion up. The timers above
 # already keep Kopf's finalizer on every DatasetJob, so it runs on each deletion seen live.
 @kopf.on.delete(**RESOURCE, optional=True)
-def forget(uid: str, memo: kopf.Memo, **_: Any) -> None:
+def forget(uid: str, name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     memo.memory.forget(uid)
+    live_metrics.forget(namespace or "", name)
