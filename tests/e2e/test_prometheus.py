@@ -1,5 +1,5 @@
-"""A real Prometheus (built by `make prometheus`) on this host scrapes the chart's operator
-through its metrics Service while the sample runs; the test reads the live series through
+"""A real Prometheus (built by `make prometheus`) on this host scrapes the chart's active
+operator pod (its metrics port) while the sample runs; the test reads the live series through
 Prometheus' HTTP API during the run and after it, and runs every dashboard panel's query.
 The prometheus-operator CRDs, generated from that project's Go API types, are applied to the
 test API server, and the chart's monitoring objects validate against them."""
