@@ -26,24 +26,8 @@ CACHE_DIR=${DATASETJOB_BUILD_CACHE:-$HOME/.cache/datasetjob}
 KUEUE_BIN=$CACHE_DIR/bin/kueue-$KUEUE_VERSION
 KUEUE_SRC=$CACHE_DIR/go/mod/sigs.k8s.io/kueue@$KUEUE_VERSION
 
-FORCE=0
-for arg in "$@"; do
-    case $arg in
-    --force) FORCE=1 ;;
-    --print-paths)
-        printf 'kueue=%s\nkueue-source=%s\n' "$KUEUE_BIN/kueue" "$KUEUE_SRC"
-        exit 0
-        ;;
-    -h | --help)
-        echo "usage: $0 [--force] [--print-paths]"
-        exit 0
-        ;;
-    *)
-        echo "usage: $0 [--force] [--print-paths]" >&2
-        exit 2
-        ;;
-    esac
-done
+print_paths() { printf 'kueue=%s\nkueue-source=%s\n' "$KUEUE_BIN/kueue" "$KUEUE_SRC"; }
+parse_build_args print_paths "$@"
 
 LOG_TAG=kueue
 # shellcheck source=common.sh

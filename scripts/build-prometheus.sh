@@ -35,25 +35,11 @@ PROM_BIN=$CACHE_DIR/bin/prometheus-$PROMETHEUS_VERSION
 PROM_OP_MODULE=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring
 PROM_OP_CRDS=$CACHE_DIR/bin/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION
 
-FORCE=0
-for arg in "$@"; do
-    case $arg in
-    --force) FORCE=1 ;;
-    --print-paths)
-        printf 'prometheus=%s\npromtool=%s\nprometheus-operator-crds=%s\n' \
-            "$PROM_BIN/prometheus" "$PROM_BIN/promtool" "$PROM_OP_CRDS"
-        exit 0
-        ;;
-    -h | --help)
-        echo "usage: $0 [--force] [--print-paths]"
-        exit 0
-        ;;
-    *)
-        echo "usage: $0 [--force] [--print-paths]" >&2
-        exit 2
-        ;;
-    esac
-done
+print_paths() {
+    printf 'prometheus=%s\npromtool=%s\nprometheus-operator-crds=%s\n' \
+        "$PROM_BIN/prometheus" "$PROM_BIN/promtool" "$PROM_OP_CRDS"
+}
+parse_build_args print_paths "$@"
 
 LOG_TAG=prometheus
 # shellcheck source=common.sh

@@ -8,6 +8,9 @@
 #                            with a log line, while another build holds it), then exits 0 when
 #                            PRESENT (a function) says that other build made everything already.
 #                            Uses the caller's log, elapsed, T0 and FORCE.
+#   parse_build_args PRINT ARGS...
+#                            sets FORCE from --force; --print-paths runs PRINT (a function) and
+#                            exits; --help says the usage
 go_build_env() {
     export GOMODCACHE=$1/go/mod
     export GOCACHE=$1/go/build
@@ -30,4 +33,27 @@ hold_build_lock() {
         log "$what built by the other run ($(elapsed "$T0"))"
         exit 0
     fi
+}
+
+parse_build_args() {
+    local print=$1 arg
+    shift
+    FORCE=0
+    for arg in "$@"; do
+        case $arg in
+        --force) FORCE=1 ;;
+        --print-paths)
+            "$print"
+            exit 0
+            ;;
+        -h | --help)
+            echo "usage: $0 [--force] [--print-paths]"
+            exit 0
+            ;;
+        *)
+            echo "usage: $0 [--force] [--print-paths]" >&2
+            exit 2
+            ;;
+        esac
+    done
 }
