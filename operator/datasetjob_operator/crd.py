@@ -22,6 +22,8 @@ PRINTER_COLUMNS = [
     {"name": "Rows", "type": "integer", "jsonPath": ".status.output.rows"},
     {"name": "Generated", "type": "integer", "jsonPath": ".status.items.generated", "priority": 1},
     {"name": "Reused", "type": "integer", "jsonPath": ".status.items.reused", "priority": 1},
+    {"name": "Rate", "type": "string", "jsonPath": ".status.throughput", "priority": 1},
+    {"name": "ETA", "type": "string", "jsonPath": ".status.eta", "priority": 1},
     {"name": "Tokens", "type": "number", "jsonPath": ".status.usage.tokens", "priority": 1},
     {"name": "Cost", "type": "number", "jsonPath": ".status.usage.cost", "priority": 1},
     {"name": "Run", "type": "string", "jsonPath": ".status.runId", "priority": 1},

@@ -415,6 +415,7 @@ def _progress(obs: Observed, run: planning.Run, settings: Settings, total_items:
         known_total = total_items if total_items is not None else (counts.items_seen_total if counts.finished else None)
         status.shards = replace(counts.shard_counts(), total=spec.shards)
         status.items = counts.item_counts(known_total)
+        status.throughput, status.eta = pace(status.items, status.started_at, obs.now)
         if counts.rate_limit is not None:
             status.rate_limit = _rate_limit_state(counts.rate_limit, counts.throttles)
         if counts.spent:
@@ -558,6 +559,27 @@ def pods_cannot_start(pods: list[dict[str, Any]], now: str) -> Stall | None:
         PODS_CANNOT_START,
         f"{len(stuck)} of {len(live)} pods cannot start: {reason}" + (f": {detail}" if detail else ""),
     )
+
+
+def pace(items: ItemCounts | None, started_at: str | None, now: str) -> tuple[str | None, str | None]:
+    """(items generated or failed per second since the run started, the time left at that pace)
+    for kubectl get -o wide; reused items come at once and are left out of the pace."""
+    elapsed = _seconds_between(started_at or "", now)
+    if items is None or elapsed <= 0:
+        return None, None
+    made = items.generated + items.failed
+    if not made:
+        return "0/s", None
+    rate = made / elapsed
+    left = max(0, items.total - items.done - items.failed) if items.total else None
+    return f"{rate:.3g}/s", _duration(left / rate) if left else None
+
+
+def _duration(seconds: float) -> str:
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _seconds_between(start: str, end: str) -> float:

@@ -164,6 +164,8 @@ class DatasetJobStatus:
     items: ItemCounts | None = _field("item counts of the current run")
     cache: CacheCounts | None = _field("shared-cache counts of the current run")
     rate_limit: RateLimitState | None = _field("the rate-limit scope as this run's workers last saw it")
+    throughput: str | None = _field("items generated (or failed) per second since the run started, e.g. 12.5/s")
+    eta: str | None = _field("while generating: the time left at that pace, e.g. 3m10s")
     usage: Usage | None = _field("the current run's spend (when spec.budget is set), across its attempts")
     output: Output | None = _field("the published dataset, once the run succeeded")
     failures: list[Failure] | None = _field("a few shard failures, for humans", maxItems=10)

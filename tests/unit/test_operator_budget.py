@@ -55,3 +55,17 @@ def test_a_budget_stop_fails_the_run_with_its_spend_and_a_raised_budget_continue
     # Once: the new attempt's own status does not start another.
     again = decide(observed(spec=budget_spec(5000), status=out, jobs=[gen_failed, new_job]), SETTINGS)
     assert [o for o in again.create if o["kind"] == "Job"] == []
+
+
+def test_the_pace_and_the_time_left_leave_reused_items_out():
+    from datasetjob_operator.reconcile import pace
+    from datasetjob_operator.status import ItemCounts
+
+    start = "2026-01-01T00:00:00+00:00"
+    items = ItemCounts.of(total=3700, done=3650, failed=0, reused=3600)  # 50 generated in 10 s
+    assert pace(items, start, "2026-01-01T00:00:10+00:00") == ("5/s", "10s")
+    assert pace(ItemCounts.of(3700, 3700, 0, 3600), start, "2026-01-01T00:00:20+00:00") == ("5/s", None)
+    assert pace(ItemCounts.of(0, 0, 0, 0), start, "2026-01-01T00:00:20+00:00") == ("0/s", None)
+    assert pace(None, start, "2026-01-01T00:00:20+00:00") == (None, None)
+    slow = ItemCounts.of(total=100_000, done=10, failed=0, reused=0)
+    assert pace(slow, start, "2026-01-01T00:00:10+00:00") == ("1/s", "27h46m")
