@@ -121,34 +121,25 @@ def test_a_later_run_plans_first_then_generates_only_its_packets():
     assert out["shards"]["progress"].startswith("2/2 packets; 2 of 3 shards with work, 1 reused")
 
 
-def test_nothing_to_generate_goes_straight_to_the_combine():
+def after_the_plan(message):
+    """The decision once the plan pod of a started planned run has succeeded with `message`."""
     status = start_planned_run()
-    d = decide(
-        observed(
-            spec=reusing_spec(),
-            status=status,
-            jobs=[job(PLAN, conditions=["Complete"])],
-            pods=[pod(PLAN, 0, "Succeeded", planned(0, 6, to_generate=0))],
-        ),
+    plan_done = [job(PLAN, conditions=["Complete"])]
+    return decide(
+        observed(spec=reusing_spec(), status=status, jobs=plan_done, pods=[pod(PLAN, 0, "Succeeded", message)]),
         SETTINGS,
     )
+
+
+def test_nothing_to_generate_goes_straight_to_the_combine():
+    d = after_the_plan(planned(0, 6, to_generate=0))
     (comb,) = d.create
     assert comb["metadata"]["name"] == COMB and env_of(comb)[WORK_PLAN_ENV]
     assert d.status.phase.value == "Combining" and "no generate Job" in d.status.message
 
 
 def test_nothing_stored_to_reuse_generates_every_shard_as_without_a_plan():
-    status = start_planned_run()
-    d = decide(
-        observed(
-            spec=reusing_spec(),
-            status=status,
-            jobs=[job(PLAN, conditions=["Complete"])],
-            pods=[pod(PLAN, 0, "Succeeded", planned(3, 0, to_generate=6))],
-        ),
-        SETTINGS,
-    )
-    (gen,) = d.create
+    (gen,) = after_the_plan(planned(3, 0, to_generate=6)).create
     assert gen["spec"]["completions"] == 3 and WORK_PLAN_ENV not in env_of(gen)
 
 

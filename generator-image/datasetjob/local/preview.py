@@ -115,7 +115,7 @@ def run_preview(spec: DatasetJobSpec, n: int) -> Preview:
 
 
 def _function(worker: ShardWorker, positions: Sequence[int], preview: Preview) -> None:
-    one = worker._item_function()
+    one = worker.item_function()
     for position in positions:
         item_id = worker.item_id(position)
         try:
@@ -128,7 +128,7 @@ def _function(worker: ShardWorker, positions: Sequence[int], preview: Preview) -
 
 
 def _command(worker: ShardWorker, preview: Preview) -> None:
-    staged, failures = worker._run_command()
+    staged, failures = worker.run_command()
     if staged is None:
         return
     try:

@@ -495,13 +495,13 @@ class LocalRunner:
         if not stopped:
             return None
         ledger = self._ledger()
-        spent = spend_text(ledger.totals()) if ledger is not None else "unknown"
+        totals = ledger.totals() if ledger is not None else None  # one read of the ledger
         resume = f"dsj run {self.opts.spec_path} --resume" + (
             f" --output {self.opts.output}" if self.opts.output else ""
         )
         self.view.budget_exhausted(
-            over_budget(ledger.totals(), self.spec.budget) if ledger is not None else None,
-            spent,
+            over_budget(totals, self.spec.budget) if totals is not None else None,
+            spend_text(totals) if totals is not None else "unknown",
             sum(s.state == "committed" for s in self.shards),
             len(self.shards),
             resume,

@@ -130,7 +130,7 @@ class ShardWorker:
         ticker.start()
         try:
             if self.spec.generator.command:
-                rows_file, failures = self._run_command()
+                rows_file, failures = self.run_command()
             else:
                 rows_file, failures = self._run_function()
             if rows_file is None:
@@ -157,7 +157,7 @@ class ShardWorker:
         self.summary.rows = sum(len(r) for r in results.values())
         return checkpoint, results
 
-    def _item_function(self) -> Callable[[int], tuple[list[Row], str]]:
+    def item_function(self) -> Callable[[int], tuple[list[Row], str]]:
         """The generator applied to the item at a position: its rows, and their JSON text."""
         assert self.spec.generator.function is not None  # the spec's rules: a function when no command
         fn = load_function(self.spec.generator.function)
@@ -187,7 +187,7 @@ class ShardWorker:
         self, results: dict[int, list[Row]], failures: list[dict[str, Any]], checkpoint: Checkpoint
     ) -> bool:
         """Every item not in `results` generated; False when stopped first (checkpoint saved)."""
-        one = self._item_function()
+        one = self.item_function()
         todo = [p for p in processing_order(self.positions, self.s.index) if p not in results]
         self._count_spend()  # a budget reached before this process started: no item starts
         self._generate(one, todo, results, failures, checkpoint)
@@ -465,7 +465,7 @@ class ShardWorker:
             failures.append({"id": item_id, "position": position, "error": error, "where": _utf8(where)})
         log.warning("item %s failed: %s", item_id, error)
 
-    def _run_command(self) -> tuple[str | None, list[dict[str, Any]]]:
+    def run_command(self) -> tuple[str | None, list[dict[str, Any]]]:
         tmpdir = local_tempdir()
         staged = None
         try:
