@@ -1,6 +1,7 @@
 # Two commands a newcomer needs: `make demo` and `make test`. Everything else is a step of those.
 SHELL := /bin/bash
 PYTHON ?= python3
+NODES ?= 1
 VENV := .venv
 PY := $(VENV)/bin/python
 # where scripts/ and the test fixtures keep built binaries and images (not the worker's cache)
@@ -75,8 +76,8 @@ integration: venv services  ## the integration tests (real redis-server and S3 s
 e2e: venv services controlplane kueue prometheus images  ## the end-to-end tests on a real node
 	$(VENV)/bin/pytest -q tests/e2e
 
-cluster: venv services controlplane images  ## a one-node cluster with the chart installed, in the foreground
-	$(PY) -m tests.e2e.harness
+cluster: venv services controlplane images  ## a cluster with the chart installed, in the foreground (NODES=3: three nodes)
+	$(PY) -m tests.e2e.harness --nodes $(NODES)
 
 cluster-clean: venv  ## remove what a killed `make cluster` or test run left behind
 	$(PY) -m tests.e2e.harness clean

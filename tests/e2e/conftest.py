@@ -20,6 +20,7 @@ errors with the one message that says what to do — the tier never skips silent
 from __future__ import annotations
 
 import base64
+import os
 import re
 import signal
 import uuid
@@ -35,6 +36,10 @@ from tests.e2e.harness.e2e import E2ECluster, WaitTimeout
 from tests.e2e.harness.images import ImagesMissing
 from tests.e2e.harness.local_cluster import LocalCluster
 from tests.e2e.harness.network import NetworkError
+
+# Nodes of the session's cluster: several, so scheduling, spread, cross-node traffic and the
+# loss of a node are exercised (DSJ_E2E_NODES=1 runs the tier on one node).
+E2E_NODES = int(os.environ.get("DSJ_E2E_NODES", "3"))
 
 # What the tests set at install time: a short idle resync so level-based fixes show quickly.
 CHART_VALUES = {"operator": {"resyncSeconds": 1}}
@@ -53,7 +58,7 @@ def _exit_on_sigterm(signum, frame):
 @pytest.fixture(scope="session")
 def cluster():
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    local = LocalCluster(chart_values=CHART_VALUES)
+    local = LocalCluster(chart_values=CHART_VALUES, nodes=E2E_NODES)
     problem = None
     try:
         local.start()

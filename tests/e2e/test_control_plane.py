@@ -536,9 +536,9 @@ def test_pod_env_volumes_dns_security_and_termination_message(cluster, namespace
     log = cluster.pod_log(namespace, "env-check")
     assert done["status"]["phase"] == "Succeeded", log
     assert json.loads(terminated(done)["message"]) == {"ok": True}
-    assert done["spec"]["nodeName"] == cluster.node.node_name
+    node = next(n for n in cluster.nodes if n.node_name == done["spec"]["nodeName"])
     pod_ip = done["status"]["podIP"]
-    assert pod_ip != cluster.node.addresses.node_ip  # its own network namespace on the bridge
+    assert pod_ip != node.addresses.node_ip  # its own network namespace on the bridge
     report = json.loads(log.strip().splitlines()[-1])
     assert report == {
         "GREETING": "hello world $(WHO) $(UNDEFINED)",

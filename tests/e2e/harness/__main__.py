@@ -1,7 +1,8 @@
 """`python -m tests.e2e.harness` (what `make cluster` runs).
 
-Starts a one-node cluster in the foreground: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler, a real kubelet on containerd + runc with bridge CNI and kube-proxy, CoreDNS,
+Starts a cluster in the foreground: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler, real nodes (`--nodes`, default 1: each a kubelet on its own containerd + runc,
+with bridge CNI and kube-proxy, pod traffic routed between the nodes), CoreDNS,
 an S3 server pod, and the chart (the operator and its Redis) with the default output on that
 S3 server. Prints `export KUBECONFIG=...`; Ctrl-C / SIGTERM stops everything and leaves the
 machine as it found it. The admin kubeconfig is also copied to `.cluster/kubeconfig`
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         "--state-dir", default=None, help="keep certificates, logs and node state here instead of a temp dir"
     )
     ap.add_argument("--no-chart", action="store_true", help="do not install the chart")
+    ap.add_argument("--nodes", type=int, default=1, help="how many nodes (default: %(default)s)")
     args = ap.parse_args(argv)
 
     if args.command == "clean":
@@ -72,11 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
 
     state = Path(args.state_dir).resolve() if args.state_dir else None
-    cluster = LocalCluster(state_dir=state, keep=state is not None, install_chart=not args.no_chart)
+    if args.nodes < 1:
+        ap.error(f"--nodes must be 1 or more, not {args.nodes}")
+    cluster = LocalCluster(state_dir=state, keep=state is not None, install_chart=not args.no_chart, nodes=args.nodes)
     try:
         print("starting the control plane, the node and the add-ons ...", flush=True)
         cluster.start()
-        cp, node = cluster.control_plane, cluster.node
+        cp, node, nodes = cluster.control_plane, cluster.node, cluster.nodes
         out = Path(args.kubeconfig_out).resolve()
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(cp.kubeconfig.read_text())
@@ -90,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             f"node images: {len(node.imported)} of {len(node.images)} imported "
             f"({', '.join(node.imported) or 'no archive changed'}) into {where}"
         )
-        print(f"API server: {cp.server}   node: {node.node_name} ({node.addresses.node_ip})")
-        print(f"logs: {cp.log_dir} and {node.log_dir}")
+        for peer in nodes[1:]:
+            how = "images copied" if "copy" in peer.timings else "images imported"
+            print(f"node {peer.node_name}: {how} in {peer.timings.get('copy', peer.timings.get('images', 0)):.1f}s")
+        names = ", ".join(f"{n.node_name} ({n.addresses.node_ip})" for n in nodes)
+        print(f"API server: {cp.server}   nodes: {names}")
+        print(f"logs: {cp.log_dir} and {', '.join(str(n.log_dir) for n in nodes)}")
         if not args.no_chart:
             s3 = cluster.s3
             print(f"operator and Redis: namespace {SYSTEM_NAMESPACE}; default output: s3://{BUCKET}/<namespace>/<name>")
@@ -109,11 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         print("Ctrl-C stops everything.", flush=True)
         while not stop.wait(1.0):
             dead = [c.name for c in cp.components.values() if not c.running()]
-            if dead or not node.running():
-                print(
-                    f"exited: {', '.join(dead) or 'the node'}\n{cp.format_logs_tail(30)}\n{node.format_logs_tail(30)}",
-                    file=sys.stderr,
-                )
+            dead += [n.node_name for n in nodes if not n.running()]
+            if dead:
+                logs = "\n".join(n.format_logs_tail(30) for n in nodes)
+                print(f"exited: {', '.join(dead)}\n{cp.format_logs_tail(30)}\n{logs}", file=sys.stderr)
                 return 1
         print("stopping ...", flush=True)
         return 0

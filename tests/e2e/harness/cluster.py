@@ -52,9 +52,17 @@ CONTROLLERS = (
     "statefulset-controller",
     "endpoints-controller",
     "endpointslice-controller",
-    # Lifts the not-ready taint a kubelet registers with once the node reports Ready.
+    # Lifts the not-ready taint a kubelet registers with once the node reports Ready, and
+    # taints a node unreachable when its kubelet goes silent.
     "node-lifecycle-controller",
+    # Evicts the pods of an unreachable node once their tolerationSeconds are over.
+    "taint-eviction-controller",
+    # Fails and deletes the pods of a node that is gone or tainted out-of-service.
+    "pod-garbage-collector-controller",
 )
+# How long a silent kubelet's node stays Ready (Kubernetes' default: 50 s); shorter here so a
+# lost node costs the node-loss tests less time. Kubelets renew their lease every 10 s.
+NODE_MONITOR_GRACE_PERIOD = "30s"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 ADMIN_USER = "dsj-admin"
 
@@ -166,6 +174,11 @@ class Component:
         if self.log_file is not None:
             self.log_file.close()
             self.log_file = None
+
+
+def _component_env() -> dict[str, str]:
+    """The environment of a control-plane process: this one's, without KUBECONFIG and kin."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -472,6 +485,7 @@ class ControlPlane:
                     f"--controllers={','.join(self.controllers)}",
                     f"--service-cluster-ip-range={a.service_cidr}",
                     f"--root-ca-file={pki / 'ca.crt'}",
+                    f"--node-monitor-grace-period={NODE_MONITOR_GRACE_PERIOD}",
                 ],
             ),
             "kube-scheduler": self._launch_controller(bins, "kube-scheduler", []),
@@ -507,8 +521,7 @@ class ControlPlane:
     def _launch(self, name: str, argv: list[str]) -> None:
         comp = Component(name, argv, self.log_dir / f"{name}.log")
         self.components[name] = comp
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
-        comp.start(env)
+        comp.start(_component_env())
 
     def _wait(self, what: str, ready, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (timeout or self.start_timeout)
@@ -530,6 +543,20 @@ class ControlPlane:
         raise ControlPlaneError(
             f"{what} not ready after {timeout or self.start_timeout:.0f}s ({last_error})\n" + self.format_logs_tail(30)
         )
+
+    def restart_apiserver(self, down_seconds: float = 0.0) -> float:
+        """Stops kube-apiserver (SIGTERM, as a rolling control-plane upgrade does), keeps it
+        down for down_seconds and starts it again with the same flags and port. Returns how
+        long it was unavailable (down until /readyz answers 200 again)."""
+        comp = self.components["kube-apiserver"]
+        t = time.monotonic()
+        comp.stop()
+        time.sleep(down_seconds)
+        comp.start(_component_env())
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        self._wait("kube-apiserver", lambda: _http_get(f"{self.server}/readyz", ctx=ctx, headers=headers)[0] == 200)
+        return time.monotonic() - t
 
     def stop(self) -> None:
         for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):

@@ -54,6 +54,7 @@ class E2ECluster:
         self.local = local
         self.control_plane = local.control_plane
         self.node = local.node
+        self.nodes = local.nodes
         self.s3 = local.s3
         self.kubeconfig = self.control_plane.kubeconfig
         self.rest = KubeRest.from_kubeconfig(self.kubeconfig)
@@ -247,8 +248,11 @@ class E2ECluster:
                 section(f"pods in {namespace}", f"(cannot read: {exc})")
             for pod in _pod_names(self.rest, namespace):
                 section(f"log of {namespace}/{pod}", self.pod_log(namespace, pod, tail=log_lines))
-        for name, text in {**self.control_plane.logs_tail(log_lines), **self.node.logs_tail(log_lines)}.items():
+        for name, text in self.control_plane.logs_tail(log_lines).items():
             section(f"{name} log (last {log_lines} lines)", text)
+        for node in self.local.nodes:
+            for name, text in node.logs_tail(log_lines).items():
+                section(f"{node.node_name} {name} log (last {log_lines} lines)", text)
         return "\n".join(out)
 
     def pod_log(

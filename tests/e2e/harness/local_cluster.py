@@ -1,10 +1,14 @@
-"""The whole local cluster: network, control plane, the real node, CoreDNS, S3 and the chart.
+"""The whole local cluster: network, control plane, real nodes, CoreDNS, S3 and the chart.
 
 `LocalCluster().start()` is what `make cluster` and the e2e tier run. The add-ons are applied
 while the node starts, CoreDNS + S3 and the chart side by side; `timings` has each phase from
 its own start ("node", "dns and s3" and "chart" overlap) and the total. `stop()` undoes it in
 reverse and leaves the machine as it was: no processes, mounts, network namespaces, links,
 routes or cgroups of ours.
+
+`LocalCluster(nodes=3)` starts several nodes, each in its own namespaces with its own
+containerd, joined to the one control plane by a mesh of links (network.link_nodes); the
+first imports the images, the others start on a copy of its store (node.py).
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from pathlib import Path
 from .addons import STORAGE_NAMESPACE, SYSTEM_NAMESPACE, AddonError, Addons, S3Access, workload_ready
 from .cluster import ControlPlane
 from .images import image_archives
-from .network import NETNS_PREFIX, NodeNetwork, ip, leftover_namespaces
-from .node import NodeError, RealNode, missing_prerequisites, owner_alive, remove_cgroups, running_node
+from .network import NETNS_PREFIX, NodeNetwork, ip, leftover_namespaces, link_nodes
+from .node import NodeError, RealNode, missing_prerequisites, node_name, owner_alive, remove_cgroups, running_node
 
 
 def clean_leftovers(min_age: float = 60.0) -> list[str]:
@@ -60,7 +64,8 @@ def clean_leftovers(min_age: float = 60.0) -> list[str]:
 
 
 class LocalCluster:
-    """A one-node cluster with the project's images, the chart and an in-cluster S3 server."""
+    """A cluster of `nodes` real nodes with the project's images, the chart and an in-cluster
+    S3 server. `node` is the first node; `nodes` all of them."""
 
     def __init__(
         self,
@@ -68,14 +73,17 @@ class LocalCluster:
         keep: bool = False,
         install_chart: bool = True,
         chart_values: dict | None = None,
+        nodes: int = 1,
     ):
+        if nodes < 1:
+            raise ValueError(f"a cluster needs at least one node, not {nodes}")
         self.state_dir = Path(state_dir) if state_dir else None
         self.keep = keep
         self.install_chart = install_chart
         self.chart_values = chart_values or {}
-        self.network = NodeNetwork()
+        self.networks = [NodeNetwork() for _ in range(nodes)]
         self.control_plane: ControlPlane | None = None
-        self.node: RealNode | None = None
+        self.nodes: list[RealNode] = []
         self.addons: Addons | None = None
         self.s3: S3Access | None = None
         self.timings: dict[str, float] = {}
@@ -95,15 +103,26 @@ class LocalCluster:
             raise
         return self
 
+    @property
+    def node(self) -> RealNode | None:
+        return self.nodes[0] if self.nodes else None
+
     def _start(self, images) -> None:
         t0 = t = time.monotonic()
-        addresses = self.network.create()
+        addresses = self.networks[0].create()
+        peers = [network.create(cluster=addresses) for network in self.networks[1:]]
+        every = [addresses, *peers]
+        for i, a in enumerate(every):
+            for b in every[i + 1 :]:
+                link_nodes(a, b)
         cp_root = (self.state_dir / "control-plane") if self.state_dir else None
         self.control_plane = ControlPlane(root=cp_root, keep=self.keep, addresses=addresses).start()
         self.timings["control plane"] = time.monotonic() - t
         t = time.monotonic()
-        node_root = (self.state_dir / "node") if self.state_dir else None
-        self.node = RealNode(self.control_plane, addresses, images, root=node_root, keep=self.keep).launch()
+        for number, a in enumerate(every, start=1):
+            self.nodes.append(self.make_node(number, a, images))
+        for node in self.nodes:
+            node.launch()
         # The add-ons go in while the node starts: their objects wait in the API for it, and
         # the chart needs the S3 server's address and credentials, not the server.
         self.addons = Addons(self.control_plane.env(), images, addresses.cluster_dns_ip)
@@ -115,7 +134,10 @@ class LocalCluster:
         pool = ThreadPoolExecutor(len(steps), thread_name_prefix="addons")
         futures = [pool.submit(self._timed, name, step) for name, step in steps.items()]
         try:
-            self.node.wait_ready()
+            for node in self.nodes:  # the first imports; the others then copy its store
+                node.wait_images()
+            for node in self.nodes:
+                node.wait_ready()
             self.timings["node"] = time.monotonic() - t
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             errors = [f.exception() for f in done if f.exception() is not None]
@@ -127,6 +149,33 @@ class LocalCluster:
         self.timings["total"] = time.monotonic() - t0
         order = ("control plane", "node", "dns and s3", "chart", "total")  # as printed before the overlap
         self.timings = {k: self.timings[k] for k in order if k in self.timings}
+
+    def make_node(self, number: int, addresses, images=None) -> RealNode:
+        """Node `number` (1-based) in the namespace of `addresses`, not yet launched; also how
+        a test brings back a node it killed (its network is kept)."""
+        root = (self.state_dir / f"node-{number}") if self.state_dir else None
+        first = self.nodes[0] if self.nodes else None
+        return RealNode(
+            self.control_plane,
+            addresses,
+            images if images is not None else first.images,
+            root=root,
+            keep=self.keep,
+            name=node_name(number),
+            cluster=first.addresses if first else addresses,
+            images_from=first if number > 1 else None,
+        )
+
+    def replace_node(self, node: RealNode) -> RealNode:
+        """Brings back a node that was killed: a new kubelet and containerd under the same name
+        and addresses (the network was kept), on a copy of the first node's store; it registers
+        with the same Node object. Returns it once Ready."""
+        number = self.nodes.index(node) + 1
+        if node.running():
+            raise NodeError(f"{node.node_name} still runs")
+        fresh = self.make_node(number, node.addresses)
+        self.nodes[number - 1] = fresh
+        return fresh.launch().wait_ready()
 
     def _timed(self, name: str, step) -> None:
         t = time.monotonic()
@@ -178,8 +227,8 @@ class LocalCluster:
         while time.monotonic() < deadline:
             if self._failed.is_set():
                 raise AddonError(f"{namespace}/{name}: stopped waiting (another step failed)")
-            if not self.node.running():
-                raise AddonError(f"{namespace}/{name}: the node exited")
+            if not all(node.running() for node in self.nodes):
+                raise AddonError(f"{namespace}/{name}: a node exited")
             status, body = self.control_plane.api_get(path)
             if status == 200 and ready(json.loads(body)):
                 return
@@ -190,16 +239,17 @@ class LocalCluster:
 
     def stop(self) -> None:
         errors = []
-        if self.node is not None:
+        for node in reversed(self.nodes):
             try:
-                self.node.stop()
+                node.stop()
             except Exception as exc:  # noqa: BLE001 - keep tearing down
                 errors.append(exc)
-            self.node = None
+        self.nodes = []
         if self.control_plane is not None:
             self.control_plane.stop()
             self.control_plane = None
-        self.network.destroy()
+        for network in reversed(self.networks):
+            network.destroy()
         try:
             atexit.unregister(self.stop)
         except Exception:  # noqa: BLE001

@@ -8,7 +8,10 @@ gets one address on the veth (the API server listens there, so pods reach it thr
 host can talk to in-cluster Services directly. Both go away with the veth.
 
 Several nodes can exist at once (e.g. `make cluster` beside a test run): each claims the
-first free index, which picks its namespace name and its address ranges.
+first free index, which picks its namespace name and its address ranges. The nodes of one
+cluster are joined by a full mesh of veth pairs, one per pair of nodes (link_nodes): each node
+routes the other nodes' pod ranges over the pair, so pod traffic crosses nodes without the
+host forwarding anything, and the pairs vanish with either namespace.
 """
 
 from __future__ import annotations
@@ -70,6 +73,10 @@ class NodeAddresses:
         """The node's InternalIP: the kubelet serves logs and port-forwards here."""
         return f"10.213.{self.index}.2"
 
+    def mesh_link(self, peer: NodeAddresses) -> str:
+        """This node's end of the veth pair to `peer` (15 characters at most)."""
+        return f"dsjm{self.index}-{peer.index}"
+
     @property
     def pod_cidr(self) -> str:
         return f"10.244.{self.index}.0/24"
@@ -93,7 +100,10 @@ class NodeNetwork:
     def __init__(self) -> None:
         self.addresses: NodeAddresses | None = None
 
-    def create(self) -> NodeAddresses:
+    def create(self, cluster: NodeAddresses | None = None) -> NodeAddresses:
+        """The node's namespace and link. `cluster`: the first node of the cluster this one
+        joins (its Service range and API server address serve every node); None: this node
+        is the first."""
         missing = missing_lines({"node"})
         if missing:
             raise NetworkError("this machine cannot make the node's network:\n  " + "\n  ".join(missing))
@@ -114,7 +124,11 @@ class NodeNetwork:
             if Path("/proc/sys/net/bridge").exists():
                 in_netns(a.netns, "sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=1")
             ip("route", "add", a.pod_cidr, "via", a.node_ip, "dev", a.host_link)
-            ip("route", "add", a.service_cidr, "via", a.node_ip, "dev", a.host_link)
+            if cluster is None:
+                ip("route", "add", a.service_cidr, "via", a.node_ip, "dev", a.host_link)
+            else:
+                # The API server listens on the first node's link; the host delivers locally.
+                in_netns(a.netns, "ip", "route", "add", f"{cluster.host_ip}/32", "via", a.host_ip)
         except BaseException:
             self.destroy()
             raise
@@ -143,6 +157,19 @@ class NodeNetwork:
         ip("netns", "delete", a.netns, check=False)
         ip("link", "delete", a.host_link, check=False)
         self.addresses = None
+
+
+def link_nodes(a: NodeAddresses, b: NodeAddresses) -> None:
+    """One veth pair between two nodes' namespaces, and each node's routes to the other's
+    node address and pod range over it. The ends carry no address of their own: the kernel
+    answers ARP for the node address held on the host link, and picks it as the source."""
+    ends = (a.mesh_link(b), "netns", a.netns, "type", "veth", "peer", "name", b.mesh_link(a), "netns", b.netns)
+    ip("link", "add", *ends)
+    for here, there in ((a, b), (b, a)):
+        link = here.mesh_link(there)
+        in_netns(here.netns, "ip", "link", "set", link, "up")
+        in_netns(here.netns, "ip", "route", "add", f"{there.node_ip}/32", "dev", link)
+        in_netns(here.netns, "ip", "route", "add", there.pod_cidr, "via", there.node_ip, "dev", link)
 
 
 def leftover_namespaces() -> list[str]:

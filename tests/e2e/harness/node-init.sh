@@ -51,6 +51,13 @@ wait_socket() {
     exit 1
 }
 
+# The host says when the root is in place (another node's copy may still be on its way).
+for _ in $(seq 1 6000); do
+    [[ -e $root/root.ready ]] && break
+    sleep 0.1
+done
+[[ -e $root/root.ready ]] || { log "the containerd root was never made ready"; exit 1; }
+
 # First a containerd without the CRI plugin on the (kept) root: the host drops what an earlier
 # run left there and imports the images that changed, then lets the node's containerd start,
 # so the CRI plugin never loads containers of another run and the kubelet finds every image.

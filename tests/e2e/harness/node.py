@@ -12,6 +12,10 @@ so pods run the project's own images with `imagePullPolicy: IfNotPresent`; nothi
 containerd's root is kept between starts (image_store.py): a first containerd, without the CRI
 plugin, drops what an earlier run left in it and imports only the archives that changed; then
 the node's own containerd starts on it with a fresh state directory, and the kubelet.
+
+The other nodes of a cluster import nothing: each starts on a copy of the first node's root,
+made once its images are in, with every blob and unpacked layer hard-linked (they are never
+written in place) and only containerd's two databases copied: a second or two for all images.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from .network import NodeAddresses
 INIT_SCRIPT = Path(__file__).with_name("node-init.sh")
 CNI_BIN_DIR = Path("/usr/lib/cni")  # containernetworking-plugins (scripts/prerequisites.txt)
 CGROUP_V1 = Path("/sys/fs/cgroup")
-NODE_NAME = "dsj-node"
+NODE_NAME = "dsj-node"  # the first node's; the others are dsj-node-2, dsj-node-3, ...
 
 
 class NodeError(ControlPlaneError):
@@ -106,8 +110,18 @@ def owner_alive(root: Path) -> bool:
         return False
 
 
+def node_name(number: int) -> str:
+    """The name of the cluster's node `number` (1-based)."""
+    return NODE_NAME if number == 1 else f"{NODE_NAME}-{number}"
+
+
 class RealNode:
-    """One node named `dsj-node` of `control_plane`, in the network namespace of `addresses`."""
+    """One node of `control_plane`, in the network namespace of `addresses`.
+
+    `cluster`: the first node's addresses, whose Service range and DNS address serve every
+    node (default: this node's own). `images_from`: the first node, whose containerd root this
+    one copies instead of importing the archives (see the module's docstring).
+    """
 
     def __init__(
         self,
@@ -117,9 +131,14 @@ class RealNode:
         root: Path | None = None,
         keep: bool = False,
         start_timeout: float = 180.0,
+        name: str = NODE_NAME,
+        cluster: NodeAddresses | None = None,
+        images_from: RealNode | None = None,
     ):
         self.control_plane = control_plane
         self.addresses = addresses
+        self.cluster = cluster or addresses
+        self.images_from = images_from
         self.images = images
         self.keep = keep
         self._own_root = root is None
@@ -127,7 +146,7 @@ class RealNode:
         self.start_timeout = start_timeout
         self.process: subprocess.Popen | None = None
         self.cgroup_root = f"/dsj-node-{addresses.index}"
-        self.node_name = NODE_NAME
+        self.node_name = name
         self.timings: dict[str, float] = {}
         self._t0 = 0.0
         self.store: ImageStore | None = None
@@ -171,7 +190,8 @@ class RealNode:
             self.root = Path(tempfile.mkdtemp(prefix="dsjn-"))
         self._t0 = time.monotonic()
         try:
-            self.store = image_store.acquire()
+            # A copy of the first node's store (filled by _copy_root), or a kept slot of its own.
+            self.store = image_store.acquire() if self.images_from is None else ImageStore(self.root / "store", -1)
             self._launch()
         except BaseException:
             self.stop()
@@ -223,19 +243,59 @@ class RealNode:
             start_new_session=True,
             preexec_fn=_die_with_parent,
             # The store's lock goes with the node: held until its last process is gone.
-            pass_fds=(self.store.lock_fd,) if self.store is not None else (),
+            pass_fds=(self.store.lock_fd,) if self.store is not None and self.store.lock_fd >= 0 else (),
         )
 
-    def _wait_ready(self) -> None:
+    def wait_images(self) -> RealNode:
+        """Waits until the node's images are in (its kubelet then starts); wait_ready() does
+        this first, so a cluster can let one node's images in before starting the others'."""
+        try:
+            if "images" not in self.timings:
+                self._wait_images()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_images(self) -> None:
+        if self.images_from is not None:
+            t = time.monotonic()
+            self._copy_root(self.images_from)
+            self.timings["copy"] = time.monotonic() - t
+        (self.root / "root.ready").touch()
         self._wait("containerd", lambda: (self.root / "containerd.ready").exists())
         self.timings["containerd"] = time.monotonic() - self._t0
         t = time.monotonic()
         self._prepare_images()
         (self.root / "images.ready").touch()
         self.timings["images"] = time.monotonic() - t
+
+    def _wait_ready(self) -> None:
+        if "images" not in self.timings:
+            self._wait_images()
         t = time.monotonic()
         self._wait("node Ready", self._node_ready)
         self.timings["kubelet"] = time.monotonic() - t
+
+    def _copy_root(self, source: RealNode) -> None:
+        """This node's store: a copy of `source`'s root and record, taken while its preparing
+        containerd is idle (its images are in, its kubelet not started). Blobs and layers are
+        hard links; the databases (written in place) real copies. Without a record to copy, or
+        across filesystems, the node imports the archives itself (_prepare_images)."""
+        store = self.store
+        if source.store is None or store is None or "images" not in source.timings:
+            return
+        shutil.rmtree(store.root)  # made empty at launch; cp would copy into it
+        res = subprocess.run(["cp", "-al", str(source.store.root), str(store.root)], capture_output=True, text=True)
+        if res.returncode != 0:
+            shutil.rmtree(store.root, ignore_errors=True)
+            store.root.mkdir(parents=True)
+            return
+        for db in store.root.rglob("*.db"):
+            tmp = db.with_name(db.name + ".copy")
+            shutil.copy2(db, tmp)
+            tmp.replace(db)  # a file of its own, no longer a link to the source's
+        shutil.copy2(source.store.path / image_store.RECORD, store.path / image_store.RECORD)
 
     def _make_cgroup_root(self) -> None:
         for d in cgroup_dirs(self.cgroup_root):
@@ -249,10 +309,11 @@ class RealNode:
         a, r, cp = self.addresses, self.root, self.control_plane
         pki = cp.root / "pki"
         ca_pem = cp.ca_file.read_bytes()
-        kubelet_cert = issue_client_cert(pki, "kubelet", f"system:node:{NODE_NAME}", "system:nodes")
+        name = self.node_name
+        kubelet_cert = issue_client_cert(pki, f"kubelet-{name}", f"system:node:{name}", "system:nodes")
         proxy_cert = issue_client_cert(pki, "kube-proxy", "system:kube-proxy")
         (r / "kubelet.kubeconfig").write_text(
-            kubeconfig_yaml(cp.server, ca_pem, f"system:node:{NODE_NAME}", cert=kubelet_cert[0], key=kubelet_cert[1])
+            kubeconfig_yaml(cp.server, ca_pem, f"system:node:{name}", cert=kubelet_cert[0], key=kubelet_cert[1])
         )
         (r / "kube-proxy.kubeconfig").write_text(
             kubeconfig_yaml(cp.server, ca_pem, "system:kube-proxy", cert=proxy_cert[0], key=proxy_cert[1])
@@ -340,7 +401,7 @@ class RealNode:
                     # probe period (the operator's is 10 s): it turns ready about 1 s after it
                     # serves. Also how soon ConfigMap and Secret volumes see changes.
                     "syncFrequency": "1s",
-                    "clusterDNS": [a.cluster_dns_ip],
+                    "clusterDNS": [self.cluster.cluster_dns_ip],
                     "clusterDomain": "cluster.local",
                     "resolvConf": str(r / "resolv.conf"),
                     "registerNode": True,
@@ -356,8 +417,10 @@ class RealNode:
                     "kind": "KubeProxyConfiguration",
                     "mode": "iptables",
                     "clientConnection": {"kubeconfig": str(r / "kube-proxy.kubeconfig")},
-                    "hostnameOverride": NODE_NAME,
-                    "clusterCIDR": a.pod_cidr,
+                    "hostnameOverride": name,
+                    # Every node's pod range (10.244.<index>.0/24): traffic to a Service from
+                    # outside it (this host) is masqueraded, so replies return the way it came.
+                    "clusterCIDR": "10.244.0.0/16",
                     "healthzBindAddress": "127.0.0.1:10256",
                     "metricsBindAddress": "127.0.0.1:10249",
                     # Leave the conntrack sysctls alone: they are not per-namespace.
@@ -387,7 +450,7 @@ class RealNode:
             "KUBE_PROXY": bins["kube-proxy"],
             "KUBE_PROXY_CONFIG": r / "kube-proxy.yaml",
             "LOG_DIR": self.log_dir,
-            "NODE_NAME": NODE_NAME,
+            "NODE_NAME": name,
             "NODE_IP": a.node_ip,
         }
         (r / "node.env").write_text("".join(f"{k}='{v}'\n" for k, v in env.items()))
@@ -398,16 +461,18 @@ class RealNode:
 
         return require_binaries()
 
-    def _ctr(self, *args: str) -> str:
-        argv = ["ctr", "--address", str(self.prep_socket), "-n", "k8s.io", *args]
+    def _ctr(self, *args: str, live: bool = False) -> str:
+        """ctr against the preparing containerd (live: the node's own, once it runs)."""
+        socket = self.containerd_socket if live else self.prep_socket
+        argv = ["ctr", "--address", str(socket), "-n", "k8s.io", *args]
         res = subprocess.run(argv, capture_output=True, text=True)
         if res.returncode != 0:
             hint = (
                 f" (the node's image store {self.store.path} may be damaged: `make cluster-clean` removes it)"
-                if self.store is not None
+                if self.store is not None and not live
                 else ""
             )
-            raise NodeError(f"{' '.join(argv[3:])} failed: {res.stderr.strip()}{hint}")
+            raise NodeError(f"{' '.join(argv[3:])} on {self.node_name} failed: {res.stderr.strip()}{hint}")
         return res.stdout
 
     def _prepare_images(self) -> None:
@@ -438,8 +503,17 @@ class RealNode:
             self.store.write_record(record)
         self.imported = [i.ref for i in load]
 
+    def tag_image(self, ref: str, new_ref: str) -> None:
+        """Another name for an image the node holds (through its running containerd): how a
+        test gives pods a "new" image where no registry serves one."""
+        stored = [n for n in self._ctr("images", "ls", "-q", live=True).split() if image_store.holds(n, ref)]
+        if not stored:
+            raise NodeError(f"{self.node_name} holds no image {ref}")
+        target = stored[0][: len(stored[0]) - len(ref)] + new_ref  # qualified the same way
+        self._ctr("images", "tag", "--force", stored[0], target, live=True)
+
     def _node_ready(self) -> bool:
-        status, body = self.control_plane.api_get(f"/api/v1/nodes/{NODE_NAME}")
+        status, body = self.control_plane.api_get(f"/api/v1/nodes/{self.node_name}")
         if status != 200:
             return False
         conditions = json.loads(body).get("status", {}).get("conditions") or []
@@ -464,6 +538,17 @@ class RealNode:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def kill(self) -> None:
+        """Loses the node, as a power cut does: SIGKILL to its PID 1 (the kernel kills the
+        kubelet, containerd and every container), with nothing told to the API server: the
+        Node object stays until the control plane notices. Then removes what stayed on the
+        host (cgroups, state directory); its network namespace stays for a node to come back."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self.process = None
+        self._release()
+
     def stop(self) -> None:
         if self.process is not None:
             if self.process.poll() is None:
@@ -475,9 +560,15 @@ class RealNode:
                     self.process.wait(10)
             self.process = None
         try:
-            left = remove_cgroups(self.cgroup_root)
             if self.control_plane.started:
-                self.control_plane.api_delete(f"/api/v1/nodes/{NODE_NAME}")
+                self.control_plane.api_delete(f"/api/v1/nodes/{self.node_name}")
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Once the node's processes are gone: its cgroups, image store lock and state directory."""
+        try:
+            left = remove_cgroups(self.cgroup_root)
         finally:
             if self.store is not None:
                 self.store.release()

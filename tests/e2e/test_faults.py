@@ -1,0 +1,143 @@
+"""A DatasetJob survives what a cluster goes through, on several real nodes: a node lost mid-run,
+the chart's Redis deleted or unreachable for 60 s, the S3 server unreachable for 60 s, the API
+server restarted, and `helm upgrade` to a new operator image (the active operator replica
+killed is test_operator_ha.py).
+
+Each test runs the fault run of faults.py and asserts its figures against an undisturbed run of
+the same spec: Succeeded, the same sha256, no item lost, the same Jobs, and no more items
+generated twice than were in flight at the fault. The time each run took is printed beside the
+undisturbed one's, never asserted.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from tests.e2e import faults
+from tests.e2e.faults import FaultRun, Figures, items_in_flight, job_roles
+from tests.e2e.harness.addons import SYSTEM_NAMESPACE
+
+OUTAGE_SECONDS = 60
+
+
+@pytest.fixture(scope="module")
+def undisturbed(cluster, operator, s3) -> Figures:
+    """The fault run's spec with no fault, in a namespace and bucket of its own."""
+    namespace = f"undisturbed-{uuid.uuid4().hex[:5]}"
+    cluster.rest.post(
+        "/api/v1/namespaces",
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {"datagen.dev/e2e": "true"}},
+        },
+    )
+    cluster.local.addons.add_credentials(namespace)
+    bucket = f"dsj-e2e-{uuid.uuid4().hex[:12]}"
+    s3.client().create_bucket(Bucket=bucket)
+    try:
+        figures = FaultRun(cluster, namespace, s3, bucket).start().finish("none")
+    finally:
+        cluster.rest.delete(f"/api/v1/namespaces/{namespace}", ok_statuses=(404, 409))
+    assert figures.phase == "Succeeded" and figures.items_lost == 0 and figures.items_twice == 0, figures
+    return figures
+
+
+def assert_survived(fig: Figures, undisturbed: Figures, in_flight: int) -> None:
+    print(
+        f"\n[fault] {fig.fault}: {fig.phase}; items lost {fig.items_lost}, generated twice {fig.items_twice} "
+        f"(in flight at the fault: at most {in_flight}); run {fig.seconds:.0f}s vs {undisturbed.seconds:.0f}s "
+        f"undisturbed; jobs {job_roles(fig.jobs)}{'; ' + fig.notes if fig.notes else ''}"
+    )
+    assert fig.phase == "Succeeded", fig
+    assert fig.items_lost == 0, fig
+    assert fig.sha256 == undisturbed.sha256
+    assert job_roles(fig.jobs) == job_roles(undisturbed.jobs), fig.jobs
+    assert set(fig.generated) == set(undisturbed.generated)  # every item generated, at least once
+    assert fig.items_twice <= in_flight, (fig.items_twice, in_flight, fig.generated.most_common(10))
+
+
+def test_the_chart_redis_pod_deleted_mid_run(cluster, operator, s3_ns, s3, bucket, undisturbed):
+    run = FaultRun(cluster, s3_ns, s3, bucket).start()
+    run.wait_generating()
+    in_flight = items_in_flight(len(run.generate_pods()))
+    faults.delete_pods(cluster, SYSTEM_NAMESPACE, faults.REDIS_SELECTOR)
+    fig = run.finish("Redis pod deleted")
+    assert_survived(fig, undisturbed, in_flight)
+
+
+def test_redis_unreachable_for_a_minute(cluster, operator, s3_ns, s3, bucket, undisturbed):
+    run = FaultRun(cluster, s3_ns, s3, bucket).start()
+    run.wait_generating()
+    in_flight = items_in_flight(len(run.generate_pods()))
+    with faults.redis_cut(cluster):
+        time.sleep(OUTAGE_SECONDS)
+    fig = run.finish(f"Redis unreachable {OUTAGE_SECONDS}s")
+    assert_survived(fig, undisturbed, in_flight)
+
+
+def test_s3_unreachable_for_a_minute(cluster, operator, s3_ns, s3, bucket, undisturbed):
+    run = FaultRun(cluster, s3_ns, s3, bucket).start()
+    run.wait_generating()
+    in_flight = items_in_flight(len(run.generate_pods()))
+    with faults.s3_cut(cluster):
+        time.sleep(OUTAGE_SECONDS)
+    fig = run.finish(f"S3 unreachable {OUTAGE_SECONDS}s")
+    assert_survived(fig, undisturbed, in_flight)
+    # Nothing half-written: a PUT is whole or absent, and no multipart upload was left open.
+    assert not s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+def test_the_api_server_restarted_mid_run(cluster, operator, s3_ns, s3, bucket, undisturbed):
+    run = FaultRun(cluster, s3_ns, s3, bucket).start()
+    run.wait_generating()
+    in_flight = items_in_flight(len(run.generate_pods()))
+    down = faults.restart_apiserver(cluster, down_seconds=10)
+    fig = run.finish("kube-apiserver restarted")
+    fig.notes = f"API server unavailable {down:.1f}s"
+    assert_survived(fig, undisturbed, in_flight)
+
+
+def test_helm_upgrade_to_a_new_operator_image_mid_run(cluster, operator, s3_ns, s3, bucket, undisturbed):
+    run = FaultRun(cluster, s3_ns, s3, bucket).start()
+    run.wait_generating()
+    in_flight = items_in_flight(len(run.generate_pods()))
+    image = faults.upgrade_operator(cluster)
+    faults.wait_rolled_out(cluster)
+    fig = run.finish("helm upgrade of the operator")
+    images = {c.image for p in operator.pods() for c in p.spec.containers if not p.metadata.deletion_timestamp}
+    assert images == {image}, images
+    assert_survived(fig, undisturbed, in_flight)
+
+
+def test_a_node_lost_mid_run(cluster, operator, s3_ns, s3, bucket, undisturbed):
+    """Its kubelet, containerd and containers killed at once. Kubernetes marks the node NotReady
+    after the node monitor's grace period; its pods are then stuck Terminating (no kubelet can
+    confirm them gone) until the node is deleted, as a cloud does for a VM that is gone, or
+    tainted out-of-service, as an administrator does: then they are failed and replaced."""
+    run = FaultRun(cluster, s3_ns, s3, bucket).start()
+    run.wait_generating()
+    pods = run.generate_pods()
+    by_node: dict[str, list] = {}
+    for pod in pods:
+        by_node.setdefault(pod.spec.node_name, []).append(pod)
+    assert len(by_node) >= 2, f"the generate pods did not spread: {sorted(by_node)}"
+    first = cluster.local.nodes[0].node_name  # holds the S3 server, whose data is an emptyDir
+    victim_name = max((n for n in by_node if n != first), key=lambda n: len(by_node[n]))
+    victim = next(n for n in cluster.local.nodes if n.node_name == victim_name)
+    in_flight = items_in_flight(len(by_node[victim_name]))
+    killed = time.monotonic()
+    faults.kill_node(cluster, victim)
+    try:
+        not_ready = faults.wait_node_not_ready(cluster, victim_name)
+        faults.taint_out_of_service(cluster, victim_name)
+        fig = run.finish(f"node {victim_name} lost ({len(by_node[victim_name])} of {len(pods)} generate pods)")
+        fig.notes = f"NotReady after {not_ready:.0f}s; the run ended {time.monotonic() - killed:.0f}s after the loss"
+    finally:
+        faults.bring_back(cluster, victim)
+    replaced = [p for p in run.generate_pods(running=False) if p.spec.node_name == victim_name]
+    assert not replaced, "pods of the lost node are left over"
+    assert_survived(fig, undisturbed, in_flight)
