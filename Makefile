@@ -9,7 +9,7 @@ DATASETJOB_BUILD_CACHE ?= $(HOME)/.cache/datasetjob
 export DATASETJOB_BUILD_CACHE
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test doctor prerequisites verify venv services controlplane helm kueue prometheus images cluster cluster-clean unit integration e2e bench manifests clean
+.PHONY: help demo test doctor prerequisites verify venv services controlplane helm kueue prometheus images cluster chaos cluster-clean unit integration e2e bench manifests clean
 
 # The sample generators are not part of the distribution; a .pth file puts their directory on
 # the venv's import path (as PYTHONPATH=/opt/generators does in the sample image), so the demo,
@@ -78,6 +78,9 @@ e2e: venv services controlplane kueue prometheus images  ## the end-to-end tests
 
 cluster: venv services controlplane images  ## a cluster with the chart installed, in the foreground (NODES=3: three nodes)
 	$(PY) -m tests.e2e.harness --nodes $(NODES)
+
+chaos: venv services controlplane images  ## every fault in turn against one long DatasetJob on three nodes; prints a table
+	$(PY) -m tests.e2e.chaos
 
 cluster-clean: venv  ## remove what a killed `make cluster` or test run left behind
 	$(PY) -m tests.e2e.harness clean

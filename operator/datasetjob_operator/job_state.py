@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any, NamedTuple
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -111,3 +112,22 @@ def start_problem(pod: dict[str, Any]) -> StartProblem | None:
         if waiting.get("reason") in CANNOT_START_REASONS:
             return StartProblem(waiting["reason"], waiting.get("message") or "", since)
     return None
+
+
+def unconfirmed_node(pod: dict[str, Any], now: str, grace_seconds: float) -> str | None:
+    """The node of a pod that was to be gone more than grace_seconds ago and is not: its
+    deletion waits for a kubelet that no longer answers (the node is lost). None otherwise.
+
+    A lost node's pods stay Terminating: with a pod failure policy, the Job controller replaces
+    a pod only once it has failed, and only the pod garbage collector fails it, when the Node
+    is deleted or tainted node.kubernetes.io/out-of-service."""
+    meta = pod.get("metadata") or {}
+    deadline = meta.get("deletionTimestamp")  # the time by which the kubelet should be done
+    node = (pod.get("spec") or {}).get("nodeName")
+    if not deadline or not node or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return None
+    try:
+        overdue = (datetime.fromisoformat(now) - datetime.fromisoformat(deadline)).total_seconds()
+    except (TypeError, ValueError):
+        return None
+    return str(node) if overdue >= grace_seconds else None

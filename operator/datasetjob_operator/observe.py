@@ -84,8 +84,11 @@ def slim_child(body: Mapping[str, Any], keep_spec: bool) -> dict[str, Any]:
         },
         "status": json.loads(json.dumps(body.get("status") or {})),
     }
+    spec = body.get("spec") or {}
     if keep_spec:
-        out["spec"] = {"suspend": (body.get("spec") or {}).get("suspend", False)}
+        out["spec"] = {"suspend": spec.get("suspend", False)}
+    elif spec.get("nodeName"):  # a pod's node: a lost node's pods are named in the status
+        out["spec"] = {"nodeName": str(spec["nodeName"])}
     return out
 
 

@@ -25,7 +25,7 @@ from . import naming, planning
 from .cluster_spec import checked_item_total, cluster_spec
 from .conditions import Stall, conditions_for, stalled_reason
 from .generation_counts import count_generation
-from .job_state import job_condition, job_finished, latest_message, pod_job, start_problem
+from .job_state import job_condition, job_finished, latest_message, pod_job, start_problem, unconfirmed_node
 from .settings import Settings
 from .status import (
     CacheCounts,
@@ -48,8 +48,12 @@ POD_START_GRACE_SECONDS = 30.0
 # created), and pods that cannot start.
 CREDENTIALS_SECRET_NOT_FOUND = "CredentialsSecretNotFound"
 PODS_CANNOT_START = "PodsCannotStart"
+PODS_ON_LOST_NODE = "PodsOnLostNode"
 BUDGET_EXHAUSTED = "BudgetExhausted"
-POD_STALLS = (PODS_CANNOT_START,)
+POD_STALLS = (PODS_CANNOT_START, PODS_ON_LOST_NODE)
+# How long past its deletion deadline (the end of its grace period) a pod may stay before its
+# node counts as lost: a kubelet that answers confirms within seconds of killing the container.
+LOST_POD_GRACE_SECONDS = 15.0
 
 
 @dataclass
@@ -536,7 +540,23 @@ def _running_phase(
         return _with_phase(obs, status, Phase.QUEUED, held[0], held[1], events)
     if suspend:
         return _with_phase(obs, status, Phase.SUSPENDED, "Suspended", "", events)
-    return _with_phase(obs, status, phase, reason, message, events, stall=pods_cannot_start(pods, obs.now))
+    stall = pods_cannot_start(pods, obs.now) or pods_on_lost_nodes(pods, obs.now)
+    return _with_phase(obs, status, phase, reason, message, events, stall=stall)
+
+
+def pods_on_lost_nodes(pods: list[dict[str, Any]], now: str) -> Stall | None:
+    """A stall while pods wait for a lost node to confirm them gone (job_state.unconfirmed_node):
+    how many, on which nodes, and what brings the run back."""
+    nodes = Counter(node for node in (unconfirmed_node(p, now, LOST_POD_GRACE_SECONDS) for p in pods) if node)
+    if not nodes:
+        return None
+    where = ", ".join(f"{count} on {node}" for node, count in sorted(nodes.items()))
+    return Stall(
+        PODS_ON_LOST_NODE,
+        f"{sum(nodes.values())} pods ({where}) wait for their node to confirm them stopped: it does not "
+        "answer. Kubernetes replaces them once the node is back, its Node object deleted, or it is tainted "
+        "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute",
+    )
 
 
 def pods_cannot_start(pods: list[dict[str, Any]], now: str) -> Stall | None:

@@ -57,7 +57,6 @@ class Figures:
     sha256: str = ""
     jobs: list[str] = field(default_factory=list)
     generated: Counter = field(default_factory=Counter)
-    in_flight: int = 0  # the bound on items generated twice
     seconds: float = 0.0
     notes: str = ""
 
@@ -78,12 +77,15 @@ def job_roles(jobs: list[str]) -> list[str]:
 class FaultRun:
     """The fault run's DatasetJob and tally in `namespace` (which holds the S3 credentials)."""
 
-    def __init__(self, cluster, namespace: str, s3, bucket: str, items: tuple[int, int] = ITEMS):
+    def __init__(
+        self, cluster, namespace: str, s3, bucket: str, items: tuple[int, int] = ITEMS, latency_ms: int = LATENCY_MS
+    ):
         self.cluster = cluster
         self.namespace = namespace
         self.s3 = s3
         self.bucket = bucket
         self.items = items
+        self.latency_ms = latency_ms
         self.started = 0.0
 
     # -- the tally ---------------------------------------------------------------------------
@@ -99,6 +101,8 @@ class FaultRun:
                     "template": {
                         "metadata": {"labels": {"app": "tally"}},
                         "spec": {
+                            # On the first node, which no fault takes away: the tally outlives them.
+                            "nodeSelector": {"kubernetes.io/hostname": self.cluster.local.nodes[0].node_name},
                             "containers": [
                                 {
                                     "name": "redis",
@@ -108,7 +112,7 @@ class FaultRun:
                                     "args": ["--save", "", "--appendonly", "no", "--protected-mode", "no"],
                                     "ports": [{"containerPort": 6379}],
                                 }
-                            ]
+                            ],
                         },
                     },
                 },
@@ -140,7 +144,7 @@ class FaultRun:
         spec = doc["spec"]
         spec["generator"]["concurrency"] = CONCURRENCY
         spec["generator"]["env"] = [
-            {"name": "SMF_LATENCY_MS", "value": str(LATENCY_MS)},
+            {"name": "SMF_LATENCY_MS", "value": str(self.latency_ms)},
             {"name": "SMF_SHARED_REDIS_URL", "value": f"redis://tally.{self.namespace}.svc:6379/0"},
             {"name": "SMF_ITEM_LOG_KEY", "value": ITEM_LOG_KEY},
         ]
@@ -209,6 +213,17 @@ class FaultRun:
 def node_of(cluster, pod):
     """The RealNode a pod runs on."""
     return next(n for n in cluster.local.nodes if n.node_name == pod.spec.node_name)
+
+
+def busiest_other_node(cluster, pods) -> tuple:
+    """(node, how many of `pods` it runs): of the nodes but the first, which holds the S3 server
+    (its data an emptyDir) and the tally, the one running the most of `pods`."""
+    first = cluster.local.nodes[0].node_name
+    counts = Counter(p.spec.node_name for p in pods if p.spec.node_name != first)
+    if not counts:
+        raise AssertionError(f"every one of {len(pods)} pods runs on the first node, {first}")
+    name, count = counts.most_common(1)[0]
+    return next(n for n in cluster.local.nodes if n.node_name == name), count
 
 
 def kill_node(cluster, node) -> None:

@@ -115,29 +115,44 @@ def test_helm_upgrade_to_a_new_operator_image_mid_run(cluster, operator, s3_ns, 
 
 def test_a_node_lost_mid_run(cluster, operator, s3_ns, s3, bucket, undisturbed):
     """Its kubelet, containerd and containers killed at once. Kubernetes marks the node NotReady
-    after the node monitor's grace period; its pods are then stuck Terminating (no kubelet can
-    confirm them gone) until the node is deleted, as a cloud does for a VM that is gone, or
-    tainted out-of-service, as an administrator does: then they are failed and replaced."""
+    after the node monitor's grace period and evicts its pods once their tolerationSeconds are
+    over; they then stay Terminating (no kubelet confirms them gone), and the DatasetJob says so:
+    Stalled, PodsOnLostNode, naming the node and what brings the run back. Deleting the Node (as a
+    cloud does for a VM that is gone) or tainting it out-of-service (as an administrator does,
+    here) has them failed and replaced."""
     run = FaultRun(cluster, s3_ns, s3, bucket).start()
     run.wait_generating()
     pods = run.generate_pods()
-    by_node: dict[str, list] = {}
-    for pod in pods:
-        by_node.setdefault(pod.spec.node_name, []).append(pod)
-    assert len(by_node) >= 2, f"the generate pods did not spread: {sorted(by_node)}"
-    first = cluster.local.nodes[0].node_name  # holds the S3 server, whose data is an emptyDir
-    victim_name = max((n for n in by_node if n != first), key=lambda n: len(by_node[n]))
-    victim = next(n for n in cluster.local.nodes if n.node_name == victim_name)
-    in_flight = items_in_flight(len(by_node[victim_name]))
+    spread = {p.spec.node_name for p in pods}
+    assert len(spread) >= 2, f"the generate pods did not spread: {sorted(spread)}"
+    victim, on_victim = faults.busiest_other_node(cluster, pods)
+    victim_name = victim.node_name
+    in_flight = items_in_flight(on_victim)
     killed = time.monotonic()
     faults.kill_node(cluster, victim)
     try:
         not_ready = faults.wait_node_not_ready(cluster, victim_name)
+        stall = cluster.wait_for(
+            lambda: lost_node_stall(run.status(), victim_name), timeout=240, interval=1, what="the lost-node stall"
+        )
+        stalled = time.monotonic() - killed
+        assert "node.kubernetes.io/out-of-service" in stall["message"], stall
         faults.taint_out_of_service(cluster, victim_name)
-        fig = run.finish(f"node {victim_name} lost ({len(by_node[victim_name])} of {len(pods)} generate pods)")
-        fig.notes = f"NotReady after {not_ready:.0f}s; the run ended {time.monotonic() - killed:.0f}s after the loss"
+        fig = run.finish(f"node {victim_name} lost ({on_victim} of {len(pods)} generate pods)")
+        fig.notes = (
+            f"NotReady after {not_ready:.0f}s, Stalled ({stall['reason']}) after {stalled:.0f}s, tainted "
+            f"out-of-service then; the run ended {time.monotonic() - killed:.0f}s after the loss"
+        )
     finally:
         faults.bring_back(cluster, victim)
     replaced = [p for p in run.generate_pods(running=False) if p.spec.node_name == victim_name]
     assert not replaced, "pods of the lost node are left over"
     assert_survived(fig, undisturbed, in_flight)
+
+
+def lost_node_stall(status: dict, node: str) -> dict | None:
+    """The Stalled condition naming the lost node, if the status has it."""
+    for c in status.get("conditions") or []:
+        if c.get("type") == "Stalled" and c.get("status") == "True" and c.get("reason") == "PodsOnLostNode":
+            return c if node in (c.get("message") or "") else None
+    return None

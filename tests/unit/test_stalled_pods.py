@@ -359,3 +359,50 @@ def test_observe_reads_the_secret_before_a_run_and_reuses_the_read_for_a_while()
     assert _observe(kube, memory, status).credentials_secret_found is None and len(kube.reads) == 2
     memory.forget("uid-1")
     assert len(memory) == 0
+
+
+# --- pods on a lost node ----------------------------------------------------------------
+
+
+def on_node(p: dict, node: str, deleted_at: str | None = None, phase: str = "Running") -> dict:
+    p = {**p, "spec": {"nodeName": node}, "status": {**p["status"], "phase": phase}}
+    if deleted_at:
+        p["metadata"] = {**p["metadata"], "deletionTimestamp": deleted_at}
+    return p
+
+
+def test_pods_a_lost_node_never_confirms_stopped_make_the_run_stalled_with_what_brings_it_back():
+    status, gen, _ = started()
+    pods = [
+        on_node(pod(gen, 0), "node-b", deleted_at="2026-01-01T00:00:20Z"),  # 40 s overdue
+        on_node(pod(gen, 1), "node-b", deleted_at="2026-01-01T00:00:25Z"),
+        on_node(pod(gen, 2), "node-a"),
+    ]
+    d = decide(observed(status, [job(gen)], pods), SETTINGS)
+    stalled, reason, message = conditions(d)["Stalled"]
+    assert (stalled, reason) == ("True", "PodsOnLostNode")
+    assert message.startswith("2 pods (2 on node-b) wait for their node to confirm them stopped")
+    assert "node.kubernetes.io/out-of-service" in message
+    assert d.status.phase == "Generating" and not d.create
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "PodsOnLostNode")]
+
+
+@pytest.mark.parametrize(
+    "deleted_at, phase",
+    [
+        ("2026-01-01T00:00:50Z", "Running"),  # 10 s past its deadline: a kubelet may still be at it
+        ("2026-01-01T00:00:20Z", "Failed"),  # gone in all but name: the Job controller replaces it
+        (None, "Running"),
+    ],
+)
+def test_pods_on_a_node_that_answers_are_not_a_stall(deleted_at, phase):
+    status, gen, _ = started()
+    pods = [on_node(pod(gen, 0), "node-b", deleted_at=deleted_at, phase=phase)]
+    d = decide(observed(status, [job(gen)], pods), SETTINGS)
+    assert conditions(d)["Stalled"][0] == "False"
+
+
+def test_the_node_of_a_pod_survives_slimming():
+    body = {"metadata": {"name": "p", "deletionTimestamp": START}, "spec": {"nodeName": "node-b"}, "status": {}}
+    assert slim_child(body, keep_spec=False)["spec"] == {"nodeName": "node-b"}
+    assert slim_child({"metadata": {}, "spec": {}}, keep_spec=False).get("spec") is None
