@@ -94,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             f"node images: {len(node.imported)} of {len(node.images)} imported "
             f"({', '.join(node.imported) or 'no archive changed'}) into {where}"
         )
-        for peer in nodes[1:]:
-            how = "images copied" if "copy" in peer.timings else "images imported"
-            print(f"node {peer.node_name}: {how} in {peer.timings.get('copy', peer.timings.get('images', 0)):.1f}s")
+        if len(nodes) > 1:  # where each node's start went: copying the store, containerd, images, kubelet
+            for n in nodes:
+                imported = f"; imported {', '.join(n.imported)}" if n.imported else ""
+                print(f"node {n.node_name}: {json.dumps({k: round(v, 1) for k, v in n.timings.items()})}{imported}")
         names = ", ".join(f"{n.node_name} ({n.addresses.node_ip})" for n in nodes)
         print(f"API server: {cp.server}   nodes: {names}")
         print(f"logs: {cp.log_dir} and {', '.join(str(n.log_dir) for n in nodes)}")

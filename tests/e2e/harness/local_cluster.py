@@ -150,9 +150,10 @@ class LocalCluster:
         order = ("control plane", "node", "dns and s3", "chart", "total")  # as printed before the overlap
         self.timings = {k: self.timings[k] for k in order if k in self.timings}
 
-    def make_node(self, number: int, addresses, images=None) -> RealNode:
-        """Node `number` (1-based) in the namespace of `addresses`, not yet launched; also how
-        a test brings back a node it killed (its network is kept)."""
+    def make_node(self, number: int, addresses, images=None, copy_images: bool = True) -> RealNode:
+        """Node `number` (1-based) in the namespace of `addresses`, not yet launched. A node but
+        the first starts on a copy of the first's image store (copy_images), else on a kept
+        store of its own."""
         root = (self.state_dir / f"node-{number}") if self.state_dir else None
         first = self.nodes[0] if self.nodes else None
         return RealNode(
@@ -163,17 +164,18 @@ class LocalCluster:
             keep=self.keep,
             name=node_name(number),
             cluster=first.addresses if first else addresses,
-            images_from=first if number > 1 else None,
+            images_from=first if number > 1 and copy_images else None,
         )
 
     def replace_node(self, node: RealNode) -> RealNode:
         """Brings back a node that was killed: a new kubelet and containerd under the same name
-        and addresses (the network was kept), on a copy of the first node's store; it registers
-        with the same Node object. Returns it once Ready."""
+        and addresses (the network was kept); it registers with the same Node object. Returns it
+        once Ready. Its images come from a kept store of its own: the first node's containerd
+        runs now and writes its databases at any moment, so it is not copied."""
         number = self.nodes.index(node) + 1
         if node.running():
             raise NodeError(f"{node.node_name} still runs")
-        fresh = self.make_node(number, node.addresses)
+        fresh = self.make_node(number, node.addresses, copy_images=False)
         self.nodes[number - 1] = fresh
         return fresh.launch().wait_ready()
 

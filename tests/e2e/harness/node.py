@@ -120,7 +120,8 @@ class RealNode:
 
     `cluster`: the first node's addresses, whose Service range and DNS address serve every
     node (default: this node's own). `images_from`: the first node, whose containerd root this
-    one copies instead of importing the archives (see the module's docstring).
+    one starts on a copy of instead of importing the archives (see the module's docstring);
+    launch both before waiting for the first's images, which it copies then.
     """
 
     def __init__(
@@ -139,6 +140,9 @@ class RealNode:
         self.addresses = addresses
         self.cluster = cluster or addresses
         self.images_from = images_from
+        self.copies: list[RealNode] = []  # nodes that start on a copy of this one's store
+        if images_from is not None:
+            images_from.copies.append(self)
         self.images = images
         self.keep = keep
         self._own_root = root is None
@@ -258,15 +262,22 @@ class RealNode:
         return self
 
     def _wait_images(self) -> None:
-        if self.images_from is not None:
-            t = time.monotonic()
-            self._copy_root(self.images_from)
-            self.timings["copy"] = time.monotonic() - t
-        (self.root / "root.ready").touch()
+        # A node that copies another's store waits for the copy; it starts on an empty store
+        # (and imports) if the copy never came, e.g. when it was launched too late for it.
+        if self.images_from is None or "copy" in self.timings or self.images_from.process is None:
+            (self.root / "root.ready").touch()
         self._wait("containerd", lambda: (self.root / "containerd.ready").exists())
         self.timings["containerd"] = time.monotonic() - self._t0
         t = time.monotonic()
         self._prepare_images()
+        # Now, while the preparing containerd idles and before the node's own starts on the
+        # root (it writes to its databases at once): the copies of the others.
+        for node in self.copies:
+            if node.root is not None and node.running() and "copy" not in node.timings:
+                c = time.monotonic()
+                node._copy_root(self)
+                node.timings["copy"] = time.monotonic() - c
+                (node.root / "root.ready").touch()
         (self.root / "images.ready").touch()
         self.timings["images"] = time.monotonic() - t
 
@@ -279,15 +290,18 @@ class RealNode:
 
     def _copy_root(self, source: RealNode) -> None:
         """This node's store: a copy of `source`'s root and record, taken while its preparing
-        containerd is idle (its images are in, its kubelet not started). Blobs and layers are
-        hard links; the databases (written in place) real copies. Without a record to copy, or
-        across filesystems, the node imports the archives itself (_prepare_images)."""
+        containerd is idle (its images are in, its own containerd not started). Blobs and layers
+        are hard links; the databases (written in place) real copies. Without a record to copy,
+        or across filesystems, the node imports the archives itself (_prepare_images)."""
         store = self.store
-        if source.store is None or store is None or "images" not in source.timings:
+        if source.store is None or store is None:
             return
         shutil.rmtree(store.root)  # made empty at launch; cp would copy into it
         res = subprocess.run(["cp", "-al", str(source.store.root), str(store.root)], capture_output=True, text=True)
-        if res.returncode != 0:
+        # The source's garbage collector may be removing what the preparation dropped (an earlier
+        # run's containers and their snapshots) while we copy: what vanished is not needed.
+        vanished = all("No such file or directory" in line for line in res.stderr.splitlines())
+        if res.returncode != 0 and not vanished:
             shutil.rmtree(store.root, ignore_errors=True)
             store.root.mkdir(parents=True)
             return
