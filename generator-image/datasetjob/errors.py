@@ -10,6 +10,7 @@ from the same table (a `DO_NOT_RETRY` exit fails the Job index at once).
       GeneratorConfigError              exit 78  the generator cannot load or start: no retry helps
       StorageError                      exit 1   the output store failed
         ConditionalWritesUnsupported             the S3 server refuses If-None-Match / If-Match
+      RedisUnavailable                  exit 1   the shared Redis, needed now, did not answer in time
       LeaseHeld                         exit 75  another `dsj run` holds the run
       LeaseLost                         exit 1   another run took the lease over
       CombineRefused                    exit 1   the run's data does not meet the spec's bar
@@ -68,6 +69,11 @@ class StorageError(DatasetJobError, RuntimeError):
 
 class ConditionalWritesUnsupported(StorageError):
     """The S3 server rejects If-None-Match / If-Match on PUT."""
+
+
+class RedisUnavailable(DatasetJobError):
+    """The shared Redis did not answer within its retry window (or refused the request), where
+    going on without it is not safe: the run's spend ledger (spec.budget)."""
 
 
 class LeaseHeld(DatasetJobError):

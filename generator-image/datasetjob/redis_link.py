@@ -10,20 +10,26 @@ dsj:ratelimit:{scope}              hash: a token bucket (datasetjob.ratelimit.re
 
 Degradation: Redis is a speed-up, never a single point of failure. If it is unreachable at
 start or lost mid-run, the process logs ONE warning, its users carry on without it, and the
-link tries Redis again every DSJ_REDIS_RECONNECT_SECONDS (30 s).
+link tries Redis again every DSJ_REDIS_RECONNECT_SECONDS (30 s). The one user that cannot go on
+without it, the run's spend ledger, waits for it instead (`RedisLink.wait_for`): retried with
+backoff for up to DSJ_REDIS_RETRY_SECONDS (120 s), then RedisUnavailable. A Redis that comes
+back empty (a new pod) costs cache misses and fresh token buckets, never a wrong dataset.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from datasetjob.errors import RedisUnavailable
 from datasetjob.redaction import redact_text
+from datasetjob.retry_window import REDIS_WINDOW_ENV, next_delay, window_seconds
 
 if TYPE_CHECKING:  # redis-py takes ~0.1 s to import: loaded by the first link, so a run without Redis never pays it
     import redis
@@ -75,6 +81,18 @@ def effective_redis_url(spec_redis_url: str | None) -> str | None:
 
 def reconnect_seconds() -> float:
     return float(os.environ.get("DSJ_REDIS_RECONNECT_SECONDS", "30"))
+
+
+def is_transient_redis_error(exc: BaseException) -> bool:
+    """An error that waiting can cure (no connection, a timeout, a server still loading its
+    data), unlike a refused password or a missing permission."""
+    from redis.exceptions import AuthenticationError, AuthorizationError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    if isinstance(exc, AuthenticationError | AuthorizationError):
+        return False
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError)
 
 
 def redact_url(url: str) -> str:
@@ -174,6 +192,51 @@ class RedisLink:
             self._recovered()
         return True, result
 
+    def wait_for(self, op: Callable[[redis.Redis], T], what: str, window: float | None = None) -> T:
+        """op's result, tried now even while the link is in its back-off window, and again with
+        backoff while Redis does not answer, for up to `window` seconds from the first failure
+        (DSJ_REDIS_RETRY_SECONDS, else 120). RedisUnavailable past that, or at once for an error
+        no wait cures (a refused password). One line when the wait starts; the link's own line
+        says when Redis is back."""
+        import redis  # loaded already by __init__
+
+        seconds = window_seconds(REDIS_WINDOW_ENV) if window is None else window
+        first_failure: float | None = None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = op(self.client)
+            except (redis.RedisError, OSError) as exc:
+                self.failed(exc)
+                now = time.monotonic()
+                first_failure = now if first_failure is None else first_failure
+                transient = is_transient_redis_error(exc)
+                delay = next_delay(attempt, first_failure, now, seconds, random.random()) if transient else None
+                if delay is None:
+                    raise self._unavailable(what, exc, seconds) from None
+                if attempt == 1:
+                    log.warning(
+                        "%s: waiting for shared Redis at %s (%s: %s), for up to %gs (%s)",
+                        what,
+                        self.safe_url,
+                        type(exc).__name__,
+                        redact_text(str(exc)),
+                        seconds,
+                        REDIS_WINDOW_ENV,
+                    )
+                time.sleep(delay)
+                continue
+            if self._down:
+                self._recovered()
+            return result
+
+    def _unavailable(self, what: str, exc: BaseException, window: float) -> RedisUnavailable:
+        why = f"{type(exc).__name__}: {redact_text(str(exc))}"
+        if not is_transient_redis_error(exc):
+            return RedisUnavailable(f"{what}: shared Redis at {self.safe_url} refused the request ({why})")
+        return RedisUnavailable(f"{what}: shared Redis at {self.safe_url} did not answer for {window:g}s ({why})")
+
     def check(self) -> bool:
         """PING now (used at start, so an unreachable Redis is reported before the first item)."""
         ok, _ = self.run(lambda c: c.ping())
@@ -228,6 +291,7 @@ __all__ = [
     "forget_links",
     "redact_url",
     "effective_redis_url",
+    "is_transient_redis_error",
     "reconnect_seconds",
     "cache_key_prefix",
     "lock_key_prefix",

@@ -178,6 +178,9 @@ class S3Lease:
         if current is None:  # released meanwhile
             return self.acquire(same_host_is_dead)
         body, etag, age = current
+        if body == self.holder.to_json():  # our own write, sent again after it had landed
+            self.etag = etag
+            return
         other = Holder.parse(body)
         # On the holder's host we hold the host lock, so its runner and workers are gone.
         dead = (other is not None and other.host == self.holder.host and same_host_is_dead) or age > STALE_AFTER_SECONDS
@@ -201,10 +204,17 @@ class S3Lease:
             self._put()
             return
         assert self.etag is not None  # acquire() set it or raised
-        etag = self.store.replace_if_unchanged(self.key, body, self.etag)
+        etag = self.store.replace_if_unchanged(self.key, body, self.etag) or self._landed(body)
         if etag is None:
             raise LeaseLost(f"{self.store.key_uri(self.key)}: another run took over this run's lease")
         self.etag = etag
+
+    def _landed(self, body: bytes) -> str | None:
+        """The lease's ETag when it holds `body`: a write sent again (S3 did not answer it in
+        time) fails its own condition when the first one had landed. No other holder writes
+        these bytes: they name this process and the second of the renewal."""
+        current = self.store.read_versioned(self.key)
+        return current[1] if current is not None and current[0] == body else None
 
     def release(self) -> None:
         self.store.delete(self.key)
@@ -241,6 +251,13 @@ class Lease:
         try:
             if self.remote and self.lost is None:
                 self.remote.release()
+        except StorageError as exc:  # S3 did not answer: the lease is left to go stale
+            log.warning(
+                "cannot release the run lease (%s); the next run takes it over once it is %.0fs old "
+                "(on this host at once)",
+                exc,
+                STALE_AFTER_SECONDS,
+            )
         finally:
             self.lock.release()
 

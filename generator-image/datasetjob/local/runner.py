@@ -34,13 +34,21 @@ from typing import TYPE_CHECKING
 
 from datasetjob.combine.run import combine_run
 from datasetjob.contract import PARENT_PID_ENV, RETRY_FAILED_ITEMS_ENV, WORK_PLAN_ENV
-from datasetjob.errors import CombineRefused, ExitCode, GeneratorConfigError, LeaseHeld, LeaseLost, StorageError
+from datasetjob.errors import (
+    CombineRefused,
+    ExitCode,
+    GeneratorConfigError,
+    LeaseHeld,
+    LeaseLost,
+    RedisUnavailable,
+    StorageError,
+)
 from datasetjob.local.lease import Lease, acquire_lease
 from datasetjob.local.shard_process import ShardProcess, last_error_line
 from datasetjob.local.view import RunView, workers_text
 from datasetjob.progress import read_file_progress
 from datasetjob.redaction import CREDENTIALS_ENV, encode_secrets, split_credentials
-from datasetjob.spec.budget import over_budget, spend_text
+from datasetjob.spec.budget import Spend, over_budget, spend_text
 from datasetjob.spec.model import DatasetJobSpec
 from datasetjob.spec.model import run_id as compute_run_id
 from datasetjob.spec.sharding import shard_name
@@ -488,14 +496,24 @@ class LocalRunner:
         directory = Path(self.opts.cache_dir).resolve() if self.opts.cache_dir else None
         return make_ledger(self.spec.budget, url, self.spec.cache.namespace, self.run_id, directory)
 
+    def _spent(self) -> Spend | None:
+        """The run's spend in one read of its ledger; None when it has none or its Redis is away."""
+        ledger = self._ledger()
+        if ledger is None:
+            return None
+        try:
+            return ledger.totals()
+        except RedisUnavailable as exc:
+            self.view.note(str(exc))
+            return None
+
     def _budget_stop(self) -> int | None:
         """Exit BUDGET_EXHAUSTED, saying the spend and how to go on, when workers stopped at
         spec.budget; None otherwise."""
         stopped = [s for s in self.shards if ExitCode.BUDGET_EXHAUSTED in s.exit_codes]
         if not stopped:
             return None
-        ledger = self._ledger()
-        totals = ledger.totals() if ledger is not None else None  # one read of the ledger
+        totals = self._spent()
         resume = f"dsj run {self.opts.spec_path} --resume" + (
             f" --output {self.opts.output}" if self.opts.output else ""
         )

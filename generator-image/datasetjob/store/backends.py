@@ -2,7 +2,9 @@
 
 Every write is atomic: a reader sees the whole object or nothing. On disk that is a temp file
 in the store's own `.tmp/` (same filesystem) renamed into place; on S3 a PUT (or a completed
-multipart upload) is only visible once complete.
+multipart upload) is only visible once complete. A request sent again (s3_retry: an S3 server
+that stopped answering is waited for, up to DSJ_S3_RETRY_SECONDS) writes the same key with the
+same bytes, so a retried write stays whole and idempotent.
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 from datasetjob.errors import ConditionalWritesUnsupported, StorageError
+from datasetjob.store.s3_retry import CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS, wait_out_outages
+
+# A body cut off mid-way (the server went away while sending it) is asked for again; the GET
+# itself waits out the outage.
+BODY_READ_ATTEMPTS = 3
 
 
 class Store(ABC):
@@ -166,7 +173,10 @@ class S3Store(Store):
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         config = Config(
-            retries={"mode": "standard", "max_attempts": 8},  # boto3's own backoff, not ours
+            # botocore's own retries give up within seconds; s3_retry's hook waits out an outage
+            retries={"mode": "standard", "total_max_attempts": 1},
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            read_timeout=READ_TIMEOUT_SECONDS,
             s3={"addressing_style": "path"} if endpoint_url else {},
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
@@ -177,6 +187,7 @@ class S3Store(Store):
             region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
             config=config,
         )
+        wait_out_outages(self.client)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -196,10 +207,23 @@ class S3Store(Store):
         except Exception as exc:
             raise self._wrap(exc, key) from exc
 
+    def _get_whole(self, key: str) -> tuple[bytes, dict[str, Any]]:
+        """The object's bytes, and the GetObject answer they came with."""
+        from botocore.exceptions import HTTPClientError, IncompleteReadError
+
+        cut_off: Exception | None = None
+        for _ in range(BODY_READ_ATTEMPTS):
+            answer: dict[str, Any] = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            try:
+                return answer["Body"].read(), answer
+            except (HTTPClientError, IncompleteReadError) as exc:
+                cut_off = exc
+        assert cut_off is not None  # the loop returned or was cut off every time
+        raise cut_off
+
     def get_bytes(self, key: str) -> bytes:
         try:
-            data: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-            return data
+            return self._get_whole(key)[0]
         except Exception as exc:
             raise self._wrap(exc, key) from exc
 
@@ -226,6 +250,8 @@ class S3Store(Store):
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise self._wrap(exc, key) from exc
+        except Exception as exc:  # no answer within the retry window
+            raise self._wrap(exc, key) from exc
 
     def list(self, prefix: str) -> list[str]:
         out: list[str] = []
@@ -240,8 +266,6 @@ class S3Store(Store):
         return sorted(out)
 
     def delete_prefix(self, prefix: str, keep: frozenset[str] = frozenset()) -> None:
-        from botocore.exceptions import ClientError
-
         keys = [k for k in self.list(prefix) if k not in keep]
         failed: list[str] = []
         for i in range(0, len(keys), 1000):
@@ -250,7 +274,7 @@ class S3Store(Store):
                     Bucket=self.bucket,
                     Delete={"Objects": [{"Key": self._key(k)} for k in keys[i : i + 1000]], "Quiet": True},
                 )
-            except ClientError as exc:
+            except Exception as exc:
                 raise self._wrap(exc, prefix) from None
             # A 200 answer may still list keys it could not delete: they stay, and a stale shard
             # manifest among them would pass for a committed shard of the next run.
@@ -291,13 +315,15 @@ class S3Store(Store):
         from botocore.exceptions import ClientError
 
         try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            body, resp = self._get_whole(key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise self._wrap(exc, key) from exc
+        except Exception as exc:
+            raise self._wrap(exc, key) from exc
         now = parsedate_to_datetime(resp["ResponseMetadata"]["HTTPHeaders"]["date"])
-        return resp["Body"].read(), resp["ETag"], (now - resp["LastModified"]).total_seconds()
+        return body, resp["ETag"], (now - resp["LastModified"]).total_seconds()
 
     def delete(self, key: str) -> None:
         try:

@@ -186,7 +186,7 @@ def _run_shard(spec: DatasetJobSpec, index: int | None, run_id: str | None) -> i
                 summary.items_failed,
                 summary.rows,
             )
-        else:
+        elif summary.state != "failed":  # stopped by SIGTERM; a failed worker has said why
             summary.state = "stopped"
         write_termination_message(summary)
         return code

@@ -25,7 +25,7 @@ from typing import Any
 
 from datasetjob.cache.base import Cache
 from datasetjob.contract import RETRY_FAILED_ITEMS_ENV
-from datasetjob.errors import ExitCode, GeneratorConfigError
+from datasetjob.errors import ExitCode, GeneratorConfigError, RedisUnavailable
 from datasetjob.progress import ProgressSink
 from datasetjob.ratelimit.base import TokenBucket
 from datasetjob.sdk.context import Counters, ItemContext
@@ -93,6 +93,7 @@ class ShardWorker:
         self._checkpoint: Checkpoint | None = None  # function mode; flushed or discarded at commit
         self.name = packet_name(setup.index) if setup.plan_id else shard_name(setup.index)
         self.budget_reached: str | None = None  # why no new item starts (spec.budget), once reached
+        self.spend_unknown: str | None = None  # why the run's spend cannot be counted (its Redis is away)
         self._spend_sent = no_spend()  # this worker's usage the ledger has counted
 
     # -- progress ---------------------------------------------------------------------------
@@ -414,11 +415,15 @@ class ShardWorker:
             log.warning("item %s failed: %s", self.item_id(position), why)
 
     def _stopped(self) -> int:
-        """The exit code of a worker stopped before its end (checkpoint saved): by SIGTERM, or
-        at spec.budget (not retried: the run waits for a raised budget)."""
+        """The exit code of a worker stopped before its end (checkpoint saved): by SIGTERM, at
+        spec.budget (not retried: the run waits for a raised budget), or with the spend unknown
+        (retried: its Redis may be back by then)."""
         if self.budget_reached:
             self.summary.state, self.summary.error = "budget-exhausted", self.budget_reached
             return ExitCode.BUDGET_EXHAUSTED
+        if self.spend_unknown:
+            self.summary.state, self.summary.error = "failed", self.spend_unknown
+            return ExitCode.FAILED
         return ExitCode.TERMINATED
 
     def _usage(self) -> Spend:
@@ -428,15 +433,22 @@ class ShardWorker:
 
     def _count_spend(self) -> None:
         """The item's usage into the run's ledger; past spec.budget, no new item starts (the
-        items in flight finish and are kept)."""
+        items in flight finish and are kept). While the ledger waits for its Redis no new item
+        starts either; if Redis stays away the worker stops, checkpointed, and fails."""
         ledger = self.s.spend
-        if ledger is None:
+        if ledger is None or self.spend_unknown:
             return
         with self._lock:
             now = self._usage()
             delta = {name: now[name] - self._spend_sent[name] for name in USAGE}
             self._spend_sent = now
-        totals = ledger.add(delta)
+        try:
+            totals = ledger.add(delta)
+        except RedisUnavailable as exc:
+            self.spend_unknown = str(exc)
+            log.error("%s: %s: no new item starts", self.name, exc)
+            self.stopping.set()
+            return
         self.summary.spent = totals
         reason = over_budget(totals, self.spec.budget)
         if reason and not self.budget_reached:

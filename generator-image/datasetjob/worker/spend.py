@@ -7,14 +7,20 @@ item's usage and reads the totals back in the same step; once a total reaches it
 worker starts no new item. What is in flight then still finishes and is kept, so a run spends
 at most its budget plus what its items in flight spend: (workers x concurrency) items.
 
-While Redis is unreachable, usage is kept in the process and added when it is back: the limit
-then holds per process only, and is caught up with afterwards.
+While Redis does not answer, a worker waits for it (redis_link.RedisLink.wait_for: with backoff,
+for up to DSJ_REDIS_RETRY_SECONDS) and starts no new item meanwhile: counting apart would let
+each process spend up to the whole budget. Past the window the worker stops as on SIGTERM
+(checkpoint saved) and fails, to be retried. A Redis that comes back empty has lost the hash:
+each worker then raises every total back to at least the last total it saw plus its own usage
+since (never more than was spent), so the ledger misses at most the usage of the few items
+that finished as Redis went, which no worker still running had counted.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import threading
@@ -22,7 +28,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from datasetjob.spec.api import BudgetFields
-from datasetjob.spec.budget import USAGE, Spend, no_spend
+from datasetjob.spec.budget import USAGE, Spend, no_spend, spend_text
+
+log = logging.getLogger("datasetjob.worker")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -89,6 +97,37 @@ class FileLedger(SpendLedger):
             os.close(fd)
 
 
+# KEYS: the ledger hash   ARGV: ttl, then per usage: name, delta, floor
+# -> {total per usage..., 1 if a total was below its floor (the hash was lost) else 0}
+ADD_SPEND = """
+local out, raised = {}, 0
+for i = 2, #ARGV, 3 do
+  local total = redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
+  if tonumber(total) < tonumber(ARGV[i + 2]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
+    total, raised = ARGV[i + 2], 1
+  end
+  out[#out + 1] = total
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+out[#out + 1] = raised
+return out
+"""
+LEDGER = "the run's spend ledger (spec.budget)"
+# Redis adds in long double, this process in double: a floor a rounding above the true total
+# must not read as a lost hash.
+FLOOR_MARGIN = 1e-9
+
+
+def spend_args(ttl: int, unsent: Spend, last: Spend) -> list[str | int]:
+    """ADD_SPEND's arguments: each usage's delta, and its floor: the last total seen plus the
+    delta, which the run has certainly reached (totals only grow), less a rounding margin. Pure."""
+    args: list[str | int] = [ttl]
+    for name in USAGE:
+        args += [name, repr(unsent[name]), repr((last[name] + unsent[name]) * (1 - FLOOR_MARGIN))]
+    return args
+
+
 class RedisLedger(SpendLedger):
     """dsj:spend:{namespace}:{run} in the cache's Redis, shared by every pod of the run."""
 
@@ -98,32 +137,34 @@ class RedisLedger(SpendLedger):
         self.link = get_link(url)
         self.key = f"dsj:spend:{namespace}:{run}"
         self.ttl = RUN_KEYS_TTL_SECONDS
+        self._script = self.link.script(ADD_SPEND)
         self._lock = threading.Lock()
-        self._unsent = no_spend()  # usage not in Redis yet (it was unreachable)
+        self._unsent = no_spend()  # usage not in Redis yet (it did not answer)
         self._last = no_spend()
 
     def reset(self) -> None:
         self.link.run(lambda client: client.delete(self.key))
 
     def add(self, delta: Spend) -> Spend:
+        """The run's totals with `delta` added; waits for a Redis that does not answer, and
+        raises RedisUnavailable when it stays away (the delta is kept for the next add)."""
         with self._lock:
             for name in USAGE:
                 self._unsent[name] += delta.get(name, 0.0)
             unsent = dict(self._unsent)
-
-        def op(client) -> list[object]:  # type: ignore[no-untyped-def]  # redis-py's client, imported lazily
-            pipe = client.pipeline(transaction=True)
-            for name in USAGE:
-                pipe.hincrbyfloat(self.key, name, unsent[name])
-            pipe.expire(self.key, self.ttl)
-            return list(pipe.execute())
-
-        ok, result = self.link.run(op)
+            args = spend_args(self.ttl, unsent, self._last)
+        reply = self.link.wait_for(lambda client: self._script(keys=[self.key], args=args), LEDGER)
+        totals = {name: float(value) for name, value in zip(USAGE, reply[: len(USAGE)], strict=True)}
+        if int(reply[len(USAGE)]):
+            log.warning(
+                "%s was missing in Redis (a new, empty Redis?): restored to at least the totals this "
+                "worker had seen: %s",
+                LEDGER,
+                spend_text(totals),
+            )
         with self._lock:
-            if ok and result is not None:
-                for name in USAGE:
-                    self._unsent[name] -= unsent[name]
-                self._last = {name: float(value) for name, value in zip(USAGE, result[: len(USAGE)], strict=True)}  # type: ignore[arg-type]
-                return dict(self._last)
-            # Redis is down: what this process knows (the last totals and what it has not sent)
-            return {name: self._last[name] + self._unsent[name] for name in USAGE}
+            for name in USAGE:
+                self._unsent[name] -= unsent[name]
+            # totals only grow: an add answered late must not lower what a later one saw
+            self._last = {name: max(self._last[name], totals[name]) for name in USAGE}
+            return dict(totals)
