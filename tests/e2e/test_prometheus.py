@@ -133,7 +133,7 @@ def monitoring_crds(cluster):
         cluster.kubectl(
             "apply", "--server-side", "--force-conflicts", "-f", str(crds / f"monitoring.coreos.com_{plural}.yaml")
         )
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.monitoring.coreos.com")
+        cluster.wait_crd_established(f"{plural}.monitoring.coreos.com")
 
 
 def test_the_chart_with_monitoring_validates_against_the_real_crds(cluster, monitoring_crds):

@@ -171,6 +171,16 @@ class E2ECluster:
             msg += f" (last error: {last_exc!r})"
         raise WaitTimeout(msg + "\n" + self.report(namespace=namespace, objects=objects))
 
+    def wait_crd_established(self, name: str, timeout: float = 60) -> dict:
+        """Until the CRD `name` is Established. (`kubectl wait` fails outright when it reads the
+        CRD before the API server has written any condition to it.)"""
+        return self.wait_for_object(
+            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
+            lambda crd: condition_true(crd, "Established"),
+            timeout=timeout,
+            what=f"CRD {name} Established",
+        )
+
     def wait_for_object(
         self,
         path: str,

@@ -133,7 +133,7 @@ class Kueue:
             self.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
         for crd in crds:
             name = yaml.safe_load(crd.read_text())["metadata"]["name"]
-            self.cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+            self.cluster.wait_crd_established(name)
         self.timings["crds"] = time.monotonic() - t
 
         cp = self.cluster.control_plane

@@ -26,7 +26,8 @@ from pathlib import Path
 from .addons import STORAGE_NAMESPACE, SYSTEM_NAMESPACE, AddonError, Addons, S3Access, workload_ready
 from .cluster import ControlPlane
 from .images import image_archives
-from .network import NETNS_PREFIX, NodeNetwork, ip, leftover_namespaces, link_nodes
+from .network import NETNS_PREFIX, NodeNetwork, forget_owner, ip, leftover_namespaces, link_nodes
+from .network import owner_alive as network_owner_alive
 from .node import NodeError, RealNode, missing_prerequisites, node_name, owner_alive, remove_cgroups, running_node
 
 
@@ -43,6 +44,8 @@ def clean_leftovers(min_age: float = 60.0) -> list[str]:
                 continue
             os.kill(pid, signal.SIGKILL)  # the node's PID 1 goes, and the kernel kills the rest
         else:
+            if network_owner_alive(netns):
+                continue  # a node its cluster killed (to test a node's loss) and will bring back
             try:
                 age = time.time() - (Path("/run/netns") / netns).stat().st_mtime
             except FileNotFoundError:
@@ -54,6 +57,7 @@ def clean_leftovers(min_age: float = 60.0) -> list[str]:
         while ip("netns", "pids", netns, check=False).stdout.strip() and time.monotonic() < deadline:
             time.sleep(0.1)
         ip("netns", "delete", netns, check=False)
+        forget_owner(netns)
         index = netns.removeprefix(NETNS_PREFIX)
         ip("link", "delete", f"dsjh{index}", check=False)
         remove_cgroups(f"/dsj-node-{index}", timeout=5)

@@ -16,6 +16,7 @@ host forwarding anything, and the pairs vanish with either namespace.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,9 @@ from tests.prerequisites import missing_lines
 
 NETNS_PREFIX = "dsj-node-"
 MAX_NODES = 32
+# Who owns each node namespace (the pid of the process that made it): a namespace outlives its
+# node when a test kills the node and brings it back, and must not look like a leftover then.
+OWNERS = Path("/run/datasetjob-netns")
 
 
 class NetworkError(RuntimeError):
@@ -142,6 +146,8 @@ class NodeNetwork:
             if f" {a.host_link}@" in links or f" {a.host_link}:" in links:
                 continue
             if ip("netns", "add", a.netns, check=False).returncode == 0:
+                OWNERS.mkdir(mode=0o700, exist_ok=True)
+                (OWNERS / a.netns).write_text(str(os.getpid()))
                 return a
         raise NetworkError(
             f"no free node index: {MAX_NODES} namespaces named {NETNS_PREFIX}* exist "
@@ -156,6 +162,7 @@ class NodeNetwork:
         # namespace disappear with it once no process uses it any more.
         ip("netns", "delete", a.netns, check=False)
         ip("link", "delete", a.host_link, check=False)
+        forget_owner(a.netns)
         self.addresses = None
 
 
@@ -170,6 +177,23 @@ def link_nodes(a: NodeAddresses, b: NodeAddresses) -> None:
         in_netns(here.netns, "ip", "link", "set", link, "up")
         in_netns(here.netns, "ip", "route", "add", f"{there.node_ip}/32", "dev", link)
         in_netns(here.netns, "ip", "route", "add", there.pod_cidr, "via", there.node_ip, "dev", link)
+
+
+def owner_alive(netns: str) -> bool:
+    """Whether the process that made the namespace still runs."""
+    try:
+        os.kill(int((OWNERS / netns).read_text()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def forget_owner(netns: str) -> None:
+    (OWNERS / netns).unlink(missing_ok=True)
+    try:
+        OWNERS.rmdir()  # the last one: nothing of ours stays in /run
+    except OSError:
+        pass
 
 
 def leftover_namespaces() -> list[str]:
