@@ -2,10 +2,11 @@
 # Builds the project's container images without a Docker engine or a registry:
 #
 #   dsj-python           Python base made from Debian packages (mmdebstrap), in local storage only
-#   datasetjob/worker, datasetjob/worker-tables, datasetjob/smart-money-example, datasetjob/operator
+#   datasetjob/worker, datasetjob/worker-tables, datasetjob/smart-money-example,
+#   datasetjob/llm-labels-example, datasetjob/operator
 #                        from the repository's Dockerfiles as they are (build args only)
 #
-# Each of the four is also written as a docker-archive under $CACHE/images/ with its short name
+# Each of the five is also written as a docker-archive under $CACHE/images/ with its short name
 # (`ctr -n k8s.io images import`, `kind load image-archive`, `podman load` take it). The test
 # node's own images (pause, CoreDNS, S3, Redis) are tests/e2e/harness/node-images.sh's; both
 # scripts share scripts/image-build.sh (keys, archives, storage, lock).
@@ -50,12 +51,13 @@ BASE_CHANGES=('ENV=LANG=C.UTF-8' 'CMD=["python3"]')
 # Network for pip (the package index); the host's CA bundle for machines behind a TLS proxy.
 PIP_BUILD_OPTS=(--network host -v /etc/ssl/certs:/etc/ssl/certs:ro)
 
-IMAGES=(worker worker-tables smart-money-example operator)
+IMAGES=(worker worker-tables smart-money-example llm-labels-example operator)
 UNARCHIVED=(base)
 REF=(
     [worker]=datasetjob/worker:$APP_VERSION
     [worker-tables]=datasetjob/worker-tables:$APP_VERSION
     [smart-money-example]=datasetjob/smart-money-example:$APP_VERSION
+    [llm-labels-example]=datasetjob/llm-labels-example:$APP_VERSION
     [operator]=datasetjob/operator:$APP_VERSION
 )
 
@@ -97,6 +99,8 @@ KEY[worker]=$(dockerfile_key generator-image/Dockerfile "${KEY[base]}" PYTHON_IM
 KEY[worker-tables]=$(dockerfile_key generator-image/tables.Dockerfile "${KEY[worker]}" WORKER_IMAGE="$(build_ref worker)")
 KEY[smart-money-example]=$(dockerfile_key generator-image/examples/smart_money/Dockerfile \
     "${KEY[worker]}" WORKER_IMAGE="$(build_ref worker)")
+KEY[llm-labels-example]=$(dockerfile_key generator-image/examples/llm_labels/Dockerfile \
+    "${KEY[worker]}" WORKER_IMAGE="$(build_ref worker)")
 KEY[operator]=$(dockerfile_key operator/Dockerfile "${KEY[base]}" PYTHON_IMAGE="$(build_ref base)")
 print_archives
 
@@ -128,6 +132,8 @@ step worker produce worker dockerfile_image generator-image/Dockerfile PYTHON_IM
 step worker-tables produce worker-tables dockerfile_image generator-image/tables.Dockerfile \
     WORKER_IMAGE="$(build_ref worker)"
 step smart-money-example produce smart-money-example dockerfile_image generator-image/examples/smart_money/Dockerfile \
+    WORKER_IMAGE="$(build_ref worker)"
+step llm-labels-example produce llm-labels-example dockerfile_image generator-image/examples/llm_labels/Dockerfile \
     WORKER_IMAGE="$(build_ref worker)"
 step operator produce operator dockerfile_image operator/Dockerfile PYTHON_IMAGE="$(build_ref base)"
 prune_if_built
