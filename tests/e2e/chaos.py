@@ -35,7 +35,7 @@ from tests.e2e.faults import FaultRun
 from tests.e2e.harness.addons import SYSTEM_NAMESPACE
 from tests.e2e.harness.e2e import E2ECluster
 from tests.e2e.harness.local_cluster import LocalCluster
-from tests.integration.runs import dsj, published, sha256, write_doc
+from tests.integration.runs import local_dataset, sha256
 
 OUTAGE_SECONDS = 60
 ITEMS = (100, 36)  # the sample's whole universe: 3,600 items, 600 per shard
@@ -94,26 +94,10 @@ def twice(counts: Counter) -> int:
 
 def reference_sha(run: FaultRun) -> str:
     """The dataset of the same spec from `dsj run` on this machine (no latency, no tally)."""
+    doc = copy.deepcopy(run.doc())
+    doc["spec"]["generator"]["env"] = [{"name": "SMF_LATENCY_MS", "value": "1"}]
     with tempfile.TemporaryDirectory(prefix="dsj-chaos-") as tmp:
-        work = Path(tmp)
-        doc = copy.deepcopy(run.doc())
-        doc["spec"]["output"] = {"format": "csv"}
-        doc["spec"]["generator"]["env"] = [{"name": "SMF_LATENCY_MS", "value": "1"}]
-        proc = dsj(
-            "run",
-            str(write_doc(doc, work / "spec.yaml")),
-            "--output",
-            f"file://{work}/out",
-            "--workdir",
-            str(work),
-            cwd=work,
-            env={"DSJ_EMBEDDED_CACHE_DIR": str(work / "cache")},
-            timeout=900,
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"the reference run failed:\n{proc.stderr[-3000:]}")
-        dataset, _ = published(work / "out")
-        return sha256(dataset)
+        return sha256(local_dataset(doc, Path(tmp), timeout=900))
 
 
 def fault_steps(cluster: E2ECluster, operator: ChartOperator, run: FaultRun):
@@ -181,9 +165,7 @@ def chaos(nodes: int) -> int:
     with started_cluster(nodes) as cluster:
         print(f"cluster of {nodes} nodes ready in {cluster.local.timings['total']:.1f}s", flush=True)
         operator = ChartOperator(cluster).start()
-        namespace = f"chaos-{uuid.uuid4().hex[:5]}"
-        cluster.kubectl("create", "namespace", namespace)
-        cluster.local.addons.add_credentials(namespace)
+        namespace = cluster.create_namespace(f"chaos-{uuid.uuid4().hex[:5]}")
         bucket = f"dsj-chaos-{uuid.uuid4().hex[:8]}"
         cluster.s3.client().create_bucket(Bucket=bucket)
         run = FaultRun(cluster, namespace, cluster.s3, bucket, items=ITEMS, latency_ms=LATENCY_MS)

@@ -109,16 +109,7 @@ def redis(cluster) -> ClusterRedis:
 def namespace(request, cluster):
     """A fresh namespace named after the test, holding the default output credentials."""
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"{base}-{uuid.uuid4().hex[:5]}"
-    cluster.rest.post(
-        "/api/v1/namespaces",
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": name, "labels": {"datagen.dev/e2e": "true"}},
-        },
-    )
-    cluster.local.addons.add_credentials(name)
+    name = cluster.create_namespace(f"{base}-{uuid.uuid4().hex[:5]}")
     request.node._e2e_namespace = name
     yield name
     cluster.rest.delete(f"/api/v1/namespaces/{name}", ok_statuses=(404, 409))

@@ -26,16 +26,7 @@ OUTAGE_SECONDS = 60
 @pytest.fixture(scope="module")
 def undisturbed(cluster, operator, s3) -> Figures:
     """The fault run's spec with no fault, in a namespace and bucket of its own."""
-    namespace = f"undisturbed-{uuid.uuid4().hex[:5]}"
-    cluster.rest.post(
-        "/api/v1/namespaces",
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": namespace, "labels": {"datagen.dev/e2e": "true"}},
-        },
-    )
-    cluster.local.addons.add_credentials(namespace)
+    namespace = cluster.create_namespace(f"undisturbed-{uuid.uuid4().hex[:5]}")
     bucket = f"dsj-e2e-{uuid.uuid4().hex[:12]}"
     s3.client().create_bucket(Bucket=bucket)
     try:
@@ -60,57 +51,62 @@ def assert_survived(fig: Figures, undisturbed: Figures, in_flight: int) -> None:
     assert fig.items_twice <= in_flight, (fig.items_twice, in_flight, fig.generated.most_common(10))
 
 
-def test_the_chart_redis_pod_deleted_mid_run(cluster, operator, s3_ns, s3, bucket, undisturbed):
-    run = FaultRun(cluster, s3_ns, s3, bucket).start()
+def survives(cluster, namespace: str, s3, bucket: str, undisturbed: Figures, fault: str, inject) -> Figures:
+    """The fault run with inject() done once it generates; any of its generate pods may go with
+    the fault, so the bound on items generated twice is what all of them have in flight. What
+    inject() returns (if anything) is printed with the figures."""
+    run = FaultRun(cluster, namespace, s3, bucket).start()
     run.wait_generating()
     in_flight = items_in_flight(len(run.generate_pods()))
-    faults.delete_pods(cluster, SYSTEM_NAMESPACE, faults.REDIS_SELECTOR)
-    fig = run.finish("Redis pod deleted")
+    note = inject()
+    fig = run.finish(fault)
+    fig.notes = note or ""
     assert_survived(fig, undisturbed, in_flight)
+    return fig
+
+
+def test_the_chart_redis_pod_deleted_mid_run(cluster, operator, s3_ns, s3, bucket, undisturbed):
+    def delete():
+        faults.delete_pods(cluster, SYSTEM_NAMESPACE, faults.REDIS_SELECTOR)
+
+    survives(cluster, s3_ns, s3, bucket, undisturbed, "Redis pod deleted", delete)
 
 
 def test_redis_unreachable_for_a_minute(cluster, operator, s3_ns, s3, bucket, undisturbed):
-    run = FaultRun(cluster, s3_ns, s3, bucket).start()
-    run.wait_generating()
-    in_flight = items_in_flight(len(run.generate_pods()))
-    with faults.redis_cut(cluster):
-        time.sleep(OUTAGE_SECONDS)
-    fig = run.finish(f"Redis unreachable {OUTAGE_SECONDS}s")
-    assert_survived(fig, undisturbed, in_flight)
+    def outage():
+        with faults.redis_cut(cluster):
+            time.sleep(OUTAGE_SECONDS)
+
+    survives(cluster, s3_ns, s3, bucket, undisturbed, f"Redis unreachable {OUTAGE_SECONDS}s", outage)
 
 
 def test_s3_unreachable_for_a_minute(cluster, operator, s3_ns, s3, bucket, undisturbed):
-    run = FaultRun(cluster, s3_ns, s3, bucket).start()
-    run.wait_generating()
-    in_flight = items_in_flight(len(run.generate_pods()))
-    with faults.s3_cut(cluster):
-        time.sleep(OUTAGE_SECONDS)
-    fig = run.finish(f"S3 unreachable {OUTAGE_SECONDS}s")
-    assert_survived(fig, undisturbed, in_flight)
+    def outage():
+        with faults.s3_cut(cluster):
+            time.sleep(OUTAGE_SECONDS)
+
+    survives(cluster, s3_ns, s3, bucket, undisturbed, f"S3 unreachable {OUTAGE_SECONDS}s", outage)
     # Nothing half-written: a PUT is whole or absent, and no multipart upload was left open.
     assert not s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads")
 
 
 def test_the_api_server_restarted_mid_run(cluster, operator, s3_ns, s3, bucket, undisturbed):
-    run = FaultRun(cluster, s3_ns, s3, bucket).start()
-    run.wait_generating()
-    in_flight = items_in_flight(len(run.generate_pods()))
-    down = faults.restart_apiserver(cluster, down_seconds=10)
-    fig = run.finish("kube-apiserver restarted")
-    fig.notes = f"API server unavailable {down:.1f}s"
-    assert_survived(fig, undisturbed, in_flight)
+    def restart():
+        return f"API server unavailable {faults.restart_apiserver(cluster, down_seconds=10):.1f}s"
+
+    survives(cluster, s3_ns, s3, bucket, undisturbed, "kube-apiserver restarted", restart)
 
 
 def test_helm_upgrade_to_a_new_operator_image_mid_run(cluster, operator, s3_ns, s3, bucket, undisturbed):
-    run = FaultRun(cluster, s3_ns, s3, bucket).start()
-    run.wait_generating()
-    in_flight = items_in_flight(len(run.generate_pods()))
-    image = faults.upgrade_operator(cluster)
-    faults.wait_rolled_out(cluster)
-    fig = run.finish("helm upgrade of the operator")
+    upgraded = []
+
+    def upgrade():
+        upgraded.append(faults.upgrade_operator(cluster))
+        faults.wait_rolled_out(cluster)
+
+    survives(cluster, s3_ns, s3, bucket, undisturbed, "helm upgrade of the operator", upgrade)
     images = {c.image for p in operator.pods() for c in p.spec.containers if not p.metadata.deletion_timestamp}
-    assert images == {image}, images
-    assert_survived(fig, undisturbed, in_flight)
+    assert images == set(upgraded), images
 
 
 def test_a_node_lost_mid_run(cluster, operator, s3_ns, s3, bucket, undisturbed):

@@ -4,7 +4,6 @@ all reached by their Service names."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -14,7 +13,7 @@ import pytest
 import yaml
 
 from tests.e2e.harness.e2e import WaitTimeout
-from tests.integration.runs import SAMPLE, dsj, published, sha256, write_doc
+from tests.integration.runs import SAMPLE, local_dataset, sha256
 
 GROUP, VERSION, PLURAL = "datagen.dev", "v1alpha1", "datasetjobs"
 
@@ -92,20 +91,7 @@ def test_sample_succeeds_with_the_local_runners_dataset(cluster, operator, s3_ns
     }
     assert st["output"]["rows"] == 36 and st["cache"]["misses"] == 6 + 6 + 36
 
-    local = copy.deepcopy(doc)
-    local["spec"]["output"] = {"format": "csv"}
-    proc = dsj(
-        "run",
-        str(write_doc(local, tmp_path / "smf.yaml")),
-        "--output",
-        f"file://{tmp_path}/out",
-        "--workdir",
-        str(tmp_path),
-        cwd=tmp_path,
-        env={"DSJ_EMBEDDED_CACHE_DIR": str(tmp_path / "cache")},
-    )
-    assert proc.returncode == 0, proc.stderr
-    dataset, _ = published(tmp_path / "out")
+    dataset = local_dataset(doc, tmp_path)
     assert s3_sha(s3, st["output"]["uri"]) == sha256(dataset) == st["output"]["sha256"]
 
     table = cluster.kubectl("get", "dsj", "-n", s3_ns).stdout

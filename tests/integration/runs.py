@@ -50,6 +50,28 @@ def dsj(
     return proc
 
 
+def local_dataset(doc: dict, work: Path, timeout: int = 300) -> Path:
+    """The dataset `dsj run` makes of a cluster spec on this machine, as CSV under `work` (its
+    output, cache and work directory there): what a run in the cluster must equal."""
+    local = copy.deepcopy(doc)
+    local["spec"]["output"] = {"format": "csv"}
+    proc = dsj(
+        "run",
+        str(write_doc(local, work / "spec.yaml")),
+        "--output",
+        f"file://{work}/out",
+        "--workdir",
+        str(work),
+        cwd=work,
+        env={"DSJ_EMBEDDED_CACHE_DIR": str(work / "cache")},
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"dsj run exited {proc.returncode}\n{proc.stderr[-3000:]}")
+    dataset, _ = published(work / "out")
+    return dataset
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -171,6 +171,13 @@ class E2ECluster:
             msg += f" (last error: {last_exc!r})"
         raise WaitTimeout(msg + "\n" + self.report(namespace=namespace, objects=objects))
 
+    def create_namespace(self, name: str) -> str:
+        """A namespace of the e2e tier (labelled so), holding the default output credentials."""
+        metadata = {"name": name, "labels": {"datagen.dev/e2e": "true"}}
+        self.rest.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata})
+        self.local.addons.add_credentials(name)
+        return name
+
     def wait_crd_established(self, name: str, timeout: float = 60) -> dict:
         """Until the CRD `name` is Established. (`kubectl wait` fails outright when it reads the
         CRD before the API server has written any condition to it.)"""
