@@ -257,6 +257,8 @@ def bring_back(cluster, node) -> None:
     """A new kubelet and containerd on the lost node's name and network, and the taint lifted."""
     fresh = cluster.local.replace_node(node)
     cluster.nodes = cluster.local.nodes
+    for built, name in EXTRA_TAGS:
+        fresh.tag_image(built, name)
     taint_out_of_service(cluster, fresh.node_name, on=False)
 
 
@@ -306,15 +308,21 @@ def restart_apiserver(cluster, down_seconds: float = 5.0) -> float:
     return cluster.control_plane.restart_apiserver(down_seconds)
 
 
-def upgrade_operator(cluster) -> str:
+# Image names given on the nodes (built, new): a node brought back gets them too.
+EXTRA_TAGS: list[tuple[str, str]] = []
+
+
+def upgrade_operator(cluster, tag: str | None = None) -> str:
     """`helm upgrade` of the chart to another operator image (the same build under a new tag on
     every node, since no registry serves one): the Deployment rolls both replicas. Returns the
-    new image reference."""
+    new image reference. tag="" goes back to the chart's own (its appVersion)."""
     current = image_ref(cluster.local.addons.images, "operator")
     repository, _ = current.rsplit(":", 1)
-    tag = f"upgrade-{uuid.uuid4().hex[:6]}"
-    for node in cluster.local.nodes:
-        node.tag_image(current, f"{repository}:{tag}")
+    if tag is None:
+        tag = f"upgrade-{uuid.uuid4().hex[:6]}"
+        EXTRA_TAGS.append((current, f"{repository}:{tag}"))
+        for node in cluster.local.nodes:
+            node.tag_image(current, f"{repository}:{tag}")
     cluster.local.addons.helm(
         "upgrade",
         RELEASE,
@@ -325,7 +333,7 @@ def upgrade_operator(cluster) -> str:
         "--set",
         f"operator.image.tag={tag}",
     )
-    return f"{repository}:{tag}"
+    return f"{repository}:{tag}" if tag else current
 
 
 def wait_rolled_out(cluster, timeout: float = 300) -> None:
