@@ -135,6 +135,7 @@ def fault_steps(cluster: E2ECluster, operator: ChartOperator, run: FaultRun):
             lambda: all(p.spec.node_name != name for p in run.generate_pods()),
             timeout=300,
             what=f"the pods of {name} replaced",
+            namespace=run.namespace,
         )
         faults.bring_back(cluster, victim)
 
@@ -180,14 +181,18 @@ def chaos(nodes: int) -> int:
             for name, action in fault_steps(cluster, operator, run):
                 row = Row(name)
                 before, start = run.generated(), time.monotonic()
-                done_before = progress.done()
-                print(f"fault: {name} (items done {done_before}/{total})", flush=True)
+                st = run.status()
+                done_before = (st.get("items") or {}).get("done", 0)
+                state = f"{st.get('phase')}: {st.get('message')}"
+                print(f"fault: {name} (items done {done_before}/{total}; {state})", flush=True)
                 action()
                 # Over when the run moves again (or has nothing left to do).
                 cluster.wait_for(
                     lambda before=done_before: progress.done() > before or progress.done() >= total,
                     timeout=600,
                     what=f"progress after: {name}",
+                    namespace=namespace,
+                    objects=[f"/apis/datagen.dev/v1alpha1/namespaces/{namespace}/datasetjobs/{faults.NAME}"],
                 )
                 time.sleep(5)
                 row.survived = run.status().get("phase") not in ("Failed",)
