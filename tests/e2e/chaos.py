@@ -62,7 +62,7 @@ class Progress:
     def _sample(self) -> None:
         while not self._stop.wait(0.5):
             try:
-                done = (self.run.status().get("items") or {}).get("done", 0)
+                done = (self.run.status(timeout=5).get("items") or {}).get("done", 0)
             except Exception:  # noqa: BLE001 - the API server may be the fault
                 continue
             self.samples.append((time.monotonic(), int(done)))

@@ -28,7 +28,7 @@ import redis as redis_lib
 
 from tests.e2e.harness.addons import CHART, RELEASE, STORAGE_NAMESPACE, SYSTEM_NAMESPACE, image_ref
 from tests.e2e.harness.network import in_netns
-from tests.e2e.test_operator import apply, get, s3_sha, sample
+from tests.e2e.test_operator import GROUP, PLURAL, VERSION, apply, get, s3_sha, sample
 
 NAME = "faulty"
 ITEMS = (10, 12)  # symbols x dates
@@ -159,8 +159,15 @@ class FaultRun:
         apply(self.cluster, self.namespace, self.doc())
         return self
 
-    def status(self) -> dict:
-        return get(self.cluster, self.namespace, NAME).get("status") or {}
+    def status(self, timeout: float | None = None) -> dict:
+        """The DatasetJob's status; with a timeout, a read the API server does not answer (it
+        may be the fault) raises instead of waiting for ever."""
+        if timeout is None:
+            return get(self.cluster, self.namespace, NAME).get("status") or {}
+        obj = self.cluster.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, NAME, _request_timeout=timeout
+        )
+        return obj.get("status") or {}
 
     def wait_generating(self, at_least: int = 6) -> dict:
         """Until shards are generating and some items are done, not all."""
