@@ -52,6 +52,7 @@ def items_in_flight(pods: int) -> int:
 @dataclass
 class Figures:
     fault: str
+    total: int = ITEMS[0] * ITEMS[1]  # items in the run
     phase: str = ""
     rows: int = 0
     sha256: str = ""
@@ -62,7 +63,7 @@ class Figures:
 
     @property
     def items_lost(self) -> int:
-        return ITEMS[0] * ITEMS[1] - self.rows
+        return self.total - self.rows
 
     @property
     def items_twice(self) -> int:
@@ -205,6 +206,7 @@ class FaultRun:
         sha = s3_sha(self.s3, output["uri"]) if st.get("phase") == "Succeeded" and output.get("uri") else ""
         return Figures(
             fault=fault,
+            total=self.items[0] * self.items[1],
             phase=st.get("phase", ""),
             rows=int(output.get("rows") or 0),
             sha256=sha,
