@@ -126,8 +126,12 @@ def unconfirmed_node(pod: dict[str, Any], now: str, grace_seconds: float) -> str
     node = (pod.get("spec") or {}).get("nodeName")
     if not deadline or not node or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
         return None
+    return str(node) if seconds_between(deadline, now) >= grace_seconds else None
+
+
+def seconds_between(start: str, end: str) -> float:
+    """Seconds from one RFC 3339 time to another; 0 when either is missing or malformed."""
     try:
-        overdue = (datetime.fromisoformat(now) - datetime.fromisoformat(deadline)).total_seconds()
+        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
     except (TypeError, ValueError):
-        return None
-    return str(node) if overdue >= grace_seconds else None
+        return 0.0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any, NamedTuple
 
 from datasetjob.errors import SpecError
@@ -25,7 +24,15 @@ from . import naming, planning
 from .cluster_spec import checked_item_total, cluster_spec
 from .conditions import Stall, conditions_for, stalled_reason
 from .generation_counts import count_generation
-from .job_state import job_condition, job_finished, latest_message, pod_job, start_problem, unconfirmed_node
+from .job_state import (
+    job_condition,
+    job_finished,
+    latest_message,
+    pod_job,
+    seconds_between,
+    start_problem,
+    unconfirmed_node,
+)
 from .settings import Settings
 from .status import (
     CacheCounts,
@@ -571,7 +578,7 @@ def pods_cannot_start(pods: list[dict[str, Any]], now: str) -> Stall | None:
         and not (p.get("metadata") or {}).get("deletionTimestamp")
     ]
     problems = [problem for problem in map(start_problem, live) if problem is not None]
-    stuck = [(p.reason, p.message) for p in problems if _seconds_between(p.since, now) >= POD_START_GRACE_SECONDS]
+    stuck = [(p.reason, p.message) for p in problems if seconds_between(p.since, now) >= POD_START_GRACE_SECONDS]
     if not stuck:
         return None
     (reason, detail), _ = Counter(stuck).most_common(1)[0]
@@ -584,7 +591,7 @@ def pods_cannot_start(pods: list[dict[str, Any]], now: str) -> Stall | None:
 def pace(items: ItemCounts | None, started_at: str | None, now: str) -> tuple[str | None, str | None]:
     """(items generated or failed per second since the run started, the time left at that pace)
     for kubectl get -o wide; reused items come at once and are left out of the pace."""
-    elapsed = _seconds_between(started_at or "", now)
+    elapsed = seconds_between(started_at or "", now)
     if items is None or elapsed <= 0:
         return None, None
     made = items.generated + items.failed
@@ -600,11 +607,3 @@ def _duration(seconds: float) -> str:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def _seconds_between(start: str, end: str) -> float:
-    """Seconds from one RFC 3339 time to another; 0 when either is missing or malformed."""
-    try:
-        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-    except (TypeError, ValueError):
-        return 0.0

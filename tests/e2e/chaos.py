@@ -128,7 +128,7 @@ def fault_steps(cluster: E2ECluster, operator: ChartOperator, run: FaultRun):
     def node_lost():
         victim, _ = faults.busiest_other_node(cluster, run.generate_pods())
         name = victim.node_name
-        faults.kill_node(cluster, victim)
+        victim.kill()
         faults.wait_node_not_ready(cluster, name)
         faults.taint_out_of_service(cluster, name)
         cluster.wait_for(

@@ -7,7 +7,7 @@ result come the figures: items lost (goal 0), items generated twice (goal: no mo
 in flight at the fault), the Jobs made, the published sha256, and how long the run took.
 
 Faults (each one function; tests/e2e/test_faults.py runs one per test, chaos.py all in turn):
-  kill_node       the kubelet, containerd and every container of a node die (SIGKILL)
+  RealNode.kill   the kubelet, containerd and every container of a node die (SIGKILL)
   cut_pods        a workload's pods unreachable: every packet to or from them is rejected in
                   their node's network namespace (the pods keep running and keep their data)
   delete_pods     a workload's pods deleted (an emptyDir's data goes with them)
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import redis as redis_lib
 
 from tests.e2e.harness.addons import CHART, RELEASE, STORAGE_NAMESPACE, SYSTEM_NAMESPACE, image_ref
+from tests.e2e.harness.e2e import condition_true
 from tests.e2e.harness.network import in_netns
 from tests.e2e.test_operator import GROUP, PLURAL, VERSION, apply, get, s3_sha, sample
 
@@ -238,20 +239,16 @@ def busiest_other_node(cluster, pods) -> tuple:
     return next(n for n in cluster.local.nodes if n.node_name == name), count
 
 
-def kill_node(cluster, node) -> None:
-    node.kill()
-
-
 def wait_node_not_ready(cluster, node_name: str, timeout: float = 180) -> float:
     """Until the node-lifecycle controller marks the node NotReady; returns the seconds waited."""
     t = time.monotonic()
 
-    def not_ready():
-        node = cluster.core.read_node(node_name)
-        ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
-        return ready is not None and ready.status != "True"
-
-    cluster.wait_for(not_ready, timeout=timeout, interval=0.5, what=f"{node_name} NotReady")
+    cluster.wait_for(
+        lambda: not condition_true(cluster.core.read_node(node_name), "Ready"),
+        timeout=timeout,
+        interval=0.5,
+        what=f"{node_name} NotReady",
+    )
     return time.monotonic() - t
 
 

@@ -19,6 +19,7 @@ import pytest
 from tests.e2e import faults
 from tests.e2e.faults import FaultRun, Figures, items_in_flight, job_roles
 from tests.e2e.harness.addons import SYSTEM_NAMESPACE
+from tests.e2e.harness.e2e import condition
 
 OUTAGE_SECONDS = 60
 
@@ -129,7 +130,7 @@ def test_a_node_lost_mid_run(cluster, operator, s3_ns, s3, bucket, undisturbed):
     victim_name = victim.node_name
     in_flight = items_in_flight(on_victim)
     killed = time.monotonic()
-    faults.kill_node(cluster, victim)
+    victim.kill()
     try:
         not_ready = faults.wait_node_not_ready(cluster, victim_name)
         stall = cluster.wait_for(
@@ -152,7 +153,7 @@ def test_a_node_lost_mid_run(cluster, operator, s3_ns, s3, bucket, undisturbed):
 
 def lost_node_stall(status: dict, node: str) -> dict | None:
     """The Stalled condition naming the lost node, if the status has it."""
-    for c in status.get("conditions") or []:
-        if c.get("type") == "Stalled" and c.get("status") == "True" and c.get("reason") == "PodsOnLostNode":
-            return c if node in (c.get("message") or "") else None
+    c = condition({"status": status}, "Stalled")
+    if c and c.get("status") == "True" and c.get("reason") == "PodsOnLostNode" and node in (c.get("message") or ""):
+        return c
     return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from tests.e2e.harness.addons import STORAGE_NAMESPACE, image_ref
+from tests.e2e.harness.e2e import condition, condition_true
 
 PROBE = """
 import json, socket
@@ -30,8 +31,7 @@ def test_every_node_is_ready(cluster):
     nodes = cluster.core.list_node().items
     assert sorted(n.metadata.name for n in nodes) == sorted(n.node_name for n in cluster.nodes)
     for node in nodes:
-        ready = next(c for c in node.status.conditions if c.type == "Ready")
-        assert ready.status == "True", (node.metadata.name, ready.message)
+        assert condition_true(node, "Ready"), (node.metadata.name, condition(node, "Ready"))
         assert not [t for t in node.spec.taints or [] if t.effect in ("NoSchedule", "NoExecute")], node.spec.taints
 
 

@@ -15,22 +15,12 @@ import pytest
 import yaml
 
 from tests.build_cache import prometheus_paths
-from tests.e2e.harness.addons import REPO_ROOT as REPO
 from tests.e2e.harness.addons import SYSTEM_NAMESPACE
 from tests.e2e.test_operator import apply, sample, wait_phase
 from tests.prometheus_server import SCRAPE_SECONDS, running_prometheus
+from tests.unit.test_monitoring import ALL_ON, CHART, DASHBOARD  # the chart with every monitoring object on
 
-CHART = REPO / "helm" / "datasetjob"
-DASHBOARD = CHART / "files" / "dashboard.json"
 MONITORING_CRDS = ("servicemonitors", "prometheusrules")
-ALL_ON = [
-    "--set",
-    "monitoring.serviceMonitor.enabled=true",
-    "--set",
-    "monitoring.prometheusRule.enabled=true",
-    "--set",
-    "monitoring.dashboard.enabled=true",
-]
 
 
 def built(name: str) -> Path:

@@ -460,9 +460,7 @@ class ControlPlane:
                 *self.extra_apiserver_flags,
             ],
         )
-        ctx = ssl.create_default_context(cafile=str(self.ca_file))
-        headers = {"Authorization": f"Bearer {self.admin_token}"}
-        self._wait("kube-apiserver", lambda: _http_get(f"{self.server}/readyz", ctx=ctx, headers=headers)[0] == 200)
+        ctx, headers = self._wait_apiserver_ready()
         self.kubeconfig.write_text(
             kubeconfig_yaml(self.server, self.ca_file.read_bytes(), ADMIN_USER, self.admin_token)
         )
@@ -553,10 +551,15 @@ class ControlPlane:
         comp.stop()
         time.sleep(down_seconds)
         comp.start(_component_env())
+        self._wait_apiserver_ready()
+        return time.monotonic() - t
+
+    def _wait_apiserver_ready(self) -> tuple[ssl.SSLContext, dict[str, str]]:
+        """Until /readyz answers 200; returns the TLS context and headers of an admin request."""
         ctx = ssl.create_default_context(cafile=str(self.ca_file))
         headers = {"Authorization": f"Bearer {self.admin_token}"}
         self._wait("kube-apiserver", lambda: _http_get(f"{self.server}/readyz", ctx=ctx, headers=headers)[0] == 200)
-        return time.monotonic() - t
+        return ctx, headers
 
     def stop(self) -> None:
         for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):

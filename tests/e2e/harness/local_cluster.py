@@ -26,8 +26,15 @@ from pathlib import Path
 from .addons import STORAGE_NAMESPACE, SYSTEM_NAMESPACE, AddonError, Addons, S3Access, workload_ready
 from .cluster import ControlPlane
 from .images import image_archives
-from .network import NETNS_PREFIX, NodeNetwork, forget_owner, ip, leftover_namespaces, link_nodes
-from .network import owner_alive as network_owner_alive
+from .network import (
+    NETNS_PREFIX,
+    NodeNetwork,
+    forget_owner,
+    ip,
+    leftover_namespaces,
+    link_nodes,
+    namespace_owner_alive,
+)
 from .node import NodeError, RealNode, missing_prerequisites, node_name, owner_alive, remove_cgroups, running_node
 
 
@@ -44,7 +51,7 @@ def clean_leftovers(min_age: float = 60.0) -> list[str]:
                 continue
             os.kill(pid, signal.SIGKILL)  # the node's PID 1 goes, and the kernel kills the rest
         else:
-            if network_owner_alive(netns):
+            if namespace_owner_alive(netns):
                 continue  # a node its cluster killed (to test a node's loss) and will bring back
             try:
                 age = time.time() - (Path("/run/netns") / netns).stat().st_mtime

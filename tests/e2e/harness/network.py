@@ -179,7 +179,7 @@ def link_nodes(a: NodeAddresses, b: NodeAddresses) -> None:
         in_netns(here.netns, "ip", "route", "add", there.pod_cidr, "via", there.node_ip, "dev", link)
 
 
-def owner_alive(netns: str) -> bool:
+def namespace_owner_alive(netns: str) -> bool:
     """Whether the process that made the namespace still runs."""
     try:
         os.kill(int((OWNERS / netns).read_text()), 0)
